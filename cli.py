@@ -1,0 +1,122 @@
+"""The `hoc-drivers` command line: a thin click layer over the hoc_drivers Python API.
+
+Command groups live in `hoc_drivers/commands/` and are imported only when used, so
+`hoc-drivers --help` starts fast. Errors are one line on stderr; `--debug` shows tracebacks.
+Exit codes: 0 ok, 1 check failed / violation / error, 2 bad input, 3 blocked.
+"""
+import importlib
+import sys
+
+import click
+
+# name -> (module, attribute, one-line help shown by `hoc-drivers --help`)
+COMMANDS = {
+    "init": ("hoc_drivers.commands.core", "init", "Create the database and its tables (idempotent)."),
+    "demo": ("hoc_drivers.commands.demo", "demo", "Run a realistic scenario through all 13 drivers."),
+    "run": ("hoc_drivers.commands.core", "run", "Complete a run atomically (incident, policy, trace, events)."),
+    "schema": ("hoc_drivers.commands.core", "schema", "Check the database schema against the models."),
+    "audit": ("hoc_drivers.commands.core", "audit", "Audit our own drivers: access, commits, verdicts."),
+    "signals": ("hoc_drivers.commands.signals", "signals", "Record, check, list and clear governance signals."),
+    "killswitch": ("hoc_drivers.commands.guard", "killswitch", "Freeze, unfreeze and inspect kill switches."),
+    "incidents": ("hoc_drivers.commands.guard", "incidents", "List, acknowledge and resolve incidents."),
+    "anomaly": ("hoc_drivers.commands.costs", "anomaly", "Record a cost anomaly (creates an incident)."),
+    "breach": ("hoc_drivers.commands.costs", "breach", "Record a limit breach."),
+    "idempotency": ("hoc_drivers.commands.idempotency", "idempotency", "Look up run idempotency keys."),
+    "decisions": ("hoc_drivers.commands.decisions", "decisions", "List and backfill decision records."),
+    "care": ("hoc_drivers.commands.decisions", "care", "The CARE optimisation kill switch."),
+    "ledger": ("hoc_drivers.commands.ledger", "ledger", "Emit and list discovery ledger signals."),
+    "alerts": ("hoc_drivers.commands.alerts", "alerts", "The offline-first alert queue and its sender."),
+    "guard": ("hoc_drivers.commands.guard_read", "guard", "Guard console status and snapshot (cached)."),
+    "dag": ("hoc_drivers.commands.dag", "dag", "Check, plan and run PLang v2.0 policies."),
+    "bench": ("hoc_drivers.commands.bench", "bench", "Benchmarks against raw sqlite3, as ratios."),
+}
+
+
+def _remember_db(ctx, param, value):
+    if value is not None:
+        ctx.find_root().meta["hoc.db_path"] = value
+    return value
+
+
+def _add_db_option(command):
+    """Give every leaf command its own `--db` (same meaning as the root option)."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_db_option(sub)
+    elif not any(p.name == "db_path" for p in command.params):
+        command.params.append(click.Option(
+            ["--db", "db_path"], envvar="HOC_DRIVERS_DB", expose_value=False,
+            callback=_remember_db, is_eager=True, metavar="PATH",
+            help="SQLite file (default ./hoc.db; env HOC_DRIVERS_DB)."))
+
+
+class HocGroup(click.Group):
+    """Lazily imported subcommands, one-line errors and consistent exit codes."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[name]
+        command = getattr(importlib.import_module(module), attribute)
+        _add_db_option(command)
+        return command
+
+    def format_commands(self, ctx, formatter):
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, text) for name, (_, _, text) in COMMANDS.items()])
+
+    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
+        from hoc_drivers.commands.common import EXIT_FAILED, EXIT_USAGE, echo_error
+
+        args = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in args
+        try:
+            code = super().main(args, prog_name or "hoc-drivers", standalone_mode=False, **extra)
+            code = code if isinstance(code, int) else 0
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.Abort:
+            echo_error("aborted")
+            code = EXIT_FAILED
+        except click.ClickException as exc:
+            if debug:
+                raise
+            echo_error(exc.format_message().replace("\n", " "))
+            code = exc.exit_code
+        except ValueError as exc:
+            if debug:
+                raise
+            echo_error(str(exc).replace("\n", " "))
+            code = EXIT_USAGE
+        except Exception as exc:
+            if debug:
+                raise
+            echo_error(f"{type(exc).__name__}: {exc}".replace("\n", " "))
+            code = EXIT_FAILED
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+@click.group(cls=HocGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", "db_path", envvar="HOC_DRIVERS_DB", metavar="PATH", callback=_remember_db,
+              expose_value=False, help="SQLite file (default ./hoc.db; env HOC_DRIVERS_DB).")
+@click.option("--debug", is_flag=True, expose_value=False, help="Show tracebacks on errors.")
+@click.version_option("0.1.0", prog_name="hoc-drivers")
+def cli():
+    """Embedded governance data layer: 13 drivers over one SQLite file.
+
+    Example: hoc-drivers --db ./hoc.db demo
+    """
+
+
+def main():
+    """Console-script entry point."""
+    cli.main()
+
+
+if __name__ == "__main__":
+    main()

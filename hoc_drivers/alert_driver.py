@@ -1,0 +1,2 @@
+"""Alert Driver: the offline-first alert queue (enqueue, claim, sent / retry / failed)."""
+ACCESS = "READ+WRITE"

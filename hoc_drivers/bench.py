@@ -1,0 +1,201 @@
+"""Benchmarks: each workload beside a baseline measured in the same run, reported as a ratio.
+
+A workload is a function registered with `@workload(name)`; it takes `quick` and `full`
+flags and returns a list of `Measurement`s. The usual baseline is raw `sqlite3` running
+the same SQL on a database file with the same schema and pragmas.
+`hoc-drivers bench [--quick] [--full] [--json]` runs them all.
+"""
+import os
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+WORKLOADS = {}
+
+
+@dataclass
+class Measurement:
+    """One workload figure beside its baseline: ratio = workload cost / baseline cost."""
+
+    name: str
+    ops_per_sec: float
+    median_us: float
+    baseline: str
+    baseline_ops_per_sec: float
+    baseline_median_us: float
+    target: str = ""
+
+    @property
+    def ratio(self):
+        """Workload median latency over baseline median latency."""
+        return self.median_us / self.baseline_median_us if self.baseline_median_us else float("inf")
+
+    def to_dict(self):
+        """JSON-ready dict."""
+        return {"name": self.name, "ops_per_sec": round(self.ops_per_sec, 1),
+                "median_us": round(self.median_us, 2), "baseline": self.baseline,
+                "baseline_ops_per_sec": round(self.baseline_ops_per_sec, 1),
+                "baseline_median_us": round(self.baseline_median_us, 2),
+                "ratio": round(self.ratio, 3), "target": self.target}
+
+
+def workload(name):
+    """Register a benchmark workload function under `name`."""
+    def register(fn):
+        WORKLOADS[name] = fn
+        return fn
+    return register
+
+
+def time_each(operation, count):
+    """Run `operation(i)` `count` times; return (ops per second, median microseconds)."""
+    durations = []
+    clock = time.perf_counter
+    started = clock()
+    for i in range(count):
+        t0 = clock()
+        operation(i)
+        durations.append(clock() - t0)
+    total = clock() - started
+    return count / total, statistics.median(durations) * 1e6
+
+
+def measure(name, operation, baseline_name, baseline, count, target="", rounds=3):
+    """Time `operation` and `baseline` alternately for `rounds` rounds; keep each one's best."""
+    best = best_base = None
+    for r in range(rounds):
+        offset = r * count
+        run = time_each(lambda i: operation(offset + i), count)
+        base = time_each(lambda i: baseline(offset + i), count)
+        best = run if best is None or run[1] < best[1] else best
+        best_base = base if best_base is None or base[1] < best_base[1] else best_base
+    return Measurement(name, best[0], best[1], baseline_name, best_base[0], best_base[1], target)
+
+
+@contextmanager
+def scratch_databases():
+    """Two fresh database files with our schema: (path for the library, path for raw sqlite3)."""
+    from .db import init_database
+
+    directory = tempfile.mkdtemp(prefix="hoc-bench-")
+    try:
+        paths = os.path.join(directory, "library.db"), os.path.join(directory, "raw.db")
+        for path in paths:
+            init_database(path).close()
+        yield paths
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def raw_connection(path):
+    """A raw sqlite3 connection with the same pragmas as the library's."""
+    from .db import PRAGMAS
+
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for key, value in PRAGMAS:
+        conn.execute(f"PRAGMA {key}={value}")
+    return conn
+
+
+# ---------------------------------------------------------------------------------------
+# run-completion transaction
+
+
+@workload("run_completion")
+def bench_run_completion(quick=False, full=False):
+    """A failed run completed with its trace: RunCompletionTransaction vs raw sqlite3."""
+    from .db import init_database
+    from .models.base import new_id
+    from .models.runs import Trace
+    from .transaction_coordinator import RunCompletionTransaction, TransactionCoordinator
+
+    count = 300 if quick else 2000
+    with scratch_databases() as (library_path, raw_path):
+        db = init_database(library_path)
+        coordinator = TransactionCoordinator(db)
+        with coordinator.transaction():
+            Trace.insert_many([{"trace_id": f"t{i}", "tenant_id": "bench", "run_id": f"r{i}"}
+                               for i in range(count * 3)]).execute()
+        transaction = RunCompletionTransaction(coordinator)
+
+        def library(i):
+            transaction.execute(f"r{i}", "bench", "failed", error_message="AGENT_CRASH",
+                                trace_id=f"t{i}")
+
+        conn = raw_connection(raw_path)
+        conn.executemany("INSERT INTO aos_traces (trace_id, tenant_id, run_id, status, created_at)"
+                         " VALUES (?, 'bench', ?, 'running', '2026-01-01')",
+                         [(f"t{i}", f"r{i}") for i in range(count * 3)])
+        unmarked = []
+
+        def raw(i):
+            run_id, now = f"r{i}", _now_text()
+            conn.execute("BEGIN IMMEDIATE")
+            if unmarked:
+                conn.execute(f"UPDATE events SET published_at = ? WHERE id IN ({','.join('?' * len(unmarked))})",
+                             [now, *unmarked])
+                unmarked.clear()
+            incident_id = conn.execute(RAW_INCIDENT_SQL, (
+                new_id(), "bench", f"Agent Crash: Run {run_id[:8]}...", "critical", "open",
+                "run_failure", now, 0, "0", run_id, "run", "EXECUTION_FAILURE",
+                f"Run {run_id} failed with error: AGENT_CRASH", "AGENT_CRASH", "AGENT_CRASH",
+                "single_run", None, 1, "HUMAN", "ACTIVE", 0, None, 0, now, now)).fetchone()[0]
+            conn.execute("UPDATE runs SET incident_count = incident_count + 1 WHERE id = ? AND tenant_id = ?",
+                         (run_id, "bench"))
+            policy_id = conn.execute(RAW_POLICY_SQL, (
+                new_id(), "bench", f"policy_eval_{run_id[:8]}", "policies_checked:0", run_id,
+                run_id, run_id, "not_applicable", 0.0, 0, 0, None, now)).fetchone()[0]
+            conn.execute("UPDATE aos_traces SET status = ?, completed_at = ?, incident_id = ?"
+                         " WHERE trace_id = ? AND tenant_id = ?",
+                         ("failed", now, incident_id, f"t{i}", "bench"))
+            events = [(new_id(), "bench", topic, payload, now) for topic, payload in (
+                ("run.completed", f'{{"run_id": "{run_id}", "incident_id": "{incident_id}"}}'),
+                ("incident.created", f'{{"run_id": "{run_id}", "incident_id": "{incident_id}"}}'),
+                ("policy.evaluated", f'{{"run_id": "{run_id}", "policy_id": "{policy_id}"}}'))]
+            conn.execute("INSERT INTO events (id, tenant_id, topic, payload, created_at) VALUES "
+                         "(?, ?, ?, json(?), ?), (?, ?, ?, json(?), ?), (?, ?, ?, json(?), ?)",
+                         [v for event in events for v in event])
+            conn.execute("COMMIT")
+            unmarked.extend(e[0] for e in events)
+
+        try:
+            return [measure("run-completion transaction", library, "raw sqlite3, same statements",
+                            raw, count, target="<= 2.0x")]
+        finally:
+            conn.close()
+            db.close()
+
+
+RAW_INCIDENT_SQL = (
+    "INSERT OR IGNORE INTO incidents (id, tenant_id, title, severity, status, trigger_type, "
+    "started_at, calls_affected, cost_delta_cents, source_run_id, source_type, category, "
+    "description, error_code, error_message, impact_scope, affected_agent_id, affected_count, "
+    "cause_type, lifecycle_state, is_synthetic, synthetic_scenario_id, alert_sent, created_at, "
+    "updated_at) VALUES (" + ", ".join("?" * 25) + ") RETURNING id")
+RAW_POLICY_SQL = (
+    "INSERT OR IGNORE INTO prevention_records (id, tenant_id, policy_id, pattern_id, "
+    "original_incident_id, blocked_incident_id, run_id, outcome, signature_match_confidence, "
+    "calls_evaluated, is_synthetic, synthetic_scenario_id, created_at) VALUES ("
+    + ", ".join("?" * 13) + ") RETURNING id")
+
+
+def _now_text():
+    from .models.base import UtcDateTimeField, utcnow
+
+    return UtcDateTimeField().db_value(utcnow())
+
+
+def run_benchmarks(names=None, quick=False, full=False, on_start=None):
+    """Run the named workloads (default all); `on_start(name)` is called before each."""
+    results = []
+    for name, fn in WORKLOADS.items():
+        if names and name not in names:
+            continue
+        if on_start:
+            on_start(name)
+        results.extend(fn(quick=quick, full=full))
+    return results

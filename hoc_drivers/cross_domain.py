@@ -1,0 +1,2 @@
+"""Cross-Domain Governance Functions (mandatory): cost-anomaly incidents and limit breaches."""
+ACCESS = "WRITE"

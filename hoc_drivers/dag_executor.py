@@ -1,0 +1,2 @@
+"""DAG-based executor for PLang v2.0."""
+ACCESS = "READ"

@@ -1,0 +1,2 @@
+"""Governance Signals: explicit BLOCKED / WARN / CLEAN signals per scope."""
+ACCESS = "READ+WRITE"

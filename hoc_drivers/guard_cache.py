@@ -1,0 +1,2 @@
+"""Guard Cache: cachetools TTL caches for the guard console, invalidated after commit."""
+ACCESS = "READ"

@@ -1,0 +1,3 @@
+"""Decision records, policy decisions and the CARE kill switch (decisions)."""
+
+MODELS = []

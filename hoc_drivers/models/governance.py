@@ -1,0 +1,3 @@
+"""Governance signals (governance_signal_driver)."""
+
+MODELS = []

@@ -1,0 +1,3 @@
+"""Kill switches (guard_write_driver)."""
+
+MODELS = []

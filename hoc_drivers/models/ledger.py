@@ -1,0 +1,3 @@
+"""The discovery ledger (ledger)."""
+
+MODELS = []

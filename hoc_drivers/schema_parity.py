@@ -1,0 +1,129 @@
+"""Startup Schema Parity Guard: the database must match the models.
+
+The expected schema is what Peewee itself creates for the models (built in a private
+in-memory database); both sides are read with Peewee's own introspection
+(`get_tables`, `get_columns`, `get_primary_keys`, `get_indexes`) and compared.
+"""
+from dataclasses import dataclass
+from functools import lru_cache
+
+from peewee import SchemaManager, SqliteDatabase
+
+ACCESS = "READ"
+
+M26_COST_TABLES = ("feature_tags", "cost_records", "cost_anomalies", "cost_budgets",
+                   "cost_daily_aggregates")
+
+
+class SchemaParityError(RuntimeError):
+    """The database does not match the models; `errors` lists every difference."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        super().__init__("schema parity failed:\n" + "\n".join(f"  {e}" for e in self.errors))
+
+
+@dataclass(frozen=True)
+class ParityIssue:
+    """One difference between the models and the database."""
+
+    kind: str          # TABLE_MISSING, COLUMN_MISSING, COLUMN_TYPE, COLUMN_NULL, PRIMARY_KEY, INDEX, COLUMN_EXTRA
+    table: str
+    detail: str
+    is_error: bool = True
+
+    def __str__(self):
+        return f"{self.kind} {self.table}: {self.detail}"
+
+    def to_dict(self):
+        """JSON-ready dict."""
+        return {"kind": self.kind, "table": self.table, "detail": self.detail,
+                "severity": "error" if self.is_error else "warning"}
+
+
+def _introspect(db, table):
+    """(columns {name: (type, null)}, primary key list, indexes {(columns, unique): name})."""
+    columns = {c.name: (c.data_type.upper(), c.null) for c in db.get_columns(table)}
+    indexes = {(tuple(i.columns), i.unique): i.name for i in db.get_indexes(table)}
+    return columns, db.get_primary_keys(table), indexes
+
+
+@lru_cache(maxsize=None)
+def _expected_schema(models):
+    """The schema Peewee creates for `models`, introspected from a private in-memory database."""
+    memory = SqliteDatabase(":memory:")
+    try:
+        for model in models:
+            SchemaManager(model, memory).create_all(safe=False)
+        return {m._meta.table_name: _introspect(memory, m._meta.table_name) for m in models}
+    finally:
+        memory.close()
+
+
+def compare_schema(db, models=None):
+    """Every difference between `models` (default: all) and the database, errors and warnings."""
+    if models is None:
+        from .models import ALL_MODELS
+        models = ALL_MODELS
+    expected = _expected_schema(tuple(models))
+    present = set(db.get_tables())
+    issues = []
+    for table, (columns, primary_key, indexes) in expected.items():
+        if table not in present:
+            issues.append(ParityIssue("TABLE_MISSING", table, "table does not exist"))
+            continue
+        actual_columns, actual_pk, actual_indexes = _introspect(db, table)
+        for name, (data_type, null) in columns.items():
+            if name not in actual_columns:
+                issues.append(ParityIssue("COLUMN_MISSING", table, f"column {name} is missing"))
+                continue
+            actual_type, actual_null = actual_columns[name]
+            if actual_type != data_type:
+                issues.append(ParityIssue("COLUMN_TYPE", table,
+                                          f"column {name} is {actual_type}, expected {data_type}"))
+            if actual_null != null:
+                want = "NULL" if null else "NOT NULL"
+                issues.append(ParityIssue("COLUMN_NULL", table, f"column {name} should be {want}"))
+        if actual_pk != primary_key:
+            issues.append(ParityIssue("PRIMARY_KEY", table,
+                                      f"primary key is {actual_pk}, expected {primary_key}"))
+        for key, name in indexes.items():
+            if key not in actual_indexes:
+                unique = "unique " if key[1] else ""
+                issues.append(ParityIssue("INDEX", table,
+                                          f"{unique}index {name} on ({', '.join(key[0])}) is missing"))
+        for name in actual_columns.keys() - columns.keys():
+            issues.append(ParityIssue("COLUMN_EXTRA", table, f"column {name} is not in the model",
+                                      is_error=False))
+    return issues
+
+
+def check_schema_parity(db, models=None, hard_fail=True):
+    """Return (ok, errors); with `hard_fail`, raise SchemaParityError listing every error."""
+    errors = [i for i in compare_schema(db, models) if i.is_error]
+    if errors and hard_fail:
+        raise SchemaParityError(errors)
+    return not errors, errors
+
+
+def check_m26_cost_tables(db):
+    """The five M26 cost tables must match exactly; raises SchemaParityError otherwise."""
+    from .models import ALL_MODELS
+
+    cost_models = [m for m in ALL_MODELS if m._meta.table_name in M26_COST_TABLES]
+    declared = {m._meta.table_name for m in cost_models}
+    undeclared = [ParityIssue("TABLE_MISSING", t, "no model declares this table")
+                  for t in M26_COST_TABLES if t not in declared]
+    errors = undeclared + [i for i in compare_schema(db, cost_models) if i.is_error]
+    if errors:
+        raise SchemaParityError(errors)
+    return True
+
+
+def run_startup_parity_check(db):
+    """Cost tables hard-fail (SchemaParityError); every other difference is reported."""
+    check_m26_cost_tables(db)
+    issues = compare_schema(db)
+    return {"ok": not any(i.is_error for i in issues),
+            "errors": [i for i in issues if i.is_error],
+            "warnings": [i for i in issues if not i.is_error]}
