@@ -1,2 +1,213 @@
-"""Guard Cache: cachetools TTL caches for the guard console, invalidated after commit."""
+"""Guard Cache: cachetools TTL caches for the guard console, invalidated after commit.
+
+Entries are the guard console's read models (status, today's snapshot, incident pages),
+keyed `guard:<endpoint>:<tenant>[:<extra>]` as SPEC §3 names them. The key is held as the
+tuple (endpoint, tenant, extra), so `invalidate_tenant("t1")` removes exactly tenant t1's
+entries (never those of "t10"). Values are pickled on the way in and unpickled on the way out:
+a caller mutating what it got back never changes the cache. Writers never call
+`invalidate_tenant` themselves; they register `invalidate_tenant_on_commit(tx, tenant)` so the
+entries go only after their transaction commits, and a rollback invalidates nothing.
+"""
+import os
+import pickle
+import threading
+import time
+from collections import Counter
+
+from cachetools import TLRUCache
+
 ACCESS = "READ"
+
+__all__ = ["GuardCache", "get_guard_cache", "invalidate_tenant_on_commit", "default_ttls",
+           "STATUS", "SNAPSHOT", "INCIDENTS"]
+
+STATUS = "status"
+SNAPSHOT = "snapshot"
+INCIDENTS = "incidents"
+
+# Endpoint -> (environment variable overriding its TTL, default TTL in seconds).
+_TTL_SETTINGS = {STATUS: ("GUARD_STATUS_TTL", 5), SNAPSHOT: ("GUARD_SNAPSHOT_TTL", 10),
+                 INCIDENTS: ("GUARD_INCIDENTS_TTL", 5)}
+
+
+def default_ttls():
+    """TTL in seconds per endpoint: SPEC §3 defaults, overridden by GUARD_*_TTL variables."""
+    ttls = {}
+    for endpoint, (variable, default) in _TTL_SETTINGS.items():
+        raw = os.environ.get(variable)
+        if raw is None or raw.strip() == "":
+            ttls[endpoint] = default
+            continue
+        try:
+            ttls[endpoint] = float(raw)
+        except ValueError:
+            raise ValueError(f"{variable} must be a number of seconds, got {raw!r}") from None
+        if ttls[endpoint] < 0:
+            raise ValueError(f"{variable} must not be negative, got {raw!r}")
+    return ttls
+
+
+class _TenantIndexedCache(TLRUCache):
+    """A TLRUCache that reports every key it drops by expiry or eviction."""
+
+    def __init__(self, maxsize, timer, on_drop):
+        super().__init__(maxsize, ttu=_expires_at, timer=timer)
+        self._on_drop = on_drop
+
+    def expire(self, time=None):
+        """Drop expired entries (as TLRUCache) and report their keys."""
+        expired = super().expire(time)
+        for key, _ in expired:
+            self._on_drop(key)
+        return expired
+
+    def popitem(self):
+        """Evict the least recently used entry (as TLRUCache) and report its key."""
+        key, value = super().popitem()
+        self._on_drop(key)
+        return key, value
+
+
+def _expires_at(key, value, now):
+    """Time-to-use of an entry: stored with its own TTL, as (ttl, pickled data)."""
+    return now + value[0]
+
+
+class GuardCache:
+    """Per-tenant TTL cache of guard read models; thread-safe, copy-in / copy-out.
+
+    `timer` is the clock (seconds, default `time.monotonic`); inject one to test expiry
+    exactly. An entry set at t with TTL n is served while timer() < t + n and is gone at
+    t + n. `hits` and `misses` count lookups per endpoint.
+    """
+
+    def __init__(self, maxsize=10_000, timer=time.monotonic, ttls=None, enabled=None):
+        self.ttls = default_ttls() if ttls is None else {**default_ttls(), **ttls}
+        if enabled is None:
+            enabled = os.environ.get("GUARD_CACHE_ENABLED", "true").strip().lower() == "true"
+        self.enabled = enabled
+        self.hits = Counter()
+        self.misses = Counter()
+        self._lock = threading.Lock()
+        self._tenant_keys = {}
+        self._cache = _TenantIndexedCache(maxsize, timer, self._forget_key)
+
+    def _forget_key(self, key):
+        """Remove `key` from its tenant's index (the cache already dropped it)."""
+        keys = self._tenant_keys.get(key[1])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._tenant_keys[key[1]]
+
+    def get(self, endpoint, tenant_id, extra=""):
+        """A fresh copy of the cached value, or None on a miss (or when disabled)."""
+        if not self.enabled:
+            return None
+        key = (endpoint, tenant_id, str(extra))
+        with self._lock:
+            try:
+                entry = self._cache[key]
+            except KeyError:
+                self.misses[endpoint] += 1
+                return None
+            self.hits[endpoint] += 1
+        return pickle.loads(entry[1])
+
+    def set(self, endpoint, tenant_id, data, ttl=None, extra=""):
+        """Store a copy of `data` for `ttl` seconds (default: the endpoint's TTL).
+
+        Returns False when the cache is disabled, True once stored.
+        """
+        if not self.enabled:
+            return False
+        if ttl is None:
+            ttl = self.ttls[endpoint]
+        if ttl < 0:
+            raise ValueError(f"ttl must not be negative, got {ttl}")
+        key = (endpoint, tenant_id, str(extra))
+        entry = (ttl, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+        with self._lock:
+            self._cache[key] = entry
+            if key in self._cache:
+                self._tenant_keys.setdefault(tenant_id, set()).add(key)
+            else:  # a zero TTL stores nothing and drops what was there
+                self._forget_key(key)
+        return True
+
+    def invalidate(self, endpoint, tenant_id, extra=""):
+        """Remove one entry; True when it was cached."""
+        key = (endpoint, tenant_id, str(extra))
+        with self._lock:
+            present = key in self._cache
+            self._cache.pop(key, None)
+            self._forget_key(key)
+        return present
+
+    def invalidate_tenant(self, tenant_id):
+        """Remove every entry of `tenant_id` and no other; returns how many were cached."""
+        with self._lock:
+            keys = self._tenant_keys.pop(tenant_id, ())
+            count = 0
+            for key in keys:
+                if key in self._cache:
+                    count += 1
+                self._cache.pop(key, None)
+        return count
+
+    def clear(self):
+        """Remove every entry and reset the counters."""
+        with self._lock:
+            self._cache.clear()
+            self._tenant_keys.clear()
+            self.hits.clear()
+            self.misses.clear()
+
+    def get_status(self, tenant_id):
+        """Cached guard status of the tenant, or None."""
+        return self.get(STATUS, tenant_id)
+
+    def set_status(self, tenant_id, data):
+        """Cache the tenant's guard status for the status TTL."""
+        return self.set(STATUS, tenant_id, data)
+
+    def get_snapshot(self, tenant_id):
+        """Cached today's snapshot of the tenant, or None."""
+        return self.get(SNAPSHOT, tenant_id)
+
+    def set_snapshot(self, tenant_id, data):
+        """Cache the tenant's today's snapshot for the snapshot TTL."""
+        return self.set(SNAPSHOT, tenant_id, data)
+
+    def get_incidents(self, tenant_id, limit=10, offset=0):
+        """Cached incident page (limit, offset) of the tenant, or None."""
+        return self.get(INCIDENTS, tenant_id, f"{limit}:{offset}")
+
+    def set_incidents(self, tenant_id, data, limit=10, offset=0):
+        """Cache the tenant's incident page (limit, offset) for the incidents TTL."""
+        return self.set(INCIDENTS, tenant_id, data, extra=f"{limit}:{offset}")
+
+    def stats(self):
+        """Hit and miss counts per endpoint, and the number of live entries."""
+        with self._lock:
+            return {"hits": dict(self.hits), "misses": dict(self.misses),
+                    "entries": len(self._cache)}
+
+
+_instance = None
+_instance_lock = threading.Lock()
+
+
+def get_guard_cache():
+    """The process-wide guard cache (created on first use)."""
+    global _instance
+    if _instance is None:
+        with _instance_lock:
+            if _instance is None:
+                _instance = GuardCache()
+    return _instance
+
+
+def invalidate_tenant_on_commit(tx, tenant_id):
+    """Invalidate the tenant's guard cache entries after `tx` commits (nothing on rollback)."""
+    tx.on_commit(lambda: get_guard_cache().invalidate_tenant(tenant_id))
