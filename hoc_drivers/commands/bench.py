@@ -1,0 +1,34 @@
+"""CLI: benchmarks against raw sqlite3 (and other same-run baselines), printed as ratios."""
+import click
+
+from .common import CliError, emit, json_option
+
+COLUMNS = ["name", "ops_per_sec", "median_us", "baseline", "baseline_ops_per_sec",
+           "baseline_median_us", "ratio", "target"]
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Smaller counts (well under a minute).")
+@click.option("--full", is_flag=True, help="Include the 1M-row workloads (slow: builds big tables).")
+@click.option("--only", "names", multiple=True, metavar="WORKLOAD",
+              help="Run only this workload (repeatable).")
+@json_option
+def bench(quick, full, names, as_json):
+    """Run every workload beside its baseline in the same run and print the ratios.
+
+    Ratios (workload median / baseline median) are what to quote: absolute times depend on
+    the machine. Example: hoc-drivers bench --quick
+    """
+    from ..bench import WORKLOADS, run_benchmarks
+
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise CliError(f"unknown workload {unknown[0]!r} (known: {', '.join(WORKLOADS)})")
+    selected = list(names) or list(WORKLOADS)
+    with click.progressbar(length=len(selected), label="benchmarking", file=click.get_text_stream("stderr"),
+                           item_show_func=lambda name: name) as bar:
+        def started(name):
+            bar.update(1, name)
+        results = run_benchmarks(selected, quick=quick, full=full, on_start=started)
+    rows = [r.to_dict() for r in results]
+    emit(rows, as_json, COLUMNS)

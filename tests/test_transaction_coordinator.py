@@ -1,0 +1,223 @@
+"""The coordinator: one transaction, post-commit work only after COMMIT, atomic run completion."""
+import sqlite3
+
+import pytest
+
+from hoc_drivers.models.runs import Event, Incident, PreventionRecord, Run, Trace
+from hoc_drivers.transaction_coordinator import (
+    RunCompletionTransaction, TransactionFailed, TransactionPhase, classify_failure,
+    create_transaction_coordinator)
+
+
+def count(model):
+    return model.select().count()
+
+
+def test_exception_rolls_back_every_write_and_publishes_nothing(hoc_coordinator, hoc_publisher):
+    with pytest.raises(RuntimeError):
+        with hoc_coordinator.transaction() as tx:
+            Run.insert(id="r1", tenant_id="t1").execute()
+            Trace.insert(trace_id="tr1", tenant_id="t1", run_id="r1").execute()
+            tx.publish("run.completed", {"run_id": "r1"}, "t1")
+            raise RuntimeError("boom")
+    assert (count(Run), count(Trace), count(Event)) == (0, 0, 0)
+    assert list(hoc_publisher.published) == []
+
+
+def test_callbacks_run_after_commit_and_never_after_rollback(hoc_db, hoc_coordinator):
+    seen = []
+
+    def visible_elsewhere():
+        other = sqlite3.connect(hoc_db.database)
+        seen.append(other.execute("SELECT count(*) FROM runs").fetchone()[0])
+        other.close()
+
+    with hoc_coordinator.transaction() as tx:
+        Run.insert(id="r1", tenant_id="t1").execute()
+        tx.on_commit(visible_elsewhere)
+        assert seen == []
+    assert seen == [1]  # ran after COMMIT: another connection already sees the row
+
+    with pytest.raises(ValueError):
+        with hoc_coordinator.transaction() as tx:
+            tx.on_commit(lambda: seen.append("rolled back"))
+            raise ValueError
+    assert seen == [1]
+
+
+def test_failing_callback_is_recorded_and_does_not_hide_the_others(hoc_coordinator):
+    seen = []
+    with hoc_coordinator.transaction() as tx:
+        tx.on_commit(lambda: 1 / 0)
+        tx.on_commit(lambda: seen.append("second"))
+    assert seen == ["second"]
+    assert isinstance(tx.callback_errors[0], ZeroDivisionError)
+
+
+def test_nested_transaction_joins_the_outer_one(hoc_coordinator):
+    with hoc_coordinator.transaction() as outer:
+        with hoc_coordinator.transaction() as inner:
+            assert inner is outer
+            Run.insert(id="r1", tenant_id="t1").execute()
+        with pytest.raises(KeyError):
+            with hoc_coordinator.transaction() as inner:
+                Run.insert(id="r2", tenant_id="t1").execute()
+                inner.on_commit(lambda: pytest.fail("callback of a rolled-back savepoint ran"))
+                raise KeyError
+        # nothing is committed before the outer block ends
+        assert hoc_coordinator.current() is outer
+    assert [r.id for r in Run.select()] == ["r1"]
+
+
+def test_savepoint_undoes_only_its_own_writes(hoc_coordinator):
+    with hoc_coordinator.transaction() as tx:
+        Run.insert(id="kept", tenant_id="t1").execute()
+        with pytest.raises(RuntimeError):
+            with tx.savepoint():
+                Run.insert(id="undone", tenant_id="t1").execute()
+                raise RuntimeError
+    assert [r.id for r in Run.select()] == ["kept"]
+
+
+def failed_run(coordinator, run_id="run-0001", **kwargs):
+    return RunCompletionTransaction(coordinator).execute(
+        run_id, "t1", "failed", error_message="worker hit AGENT_CRASH", **kwargs)
+
+
+def test_failed_run_writes_incident_policy_and_trace_atomically(hoc_db, hoc_coordinator,
+                                                                 hoc_publisher):
+    with hoc_coordinator.transaction():
+        Trace.insert(trace_id="tr1", tenant_id="t1", run_id="run-0001").execute()
+    visible_at_publish = []
+    hoc_publisher.subscribe("incident.created", lambda topic, payload: visible_at_publish.append(
+        sqlite3.connect(hoc_db.database).execute(
+            "SELECT count(*) FROM incidents WHERE id = ?", (payload["incident_id"],)).fetchone()[0]))
+
+    result = failed_run(hoc_coordinator, trace_id="tr1")
+
+    assert result.phase is TransactionPhase.EVENTS_PUBLISHED
+    assert result.is_complete() and result.all_domains_succeeded()
+    incident = Incident.get_by_id(result.incident_result.result_id)
+    assert (incident.title, incident.severity, incident.category, incident.status) == (
+        "Agent Crash: Run run-0001...", "critical", "EXECUTION_FAILURE", "open")
+    assert incident.description == "Run run-0001 failed with error: AGENT_CRASH"
+    assert (incident.trigger_type, incident.source_type, incident.impact_scope) == (
+        "run_failure", "run", "single_run")
+    policy = PreventionRecord.get_by_id(result.policy_result.result_id)
+    assert (policy.outcome, policy.signature_match_confidence) == ("not_applicable", 0.0)
+    trace = Trace.get_by_id("tr1")
+    assert (trace.status, trace.incident_id) == ("failed", incident.id)
+    assert trace.completed_at is not None
+    assert visible_at_publish == [1]  # published only after COMMIT
+    assert result.events_published == ["run.completed", "incident.created", "policy.evaluated"]
+    payloads = dict(hoc_publisher.published)
+    assert payloads["run.completed"] == {"run_id": "run-0001", "status": "failed",
+                                         "incident_id": incident.id, "policy_id": policy.id,
+                                         "trace_id": "tr1"}
+    assert Event.select().count() == 3
+
+
+def test_injected_failure_at_trace_step_leaves_nothing(hoc_coordinator, hoc_publisher):
+    def broken_trace_store(*args):
+        raise OSError("trace store unavailable")
+
+    transaction = RunCompletionTransaction(hoc_coordinator, trace_completer=broken_trace_store)
+    with pytest.raises(TransactionFailed) as failure:
+        transaction.execute("run-0002", "t1", "failed", error_message="STEP_FAILURE", trace_id="tr9")
+    assert failure.value.phase is TransactionPhase.POLICY_EVALUATED
+    assert isinstance(failure.value.cause, OSError)
+    assert failure.value.partial_results["phase"] == "ROLLED_BACK"
+    assert (count(Incident), count(PreventionRecord), count(Event)) == (0, 0, 0)
+    assert list(hoc_publisher.published) == []
+
+
+def test_missing_trace_is_a_failed_domain_result_not_fatal(hoc_coordinator):
+    result = failed_run(hoc_coordinator, trace_id="no-such-trace")
+    assert result.is_complete() and not result.all_domains_succeeded()
+    assert "not found" in result.trace_result.error
+    assert count(Incident) == 1
+
+
+def test_completing_a_run_twice_keeps_one_incident_and_one_policy_row(hoc_coordinator):
+    first = failed_run(hoc_coordinator)
+    second = failed_run(hoc_coordinator)
+    assert first.incident_result.result_id == second.incident_result.result_id
+    assert (count(Incident), count(PreventionRecord)) == (1, 1)
+    assert second.events_published == ["run.completed", "policy.evaluated"]
+
+
+def test_trace_of_another_tenant_is_not_touched(hoc_coordinator):
+    with hoc_coordinator.transaction():
+        Trace.insert(trace_id="tr1", tenant_id="other", run_id="r").execute()
+    result = failed_run(hoc_coordinator, trace_id="tr1")
+    assert not result.trace_result.success
+    assert Trace.get_by_id("tr1").status == "running"
+
+
+@pytest.mark.parametrize("status, outcome, confidence, incident", [
+    ("succeeded", "no_violation", 1.0, False), ("completed", "no_violation", 1.0, False),
+    ("success", "no_violation", 1.0, False), ("failed", "not_applicable", 0.0, True),
+    ("FAILED", "not_applicable", 0.0, False), ("error", "not_applicable", 0.0, False),
+    ("halted", "advisory", 0.0, False), ("blocked", "advisory", 0.0, False),
+    ("cancelled", "not_applicable", 0.0, False),
+])
+def test_policy_outcome_and_incident_rule(hoc_coordinator, status, outcome, confidence, incident):
+    result = RunCompletionTransaction(hoc_coordinator).execute("run-x", "t1", status)
+    policy = PreventionRecord.get_by_id(result.policy_result.result_id)
+    assert (policy.outcome, policy.signature_match_confidence) == (outcome, confidence)
+    assert (count(Incident) == 1) is incident
+
+
+@pytest.mark.parametrize("code, message, expected, severity, title", [
+    (None, "EXECUTION_TIMEOUT after 30s", "EXECUTION_TIMEOUT", "high", "Execution Timeout"),
+    (None, "budget_exceeded and agent_crash", "AGENT_CRASH", "critical", "Agent Crash"),
+    ("RATE_LIMIT_EXCEEDED", None, "RATE_LIMIT_EXCEEDED", "medium", "Rate Limit Hit"),
+    (None, "manual_stop by ops", "MANUAL_STOP", "low", "Run Failed"),
+    (None, "retry_exhausted", "RETRY_EXHAUSTED", "medium", "Run Failed"),
+    (None, "", "UNKNOWN", "medium", "Run Failed"),
+])
+def test_failure_classification(hoc_coordinator, code, message, expected, severity, title):
+    assert classify_failure(code, message) == expected
+    result = RunCompletionTransaction(hoc_coordinator).execute(
+        "abcdefgh-123", "t1", "failed", error_code=code, error_message=message)
+    incident = Incident.get_by_id(result.incident_result.result_id)
+    assert (incident.error_code, incident.severity) == (expected, severity)
+    assert incident.title == f"{title}: Run abcdefgh..."
+
+
+def test_skip_events_commits_without_events(hoc_coordinator, hoc_publisher):
+    result = failed_run(hoc_coordinator, skip_events=True)
+    assert result.phase is TransactionPhase.COMMITTED and result.events_published == []
+    assert count(Event) == 0 and list(hoc_publisher.published) == []
+
+
+def test_publisher_failure_keeps_the_commit(hoc_coordinator, hoc_publisher):
+    def broken(topic, payload):
+        raise ConnectionError("bus down")
+    hoc_publisher.publish = broken
+    result = failed_run(hoc_coordinator)
+    assert result.phase is TransactionPhase.COMMITTED and result.events_published == []
+    assert count(Incident) == 1
+
+
+def test_events_left_unpublished_by_a_crash_are_published_by_flush(hoc_db, hoc_coordinator,
+                                                                  hoc_publisher):
+    raw = sqlite3.connect(hoc_db.database)
+    raw.execute("INSERT INTO events (id, topic, payload, created_at) VALUES "
+                "('e1', 'run.completed', '{\"run_id\": \"r\"}', '2026-01-01 00:00:00.000000')")
+    raw.commit()
+    raw.close()
+    assert hoc_coordinator.flush_outbox() == 1
+    assert list(hoc_publisher.published) == [("run.completed", {"run_id": "r"})]
+    assert Event.get_by_id("e1").published_at is not None
+
+
+def test_tenant_is_required(hoc_coordinator):
+    with pytest.raises(ValueError, match="tenant_id"):
+        RunCompletionTransaction(hoc_coordinator).execute("r", "", "failed")
+
+
+def test_factories_open_the_given_database(hoc_db, hoc_publisher):
+    transaction = create_transaction_coordinator(hoc_publisher, db=hoc_db)
+    transaction.execute("r1", "t1", "succeeded")
+    assert hoc_publisher.published[0][0] == "run.completed"
