@@ -189,6 +189,27 @@ def _now_text():
     return UtcDateTimeField().db_value(utcnow())
 
 
+# ---------------------------------------------------------------------------------------
+# CLI start-up
+
+
+@workload("cli_startup")
+def bench_cli_startup(quick=False, full=False):
+    """`hoc-drivers --help` as a whole process vs `python -c pass` on the same interpreter."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(sys.executable), "hoc-drivers")
+    command = [script, "--help"] if os.path.exists(script) else [sys.executable, "-m", "cli", "--help"]
+
+    def run(argv):
+        return lambda i: subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+
+    return [measure("CLI start-up (hoc-drivers --help)", run(command), "python -c pass",
+                    run([sys.executable, "-c", "pass"]), 8 if quick else 20, target="<= 3.0x",
+                    rounds=2)]
+
+
 def run_benchmarks(names=None, quick=False, full=False, on_start=None):
     """Run the named workloads (default all); `on_start(name)` is called before each."""
     results = []
