@@ -50,15 +50,25 @@ def _caller():
 
 
 class GuardedSqliteDatabase(SqliteDatabase):
-    """A SqliteDatabase whose transaction control belongs to the transaction coordinator."""
+    """A SqliteDatabase whose transaction control belongs to the transaction coordinator.
+
+    Every refusal is also kept in `refusals` (newest last), so a test can assert that no
+    code tried to commit behind the coordinator's back even if that code swallowed the error.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.refusals = []
+
+    def _refuse(self, message):
+        self.refusals.append(message)
+        raise CommitForbidden(message)
 
     def _require_coordinator(self, operation):
         module, where = _caller()
         if module != COORDINATOR_MODULE:
-            raise CommitForbidden(
-                f"{operation} refused: only the transaction coordinator may control "
-                f"transactions; called from {where}"
-            )
+            self._refuse(f"{operation} refused: only the transaction coordinator may control "
+                         f"transactions; called from {where}")
 
     def atomic(self, *args, **kwargs):
         """Coordinator only: a transaction or savepoint block."""
@@ -72,8 +82,7 @@ class GuardedSqliteDatabase(SqliteDatabase):
 
     def manual_commit(self):
         """Always refused: manual commit mode bypasses the coordinator."""
-        where = _caller()[1]
-        raise CommitForbidden(f"manual_commit() refused: never allowed; called from {where}")
+        self._refuse(f"manual_commit() refused: never allowed; called from {_caller()[1]}")
 
     def savepoint(self):
         """Coordinator only: a savepoint inside the current transaction."""
@@ -102,11 +111,8 @@ class GuardedSqliteDatabase(SqliteDatabase):
             self._require_coordinator(f"raw SQL {verb.split()[0]!r}")
         elif verb.startswith(_WRITE_SQL) and not self.in_transaction():
             if not verb.startswith("WITH") or _is_write(sql):
-                where = _caller()[1]
-                raise CommitForbidden(
-                    "write refused: no coordinator transaction is open "
-                    f"(use TransactionCoordinator.transaction()); called from {where}"
-                )
+                self._refuse("write refused: no coordinator transaction is open "
+                             f"(use TransactionCoordinator.transaction()); called from {_caller()[1]}")
         return super().execute_sql(sql, params)
 
 

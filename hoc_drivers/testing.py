@@ -2,10 +2,33 @@
 
 Fixtures: `hoc_db` (an initialised database in a temporary file), `hoc_memory_db`
 (initialised `:memory:`), `hoc_coordinator` (a TransactionCoordinator over `hoc_db`),
-`hoc_publisher` (its in-process publisher, with `.published` events) and
-`hoc_no_stray_commits` (asserts, at the end of the test, that no commit was refused).
+`hoc_publisher` (its in-process publisher, with `.published` events), `hoc_clock` (a manual
+clock: `.advance(seconds)`), `hoc_guard_cache` (a GuardCache on that clock) and
+`hoc_no_stray_commits` (fails the test if any code tried to commit, or to write, outside the
+coordinator — even if it swallowed the CommitForbidden). `assert_no_stray_commits(db)` is the
+same check as a plain function.
 """
 import pytest
+
+
+class ManualClock:
+    """A monotonic clock that moves only when told: call it for the time, `.advance(s)` to move."""
+
+    def __init__(self, start=1_000.0):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        """Move the clock forward by `seconds`."""
+        self.now += seconds
+
+
+def assert_no_stray_commits(db):
+    """Fail when `db` refused any commit, transaction or write made outside the coordinator."""
+    refusals = getattr(db, "refusals", [])
+    assert not refusals, "commit/write outside the coordinator:\n" + "\n".join(refusals)
 
 
 @pytest.fixture
@@ -42,3 +65,24 @@ def hoc_coordinator(hoc_db, hoc_publisher):
     from hoc_drivers.transaction_coordinator import TransactionCoordinator
 
     return TransactionCoordinator(hoc_db, hoc_publisher)
+
+
+@pytest.fixture
+def hoc_clock():
+    """A manual clock for TTL tests: `hoc_clock.advance(5)` makes five seconds pass."""
+    return ManualClock()
+
+
+@pytest.fixture
+def hoc_guard_cache(hoc_clock):
+    """A fresh GuardCache whose timer is `hoc_clock`."""
+    from hoc_drivers.guard_cache import GuardCache
+
+    return GuardCache(timer=hoc_clock)
+
+
+@pytest.fixture
+def hoc_no_stray_commits(hoc_db):
+    """Use in a test to fail it if anything tried to commit or write behind the coordinator."""
+    yield hoc_db
+    assert_no_stray_commits(hoc_db)

@@ -118,3 +118,15 @@ def test_two_processes_writing_one_file_both_succeed(tmp_path):
     assert errors == [[], []]
     db = init_database(path)
     assert db.execute_sql("SELECT count(*) FROM incidents").fetchone()[0] == 120
+
+
+def test_refusals_are_recorded_even_when_swallowed(hoc_db, driver_module):
+    from hoc_drivers.testing import assert_no_stray_commits
+
+    assert_no_stray_commits(hoc_db)
+    try:
+        driver_module.commit_directly(hoc_db)
+    except CommitForbidden:
+        pass  # a careless driver hiding the refusal
+    with pytest.raises(AssertionError, match="commit\\(\\) refused"):
+        assert_no_stray_commits(hoc_db)
