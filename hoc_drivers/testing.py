@@ -8,6 +8,9 @@ clock: `.advance(seconds)`), `hoc_guard_cache` (a GuardCache on that clock) and
 coordinator — even if it swallowed the CommitForbidden). `assert_no_stray_commits(db)` is the
 same check as a plain function.
 """
+import shutil
+import sqlite3
+
 import pytest
 
 
@@ -31,22 +34,39 @@ def assert_no_stray_commits(db):
     assert not refusals, "commit/write outside the coordinator:\n" + "\n".join(refusals)
 
 
-@pytest.fixture
-def hoc_db(tmp_path):
-    """An initialised hoc-drivers database in a temporary file, models bound to it."""
+@pytest.fixture(scope="session")
+def _hoc_schema_template(tmp_path_factory):
+    """One initialised database file per session; each test gets a copy (fast: no DDL)."""
     from hoc_drivers.db import init_database
 
-    db = init_database(str(tmp_path / "hoc-test.db"))
+    path = tmp_path_factory.mktemp("hoc-template") / "template.db"
+    db = init_database(str(path))
+    db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return path
+
+
+@pytest.fixture
+def hoc_db(tmp_path, _hoc_schema_template):
+    """An initialised hoc-drivers database in a temporary file, models bound to it."""
+    from hoc_drivers.db import connect_database
+
+    path = tmp_path / "hoc-test.db"
+    shutil.copy2(_hoc_schema_template, path)
+    db = connect_database(str(path))
     yield db
     db.close()
 
 
 @pytest.fixture
-def hoc_memory_db():
+def hoc_memory_db(_hoc_schema_template):
     """An initialised in-memory hoc-drivers database (single thread only)."""
-    from hoc_drivers.db import init_database
+    from hoc_drivers.db import connect_database
 
-    db = init_database(":memory:")
+    db = connect_database(":memory:")
+    template = sqlite3.connect(_hoc_schema_template)
+    template.backup(db.connection())
+    template.close()
     yield db
     db.close()
 
