@@ -7,6 +7,9 @@ entries (never those of "t10"). Values are pickled on the way in and unpickled o
 a caller mutating what it got back never changes the cache. Writers never call
 `invalidate_tenant` themselves; they register `invalidate_tenant_on_commit(tx, tenant)` so the
 entries go only after their transaction commits, and a rollback invalidates nothing.
+A reader that computes a value from the database passes the tenant's `generation()` taken
+before it read to `set(..., generation=g)`: if the tenant was invalidated meanwhile, the value
+may predate the write and is not stored.
 """
 import os
 import pickle
@@ -90,6 +93,7 @@ class GuardCache:
         self.misses = Counter()
         self._lock = threading.Lock()
         self._tenant_keys = {}
+        self._generations = {}
         self._cache = _TenantIndexedCache(maxsize, timer, self._forget_key)
 
     def _forget_key(self, key):
@@ -114,10 +118,17 @@ class GuardCache:
             self.hits[endpoint] += 1
         return pickle.loads(entry[1])
 
-    def set(self, endpoint, tenant_id, data, ttl=None, extra=""):
+    def generation(self, tenant_id):
+        """The tenant's invalidation count: take it before reading what you will `set`."""
+        with self._lock:
+            return self._generations.get(tenant_id, 0)
+
+    def set(self, endpoint, tenant_id, data, ttl=None, extra="", generation=None):
         """Store a copy of `data` for `ttl` seconds (default: the endpoint's TTL).
 
-        Returns False when the cache is disabled, True once stored.
+        With `generation` (from `generation(tenant_id)` before the value was read), nothing is
+        stored if the tenant was invalidated since. Returns True once stored, else False
+        (also when the cache is disabled).
         """
         if not self.enabled:
             return False
@@ -128,17 +139,21 @@ class GuardCache:
         key = (endpoint, tenant_id, str(extra))
         entry = (ttl, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
         with self._lock:
+            if generation is not None and generation != self._generations.get(tenant_id, 0):
+                return False
             self._cache[key] = entry
             if key in self._cache:
                 self._tenant_keys.setdefault(tenant_id, set()).add(key)
             else:  # a zero TTL stores nothing and drops what was there
                 self._forget_key(key)
+                return False
         return True
 
     def invalidate(self, endpoint, tenant_id, extra=""):
         """Remove one entry; True when it was cached."""
         key = (endpoint, tenant_id, str(extra))
         with self._lock:
+            self._generations[tenant_id] = self._generations.get(tenant_id, 0) + 1
             present = key in self._cache
             self._cache.pop(key, None)
             self._forget_key(key)
@@ -147,6 +162,7 @@ class GuardCache:
     def invalidate_tenant(self, tenant_id):
         """Remove every entry of `tenant_id` and no other; returns how many were cached."""
         with self._lock:
+            self._generations[tenant_id] = self._generations.get(tenant_id, 0) + 1
             keys = self._tenant_keys.pop(tenant_id, ())
             count = 0
             for key in keys:
@@ -167,25 +183,26 @@ class GuardCache:
         """Cached guard status of the tenant, or None."""
         return self.get(STATUS, tenant_id)
 
-    def set_status(self, tenant_id, data):
+    def set_status(self, tenant_id, data, generation=None):
         """Cache the tenant's guard status for the status TTL."""
-        return self.set(STATUS, tenant_id, data)
+        return self.set(STATUS, tenant_id, data, generation=generation)
 
     def get_snapshot(self, tenant_id):
         """Cached today's snapshot of the tenant, or None."""
         return self.get(SNAPSHOT, tenant_id)
 
-    def set_snapshot(self, tenant_id, data):
+    def set_snapshot(self, tenant_id, data, generation=None):
         """Cache the tenant's today's snapshot for the snapshot TTL."""
-        return self.set(SNAPSHOT, tenant_id, data)
+        return self.set(SNAPSHOT, tenant_id, data, generation=generation)
 
     def get_incidents(self, tenant_id, limit=10, offset=0):
         """Cached incident page (limit, offset) of the tenant, or None."""
         return self.get(INCIDENTS, tenant_id, f"{limit}:{offset}")
 
-    def set_incidents(self, tenant_id, data, limit=10, offset=0):
+    def set_incidents(self, tenant_id, data, limit=10, offset=0, generation=None):
         """Cache the tenant's incident page (limit, offset) for the incidents TTL."""
-        return self.set(INCIDENTS, tenant_id, data, extra=f"{limit}:{offset}")
+        return self.set(INCIDENTS, tenant_id, data, extra=f"{limit}:{offset}",
+                        generation=generation)
 
     def stats(self):
         """Hit and miss counts per endpoint, and the number of live entries."""

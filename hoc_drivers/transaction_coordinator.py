@@ -19,6 +19,7 @@ from functools import lru_cache
 
 from peewee import fn
 
+from .guard_cache import invalidate_tenant_on_commit
 from .models.base import PLACEHOLDER, PreparedQuery, in_column_order, new_id, utcnow
 from .models.runs import Event, Incident, PreventionRecord, Run, Trace
 
@@ -451,6 +452,8 @@ class RunCompletionTransaction:
                     incident_id, incident_created = _create_run_incident(
                         tx.db, run_id, tenant_id, agent_id, error_code, error_message,
                         is_synthetic, synthetic_scenario_id, now)
+                    if incident_created:
+                        invalidate_tenant_on_commit(tx, tenant_id)
                     result.incident_result = DomainResult("incidents", "create_incident",
                                                           incident_id, True)
                     result.phase = TransactionPhase.INCIDENT_CREATED
