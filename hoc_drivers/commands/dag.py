@@ -1,0 +1,173 @@
+"""CLI: check, plan and run PLang v2.0 policy files (SPEC §12).
+
+`dag check FILE` prints `FILE:LINE:COL: message` on stderr and exits 1 when the file does
+not compile (or its routes form a cycle); `dag plan` and `dag run` fail the same way with a
+one-line error. `dag run` exits 0 whatever the policies decide.
+"""
+import click
+
+from .common import (EXIT_FAILED, CliError, emit, fail, get_coordinator, json_option,
+                     parse_json_argument)
+
+_POLICY_FILE = click.Path(exists=True, dir_okay=False)
+
+
+def _compile_and_plan(path):
+    """The compiled module and its plan; raises `PolicyError`."""
+    from ..dag_executor import get_execution_plan
+    from ..policy import compile_file
+
+    module = compile_file(path)
+    return module, get_execution_plan(module)
+
+
+def _compile_and_plan_or_fail(path):
+    """The compiled module and its plan; a policy error stops the command with exit 1."""
+    from ..policy import PolicyError
+
+    try:
+        return _compile_and_plan(path)
+    except PolicyError as error:
+        fail(str(error))
+
+
+@click.group()
+def dag():
+    """Check, plan and run PLang v2.0 policies.
+
+    Example: hoc-drivers dag run main.plang --context '{"user": {"role": "guest"}}'
+    """
+
+
+@dag.command()
+@click.argument("file", type=_POLICY_FILE)
+def check(file):
+    """Compile FILE and its imports and plan it; print the first error as FILE:LINE:COL: message.
+
+    Exit 0 when it compiles, 1 when it does not.
+
+    Example: hoc-drivers dag check fixtures/policies/main.plang
+    """
+    from ..policy import PolicyError
+
+    try:
+        module, execution_plan = _compile_and_plan(file)
+    except PolicyError as error:
+        click.echo(str(error), err=True)
+        raise click.exceptions.Exit(EXIT_FAILED) from None
+    click.echo(f"{file}: ok ({execution_plan.total_policies} nodes in "
+               f"{len(execution_plan.stages)} stages, {len(module.files)} files)")
+
+
+@dag.command()
+@click.argument("file", type=_POLICY_FILE)
+@json_option
+def plan(file, as_json):
+    """Show the stages FILE runs in: per phase each node, its priority and what it waits for.
+
+    With --json: {"stages": [[names...], ...], "total_policies": N, "parallel_stages": M}.
+
+    Example: hoc-drivers dag plan fixtures/policies/main.plang --json
+    """
+    from ..policy import visualize
+
+    module, execution_plan = _compile_and_plan_or_fail(file)
+    if as_json:
+        emit(execution_plan.to_dict(), True)
+        return
+    click.echo(visualize(module, execution_plan))
+    click.echo(f"{execution_plan.total_policies} nodes in {len(execution_plan.stages)} stages "
+               f"({execution_plan.parallel_stages} with more than one node)")
+
+
+def _read_context(text):
+    context = parse_json_argument(text, "--context")
+    if not isinstance(context, dict):
+        raise CliError("--context: must be a JSON object")
+    return context
+
+
+def _print_trace(trace):
+    rows = [{"stage": stage.index, "policies": ", ".join(stage.policies),
+             "action": stage.action.value if stage.action else "-",
+             "success": "yes" if stage.success else "no"} for stage in trace.stages]
+    emit(rows, False, ["stage", "policies", "action", "success"])
+    errors = [result for stage in trace.stages for result in stage.results if result.error]
+    for result in errors:
+        click.echo(f"error in {result.name}: {result.error} (counted as deny)")
+    summary = f"final action: {trace.final_action.value}"
+    if trace.decided_by:
+        summary += f" (by {trace.decided_by}"
+        summary += f", to {trace.final_target})" if trace.final_target else ")"
+    click.echo(summary)
+    click.echo(f"execution id: {trace.execution_id}; {len(trace.stages)} of "
+               f"{trace.total_stages} stages run; {trace.total_steps} steps")
+
+
+def _context_id(context, key):
+    holder = context.get(key)
+    value = holder.get("id") if isinstance(holder, dict) else None
+    return None if value is None else str(value)
+
+
+def _record_decision(module, context, trace, tenant_id):
+    """Record the outcome as a policy decision: deny is blocked, escalate rejected, else selected.
+
+    The run is the context's `run.id` (if any), the request its `request.id`.
+    """
+    from ..decisions import emit_policy_decision
+    from ..policy import ActionType
+
+    action = trace.final_action
+    severity = {ActionType.DENY: "error", ActionType.ESCALATE: "warning"}.get(action, "info")
+    by = f" by {trace.decided_by}" if trace.decided_by else " (no policy acted: default allow)"
+    errors = [f"{r.name}: {r.error}" for stage in trace.stages for r in stage.results if r.error]
+    return emit_policy_decision(
+        get_coordinator(), _context_id(context, "run"), f"plang:{module.name}", evaluated=True,
+        violated=action in (ActionType.DENY, ActionType.ESCALATE), severity=severity,
+        reason=f"PLang {module.name}: {action.value}{by}", tenant_id=tenant_id,
+        request_id=_context_id(context, "request"),
+        details={"execution_id": trace.execution_id, "final_action": action.value,
+                 "decided_by": trace.decided_by, "final_target": trace.final_target,
+                 "stages_run": len(trace.stages), "total_stages": trace.total_stages,
+                 "errors": errors})
+
+
+@dag.command()
+@click.argument("file", type=_POLICY_FILE)
+@click.option("--context", "context_text", required=True, metavar="JSON_OR_@PATH",
+              help="The context as a JSON object, or @file.json.")
+@click.option("--record", is_flag=True,
+              help="Record the outcome as a policy decision (needs --tenant).")
+@click.option("--tenant", "tenant_id", help="Tenant the recorded decision belongs to.")
+@json_option
+def run(file, context_text, record, tenant_id, as_json):
+    """Execute FILE's policies against a context and print the trace.
+
+    Exits 0 whatever the policies decide. With --json the trace's to_dict() (plus
+    `recorded_decision` with --record). --record writes one policy decision for the tenant:
+    deny -> blocked, escalate -> rejected, allow or route -> selected.
+
+    Example: hoc-drivers dag run main.plang --context @request.json --record --tenant acme
+    """
+    from ..dag_executor import DAGExecutor
+
+    context = _read_context(context_text)
+    if record and not (tenant_id or "").strip():
+        raise CliError("--record needs --tenant")
+    if tenant_id is not None and not record:
+        raise CliError("--tenant is only used with --record")
+    module, execution_plan = _compile_and_plan_or_fail(file)
+    trace = DAGExecutor().execute(module, context, execution_plan)
+    output = trace.to_dict()
+    if record:
+        decision = _record_decision(module, context, trace, tenant_id.strip())
+        output["recorded_decision"] = {"decision_id": decision.decision_id,
+                                       "decision_outcome": decision.decision_outcome.value}
+    if as_json:
+        emit(output, True)
+        return
+    _print_trace(trace)
+    if record:
+        click.echo(f"recorded decision {decision.decision_id} "
+                   f"(outcome {decision.decision_outcome.value}, tenant {tenant_id.strip()})")
