@@ -8,9 +8,6 @@ from playhouse.sqlite_ext import JSONField
 
 __all__ = ["PLACEHOLDER", "BaseModel", "PreparedQuery", "DecimalTextField", "JSONField", "UtcDateTimeField", "new_id", "utcnow"]
 
-_DB_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-
-
 def utcnow():
     """The current time as an aware UTC datetime."""
     return datetime.now(timezone.utc)
@@ -37,8 +34,13 @@ class UtcDateTimeField(DateTimeField):
 
     def db_value(self, value):
         """Aware (or naive-as-UTC) datetime -> 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC."""
-        value = as_utc(value)
-        return None if value is None else value.strftime(_DB_FORMAT)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.isoformat(" ", "microseconds")
 
     def python_value(self, value):
         """Stored text -> aware UTC datetime."""
