@@ -211,6 +211,60 @@ def bench_cli_startup(quick=False, full=False):
 
 
 # ---------------------------------------------------------------------------------------
+# decision records
+
+
+@workload("decision_emit")
+def bench_decision_emit(quick=False, full=False):
+    """A routing decision appended in its own transaction: DecisionRecordService vs raw sqlite3."""
+    import json
+
+    from .db import init_database
+    from .decisions import DecisionRecord, DecisionRecordService
+    from .models.base import new_id
+    from .transaction_coordinator import TransactionCoordinator
+
+    count = 300 if quick else 2000
+    inputs = {"eligible_agents": ["agent-a", "agent-b"], "agents_count": 2}
+    with scratch_databases() as (library_path, raw_path):
+        db = init_database(library_path)
+        service = DecisionRecordService(TransactionCoordinator(db))
+
+        def library(i):
+            record = DecisionRecord(decision_type="routing", decision_source="system",
+                                    decision_trigger="explicit", decision_outcome="selected",
+                                    decision_inputs=inputs, decision_reason="Selected agent-a",
+                                    run_id=f"r{i}", tenant_id="bench", causal_role="pre_run")
+            if not service.emit(record):
+                raise RuntimeError("decision emit failed")
+
+        conn = raw_connection(raw_path)
+
+        def raw(i):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(RAW_DECISION_SQL, (
+                new_id(), "routing", "system", "explicit", json.dumps(inputs), "selected",
+                "Selected agent-a", f"r{i}", None, "bench", None, "pre_run", _now_text(),
+                json.dumps({}), None))
+            conn.execute("COMMIT")
+
+        try:
+            return [measure("decision emit (own transaction)", library,
+                            "raw sqlite3 BEGIN IMMEDIATE + INSERT + COMMIT", raw, count,
+                            target="<= 2.0x")]
+        finally:
+            conn.close()
+            db.close()
+
+
+RAW_DECISION_SQL = (
+    "INSERT INTO decision_records (decision_id, decision_type, decision_source, "
+    "decision_trigger, decision_inputs, decision_outcome, decision_reason, run_id, workflow_id, "
+    "tenant_id, request_id, causal_role, decided_at, details, idempotency_key) VALUES ("
+    + ", ".join("?" * 15) + ") ON CONFLICT (idempotency_key) DO NOTHING")
+
+
+# ---------------------------------------------------------------------------------------
 # PLang v2.0 and the DAG executor
 
 
