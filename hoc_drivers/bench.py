@@ -190,6 +190,58 @@ def _now_text():
 
 
 # ---------------------------------------------------------------------------------------
+# cross-domain: a cost anomaly becomes an incident
+
+
+@workload("cost_anomaly_incident")
+def bench_cost_anomaly_incident(quick=False, full=False):
+    """One transaction per cost anomaly -> incident: cross_domain vs raw sqlite3, same INSERT."""
+    from .cross_domain import create_incident_from_cost_anomaly
+    from .db import init_database
+    from .models.base import new_id
+    from .transaction_coordinator import TransactionCoordinator
+
+    count = 300 if quick else 2000
+    with scratch_databases() as (library_path, raw_path):
+        db = init_database(library_path)
+        coordinator = TransactionCoordinator(db)
+
+        def library(i):
+            with coordinator.transaction() as tx:
+                create_incident_from_cost_anomaly(tx, "bench", f"an{i}", "BUDGET_EXCEEDED",
+                                                  "HIGH", 15000 + i, 10000)
+
+        conn = raw_connection(raw_path)
+
+        def raw(i):
+            now, overage = _now_text(), 5000 + i
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(RAW_ANOMALY_INCIDENT_SQL, (
+                new_id(), "bench", f"Cost anomaly: BUDGET_EXCEEDED (+${overage / 100:.2f})",
+                "high", "open", "budget_breach", str(overage), now, 0, str(overage),
+                "cost_anomaly", f"an{i}", "COST_ANOMALY",
+                f"Detected BUDGET_EXCEEDED anomaly. Current: ${(15000 + i) / 100:.2f}, "
+                "Expected: $100.00.", "tenant", None, 1, "SYSTEM", "ACTIVE", "Analytics", 0, 0,
+                now, now)).fetchone()
+            conn.execute("COMMIT")
+
+        try:
+            return [measure("cost anomaly -> incident", library, "raw sqlite3, same INSERT", raw,
+                            count, target="<= 2.0x")]
+        finally:
+            conn.close()
+            db.close()
+
+
+RAW_ANOMALY_INCIDENT_SQL = (
+    "INSERT INTO incidents (id, tenant_id, title, severity, status, trigger_type, trigger_value, "
+    "started_at, calls_affected, cost_delta_cents, source_type, anomaly_id, category, "
+    "description, impact_scope, affected_agent_id, affected_count, cause_type, lifecycle_state, "
+    "domain, is_synthetic, alert_sent, created_at, updated_at) VALUES ("
+    + ", ".join("?" * 24) + ") ON CONFLICT (tenant_id, anomaly_id) DO NOTHING RETURNING id")
+
+
+# ---------------------------------------------------------------------------------------
 # CLI start-up
 
 

@@ -1,2 +1,201 @@
-"""Cross-Domain Governance Functions (mandatory): cost-anomaly incidents and limit breaches."""
+"""Cross-Domain Governance Functions (mandatory): cost-anomaly incidents and limit breaches.
+
+Each write succeeds or raises `GovernanceError`; nothing is ever skipped silently. The
+writes run inside the caller's coordinator transaction (`tx`) and never commit, so a
+`GovernanceError` that the caller lets propagate rolls its whole transaction back.
+A write attempted outside an open coordinator transaction raises `CommitForbidden` itself.
+"""
+import logging
+from decimal import Decimal, InvalidOperation
+
+from .db import CommitForbidden
+from .guard_cache import invalidate_tenant_on_commit
+from .models.base import PLACEHOLDER, PreparedQuery, in_column_order, new_id, utcnow
+from .models.cost import BREACH_TYPES, LimitBreach
+from .models.runs import Incident, Run
+
 ACCESS = "WRITE"
+
+log = logging.getLogger(__name__)
+
+ANOMALY_SEVERITY_MAP = {"CRITICAL": "critical", "HIGH": "high", "MEDIUM": "medium", "LOW": "low"}
+# Looked up with the anomaly type as given (case-sensitive, as the server edition).
+ANOMALY_TRIGGER_TYPE_MAP = {"BUDGET_EXCEEDED": "budget_breach", "USER_SPIKE": "cost_spike",
+                            "TENANT_SPIKE": "cost_spike", "DRIFT": "cost_drift"}
+DEFAULT_TRIGGER_TYPE = "cost_anomaly"
+
+
+class GovernanceError(Exception):
+    """A mandatory governance write failed; the caller's transaction must not commit."""
+
+    def __init__(self, message, domain, operation, entity_id=None):
+        self.message = message
+        self.domain = domain
+        self.operation = operation
+        self.entity_id = entity_id
+        super().__init__(message)
+
+    def __str__(self):
+        text = f"[{self.domain}] {self.operation}: {self.message}"
+        return f"{text} (entity_id={self.entity_id})" if self.entity_id else text
+
+    def __repr__(self):
+        return (f"GovernanceError(domain={self.domain!r}, operation={self.operation!r}, "
+                f"entity_id={self.entity_id!r}, message={self.message!r})")
+
+
+class _Mandatory:
+    """Context manager: any failure but CommitForbidden becomes a GovernanceError."""
+
+    def __init__(self, domain, operation, entity_id):
+        self.domain, self.operation, self.entity_id = domain, operation, entity_id
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if (exc_type is None or not issubclass(exc_type, Exception)
+                or issubclass(exc_type, (CommitForbidden, GovernanceError))):
+            return False
+        raise GovernanceError(str(exc) or exc_type.__name__, self.domain, self.operation,
+                              self.entity_id) from exc
+
+
+_ANOMALY_INCIDENT_COLUMNS = in_column_order(Incident, (
+    "id", "tenant_id", "anomaly_id", "title", "severity", "status", "trigger_type",
+    "trigger_value", "cost_delta_cents", "source_type", "category", "description",
+    "impact_scope", "affected_agent_id", "affected_count", "cause_type", "lifecycle_state",
+    "domain", "started_at", "created_at", "updated_at"))
+# Built once (Peewee's SQL generation costs more than the INSERT itself); values bound per call.
+_INSERT_ANOMALY_INCIDENT = PreparedQuery(lambda: Incident.insert(
+    {getattr(Incident, name): PLACEHOLDER for name in _ANOMALY_INCIDENT_COLUMNS})
+    .on_conflict(conflict_target=(Incident.tenant_id, Incident.anomaly_id), action="NOTHING")
+    .returning(Incident.id))
+_SELECT_ANOMALY_INCIDENT = PreparedQuery(lambda: Incident.select(Incident.id).where(
+    (Incident.tenant_id == PLACEHOLDER) & (Incident.anomaly_id == PLACEHOLDER)))
+
+
+def _required_text(value, name):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} is required (a non-empty string)")
+    return value
+
+
+def _cents(value, name):
+    """An int, float or Decimal amount of cents; anything else is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise ValueError(f"{name} must be a number of cents, got {value!r}")
+    return value
+
+
+def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, severity,
+                                      current_value_cents, expected_value_cents,
+                                      entity_type=None, entity_id=None, description=None):
+    """Create the incident of a cost anomaly (one per tenant and anomaly); returns its id.
+
+    Calling again with the same (tenant_id, anomaly_id) returns the existing incident's id
+    and writes nothing. A new incident invalidates the tenant's guard cache after commit.
+    Raises GovernanceError (domain "Analytics") on any failure.
+    """
+    with _Mandatory("Analytics", "create_incident_from_cost_anomaly", anomaly_id):
+        _required_text(tenant_id, "tenant_id")
+        _required_text(anomaly_id, "anomaly_id")
+        _required_text(anomaly_type, "anomaly_type")
+        if not isinstance(severity, str):
+            raise ValueError(f"severity must be a string, got {severity!r}")
+        current = _cents(current_value_cents, "current_value_cents")
+        expected = _cents(expected_value_cents, "expected_value_cents")
+        overage = current - expected
+        if not description:
+            description = (f"Detected {anomaly_type} anomaly. Current: ${current / 100:.2f}, "
+                           f"Expected: ${expected / 100:.2f}.")
+            if entity_type and entity_id:
+                description += f" Entity: {entity_type}/{entity_id}"
+        now = utcnow()
+        row = {
+            "id": new_id(), "tenant_id": tenant_id, "anomaly_id": anomaly_id,
+            "title": f"Cost anomaly: {anomaly_type} (+${Decimal(overage) / 100:.2f})",
+            "severity": ANOMALY_SEVERITY_MAP.get(severity.upper(), "medium"), "status": "open",
+            "trigger_type": ANOMALY_TRIGGER_TYPE_MAP.get(anomaly_type, DEFAULT_TRIGGER_TYPE),
+            "trigger_value": str(overage), "cost_delta_cents": Decimal(str(overage)),
+            "source_type": "cost_anomaly", "category": "COST_ANOMALY", "description": description,
+            "impact_scope": entity_type or "tenant",
+            "affected_agent_id": entity_id if entity_type == "agent" else None,
+            "affected_count": 1, "cause_type": "SYSTEM", "lifecycle_state": "ACTIVE",
+            "domain": "Analytics", "started_at": now, "created_at": now, "updated_at": now,
+        }
+        fields = Incident._meta.fields
+        params = [fields[name].db_value(row[name]) for name in _ANOMALY_INCIDENT_COLUMNS]
+        created = _INSERT_ANOMALY_INCIDENT.execute(tx.db, params).fetchone()
+        if created is not None:
+            invalidate_tenant_on_commit(tx, tenant_id)
+            log.info("incident %s created for cost anomaly %s of tenant %s",
+                     created[0], anomaly_id, tenant_id)
+            return created[0]
+        return _SELECT_ANOMALY_INCIDENT.execute(tx.db, (tenant_id, anomaly_id)).fetchone()[0]
+
+
+def _exact_decimal(value, name, required):
+    """`value` as an exact finite Decimal (floats via their repr); None only when optional."""
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
+        raise ValueError(f"{name} must be a decimal number, got {value!r}")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"{name} must be a decimal number, got {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return number
+
+
+def _require_owned(db, model, key, entity_id, tenant_id, what):
+    """The referenced row must exist and belong to the tenant."""
+    exists = (model.select(key).where((key == entity_id) & (model.tenant_id == tenant_id))
+              .exists(db))
+    if not exists:
+        raise ValueError(f"{what} {entity_id!r} not found for tenant {tenant_id!r}")
+
+
+def record_limit_breach(tx, tenant_id, limit_id, breach_type, value_at_breach, limit_value,
+                        run_id=None, incident_id=None, details=None):
+    """Record a breach of a policy limit; returns the breach id.
+
+    `breach_type` is one of BREACHED, EXHAUSTED, THROTTLED, VIOLATED; the values are stored as
+    exact Decimals; a given run or incident must belong to the tenant. Raises GovernanceError
+    (domain "Policies") on any failure.
+    """
+    with _Mandatory("Policies", "record_limit_breach", limit_id):
+        _required_text(tenant_id, "tenant_id")
+        _required_text(limit_id, "limit_id")
+        if breach_type not in BREACH_TYPES:
+            raise ValueError(f"unknown breach_type {breach_type!r} "
+                             f"(expected one of: {', '.join(BREACH_TYPES)})")
+        row = {
+            LimitBreach.id: new_id(), LimitBreach.tenant_id: tenant_id,
+            LimitBreach.limit_id: limit_id, LimitBreach.breach_type: breach_type,
+            LimitBreach.value_at_breach: _exact_decimal(value_at_breach, "value_at_breach", False),
+            LimitBreach.limit_value: _exact_decimal(limit_value, "limit_value", True),
+            LimitBreach.run: run_id, LimitBreach.incident: incident_id,
+            LimitBreach.breached_at: utcnow(),
+        }
+        if details is not None:
+            if not isinstance(details, dict):
+                raise ValueError(f"details must be a JSON object, got {type(details).__name__}")
+            row[LimitBreach.details] = details
+        if run_id is not None:
+            _require_owned(tx.db, Run, Run.id, run_id, tenant_id, "run")
+        if incident_id is not None:
+            _require_owned(tx.db, Incident, Incident.id, incident_id, tenant_id, "incident")
+        LimitBreach.insert(row).execute(tx.db)
+        return row[LimitBreach.id]
+
+
+def table_exists(db, name):
+    """True when the table exists in `db`; False when not, or when the check itself fails."""
+    try:
+        return db.table_exists(name)
+    except Exception:
+        log.warning("table_exists(%r) failed", name, exc_info=True)
+        return False

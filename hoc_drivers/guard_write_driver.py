@@ -1,2 +1,274 @@
-"""Guard Write Driver: kill switch and incident writes, inside the caller's transaction."""
-ACCESS = "WRITE"
+"""Guard Write Driver: kill switch and incident writes, inside the caller's transaction.
+
+`GuardWriteDriver(tx)` writes inside the coordinator transaction it is given and never
+commits; each mutation registers the tenant's guard-cache invalidation to run after COMMIT.
+State transitions are checked with conditional UPDATEs, so a frozen switch is never
+re-frozen over the record of who froze it, and a resolved incident is never re-resolved.
+`GuardReader(db)` gives the tenant-scoped reads the guard console and the CLI need.
+"""
+from decimal import Decimal
+
+from peewee import SQL
+
+from .db import CommitForbidden
+from .guard_cache import invalidate_tenant_on_commit
+from .models.base import new_id, utcnow
+from .models.guard import ENTITY_TYPES, KillSwitchState
+from .models.runs import Incident, IncidentEvent
+
+ACCESS = "READ+WRITE"
+
+INCIDENT_SEVERITIES = ("critical", "high", "medium", "low")
+INCIDENT_STATUSES = ("open", "acknowledged", "resolved")
+
+
+class InvalidTransition(Exception):
+    """A kill switch or incident is not in a state that allows the requested change."""
+
+
+def _require_text(value, name):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} is required (a non-empty string)")
+    return value
+
+
+def _require_entity_type(entity_type):
+    if entity_type not in ENTITY_TYPES:
+        raise ValueError(f"unknown entity type {entity_type!r} "
+                         f"(expected one of: {', '.join(ENTITY_TYPES)})")
+    return entity_type
+
+
+def _describe_switch(state):
+    return f"{state.entity_type.title()} {state.entity_id!r}"
+
+
+def _switch_missing(state):
+    return f"{_describe_switch(state)} has no kill switch in tenant {state.tenant_id!r}"
+
+
+class GuardReader:
+    """Tenant-scoped reads of kill switches and incidents; only SELECTs."""
+
+    ACCESS = "READ"
+
+    def __init__(self, db):
+        self.db = db
+
+    def get_killswitch_state(self, tenant_id, entity_type, entity_id):
+        """The tenant's kill switch state of (entity_type, entity_id), or None."""
+        _require_text(tenant_id, "tenant_id")
+        return (KillSwitchState.select()
+                .where((KillSwitchState.tenant_id == tenant_id)
+                       & (KillSwitchState.entity_type == _require_entity_type(entity_type))
+                       & (KillSwitchState.entity_id == entity_id))
+                .first(self.db))
+
+    def killswitch_status(self, tenant_id, entity_type, entity_id):
+        """The switch's state as a dict; an entity never frozen reports `is_frozen` False."""
+        state = self.get_killswitch_state(tenant_id, entity_type, entity_id)
+        status = {"tenant_id": tenant_id, "entity_type": entity_type, "entity_id": entity_id,
+                  "is_frozen": False, "frozen_at": None, "frozen_by": None,
+                  "freeze_reason": None, "auto_triggered": False, "trigger_type": None,
+                  "unfrozen_at": None, "unfrozen_by": None}
+        if state is not None:
+            status.update({key: getattr(state, key) for key in status})
+        return status
+
+    def get_incident(self, tenant_id, incident_id):
+        """The tenant's incident with that id, or None (another tenant's is never returned)."""
+        _require_text(tenant_id, "tenant_id")
+        return (Incident.select()
+                .where((Incident.tenant_id == tenant_id) & (Incident.id == incident_id))
+                .first(self.db))
+
+    def list_incidents(self, tenant_id, status=None, limit=100, offset=0):
+        """The tenant's incidents, newest first, optionally of one status."""
+        _require_text(tenant_id, "tenant_id")
+        query = Incident.select().where(Incident.tenant_id == tenant_id)
+        if status is not None:
+            if status not in INCIDENT_STATUSES:
+                raise ValueError(f"unknown incident status {status!r} "
+                                 f"(expected one of: {', '.join(INCIDENT_STATUSES)})")
+            query = query.where(Incident.status == status)
+        query = query.order_by(Incident.created_at.desc(), Incident.id).limit(limit).offset(offset)
+        return list(query.execute(self.db))
+
+    def list_incident_events(self, tenant_id, incident_id):
+        """The timeline of the tenant's incident, in the order it was written."""
+        _require_text(tenant_id, "tenant_id")
+        return list(IncidentEvent.select()
+                    .where((IncidentEvent.tenant_id == tenant_id)
+                           & (IncidentEvent.incident == incident_id))
+                    .order_by(IncidentEvent.created_at, SQL("rowid"))
+                    .execute(self.db))
+
+
+class GuardWriteDriver:
+    """Kill switch and incident writes inside the caller's coordinator transaction."""
+
+    ACCESS = "WRITE"
+
+    def __init__(self, tx):
+        self.tx = tx
+
+    def _changed(self, tenant_id):
+        """Register the post-commit invalidation of the tenant's guard cache."""
+        invalidate_tenant_on_commit(self.tx, tenant_id)
+
+    def _reload(self, model, key):
+        return model.select().where(key).first(self.tx.db)
+
+    def get_or_create_killswitch_state(self, entity_type, entity_id, tenant_id):
+        """The tenant's kill switch of (entity_type, entity_id), created unfrozen if missing.
+
+        Returns (state, created). Entity type is "tenant" or "key".
+        """
+        _require_entity_type(entity_type)
+        _require_text(entity_id, "entity_id")
+        _require_text(tenant_id, "tenant_id")
+        now = utcnow()
+        inserted = (KillSwitchState
+                    .insert(id=new_id(), tenant_id=tenant_id, entity_type=entity_type,
+                            entity_id=entity_id, created_at=now, updated_at=now)
+                    .on_conflict(conflict_target=(KillSwitchState.tenant_id,
+                                                  KillSwitchState.entity_type,
+                                                  KillSwitchState.entity_id),
+                                 action="NOTHING")
+                    .returning(KillSwitchState.id).tuples().execute(self.tx.db))
+        created = bool(list(inserted))
+        if created:
+            self._changed(tenant_id)
+        state = self._reload(KillSwitchState,
+                             (KillSwitchState.tenant_id == tenant_id)
+                             & (KillSwitchState.entity_type == entity_type)
+                             & (KillSwitchState.entity_id == entity_id))
+        return state, created
+
+    def _transition(self, row, allowed, changes, missing, refused):
+        """Apply `changes` to `row` (within its tenant) when `allowed` holds; returns the new row.
+
+        Otherwise nothing is written and InvalidTransition says why: `missing` when the row
+        does not exist, `refused(current_row)` when it is in another state.
+        """
+        model = type(row)
+        key = (model.id == row.id) & (model.tenant_id == row.tenant_id)
+        updated = model.update(changes).where(key & allowed).execute(self.tx.db)
+        current = self._reload(model, key)
+        if not updated:
+            raise InvalidTransition(missing if current is None else refused(current))
+        self._changed(row.tenant_id)
+        return current
+
+    def freeze_killswitch(self, state, by, reason, auto=False, trigger=None):
+        """Freeze an unfrozen switch; freezing a frozen one raises InvalidTransition.
+
+        Records who froze it, when, why and by which trigger ("manual" unless given); clears
+        the last unfreeze. Returns the updated state.
+        """
+        _require_text(by, "by")
+        now = utcnow()
+        return self._transition(
+            state, KillSwitchState.is_frozen == False,  # noqa: E712
+            {KillSwitchState.is_frozen: True, KillSwitchState.frozen_at: now,
+             KillSwitchState.frozen_by: by, KillSwitchState.freeze_reason: reason,
+             KillSwitchState.auto_triggered: bool(auto),
+             KillSwitchState.trigger_type: trigger or "manual",
+             KillSwitchState.unfrozen_at: None, KillSwitchState.unfrozen_by: None,
+             KillSwitchState.updated_at: now},
+            _switch_missing(state),
+            lambda current: (f"{_describe_switch(state)} is already frozen (by {current.frozen_by} "
+                             f"at {current.frozen_at.isoformat()}: "
+                             f"{current.freeze_reason or 'no reason'})"))
+
+    def unfreeze_killswitch(self, state, by):
+        """Unfreeze a frozen switch; unfreezing an unfrozen one raises InvalidTransition.
+
+        The freeze fields stay as history. Returns the updated state.
+        """
+        _require_text(by, "by")
+        now = utcnow()
+        return self._transition(
+            state, KillSwitchState.is_frozen == True,  # noqa: E712
+            {KillSwitchState.is_frozen: False, KillSwitchState.unfrozen_at: now,
+             KillSwitchState.unfrozen_by: by, KillSwitchState.updated_at: now},
+            _switch_missing(state), lambda current: f"{_describe_switch(state)} is not frozen")
+
+    def _move_incident(self, incident, allowed_from, action, changes):
+        """Apply `changes` if the incident's status is in `allowed_from`; else InvalidTransition."""
+        return self._transition(
+            incident, Incident.status.in_(allowed_from), changes,
+            f"incident {incident.id!r} not found for tenant {incident.tenant_id!r}",
+            lambda current: f"cannot {action} incident {incident.id!r}: it is {current.status}")
+
+    def acknowledge_incident(self, incident):
+        """open -> acknowledged (with acknowledged_at); any other status raises InvalidTransition."""
+        now = utcnow()
+        return self._move_incident(incident, ("open",), "acknowledge", {
+            Incident.status: "acknowledged", Incident.acknowledged_at: now,
+            Incident.lifecycle_state: "ACKED", Incident.updated_at: now})
+
+    def resolve_incident(self, incident, by=None):
+        """open or acknowledged -> resolved; resolving a resolved incident raises InvalidTransition.
+
+        Sets ended_at and resolved_at to now, duration_seconds from started_at, resolved_by
+        (when given) and lifecycle_state RESOLVED.
+        """
+        now = utcnow()
+        changes = {Incident.status: "resolved", Incident.ended_at: now,
+                   Incident.resolved_at: now, Incident.lifecycle_state: "RESOLVED",
+                   Incident.updated_at: now}
+        if incident.started_at is not None:
+            changes[Incident.duration_seconds] = int((now - incident.started_at).total_seconds())
+        if by is not None:
+            changes[Incident.resolved_by] = _require_text(by, "by")
+        return self._move_incident(incident, ("open", "acknowledged"), "resolve", changes)
+
+    def create_demo_incident(self, incident_id, tenant_id, title, trigger_type, policy_id,
+                             auto_action, events, severity="high", calls_affected=0,
+                             cost_delta_cents=Decimal("0"), call_id=None):
+        """A resolved demo incident and its timeline events (in the given order).
+
+        `events` is a list of (event_type, description). With a `call_id` the incident counts
+        one affected call. Returns (incident, [IncidentEvent]).
+        """
+        for value, name in ((incident_id, "incident_id"), (tenant_id, "tenant_id"),
+                            (title, "title"), (trigger_type, "trigger_type")):
+            _require_text(value, name)
+        severity = str(severity).lower()
+        if severity not in INCIDENT_SEVERITIES:
+            raise ValueError(f"unknown severity {severity!r} "
+                             f"(expected one of: {', '.join(INCIDENT_SEVERITIES)})")
+        events = list(events)
+        for event in events:
+            if (not isinstance(event, (tuple, list)) or len(event) != 2
+                    or not all(isinstance(part, str) and part for part in event)):
+                raise ValueError(f"each event must be (event_type, description), got {event!r}")
+        if not self.tx.db.in_transaction():
+            # tx.savepoint() on a finished transaction would open (and commit) a new one
+            raise CommitForbidden("write refused: the coordinator transaction given to "
+                                  "create_demo_incident is not open")
+        now = utcnow()
+        with self.tx.savepoint():
+            Incident.insert(
+                id=incident_id, tenant_id=tenant_id, title=title, severity=severity,
+                status="resolved", trigger_type=trigger_type, policy_id=policy_id,
+                auto_action=auto_action, call_id=call_id,
+                calls_affected=1 if call_id else calls_affected,
+                cost_delta_cents=cost_delta_cents, started_at=now, ended_at=now,
+                duration_seconds=0, resolved_at=now, lifecycle_state="RESOLVED",
+                created_at=now, updated_at=now).execute(self.tx.db)
+            if events:
+                IncidentEvent.insert_many([
+                    {"id": new_id(), "incident": incident_id, "tenant_id": tenant_id,
+                     "event_type": event_type, "description": description, "created_at": now}
+                    for event_type, description in events]).execute(self.tx.db)
+        self._changed(tenant_id)
+        incident = self._reload(Incident, (Incident.id == incident_id)
+                                & (Incident.tenant_id == tenant_id))
+        return incident, GuardReader(self.tx.db).list_incident_events(tenant_id, incident_id)
+
+
+def get_guard_write_driver(tx):
+    """A GuardWriteDriver over the coordinator transaction `tx`."""
+    return GuardWriteDriver(tx)

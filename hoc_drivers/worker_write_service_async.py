@@ -1,2 +1,253 @@
-"""Worker Write Service: worker runs and cost records (sync service + awaitable facade)."""
+"""Worker Write Service: worker runs and cost records (sync service + awaitable facade).
+
+`WorkerWriteService(tx)` writes inside the coordinator transaction it is given and never
+commits. `WorkerWriteServiceAsync(coordinator)` offers the same methods as coroutines: each
+call runs the sync service inside a coordinator transaction — the caller's, when one is open
+in the calling thread (joined through a savepoint), otherwise its own, opened in a worker
+thread so the event loop is not blocked. The worker thread has its own SQLite connection, so
+the facade needs a database file (`:memory:` is private to one connection).
+
+A worker run that is completed, failed or crashed is immutable in its result columns:
+changing one raises `WorkerRunImmutable` (and the `worker_runs_immutable_guard` trigger
+refuses it at the database too); an upsert that changes nothing is a no-op.
+"""
+import asyncio
+
+from .models.base import new_id, utcnow
+from .models.cost import (IMMUTABLE_WORKER_RUN_COLUMNS, TERMINAL_WORKER_RUN_STATUSES,
+                          WORKER_RUN_STATUSES, CostAnomaly, CostRecord, WorkerRun)
+
 ACCESS = "READ+WRITE"
+
+WORKER_ID = "business-builder"
+WORKFLOW_ID = "business-builder"
+SKILL_ID = "llm_invoke"
+
+
+class WorkerRunImmutable(ValueError):
+    """A terminal worker run's result columns may not change."""
+
+
+def _require_text(value, name):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} is required (a non-empty string)")
+    return value
+
+
+def _require_count(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _optional_count(value, name):
+    return None if value is None else _require_count(value, name)
+
+
+def _require_amount(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return value
+
+
+def _result_fields(data):
+    """The columns an upsert sets from the keys present in `data` (absent keys: untouched)."""
+    fields = {}
+    for key in ("status", "success", "error"):
+        if key in data:
+            fields[key] = data[key]
+    if "artifacts" in data:
+        fields["output_json"] = data["artifacts"] or None
+    if "replay_token" in data:
+        fields["replay_token_json"] = data["replay_token"] or None
+    if "total_tokens_used" in data:
+        fields["total_tokens"] = _optional_count(data["total_tokens_used"], "total_tokens_used")
+    if "total_latency_ms" in data:
+        fields["total_latency_ms"] = int(data["total_latency_ms"]) if data["total_latency_ms"] else None
+    if "policy_violations" in data:
+        fields["policy_violations"] = len(data["policy_violations"] or ())
+    if "recovery_log" in data:
+        fields["recoveries"] = len(data["recovery_log"] or ())
+    if data.get("cost_cents") is not None:
+        fields["cost_cents"] = _require_count(data["cost_cents"], "cost_cents")
+    return fields
+
+
+class WorkerRunReader:
+    """Tenant-scoped reads of worker runs; only SELECTs."""
+
+    ACCESS = "READ"
+
+    def __init__(self, db):
+        self.db = db
+
+    def get_worker_run(self, run_id, tenant_id):
+        """The tenant's worker run with that id, or None."""
+        _require_text(tenant_id, "tenant_id")
+        return (WorkerRun.select()
+                .where((WorkerRun.id == run_id) & (WorkerRun.tenant_id == tenant_id))
+                .first(self.db))
+
+
+class WorkerWriteService:
+    """Worker run, cost record and cost advisory writes inside the caller's transaction."""
+
+    ACCESS = "WRITE"
+
+    def __init__(self, tx):
+        self.tx = tx
+
+    def get_worker_run(self, run_id, tenant_id):
+        """The tenant's worker run with that id, or None (read in the caller's transaction)."""
+        return WorkerRunReader(self.tx.db).get_worker_run(run_id, tenant_id)
+
+    def upsert_worker_run(self, run_id, tenant_id, data):
+        """Create the run, or update it from the keys present in `data`; returns the WorkerRun.
+
+        Keys: task, status, success, error, artifacts, replay_token, total_tokens_used,
+        total_latency_ms, policy_violations (list), recovery_log (list), cost_cents. On update
+        only the keys sent change anything. started_at is stamped on entering "running",
+        completed_at on entering a terminal status. A terminal run whose result columns would
+        change raises WorkerRunImmutable; one that would not change is returned untouched.
+        """
+        _require_text(run_id, "run_id")
+        _require_text(tenant_id, "tenant_id")
+        if not isinstance(data, dict):
+            raise ValueError(f"data must be a dict, got {type(data).__name__}")
+        if "status" in data and data["status"] not in WORKER_RUN_STATUSES:
+            raise ValueError(f"unknown worker run status {data['status']!r} "
+                             f"(expected one of: {', '.join(WORKER_RUN_STATUSES)})")
+        existing = WorkerRun.select().where(WorkerRun.id == run_id).first(self.tx.db)
+        if existing is None:
+            return self._create_run(run_id, tenant_id, data)
+        if existing.tenant_id != tenant_id:
+            raise ValueError(f"worker run {run_id!r} does not belong to tenant {tenant_id!r}")
+        return self._update_run(existing, data)
+
+    def _create_run(self, run_id, tenant_id, data):
+        now = utcnow()
+        task = data.get("task", "")
+        fields = {"recoveries": 0, "policy_violations": 0, **_result_fields(data)}
+        status = fields.setdefault("status", "queued")
+        row = {"id": run_id, "tenant_id": tenant_id, "worker_id": WORKER_ID, "task": task,
+               "input_json": {"task": task}, "created_at": now,
+               "started_at": now if status == "running" else None,
+               "completed_at": now if status in TERMINAL_WORKER_RUN_STATUSES else None,
+               **fields}
+        WorkerRun.insert(row).execute(self.tx.db)
+        return self.get_worker_run(run_id, tenant_id)
+
+    def _update_run(self, run, data):
+        now = utcnow()
+        fields = _result_fields(data)
+        status = fields.get("status", run.status)
+        if status == "running" and run.started_at is None:
+            fields["started_at"] = now
+        if status in TERMINAL_WORKER_RUN_STATUSES and run.completed_at is None:
+            fields["completed_at"] = now
+        changes = {name: value for name, value in fields.items() if getattr(run, name) != value}
+        if not changes:
+            return run
+        if run.status in TERMINAL_WORKER_RUN_STATUSES:
+            guarded = sorted(set(changes) & set(IMMUTABLE_WORKER_RUN_COLUMNS))
+            if guarded:
+                raise WorkerRunImmutable(
+                    f"TRUTH_VIOLATION: cannot mutate {run.status} worker run {run.id!r}: "
+                    f"it would change {', '.join(guarded)}")
+        (WorkerRun.update({getattr(WorkerRun, name): value for name, value in changes.items()})
+         .where((WorkerRun.id == run.id) & (WorkerRun.tenant_id == run.tenant_id))
+         .execute(self.tx.db))
+        return self.get_worker_run(run.id, run.tenant_id)
+
+    def insert_cost_record(self, run_id, tenant_id, model, input_tokens, output_tokens,
+                           cost_cents):
+        """Record the cost of the run's LLM usage (request_id = run_id); returns the CostRecord."""
+        _require_text(tenant_id, "tenant_id")
+        _require_text(model, "model")
+        row = {"id": new_id(), "tenant_id": tenant_id, "request_id": run_id,
+               "workflow_id": WORKFLOW_ID, "skill_id": SKILL_ID, "model": model,
+               "input_tokens": _require_count(input_tokens, "input_tokens"),
+               "output_tokens": _require_count(output_tokens, "output_tokens"),
+               "cost_cents": float(_require_amount(cost_cents, "cost_cents")),
+               "created_at": utcnow()}
+        CostRecord.insert(row).execute(self.tx.db)
+        return CostRecord.select().where(CostRecord.id == row["id"]).first(self.tx.db)
+
+    def insert_cost_advisory(self, tenant_id, run_id, daily_spend, warn_threshold,
+                             budget_snapshot):
+        """Record a BUDGET_WARNING anomaly: today's spend passed the budget's warning threshold.
+
+        deviation_pct = (daily_spend - warn_threshold) / warn_threshold * 100 (0 when the
+        threshold is not positive); the message quotes the snapshot's `warn_threshold_pct`.
+        Returns the CostAnomaly.
+        """
+        _require_text(tenant_id, "tenant_id")
+        _require_amount(daily_spend, "daily_spend")
+        _require_amount(warn_threshold, "warn_threshold")
+        if not isinstance(budget_snapshot, dict):
+            raise ValueError(f"budget_snapshot must be a dict, got {type(budget_snapshot).__name__}")
+        pct = budget_snapshot.get("warn_threshold_pct", 0)
+        deviation = (daily_spend - warn_threshold) / warn_threshold * 100 if warn_threshold > 0 else 0
+        row = {"id": new_id(), "tenant_id": tenant_id, "anomaly_type": "BUDGET_WARNING",
+               "severity": "medium", "entity_type": "tenant", "entity_id": tenant_id,
+               "current_value_cents": float(daily_spend),
+               "expected_value_cents": float(warn_threshold), "deviation_pct": deviation,
+               "threshold_pct": float(pct),
+               "message": (f"Daily spend ({daily_spend}¢) exceeds {pct}% warning threshold "
+                           f"({int(warn_threshold)}¢)"),
+               "metadata_json": {"run_id": run_id, "budget_snapshot": budget_snapshot},
+               "detected_at": utcnow()}
+        CostAnomaly.insert(row).execute(self.tx.db)
+        return CostAnomaly.select().where(CostAnomaly.id == row["id"]).first(self.tx.db)
+
+    def delete_worker_run(self, run):
+        """Delete the run (within its tenant); returns True when a row was deleted."""
+        deleted = (WorkerRun.delete()
+                   .where((WorkerRun.id == run.id) & (WorkerRun.tenant_id == run.tenant_id))
+                   .execute(self.tx.db))
+        return deleted > 0
+
+
+class WorkerWriteServiceAsync:
+    """Awaitable facade of WorkerWriteService: the same methods, each in a coordinator transaction."""
+
+    ACCESS = "WRITE"
+
+    def __init__(self, coordinator):
+        self.coordinator = coordinator
+
+    async def _offload(self, function, *args):
+        """Call `function` here when this thread has an open transaction, else in a worker thread."""
+        if self.coordinator.current() is not None:
+            return function(*args)
+        return await asyncio.to_thread(function, *args)
+
+    def _write(self, method, *args):
+        """Run one service method in this thread's open transaction, or in a new one."""
+        with self.coordinator.transaction() as tx:
+            return getattr(WorkerWriteService(tx), method)(*args)
+
+    async def upsert_worker_run(self, run_id, tenant_id, data):
+        """Awaitable `WorkerWriteService.upsert_worker_run`."""
+        return await self._offload(self._write, "upsert_worker_run", run_id, tenant_id, data)
+
+    async def insert_cost_record(self, run_id, tenant_id, model, input_tokens, output_tokens,
+                                 cost_cents):
+        """Awaitable `WorkerWriteService.insert_cost_record`."""
+        return await self._offload(self._write, "insert_cost_record", run_id, tenant_id, model,
+                                   input_tokens, output_tokens, cost_cents)
+
+    async def insert_cost_advisory(self, tenant_id, run_id, daily_spend, warn_threshold,
+                                   budget_snapshot):
+        """Awaitable `WorkerWriteService.insert_cost_advisory`."""
+        return await self._offload(self._write, "insert_cost_advisory", tenant_id, run_id,
+                                   daily_spend, warn_threshold, budget_snapshot)
+
+    async def delete_worker_run(self, run):
+        """Awaitable `WorkerWriteService.delete_worker_run`."""
+        return await self._offload(self._write, "delete_worker_run", run)
+
+    async def get_worker_run(self, run_id, tenant_id):
+        """Awaitable `WorkerWriteService.get_worker_run`."""
+        return await self._offload(WorkerRunReader(self.coordinator.db).get_worker_run,
+                                   run_id, tenant_id)

@@ -1,0 +1,163 @@
+"""CLI: kill switches (freeze / unfreeze / status) and incidents (list / ack / resolve)."""
+import click
+from playhouse.shortcuts import model_to_dict
+
+from ..guard_write_driver import INCIDENT_STATUSES, GuardReader, GuardWriteDriver, InvalidTransition
+from ..models.guard import ENTITY_TYPES
+from .common import EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option
+
+SWITCH_COLUMNS = ["tenant_id", "entity_type", "entity_id", "is_frozen", "frozen_at", "frozen_by",
+                  "freeze_reason", "trigger_type", "unfrozen_at", "unfrozen_by"]
+INCIDENT_COLUMNS = ["id", "status", "severity", "title", "trigger_type", "created_at"]
+
+
+def non_empty(ctx, param, value):
+    """Click callback: refuse blank text values."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty")
+    return value
+
+
+tenant_option = click.option("--tenant", "tenant_id", required=True, callback=non_empty,
+                             help="Tenant id (required).")
+
+
+def _switch_options(command):
+    """--tenant, --entity-type and --entity-id, shared by every kill switch command."""
+    command = click.option("--entity-id", required=True, callback=non_empty,
+                           help="Id of the tenant or API key.")(command)
+    command = click.option("--entity-type", required=True, type=click.Choice(ENTITY_TYPES),
+                           help="What the switch stops: a whole tenant or one API key.")(command)
+    return tenant_option(command)
+
+
+def _switch_dict(state):
+    return {key: getattr(state, key) for key in SWITCH_COLUMNS}
+
+
+@click.group()
+def killswitch():
+    """Freeze, unfreeze and inspect kill switches of tenants and API keys."""
+
+
+@killswitch.command("freeze")
+@_switch_options
+@click.option("--by", "actor", required=True, callback=non_empty, help="Who freezes it.")
+@click.option("--reason", default="Manual freeze", show_default=True, help="Why.")
+@json_option
+def freeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
+    """Freeze a kill switch (stop the traffic); exit 1 if it is already frozen.
+
+    Example: hoc-drivers killswitch freeze --tenant acme --entity-type tenant --entity-id acme --by ops --reason "cost spike"
+    """
+    try:
+        with get_coordinator().transaction() as tx:
+            driver = GuardWriteDriver(tx)
+            state, _ = driver.get_or_create_killswitch_state(entity_type, entity_id, tenant_id)
+            state = driver.freeze_killswitch(state, actor, reason)
+    except InvalidTransition as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    emit(_switch_dict(state), as_json)
+
+
+@killswitch.command("unfreeze")
+@_switch_options
+@click.option("--by", "actor", required=True, callback=non_empty, help="Who unfreezes it.")
+@click.option("--reason", help="Why (logged in the output only; the switch keeps the freeze reason).")
+@json_option
+def unfreeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
+    """Unfreeze a frozen kill switch (resume the traffic); exit 1 if it is not frozen.
+
+    Example: hoc-drivers killswitch unfreeze --tenant acme --entity-type tenant --entity-id acme --by ops
+    """
+    state = GuardReader(get_db()).get_killswitch_state(tenant_id, entity_type, entity_id)
+    if state is None:
+        raise CliError(f"{entity_type.title()} {entity_id!r} is not frozen", EXIT_FAILED)
+    try:
+        with get_coordinator().transaction() as tx:
+            state = GuardWriteDriver(tx).unfreeze_killswitch(state, actor)
+    except InvalidTransition as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    data = _switch_dict(state)
+    if reason:
+        data["unfreeze_reason"] = reason
+    emit(data, as_json)
+
+
+@killswitch.command("status")
+@_switch_options
+@json_option
+def status(tenant_id, entity_type, entity_id, as_json):
+    """Show whether a kill switch is frozen, by whom and why (never writes).
+
+    Example: hoc-drivers killswitch status --tenant acme --entity-type tenant --entity-id acme --json
+    """
+    data = GuardReader(get_db()).killswitch_status(tenant_id, entity_type, entity_id)
+    emit({key: data[key] for key in SWITCH_COLUMNS}, as_json)
+
+
+@click.group()
+def incidents():
+    """List, acknowledge and resolve a tenant's incidents."""
+
+
+def _incident_dict(incident):
+    return model_to_dict(incident, recurse=False)
+
+
+@incidents.command("list")
+@tenant_option
+@click.option("--status", "status_filter", type=click.Choice(INCIDENT_STATUSES),
+              help="Only incidents with this status.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
+              help="At most this many (newest first).")
+@json_option
+def list_incidents(tenant_id, status_filter, limit, as_json):
+    """List the tenant's incidents, newest first.
+
+    Example: hoc-drivers incidents list --tenant acme --status open --json
+    """
+    rows = GuardReader(get_db()).list_incidents(tenant_id, status_filter, limit=limit)
+    emit([_incident_dict(i) for i in rows], as_json, None if as_json else INCIDENT_COLUMNS)
+
+
+def _move_incident(incident_id, tenant_id, move):
+    """Load the tenant's incident, apply `move(driver, incident)` in one transaction."""
+    incident = GuardReader(get_db()).get_incident(tenant_id, incident_id)
+    if incident is None:
+        raise CliError(f"incident {incident_id!r} not found for tenant {tenant_id!r}", EXIT_FAILED)
+    try:
+        with get_coordinator().transaction() as tx:
+            return move(GuardWriteDriver(tx), incident)
+    except InvalidTransition as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+
+
+@incidents.command("ack")
+@click.argument("incident_id", callback=non_empty)
+@tenant_option
+@json_option
+def ack(incident_id, tenant_id, as_json):
+    """Acknowledge an open incident; exit 1 if it is not open.
+
+    Example: hoc-drivers incidents ack 3f2a9c... --tenant acme
+    """
+    incident = _move_incident(incident_id, tenant_id,
+                              lambda driver, found: driver.acknowledge_incident(found))
+    emit(_incident_dict(incident), as_json, None if as_json else INCIDENT_COLUMNS + ["acknowledged_at"])
+
+
+@incidents.command("resolve")
+@click.argument("incident_id", callback=non_empty)
+@tenant_option
+@click.option("--by", "actor", callback=non_empty, help="Who resolved it.")
+@json_option
+def resolve(incident_id, tenant_id, actor, as_json):
+    """Resolve an open or acknowledged incident; exit 1 if it is already resolved.
+
+    Example: hoc-drivers incidents resolve 3f2a9c... --tenant acme --by oncall
+    """
+    incident = _move_incident(incident_id, tenant_id,
+                              lambda driver, found: driver.resolve_incident(found, by=actor))
+    emit(_incident_dict(incident), as_json,
+         None if as_json else INCIDENT_COLUMNS + ["resolved_at", "duration_seconds", "resolved_by"])
