@@ -50,6 +50,19 @@ def _add_db_option(command):
             help="SQLite file (default ./hoc.db; env HOC_DRIVERS_DB)."))
 
 
+def _configure_logging(debug):
+    """Library log records stay quiet on the terminal unless --debug (errors are reported once)."""
+    import logging
+
+    logger = logging.getLogger("hoc_drivers")
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+        logger.propagate = True
+    else:
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+
+
 class HocGroup(click.Group):
     """Lazily imported subcommands, one-line errors and consistent exit codes."""
 
@@ -73,6 +86,7 @@ class HocGroup(click.Group):
 
         args = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in args
+        _configure_logging(debug)
         try:
             code = super().main(args, prog_name or "hoc-drivers", standalone_mode=False, **extra)
             code = code if isinstance(code, int) else 0
