@@ -54,13 +54,12 @@ def _configure_logging(debug):
     """Library log records stay quiet on the terminal unless --debug (errors are reported once)."""
     import logging
 
-    logger = logging.getLogger("hoc_drivers")
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
-        logger.propagate = True
     else:
-        logger.addHandler(logging.NullHandler())
-        logger.propagate = False
+        logger = logging.getLogger("hoc_drivers")
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())  # no "last resort" printing to stderr
 
 
 class HocGroup(click.Group):
