@@ -20,6 +20,7 @@ from functools import lru_cache
 from peewee import fn
 
 from .guard_cache import invalidate_tenant_on_commit
+from .db import CommitForbidden
 from .models.base import PLACEHOLDER, PreparedQuery, in_column_order, new_id, utcnow
 from .models.runs import Event, Incident, PreventionRecord, Run, Trace
 
@@ -54,6 +55,7 @@ class Transaction:
 
     def __init__(self, db):
         self.db = db
+        self.is_open = True
         self.callbacks = []
         self.events = []
         self.published_topics = []
@@ -106,6 +108,9 @@ class _Savepoint:
         self.tx = tx
 
     def __enter__(self):
+        if not self.tx.is_open:
+            raise CommitForbidden("savepoint refused: its transaction has already ended; "
+                                  "open a new one with coordinator.transaction()")
         self._marks = (len(self.tx.callbacks), len(self.tx.events))
         self._savepoint = self.tx.db.atomic()
         self._savepoint.__enter__()
@@ -152,6 +157,7 @@ class _TransactionScope:
         state = self.coordinator._state
         tx = state.tx
         state.tx = None
+        tx.is_open = False
         if exc_type is None:
             try:
                 tx.write_outbox()

@@ -221,3 +221,14 @@ def test_factories_open_the_given_database(hoc_db, hoc_publisher):
     transaction = create_transaction_coordinator(hoc_publisher, db=hoc_db)
     transaction.execute("r1", "t1", "succeeded")
     assert hoc_publisher.published[0][0] == "run.completed"
+
+
+def test_a_finished_transaction_cannot_be_written_through(hoc_coordinator):
+    from hoc_drivers.db import CommitForbidden
+
+    with hoc_coordinator.transaction() as tx:
+        pass
+    with pytest.raises(CommitForbidden, match="already ended"):
+        with tx.savepoint():
+            Run.insert(id="late", tenant_id="t1").execute()
+    assert Run.select().count() == 0
