@@ -353,6 +353,93 @@ def bench_plang_dag(quick=False, full=False):
     ]
 
 
+# ---------------------------------------------------------------------------------------
+# governance signals and idempotency keys: lookups that must not grow with the table
+
+
+@workload("lookup_growth")
+def bench_lookup_growth(quick=False, full=False):
+    """`is_blocked` and the idempotency check on a big table vs a 10k-row one (ratio = growth).
+
+    The big tables have 1M rows with `full`, else 100k (the measurement names say which);
+    both files are seeded the same way and looked up through the drivers' readers.
+    """
+    from .db import connect_database
+    from .governance_signal_driver import GovernanceSignalReader
+    from .idempotency import IdempotencyReader
+
+    small, big = 10_000, (1_000_000 if full else 100_000)
+    label = "1M" if full else "100k"
+    count = 500 if quick else 2000
+    with scratch_databases() as (small_path, big_path):
+        for path, rows in ((small_path, small), (big_path, big)):
+            _seed_lookup_tables(path, rows)
+        small_db, big_db = connect_database(small_path), connect_database(big_path)
+        try:
+            return [measure(f"{name} at {label} rows", lookup(make_reader(big_db), big),
+                            f"{name} at 10k rows", lookup(make_reader(small_db), small), count,
+                            target="<= 1.5x", rounds=5)
+                    for name, make_reader, lookup in (
+                        ("is_blocked", GovernanceSignalReader, _is_blocked_lookup),
+                        ("idempotency check", IdempotencyReader, _idempotency_lookup))]
+        finally:
+            small_db.close()
+            big_db.close()
+
+
+_BENCH_SIGNAL_TYPES = ("BLCA_STATUS", "CI_STATUS", "DEPLOYMENT_GATE", "SESSION_BLOCK", "MANUAL_OVERRIDE")
+
+
+def _is_blocked_lookup(reader, rows):
+    """is_blocked on scopes spread over the whole table (10 signal rows per scope)."""
+    scopes = rows // 10
+    return lambda i: reader.is_blocked(f"scope-{(i * 7919) % scopes:07d}")
+
+
+def _idempotency_lookup(reader, rows):
+    """check_idempotency on keys spread over the whole table."""
+    def lookup(i):
+        n = (i * 7919) % rows
+        return reader.check_idempotency(f"key-{n:07d}", f"tenant-{n % 100:03d}")
+    return lookup
+
+
+def _seed_lookup_tables(path, rows):
+    """`rows` governance signals (10 per scope: 5 types, each superseded once) and `rows` runs.
+
+    Ids and names are zero-padded counters, so rows go in in index order (like a freshly
+    built file); the lookups then visit scopes and keys spread over the whole table.
+    """
+    old, new, later = "2026-01-01 00:00:00.000000", "2026-01-02 00:00:00.000000", "2026-01-03 00:00:00.000000"
+
+    def signals():
+        for scope in range(rows // 10):
+            for t, signal_type in enumerate(_BENCH_SIGNAL_TYPES):
+                row = (scope * 5 + t) * 2
+                decision = "BLOCKED" if (scope + t) % 7 == 0 else ("WARN" if t % 2 else "CLEAN")
+                expires = later if scope % 3 == 0 else None  # a third have expired by now
+                yield (f"g{row:09d}", signal_type, f"scope-{scope:07d}", "BLOCKED", old, None,
+                       f"g{row + 1:09d}", new)
+                yield (f"g{row + 1:09d}", signal_type, f"scope-{scope:07d}", decision, new, expires,
+                       None, None)
+
+    conn = raw_connection(path)
+    try:
+        conn.execute("PRAGMA cache_size = -262144")  # this seeding connection only
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO governance_signals (id, signal_type, scope, decision, recorded_by,"
+                         " recorded_at, expires_at, superseded_by, superseded_at)"
+                         " VALUES (?, ?, ?, ?, 'BENCH', ?, ?, ?, ?)", signals())
+        conn.executemany("INSERT INTO runs (id, tenant_id, agent_id, idempotency_key, status,"
+                         " incident_count, created_at, updated_at)"
+                         " VALUES (?, ?, 'agent', ?, 'succeeded', 0, ?, ?)",
+                         ((f"r{n:09d}", f"tenant-{n % 100:03d}", f"key-{n:07d}", new, new)
+                          for n in range(rows)))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 def run_benchmarks(names=None, quick=False, full=False, on_start=None):
     """Run the named workloads (default all); `on_start(name)` is called before each."""
     results = []

@@ -1,2 +1,227 @@
-"""Governance Signals: explicit BLOCKED / WARN / CLEAN signals per scope."""
+"""Governance Signals: explicit BLOCKED / WARN / CLEAN / PENDING verdicts per scope.
+
+Tools (BLCA, CI, ops, a person) record a verdict for a (scope, signal_type); the new verdict
+supersedes the active one (superseded_at = now, superseded_by = the new id), so each
+(scope, signal_type) has at most one active signal — a partial unique index guarantees it.
+Engines ask "is this scope blocked, and why?": a scope is blocked while ANY of its active,
+unexpired signals says BLOCKED; WARN warns and never blocks; CLEAN and PENDING do neither.
+A signal expiring exactly now is expired. Signals are keyed by scope, which may itself be a
+tenant, a session, a PR or a file path (the table has no tenant column, as SPEC §6 says).
+
+`GovernanceSignalReader` only SELECTs; `GovernanceSignalWriter` writes inside the caller's
+coordinator transaction and never commits. Both take `clock=` (aware UTC now) for exact tests.
+"""
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .models.base import PLACEHOLDER, PreparedQuery, new_id, utcnow
+from .models.governance import DECISIONS, SIGNAL_TYPES, GovernanceSignal
+
 ACCESS = "READ+WRITE"
+
+__all__ = ["DECISIONS", "SIGNAL_TYPES", "GovernanceCheckResult", "GovernanceSignal",
+           "GovernanceSignalReader", "GovernanceSignalWriter", "check_governance_status",
+           "is_governance_blocked", "record_governance_signal", "signal_to_dict",
+           "validate_scope", "validate_signal"]
+
+MAX_SCOPE_LENGTH = 500
+MAX_RECORDED_BY_LENGTH = 100
+
+
+def _database(target):
+    """The database of a coordinator transaction, a database itself, or (None) the bound one."""
+    if target is None:
+        return GovernanceSignal._meta.database
+    return getattr(target, "db", target)
+
+
+def _require_text(value, name, max_length):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} is required and must be a non-empty string")
+    if len(value) > max_length:
+        raise ValueError(f"{name} is too long ({len(value)} characters; at most {max_length})")
+
+
+def _require_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r} (expected one of: {', '.join(choices)})")
+
+
+def validate_scope(scope, signal_type=None):
+    """Raise ValueError unless `scope` is a usable scope and `signal_type` None or known."""
+    _require_text(scope, "scope", MAX_SCOPE_LENGTH)
+    if signal_type is not None:
+        _require_choice(signal_type, "signal type", SIGNAL_TYPES)
+
+
+def validate_signal(signal_type, scope, decision, recorded_by, reason=None, constraints=None,
+                    expires_at=None, now=None):
+    """Raise ValueError naming the first bad argument of a signal to record; else return None.
+
+    `expires_at`, when given, must be an aware datetime after `now` (when `now` is given).
+    """
+    _require_choice(signal_type, "signal type", SIGNAL_TYPES)
+    _require_choice(decision, "decision", DECISIONS)
+    validate_scope(scope)
+    _require_text(recorded_by, "recorded_by", MAX_RECORDED_BY_LENGTH)
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"reason must be a string, got {type(reason).__name__}")
+    if constraints is not None:
+        if not isinstance(constraints, dict):
+            raise ValueError(f"constraints must be a JSON object, got {type(constraints).__name__}")
+        try:
+            json.dumps(constraints)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"constraints are not JSON-serialisable: {exc}") from None
+    if expires_at is not None:
+        if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
+            raise ValueError("expires_at must be a timezone-aware datetime")
+        if now is not None and expires_at <= now:
+            raise ValueError(f"expires_at {expires_at.isoformat()} is not after now ({now.isoformat()})")
+
+
+def signal_to_dict(signal):
+    """A signal as a plain dict (the server edition's GovernanceSignalResponse fields)."""
+    return {name: getattr(signal, name) for name in (
+        "id", "signal_type", "scope", "decision", "reason", "constraints", "recorded_by",
+        "recorded_at", "expires_at", "superseded_by", "superseded_at")}
+
+
+@dataclass
+class GovernanceCheckResult:
+    """The verdict on a scope: blocked when any active signal is BLOCKED."""
+
+    scope: str
+    is_blocked: bool
+    blocking_signals: list = field(default_factory=list)
+    warning_signals: list = field(default_factory=list)
+    last_checked: datetime | None = None
+
+    def to_dict(self):
+        """Plain dict; signals as dicts."""
+        return {"scope": self.scope, "is_blocked": self.is_blocked,
+                "blocking_signals": [signal_to_dict(s) for s in self.blocking_signals],
+                "warning_signals": [signal_to_dict(s) for s in self.warning_signals],
+                "last_checked": self.last_checked}
+
+
+def _active_where(scope, signal_type, now):
+    """Conditions for the active signals of a scope (unexpired at `now` unless now is None)."""
+    where = (GovernanceSignal.scope == scope) & GovernanceSignal.superseded_at.is_null()
+    if signal_type is not None:
+        where &= GovernanceSignal.signal_type == signal_type
+    if now is not None:
+        where &= GovernanceSignal.expires_at.is_null() | (GovernanceSignal.expires_at > now)
+    return where
+
+
+def _active_decision_query(with_type):
+    """Decisions of the active, unexpired signals: parameters scope[, signal type], now.
+
+    Filtering on decision in SQL would tempt SQLite to the (scope, signal_type, decision)
+    index, which also holds every superseded row; selecting it keeps the lookup on the
+    partial index of active rows (at most one per type), however long a scope's history.
+    """
+    where = _active_where(PLACEHOLDER, PLACEHOLDER if with_type else None, PLACEHOLDER)
+    return PreparedQuery(lambda: GovernanceSignal.select(GovernanceSignal.decision).where(where))
+
+
+_ACTIVE_DECISIONS = _active_decision_query(with_type=False)
+_ACTIVE_DECISION_OF_TYPE = _active_decision_query(with_type=True)
+
+
+class GovernanceSignalReader:
+    """Reads governance signals; only SELECTs."""
+
+    ACCESS = "READ"
+
+    def __init__(self, db=None, clock=utcnow):
+        self.db = _database(db)
+        self.clock = clock
+
+    def check_governance(self, scope, signal_type=None, include_expired=False):
+        """The scope's active signals split into blocking (BLOCKED) and warning (WARN) ones.
+
+        Active = not superseded and, unless `include_expired`, not expired (expires_at > now).
+        Signals come oldest first (recorded_at, then id).
+        """
+        validate_scope(scope, signal_type)
+        now = self.clock()
+        signals = self._active(scope, signal_type, None if include_expired else now)
+        blocking = [s for s in signals if s.decision == "BLOCKED"]
+        warning = [s for s in signals if s.decision == "WARN"]
+        return GovernanceCheckResult(scope, bool(blocking), blocking, warning, now)
+
+    def is_blocked(self, scope, signal_type=None):
+        """True when the scope (or that signal type of it) has an active, unexpired BLOCKED signal."""
+        validate_scope(scope, signal_type)
+        now = GovernanceSignal.expires_at.db_value(self.clock())
+        if signal_type is None:
+            cursor = _ACTIVE_DECISIONS.execute(self.db, (scope, now))
+        else:
+            cursor = _ACTIVE_DECISION_OF_TYPE.execute(self.db, (scope, signal_type, now))
+        return any(decision == "BLOCKED" for (decision,) in cursor)
+
+    def get_active_signals(self, scope, signal_type=None):
+        """The scope's active, unexpired signals (any decision), oldest first."""
+        validate_scope(scope, signal_type)
+        return self._active(scope, signal_type, self.clock())
+
+    def _active(self, scope, signal_type, now):
+        query = (GovernanceSignal.select().where(_active_where(scope, signal_type, now))
+                 .order_by(GovernanceSignal.recorded_at, GovernanceSignal.id))
+        return list(query.execute(self.db))
+
+
+class GovernanceSignalWriter:
+    """Records and clears signals inside the caller's coordinator transaction; never commits."""
+
+    ACCESS = "WRITE"
+
+    def __init__(self, tx, clock=utcnow):
+        self.db = _database(tx)
+        self.clock = clock
+
+    def record_signal(self, signal_type, scope, decision, recorded_by, reason=None,
+                      constraints=None, expires_at=None):
+        """Supersede the active signal of (scope, signal_type), then insert this one; return it.
+
+        Superseding happens even when the decision is unchanged, and reaches expired but
+        unsuperseded signals too. Raises ValueError (nothing written) on bad input.
+        """
+        now = self.clock()
+        validate_signal(signal_type, scope, decision, recorded_by, reason, constraints,
+                        expires_at, now)
+        signal = GovernanceSignal(
+            id=new_id(), signal_type=signal_type, scope=scope, decision=decision, reason=reason,
+            constraints=constraints, recorded_by=recorded_by, recorded_at=now,
+            expires_at=expires_at, superseded_by=None, superseded_at=None)
+        (GovernanceSignal
+         .update(superseded_at=now, superseded_by=signal.id)
+         .where(_active_where(scope, signal_type, None))
+         .execute(self.db))
+        GovernanceSignal.insert(signal.__data__).execute(self.db)
+        return signal
+
+    def clear_signal(self, scope, signal_type, cleared_by, reason=None):
+        """Record a CLEAN signal (no constraints, no expiry); reason defaults to 'Cleared by X'."""
+        return self.record_signal(signal_type, scope, "CLEAN", cleared_by,
+                                  reason=reason if reason is not None else f"Cleared by {cleared_by}")
+
+
+def check_governance_status(db, scope, signal_type=None, clock=utcnow):
+    """The scope's verdict (`GovernanceCheckResult`); `db` is a database, a transaction or None."""
+    return GovernanceSignalReader(db, clock).check_governance(scope, signal_type)
+
+
+def is_governance_blocked(db, scope, signal_type=None, clock=utcnow):
+    """True when the scope is blocked; `db` is a database, a transaction or None."""
+    return GovernanceSignalReader(db, clock).is_blocked(scope, signal_type)
+
+
+def record_governance_signal(tx, signal_type, scope, decision, recorded_by, reason=None,
+                             constraints=None, expires_at=None, clock=utcnow):
+    """Record a signal inside the coordinator transaction `tx` (supersedes the active one)."""
+    return GovernanceSignalWriter(tx, clock).record_signal(
+        signal_type, scope, decision, recorded_by, reason, constraints, expires_at)

@@ -1,2 +1,272 @@
-"""Idempotency keys: run lookup, expiry and an atomic claim-or-get per tenant."""
+"""Idempotency keys: run lookup, expiry and an atomic claim-or-get per tenant.
+
+A client sends an idempotency key with a request; the key is unique per tenant (index on
+runs (tenant_id, idempotency_key)), and every lookup needs the tenant.
+
+Expiry rule: a key is valid for `IDEMPOTENCY_TTL_SECONDS` (env, default 86,400) from its
+run's `created_at`, and expired from the moment its age reaches the TTL: `age >= ttl`. At
+exactly the TTL it is expired — the same "a deadline reached is passed" rule as governance
+signals (the server edition expired it only one step later, at `age > ttl`). A run created in
+the future (clock skew) is not expired.
+
+`claim_or_get` makes one run per (tenant, key) even under concurrency: it INSERTs with
+ON CONFLICT DO NOTHING on the unique index inside the caller's BEGIN IMMEDIATE transaction,
+then reads the winner — never read-then-write. The claim then:
+- returns the existing run when it matches (created=False);
+- raises `IdempotencyConflict` when the existing, unexpired run was claimed for another
+  request: a claim that gives a request fingerprint (or an agent) must match the stored one
+  exactly (a run claimed without a fingerprint matches only claims without one);
+- replaces an expired claim: the old run keeps everything but its key (idempotency_key is
+  set to NULL, so the index frees the key), and a new run takes the key (created=True,
+  replaced_run_id = the old run). An expired key carries no promise, so any request may use it.
+
+`IdempotencyReader` only SELECTs; `IdempotencyWriter` writes inside the caller's coordinator
+transaction and never commits.
+"""
+import os
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+from .models.base import PLACEHOLDER, PreparedQuery, in_column_order, new_id, utcnow
+from .models.runs import Run
+
 ACCESS = "READ+WRITE"
+
+__all__ = ["CACHEABLE_STATUSES", "DEFAULT_TTL_SECONDS", "IDEMPOTENCY_TTL_SECONDS",
+           "IdempotencyClaim", "IdempotencyConflict", "IdempotencyReader", "IdempotencyResult",
+           "IdempotencyWriter", "check_idempotency", "claim_or_get", "get_existing_run",
+           "is_key_expired", "should_return_cached", "ttl_from_environment", "validate_lookup"]
+
+TTL_ENV_VAR = "IDEMPOTENCY_TTL_SECONDS"
+DEFAULT_TTL_SECONDS = 86_400
+MAX_KEY_LENGTH = 255
+# Statuses whose run is returned to a repeated request (exact, case-sensitive).
+CACHEABLE_STATUSES = frozenset({"succeeded", "failed", "queued", "running", "retry"})
+
+
+def ttl_from_environment(environ=None):
+    """The TTL in seconds from $IDEMPOTENCY_TTL_SECONDS (default 86,400); a positive integer."""
+    raw = (os.environ if environ is None else environ).get(TTL_ENV_VAR)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_TTL_SECONDS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{TTL_ENV_VAR} must be a whole number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{TTL_ENV_VAR} must be positive, got {value}")
+    return value
+
+
+# Read once at import; tests and embedders may set the module attribute instead.
+IDEMPOTENCY_TTL_SECONDS = ttl_from_environment()
+
+
+class IdempotencyConflict(Exception):
+    """An idempotency key reused, before it expired, for a different request."""
+
+    def __init__(self, message, key, tenant_id, run_id):
+        super().__init__(message)
+        self.key = key
+        self.tenant_id = tenant_id
+        self.run_id = run_id
+
+
+@dataclass(frozen=True)
+class IdempotencyResult:
+    """What a key lookup found: the run's id and status, and whether its key has expired."""
+
+    exists: bool
+    run_id: str | None = None
+    status: str | None = None
+    is_expired: bool = False
+
+    def to_dict(self):
+        """Plain dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """The run that holds a key after `claim_or_get`; `created` when this claim made it."""
+
+    run_id: str
+    status: str
+    created: bool
+    replaced_run_id: str | None = None
+
+    def to_dict(self):
+        """Plain dict."""
+        return asdict(self)
+
+
+def _require_text(value, name):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} is required and must be a non-empty string")
+
+
+def _optional_text(value, name):
+    if value is not None:
+        _require_text(value, name)
+
+
+def validate_lookup(key, tenant_id, agent_id=None):
+    """Raise ValueError naming the problem when the key, tenant or agent is unusable."""
+    _require_text(key, "idempotency key")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"idempotency key is too long ({len(key)} characters; at most {MAX_KEY_LENGTH})")
+    _require_text(tenant_id, "tenant_id")
+    _optional_text(agent_id, "agent_id")
+
+
+def is_key_expired(created_at, now, ttl_seconds):
+    """True when a key created at `created_at` has reached its TTL at `now` (age >= ttl)."""
+    return now >= created_at + timedelta(seconds=ttl_seconds)
+
+
+def should_return_cached(result):
+    """True when the key's run exists, has not expired and its status is cacheable."""
+    return result.exists and not result.is_expired and result.status in CACHEABLE_STATUSES
+
+
+def _database(target):
+    """The database of a coordinator transaction, a database itself, or (None) the bound one."""
+    if target is None:
+        return Run._meta.database
+    return getattr(target, "db", target)
+
+
+_CLAIM_FIELDS = in_column_order(Run, ("id", "tenant_id", "agent_id", "idempotency_key",
+                                      "request_fingerprint", "status", "created_at", "updated_at"))
+_KEY_COLUMNS = (Run.id, Run.agent_id, Run.request_fingerprint, Run.status, Run.created_at)
+_SELECT_BY_KEY = PreparedQuery(lambda: Run.select(*_KEY_COLUMNS).where(
+    (Run.tenant_id == PLACEHOLDER) & (Run.idempotency_key == PLACEHOLDER)))
+_INSERT_CLAIM = PreparedQuery(lambda: Run.insert({getattr(Run, n): PLACEHOLDER for n in _CLAIM_FIELDS})
+                              .on_conflict(action="NOTHING",
+                                           conflict_target=[Run.tenant_id, Run.idempotency_key])
+                              .returning(Run.id))
+_RELEASE_KEY = PreparedQuery(lambda: Run.update({Run.idempotency_key: None, Run.updated_at: PLACEHOLDER})
+                             .where((Run.id == PLACEHOLDER) & (Run.tenant_id == PLACEHOLDER)))
+
+
+@dataclass(frozen=True)
+class _KeyHolder:
+    """The run currently holding a key, as read by `_SELECT_BY_KEY`."""
+
+    run_id: str
+    agent_id: str | None
+    request_fingerprint: str | None
+    status: str
+    created_at: object
+
+
+def _key_holder(db, key, tenant_id):
+    row = _SELECT_BY_KEY.execute(db, (tenant_id, key)).fetchone()
+    if row is None:
+        return None
+    run_id, agent_id, fingerprint, status, created_at = row
+    return _KeyHolder(run_id, agent_id, fingerprint, status, Run.created_at.python_value(created_at))
+
+
+def _ttl(ttl_seconds):
+    return IDEMPOTENCY_TTL_SECONDS if ttl_seconds is None else ttl_seconds
+
+
+class IdempotencyReader:
+    """Looks runs up by idempotency key within one tenant; only SELECTs."""
+
+    ACCESS = "READ"
+
+    def __init__(self, db=None, clock=utcnow, ttl_seconds=None):
+        self.db = _database(db)
+        self.clock = clock
+        self.ttl_seconds = ttl_seconds
+
+    def get_existing_run(self, key, tenant_id, agent_id=None):
+        """The tenant's run holding `key` (and run by `agent_id`, when given), or None."""
+        validate_lookup(key, tenant_id, agent_id)
+        where = (Run.tenant_id == tenant_id) & (Run.idempotency_key == key)
+        if agent_id is not None:
+            where &= Run.agent_id == agent_id
+        return Run.select().where(where).first(self.db)
+
+    def check_idempotency(self, key, tenant_id, agent_id=None):
+        """`IdempotencyResult` for the tenant's key: exists, run id, status, is_expired."""
+        validate_lookup(key, tenant_id, agent_id)
+        holder = _key_holder(self.db, key, tenant_id)
+        if holder is None or (agent_id is not None and holder.agent_id != agent_id):
+            return IdempotencyResult(exists=False)
+        expired = is_key_expired(holder.created_at, self.clock(), _ttl(self.ttl_seconds))
+        return IdempotencyResult(True, holder.run_id, holder.status, expired)
+
+
+class IdempotencyWriter:
+    """Claims idempotency keys inside the caller's coordinator transaction; never commits."""
+
+    ACCESS = "WRITE"
+
+    def __init__(self, tx, clock=utcnow, ttl_seconds=None):
+        self.db = _database(tx)
+        self.clock = clock
+        self.ttl_seconds = ttl_seconds
+
+    def claim_or_get(self, key, tenant_id, agent_id=None, request_fingerprint=None,
+                     status="queued", run_id=None):
+        """The run holding the tenant's key, creating it (with `status`) if the key is free.
+
+        Raises IdempotencyConflict when an unexpired claim of the key was made for another
+        fingerprint or agent; replaces an expired claim (see the module docstring).
+        """
+        validate_lookup(key, tenant_id, agent_id)
+        _optional_text(request_fingerprint, "request fingerprint")
+        _require_text(status, "status")
+        _optional_text(run_id, "run id")
+        now = self.clock()
+        claim = {"id": run_id or new_id(), "tenant_id": tenant_id, "agent_id": agent_id,
+                 "idempotency_key": key, "request_fingerprint": request_fingerprint,
+                 "status": status, "created_at": now, "updated_at": now}
+        if self._insert(claim):
+            return IdempotencyClaim(claim["id"], status, created=True)
+        holder = _key_holder(self.db, key, tenant_id)
+        if is_key_expired(holder.created_at, now, _ttl(self.ttl_seconds)):
+            _RELEASE_KEY.execute(self.db, (Run.updated_at.db_value(now), holder.run_id, tenant_id))
+            Run.insert(claim).execute(self.db)
+            return IdempotencyClaim(claim["id"], status, created=True, replaced_run_id=holder.run_id)
+        self._check_same_request(holder, key, tenant_id, agent_id, request_fingerprint)
+        return IdempotencyClaim(holder.run_id, holder.status, created=False)
+
+    def _insert(self, claim):
+        """INSERT the claim unless the key is taken; True when inserted."""
+        fields = Run._meta.fields
+        params = [fields[name].db_value(claim[name]) for name in _CLAIM_FIELDS]
+        return _INSERT_CLAIM.execute(self.db, params).fetchone() is not None
+
+    @staticmethod
+    def _check_same_request(holder, key, tenant_id, agent_id, request_fingerprint):
+        if request_fingerprint is not None and request_fingerprint != holder.request_fingerprint:
+            raise IdempotencyConflict(
+                f"idempotency key {key!r} of tenant {tenant_id!r} was already used for a "
+                f"different request (run {holder.run_id}; request fingerprints differ)",
+                key, tenant_id, holder.run_id)
+        if agent_id is not None and agent_id != holder.agent_id:
+            raise IdempotencyConflict(
+                f"idempotency key {key!r} of tenant {tenant_id!r} belongs to run "
+                f"{holder.run_id} of agent {holder.agent_id!r}, not agent {agent_id!r}",
+                key, tenant_id, holder.run_id)
+
+
+def get_existing_run(key, tenant_id, agent_id=None, *, db=None):
+    """The tenant's run holding `key` (narrowed to `agent_id` when given), or None."""
+    return IdempotencyReader(db).get_existing_run(key, tenant_id, agent_id)
+
+
+def check_idempotency(key, tenant_id, agent_id=None, *, db=None, clock=utcnow, ttl_seconds=None):
+    """`IdempotencyResult{exists, run_id, status, is_expired}` for the tenant's key."""
+    return IdempotencyReader(db, clock, ttl_seconds).check_idempotency(key, tenant_id, agent_id)
+
+
+def claim_or_get(tx, key, tenant_id, agent_id=None, request_fingerprint=None, *, status="queued",
+                 run_id=None, clock=utcnow, ttl_seconds=None):
+    """Atomically claim the tenant's key for a new run, or get the run already holding it."""
+    return IdempotencyWriter(tx, clock, ttl_seconds).claim_or_get(
+        key, tenant_id, agent_id, request_fingerprint, status, run_id)

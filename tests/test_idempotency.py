@@ -1,0 +1,254 @@
+"""idempotency: tenant-scoped lookups, the TTL edge, claim-or-get under concurrency, conflicts."""
+import multiprocessing
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from hoc_drivers import idempotency
+from hoc_drivers.db import CommitForbidden
+from hoc_drivers.idempotency import (IdempotencyConflict, IdempotencyReader, IdempotencyResult,
+                                     IdempotencyWriter, should_return_cached)
+from hoc_drivers.models.runs import Run
+from hoc_drivers.testing import ManualClock
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+DAY = 86_400
+
+
+@pytest.fixture
+def clock():
+    """The drivers' clock: aware UTC, T0 until the test advances it (by a timedelta)."""
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def claim(hoc_coordinator, clock):
+    """claim(key, tenant, agent=None, fingerprint=None, **kw): one committed claim_or_get."""
+    def claim(key, tenant_id, agent_id=None, fingerprint=None, **kwargs):
+        with hoc_coordinator.transaction() as tx:
+            return IdempotencyWriter(tx, clock).claim_or_get(key, tenant_id, agent_id, fingerprint, **kwargs)
+    return claim
+
+
+@pytest.fixture
+def reader(hoc_db, clock):
+    return IdempotencyReader(hoc_db, clock)
+
+
+def all_runs():
+    return [(r.id, r.tenant_id, r.idempotency_key) for r in Run.select().order_by(Run.created_at, Run.id)]
+
+
+def test_an_unknown_key_does_not_exist(reader):
+    assert reader.check_idempotency("nope", "acme") == IdempotencyResult(False, None, None, False)
+    assert reader.get_existing_run("nope", "acme") is None
+
+
+def test_a_claimed_key_is_found_with_its_run(claim, reader):
+    made = claim("order-7", "acme", "billing", "fp-1")
+    assert made.created and made.status == "queued" and made.replaced_run_id is None
+    result = reader.check_idempotency("order-7", "acme")
+    assert result == IdempotencyResult(True, made.run_id, "queued", False)
+    assert should_return_cached(result)
+    run = reader.get_existing_run("order-7", "acme", "billing")
+    assert (run.id, run.tenant_id, run.agent_id, run.request_fingerprint) == (
+        made.run_id, "acme", "billing", "fp-1")
+    assert run.created_at == T0 and run.created_at.tzinfo == timezone.utc
+
+
+def test_the_key_expires_exactly_when_its_age_reaches_the_ttl(claim, reader, clock):
+    claim("order-7", "acme", status="succeeded")
+    clock.advance(timedelta(seconds=DAY, microseconds=-1))
+    result = reader.check_idempotency("order-7", "acme")
+    assert not result.is_expired and should_return_cached(result)
+    clock.advance(timedelta(microseconds=1))  # age == TTL: expired
+    result = reader.check_idempotency("order-7", "acme")
+    assert result.exists and result.is_expired and result.status == "succeeded"
+    assert not should_return_cached(result)
+
+
+def test_the_ttl_can_be_given_or_set_on_the_module(claim, hoc_db, clock, monkeypatch):
+    claim("order-7", "acme")
+    clock.advance(timedelta(seconds=60))
+    assert IdempotencyReader(hoc_db, clock, ttl_seconds=60).check_idempotency("order-7", "acme").is_expired
+    assert not IdempotencyReader(hoc_db, clock, ttl_seconds=61).check_idempotency("order-7", "acme").is_expired
+    monkeypatch.setattr(idempotency, "IDEMPOTENCY_TTL_SECONDS", 60)
+    assert idempotency.check_idempotency("order-7", "acme", db=hoc_db, clock=clock).is_expired
+
+
+def test_a_run_created_in_the_future_is_not_expired(claim, reader, clock):
+    claim("order-7", "acme")
+    clock.advance(timedelta(seconds=-3600))
+    assert not reader.check_idempotency("order-7", "acme").is_expired
+
+
+@pytest.mark.parametrize("environ, ttl", [({}, 86_400), ({"IDEMPOTENCY_TTL_SECONDS": "60"}, 60),
+                                          ({"IDEMPOTENCY_TTL_SECONDS": " "}, 86_400)])
+def test_ttl_from_environment(environ, ttl):
+    assert idempotency.ttl_from_environment(environ) == ttl
+
+
+@pytest.mark.parametrize("raw, message", [("a day", "whole number"), ("0", "positive"), ("-5", "positive")])
+def test_a_bad_ttl_in_the_environment_is_a_clear_error(raw, message):
+    with pytest.raises(ValueError, match=f"IDEMPOTENCY_TTL_SECONDS must be.*{message}"):
+        idempotency.ttl_from_environment({"IDEMPOTENCY_TTL_SECONDS": raw})
+
+
+@pytest.mark.parametrize("status, cached", [
+    ("succeeded", True), ("failed", True), ("queued", True), ("running", True), ("retry", True),
+    ("halted", False), ("aborted", False), ("cancelled", False), ("SUCCEEDED", False), (None, False)])
+def test_should_return_cached_statuses(status, cached):
+    assert should_return_cached(IdempotencyResult(True, "r1", status, False)) is cached
+    assert not should_return_cached(IdempotencyResult(True, "r1", status, True))
+    assert not should_return_cached(IdempotencyResult(False))
+
+
+def test_tenant_a_never_sees_tenant_b_runs(claim, reader):
+    a = claim("order-7", "tenant-a", fingerprint="fp-a")
+    b = claim("order-7", "tenant-b", fingerprint="fp-b")  # same key, other tenant: no conflict
+    assert a.created and b.created and a.run_id != b.run_id
+    assert reader.check_idempotency("order-7", "tenant-a").run_id == a.run_id
+    assert reader.check_idempotency("order-7", "tenant-b").run_id == b.run_id
+    assert reader.get_existing_run("order-7", "tenant-b").id == b.run_id
+    assert not reader.check_idempotency("order-7", "tenant-c").exists
+    assert reader.get_existing_run("order-7", "tenant-c") is None
+    assert len(all_runs()) == 2
+
+
+@pytest.mark.parametrize("tenant_id", [None, "", "  "])
+def test_the_tenant_is_mandatory(reader, claim, tenant_id):
+    for call in (lambda: reader.get_existing_run("k", tenant_id),
+                 lambda: reader.check_idempotency("k", tenant_id),
+                 lambda: claim("k", tenant_id)):
+        with pytest.raises(ValueError, match="tenant_id is required"):
+            call()
+    assert all_runs() == []
+
+
+@pytest.mark.parametrize("key, message", [("", "idempotency key is required"), (None, "is required"),
+                                          ("k" * 256, "too long")])
+def test_bad_keys_are_rejected(reader, claim, key, message):
+    with pytest.raises(ValueError, match=message):
+        reader.check_idempotency(key, "acme")
+    with pytest.raises(ValueError, match=message):
+        claim(key, "acme")
+    assert all_runs() == []
+
+
+def test_the_agent_narrows_lookups(claim, reader):
+    made = claim("order-7", "acme", "billing")
+    assert reader.get_existing_run("order-7", "acme", "support") is None
+    assert not reader.check_idempotency("order-7", "acme", "support").exists
+    assert reader.check_idempotency("order-7", "acme", "billing").run_id == made.run_id
+
+
+def test_claiming_again_returns_the_same_run(claim):
+    first = claim("order-7", "acme", "billing", "fp-1")
+    again = claim("order-7", "acme", "billing", "fp-1")
+    without_details = claim("order-7", "acme")
+    assert (again.run_id, again.created) == (first.run_id, False)
+    assert (without_details.run_id, without_details.created) == (first.run_id, False)
+    assert len(all_runs()) == 1
+
+
+def test_a_different_fingerprint_is_a_conflict_and_writes_nothing(claim):
+    first = claim("order-7", "acme", "billing", "fp-1")
+    with pytest.raises(IdempotencyConflict, match="already used for a different request") as caught:
+        claim("order-7", "acme", "billing", "fp-2")
+    assert (caught.value.run_id, caught.value.key, caught.value.tenant_id) == (first.run_id, "order-7", "acme")
+    assert len(all_runs()) == 1
+
+
+def test_a_fingerprint_never_matches_a_claim_made_without_one(claim):
+    claim("order-7", "acme")
+    with pytest.raises(IdempotencyConflict):
+        claim("order-7", "acme", fingerprint="fp-1")
+
+
+def test_another_agent_is_a_conflict(claim):
+    claim("order-7", "acme", "billing")
+    with pytest.raises(IdempotencyConflict, match="not agent 'support'"):
+        claim("order-7", "acme", "support")
+
+
+def test_an_expired_claim_is_replaced_by_a_new_run(claim, reader, clock):
+    old = claim("order-7", "acme", "billing", "fp-1", status="succeeded")
+    clock.advance(timedelta(seconds=DAY - 1))
+    with pytest.raises(IdempotencyConflict):
+        claim("order-7", "acme", "billing", "fp-2")
+    clock.advance(timedelta(seconds=1))
+    new = claim("order-7", "acme", "billing", "fp-2")
+    assert new.created and new.replaced_run_id == old.run_id and new.run_id != old.run_id
+    assert reader.check_idempotency("order-7", "acme") == IdempotencyResult(True, new.run_id, "queued", False)
+    released = Run.get_by_id(old.run_id)
+    assert released.idempotency_key is None and released.status == "succeeded"
+    assert released.updated_at == clock.now
+    assert claim("order-7", "acme", "billing", "fp-2").run_id == new.run_id
+
+
+def test_claim_takes_a_status_and_a_run_id(claim, reader):
+    made = claim("order-7", "acme", status="running", run_id="run-0007")
+    assert made.run_id == "run-0007"
+    assert reader.check_idempotency("order-7", "acme").status == "running"
+
+
+def test_claiming_is_refused_outside_a_coordinator_transaction(hoc_db, clock):
+    with pytest.raises(CommitForbidden, match="no coordinator transaction"):
+        IdempotencyWriter(hoc_db, clock).claim_or_get("order-7", "acme")
+    with pytest.raises(CommitForbidden):
+        idempotency.claim_or_get(hoc_db, "order-7", "acme", clock=clock)
+    assert all_runs() == []
+
+
+def test_the_module_functions(hoc_coordinator, hoc_db, clock):
+    with hoc_coordinator.transaction() as tx:
+        made = idempotency.claim_or_get(tx, "order-7", "acme", "billing", "fp-1", clock=clock)
+    assert idempotency.get_existing_run("order-7", "acme", db=hoc_db).id == made.run_id
+    assert idempotency.get_existing_run("order-7", "acme").id == made.run_id  # the bound database
+    result = idempotency.check_idempotency("order-7", "acme", clock=clock)
+    assert result.to_dict() == {"exists": True, "run_id": made.run_id, "status": "queued", "is_expired": False}
+    assert made.to_dict() == {"run_id": made.run_id, "status": "queued", "created": True,
+                              "replaced_run_id": None}
+
+
+def test_the_key_lookup_uses_the_unique_index(hoc_db):
+    sql, params = idempotency._SELECT_BY_KEY._build().sql()
+    plan = " / ".join(row[3] for row in hoc_db.execute_sql("EXPLAIN QUERY PLAN " + sql, ["acme", "k"]))
+    assert "USING INDEX runs_tenant_id_idempotency_key (tenant_id=? AND idempotency_key=?)" in plan
+    assert "SCAN" not in plan
+
+
+def _claim_in_own_process(path, barrier, results):
+    """Child process: its own database and coordinator; claim the shared key at the barrier."""
+    from hoc_drivers.db import connect_database
+    from hoc_drivers.transaction_coordinator import TransactionCoordinator
+
+    db = connect_database(path)
+    coordinator = TransactionCoordinator(db)
+    barrier.wait(timeout=30)
+    try:
+        with coordinator.transaction() as tx:
+            made = idempotency.claim_or_get(tx, "order-7", "acme", "billing", "fp-1")
+        results.put((made.run_id, made.created))
+    except Exception as exc:
+        results.put(("error", repr(exc)))
+    finally:
+        db.close()
+
+
+def test_eight_processes_claiming_one_key_create_one_run(hoc_db):
+    processes_count = 8
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes_count), context.Queue()
+    processes = [context.Process(target=_claim_in_own_process, args=(hoc_db.database, barrier, results))
+                 for _ in range(processes_count)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    assert all(run_id != "error" for run_id, _ in outcomes), outcomes
+    assert len({run_id for run_id, _ in outcomes}) == 1
+    assert sorted(created for _, created in outcomes) == [False] * 7 + [True]
+    assert [(tenant, key) for _, tenant, key in all_runs()] == [("acme", "order-7")]
