@@ -26,6 +26,7 @@ PRAGMAS = (
     ("foreign_keys", 1),
     ("synchronous", "normal"),
     ("busy_timeout", BUSY_TIMEOUT_MS),
+    ("mmap_size", 256 * 1024 * 1024),
 )
 
 
