@@ -1,0 +1,170 @@
+"""Security: tenant isolation, injection strings, secrets, file mode, fuzzed CLI arguments."""
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import stat
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cli
+from hoc_drivers import cross_domain, decisions, ledger
+from hoc_drivers.alert_driver import AlertQueueReader
+from hoc_drivers.cli_docs import command_paths
+from hoc_drivers.governance_signal_driver import GovernanceSignalReader, GovernanceSignalWriter
+from hoc_drivers.guard_cache import GuardCache
+from hoc_drivers.guard_read_driver import GuardReadDriver
+from hoc_drivers.guard_write_driver import GuardReader, GuardWriteDriver
+from hoc_drivers.idempotency import IdempotencyReader, claim_or_get
+from hoc_drivers.transaction_coordinator import RunCompletionTransaction
+from hoc_drivers.worker_write_service_async import WorkerRunReader, WorkerWriteService
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+INJECTIONS = ["x'); DROP TABLE incidents; --", "\" OR 1=1 --", "a%' OR tenant_id LIKE '%",
+              "Robert'); DELETE FROM runs WHERE ('1'='1", "null\x00byte", "ünïcödé ☃ ' \""]
+
+
+def seed_tenant(coordinator, tenant):
+    """One of everything for `tenant`; returns the ids."""
+    with coordinator.transaction() as tx:
+        incident = cross_domain.create_incident_from_cost_anomaly(
+            tx, tenant, f"anomaly-{tenant}", "USER_SPIKE", "HIGH", 5000, 1000)
+        writer = GuardWriteDriver(tx)
+        state, _ = writer.get_or_create_killswitch_state("tenant", tenant, tenant)
+        writer.freeze_killswitch(state, "ops", "test")
+        claim = claim_or_get(tx, "shared-key", tenant)
+        WorkerWriteService(tx).upsert_worker_run(f"worker-{tenant}", tenant, {"status": "queued"})
+    RunCompletionTransaction(coordinator).execute(f"run-{tenant}", tenant, "failed")
+    decisions.emit_policy_decision(coordinator, f"run-{tenant}", "p", evaluated=True,
+                                   violated=True, tenant_id=tenant)
+    return {"incident": incident, "run": claim.run_id, "worker": f"worker-{tenant}"}
+
+
+def test_tenants_never_see_each_other_through_the_read_apis(hoc_db, hoc_coordinator):
+    a = seed_tenant(hoc_coordinator, "tenant-a")
+    b = seed_tenant(hoc_coordinator, "tenant-b")
+    guard = GuardReader(hoc_db)
+    assert {i.tenant_id for i in guard.list_incidents("tenant-a")} == {"tenant-a"}
+    assert guard.get_incident("tenant-a", b["incident"]) is None
+    assert guard.get_killswitch_state("tenant-a", "tenant", "tenant-b") is None
+    assert IdempotencyReader(hoc_db).check_idempotency("shared-key", "tenant-a").run_id == a["run"]
+    assert a["run"] != b["run"]
+    assert {d.tenant_id for d in decisions.list_decisions(hoc_coordinator, "tenant-a")} == {"tenant-a"}
+    assert WorkerRunReader(hoc_db).get_worker_run(b["worker"], "tenant-a") is None
+    with hoc_coordinator.transaction() as tx:
+        GuardWriteDriver(tx).unfreeze_killswitch(
+            guard.get_killswitch_state("tenant-b", "tenant", "tenant-b"), "ops")
+    status = GuardReadDriver(hoc_db, GuardCache()).compute_status("tenant-a")
+    assert status["is_frozen"] is True  # b's unfreeze did not touch a
+
+
+def test_tenants_never_see_each_other_through_the_cli(hoc_db, hoc_coordinator, run_cli):
+    seed_tenant(hoc_coordinator, "tenant-a")
+    b = seed_tenant(hoc_coordinator, "tenant-b")
+    path = hoc_db.database
+    listed = json.loads(run_cli(path, "incidents", "list", "--tenant", "tenant-a", "--json").output)
+    assert listed and {i["tenant_id"] for i in listed} == {"tenant-a"}
+    listed = json.loads(run_cli(path, "decisions", "list", "--tenant", "tenant-a", "--json").output)
+    assert listed and {d["tenant_id"] for d in listed} == {"tenant-a"}
+    result = run_cli(path, "incidents", "ack", b["incident"], "--tenant", "tenant-a")
+    assert result.exit_code != 0
+    assert GuardReader(hoc_db).get_incident("tenant-b", b["incident"]).status == "open"
+    status = json.loads(run_cli(path, "killswitch", "status", "--tenant", "tenant-a",
+                                "--entity-type", "tenant", "--entity-id", "tenant-b", "--json").output)
+    assert status["is_frozen"] is False
+
+
+def schema_of(path):
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(conn.execute("SELECT type, name FROM sqlite_master").fetchall())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("evil", INJECTIONS)
+def test_injection_strings_are_stored_verbatim_and_harmless(hoc_db, hoc_coordinator, evil):
+    before = schema_of(hoc_db.database)
+    result = RunCompletionTransaction(hoc_coordinator).execute(evil, evil, "failed",
+                                                               error_message=evil)
+    with hoc_coordinator.transaction() as tx:
+        incident = cross_domain.create_incident_from_cost_anomaly(tx, evil, evil, evil, evil, 10, 1)
+        GovernanceSignalWriter(tx).record_signal("MANUAL_OVERRIDE", evil, "BLOCKED", evil, evil)
+        claim = claim_or_get(tx, evil, evil, evil, evil)
+    ledger.emit_signal(hoc_coordinator, evil, evil, {evil: evil}, evil, field=evil)
+    guard = GuardReader(hoc_db)
+    stored = guard.get_incident(evil, result.incident_result.result_id)
+    assert (stored.tenant_id, stored.source_run_id, stored.error_message) == (evil, evil, evil)
+    assert guard.get_incident(evil, incident).trigger_value is not None
+    assert GovernanceSignalReader(hoc_db).get_active_signals(evil)[0].reason == evil
+    assert IdempotencyReader(hoc_db).check_idempotency(evil, evil).run_id == claim.run_id
+    signal = ledger.get_signals(hoc_coordinator, artifact=evil)[0]
+    assert (signal["field"], signal["evidence"]) == (evil, {evil: evil})
+    assert schema_of(hoc_db.database) == before
+    assert [i.tenant_id for i in guard.list_incidents("tenant-x")] == []
+
+
+def test_webhook_secret_never_appears_in_cli_output_or_logs(hoc_db, run_cli, caplog):
+    secret = "s3cr3t-do-not-print"
+    caplog.set_level(logging.DEBUG)
+    outputs = []
+    for args in (["alerts", "enqueue", "--tenant", "acme", "--policy", "p", "--run", "r",
+                  "--metric", "cost", "--current", "95", "--threshold", "100", "--breach",
+                  "--channel", "webhook", "--webhook-url", "http://127.0.0.1:9/hook",
+                  "--webhook-secret", secret, "--json"],
+                 ["alerts", "stats", "--json"], ["alerts", "stats"],
+                 ["alerts", "send", "--once", "--json"]):
+        result = run_cli(hoc_db.database, *args)
+        outputs.append(result.output + result.stderr)
+    assert outputs[0] and all(secret not in out for out in outputs)
+    assert secret not in caplog.text
+    assert AlertQueueReader(hoc_db).fetch_queue_stats()["pending"] + \
+        AlertQueueReader(hoc_db).fetch_queue_stats()["failed"] >= 1
+
+
+def test_new_database_files_are_owner_only(tmp_path, run_cli):
+    path = tmp_path / "fresh.db"
+    assert run_cli(path, "run", "complete", "r1", "--tenant", "t", "--status", "failed").exit_code == 0
+    for name in ("fresh.db", "fresh.db-wal", "fresh.db-shm"):
+        if (tmp_path / name).exists():
+            assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
+
+
+def database_checksum(path):
+    conn = sqlite3.connect(path)
+    try:
+        return hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
+    finally:
+        conn.close()
+
+
+FUZZ_SKIP = {"hoc-drivers bench", "hoc-drivers demo", "hoc-drivers alerts send"}
+COMMANDS = [(path.split()[1:], command) for path, command in command_paths()
+            if path not in FUZZ_SKIP]
+TOKENS = st.one_of(
+    st.sampled_from(["--tenant", "--json", "--scope", "--type", "--decision", "--by", "--status",
+                     "--current-cents", "--expected-cents", "--evidence", "--confidence",
+                     "--context", "--expires-in", "--entity-type", "--entity-id", "-1", "0",
+                     "1e999", "nan", "{", "{}", "[]", "@/nonexistent", "BLOCKED", "failed",
+                     "tenant", "--", "-", "'; DROP TABLE runs; --"]),
+    st.text(max_size=12))
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(command=st.sampled_from(COMMANDS), tokens=st.lists(TOKENS, max_size=6))
+def test_fuzzed_cli_arguments_never_traceback(hoc_db, command, tokens):
+    path, _ = command
+    before = database_checksum(hoc_db.database)
+    result = CliRunner().invoke(cli.cli, ["--db", hoc_db.database, *path, *tokens])
+    output = result.output + result.stderr
+    assert "Traceback" not in output
+    assert result.exit_code in (0, 1, 2, 3), (path, tokens, output)
+    if result.exit_code == 2:
+        assert len(result.stderr.strip().splitlines()) == 1, output
+        assert database_checksum(hoc_db.database) == before, (path, tokens)
