@@ -13,7 +13,6 @@ stored in the database, so it holds across processes and restarts.
 """
 import json
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -185,27 +184,14 @@ class DecisionRecord:
 # Writing through the coordinator
 
 
-@contextmanager
-def joined_transaction(coordinator):
-    """The caller's open transaction through a savepoint, else a short coordinator transaction.
-
-    Yields the database to write on. A savepoint that fails undoes only the block's own
-    writes and leaves the caller's transaction usable; neither path ever commits by itself.
-    """
-    tx = coordinator.current()
-    if tx is None:
-        with coordinator.transaction() as tx:
-            yield tx.db
-    else:
-        with tx.savepoint():
-            yield tx.db
-
-
 def write_non_blocking(coordinator, work, failure, description, logger=log):
-    """`work(db)` inside `joined_transaction`; a storage failure is logged and gives `failure`."""
+    """`work(db)` in the caller's transaction (through a savepoint, so a failure undoes only its
+    own writes) or, with none open, in a short coordinator transaction of its own; never a
+    commit of its own. A storage failure is logged and gives `failure`.
+    """
     try:
-        with joined_transaction(coordinator) as db:
-            return work(db)
+        with coordinator.transaction() as tx:
+            return work(tx.db)
     except Exception:
         logger.warning("%s: not written", description, exc_info=True)
         return failure
@@ -399,11 +385,11 @@ def backfill_run_id_for_request(coordinator, request_id, run_id, tenant_id):
 
 def _set_kill_switch(coordinator, active):
     """Store the kill switch (raises on a storage failure: an operator must know it failed)."""
-    with joined_transaction(coordinator) as db:
+    with coordinator.transaction() as tx:
         DecisionSetting.insert(key=CARE_KILL_SWITCH_KEY, value=active, updated_at=utcnow()) \
             .on_conflict(conflict_target=[DecisionSetting.key],
                          preserve=[DecisionSetting.value, DecisionSetting.updated_at]) \
-            .execute(db)
+            .execute(tx.db)
 
 
 def activate_care_kill_switch(coordinator):
