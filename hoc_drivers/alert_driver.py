@@ -1,2 +1,246 @@
-"""Alert Driver: the offline-first alert queue (enqueue, claim, sent / retry / failed)."""
+"""Alert Driver: the offline-first alert queue (enqueue, claim, sent / retry / failed).
+
+Pure data access over `costsim_alert_queue`, inside the caller's coordinator transaction; it
+never commits and never decides retry or backoff (the sender does). Claiming is atomic: the
+coordinator opens every transaction with BEGIN IMMEDIATE, so between the SELECT of due alerts
+and the UPDATE that leases them no other sender can write; the lease pushes `next_attempt_at`
+past the claim, so the same alert is never handed to two senders, and an alert whose sender
+crashed is due again once its lease has passed. Sent / retry / failed updates are applied
+only while the caller still holds the claim.
+"""
+import json
+from datetime import timedelta
+
+from peewee import OP, SQL, Expression, Select, fn
+
+from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
+from .models.base import PLACEHOLDER, PreparedQuery, new_id, utcnow
+from .models.runs import Incident
+
 ACCESS = "READ+WRITE"
+
+__all__ = ["AlertQueueReader", "AlertQueueWriter", "AlertDriver", "DEFAULT_LEASE_SECONDS"]
+
+DEFAULT_LEASE_SECONDS = 300
+
+
+def _due(now):
+    """Pending, due by `now`, attempts left (served by the (status, next_attempt_at) index)."""
+    return ((AlertQueueItem.status == "pending") & (AlertQueueItem.next_attempt_at <= now)
+            & (AlertQueueItem.attempts < AlertQueueItem.max_attempts))
+
+
+def _db_time(value):
+    return AlertQueueItem.next_attempt_at.db_value(value)
+
+
+def _claimed_update(changes):
+    """UPDATE of one pending alert still held by its claim, built once.
+
+    Parameters: the values of `changes` in column order, then the alert id and claim token
+    (`IS`, so an unclaimed alert's NULL token matches too). The claim token is cleared.
+    """
+    return PreparedQuery(lambda: AlertQueueItem.update({**changes, AlertQueueItem.claim_token: None})
+                         .where((AlertQueueItem.id == PLACEHOLDER)
+                                & (AlertQueueItem.status == "pending")
+                                & Expression(AlertQueueItem.claim_token, OP.IS, PLACEHOLDER)))
+
+
+# The claim: the due alerts in index order, then their lease (ids as one JSON array).
+_SELECT_DUE = PreparedQuery(lambda: AlertQueueItem.select().where(_due(PLACEHOLDER))
+                            .order_by(AlertQueueItem.next_attempt_at).limit(PLACEHOLDER))
+_LEASE = PreparedQuery(lambda: AlertQueueItem.update(
+    {AlertQueueItem.next_attempt_at: PLACEHOLDER, AlertQueueItem.claim_token: PLACEHOLDER})
+    .where(AlertQueueItem.id.in_(Select([fn.json_each(PLACEHOLDER)], [SQL("value")]))))
+_FIELDS = AlertQueueItem._meta.sorted_fields
+
+
+def _alert_from_row(row):
+    """An AlertQueueItem from a full row in column order."""
+    return AlertQueueItem(__no_default__=True,
+                          **{f.name: f.python_value(value) for f, value in zip(_FIELDS, row)})
+
+
+def _keep_error_unless(new_error):
+    """The new last_error when it is not empty, else the stored one."""
+    return fn.COALESCE(fn.NULLIF(new_error, ""), AlertQueueItem.last_error)
+
+
+_MARK_SENT = _claimed_update({AlertQueueItem.status: "sent", AlertQueueItem.sent_at: PLACEHOLDER})
+_MARK_RETRY = _claimed_update({AlertQueueItem.attempts: AlertQueueItem.attempts + 1,
+                               AlertQueueItem.last_attempt_at: PLACEHOLDER,
+                               AlertQueueItem.next_attempt_at: PLACEHOLDER,
+                               AlertQueueItem.last_error: _keep_error_unless(PLACEHOLDER)})
+_MARK_FAILED = _claimed_update({AlertQueueItem.status: "failed",
+                                AlertQueueItem.attempts: AlertQueueItem.attempts + 1,
+                                AlertQueueItem.last_attempt_at: PLACEHOLDER,
+                                AlertQueueItem.last_error: _keep_error_unless(PLACEHOLDER)})
+
+
+class AlertQueueReader:
+    """Queue statistics and listings; only SELECTs."""
+
+    ACCESS = "READ"
+
+    def __init__(self, db):
+        self.db = db
+
+    def fetch_queue_stats(self, now=None):
+        """{pending, sent, failed, oldest_pending, oldest_pending_age_seconds}.
+
+        `oldest_pending` is the creation time of the oldest pending alert (None when nothing
+        is pending); its age is measured from `now` (default: the current time).
+        """
+        counts = dict.fromkeys(ALERT_STATUSES, 0)
+        query = (AlertQueueItem.select(AlertQueueItem.status, fn.COUNT(AlertQueueItem.id))
+                 .where(AlertQueueItem.status.in_(ALERT_STATUSES))
+                 .group_by(AlertQueueItem.status).tuples())
+        for status, count in query.execute(self.db):
+            counts[status] = count
+        oldest = (AlertQueueItem.select(AlertQueueItem.created_at)
+                  .where(AlertQueueItem.status == "pending")
+                  .order_by(AlertQueueItem.created_at).limit(1).scalar(self.db))
+        age = None
+        if oldest is not None:
+            age = max(0.0, ((now or utcnow()) - oldest).total_seconds())
+        return {**counts, "oldest_pending": oldest, "oldest_pending_age_seconds": age}
+
+    def count_due_alerts(self, now):
+        """How many alerts `fetch_pending_alerts(now, ...)` could claim in total."""
+        return AlertQueueItem.select().where(_due(now)).count(self.db)
+
+    def count_old_alerts(self, cutoff, statuses):
+        """How many alerts `purge_old_alerts(cutoff, statuses)` would delete."""
+        if not statuses:
+            return 0
+        return (AlertQueueItem.select()
+                .where((AlertQueueItem.created_at < cutoff) & AlertQueueItem.status.in_(statuses))
+                .count(self.db))
+
+    def list_alerts(self, status=None, limit=50):
+        """The most recently created alerts (optionally of one status), newest first."""
+        query = AlertQueueItem.select().order_by(AlertQueueItem.created_at.desc()).limit(limit)
+        if status is not None:
+            query = query.where(AlertQueueItem.status == status)
+        return list(query.execute(self.db))
+
+
+class AlertQueueWriter:
+    """Enqueue, claim and state transitions; writes in the caller's transaction, never commits."""
+
+    ACCESS = "WRITE"
+
+    def __init__(self, db):
+        self.db = db
+
+    def insert_alert(self, payload, alert_type, circuit_breaker_name=None, incident_id=None,
+                     tenant_id=None, channel="alertmanager", destination=None, max_attempts=10,
+                     now=None):
+        """Queue one alert (status pending, due `now`); returns the stored row.
+
+        `channel` is alertmanager, webhook, slack or email; `destination` is a JSON object
+        ({"url": ...} for HTTP channels, {"recipients": [...]} for e-mail, optional "headers").
+        """
+        if channel not in ALERT_CHANNELS:
+            raise ValueError(f"unknown alert channel {channel!r} "
+                             f"(expected one of: {', '.join(ALERT_CHANNELS)})")
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
+        now = now or utcnow()
+        inserted = AlertQueueItem.insert(
+            id=new_id(), payload=payload, alert_type=alert_type,
+            circuit_breaker_name=circuit_breaker_name, incident_id=incident_id,
+            tenant_id=tenant_id, channel=channel, destination=destination,
+            max_attempts=max_attempts, next_attempt_at=now, created_at=now,
+        ).returning(AlertQueueItem).execute(self.db)
+        return next(iter(inserted))
+
+    def fetch_pending_alerts(self, now, batch_size=100, lease_seconds=DEFAULT_LEASE_SECONDS):
+        """Claim up to `batch_size` due alerts, oldest `next_attempt_at` first.
+
+        Due = pending, `next_attempt_at <= now`, attempts < max_attempts. Each claimed alert
+        gets a claim token and `next_attempt_at = now + lease_seconds`; record its outcome
+        (sent / retry / failed) before the lease ends. Must run inside a coordinator
+        transaction (BEGIN IMMEDIATE), which is what makes the claim atomic.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
+        due = [_alert_from_row(row)
+               for row in _SELECT_DUE.execute(self.db, (_db_time(now), batch_size))]
+        if not due:
+            return []
+        token, lease_until = new_id(), now + timedelta(seconds=lease_seconds)
+        _LEASE.execute(self.db, (_db_time(lease_until), token,
+                                 json.dumps([alert.id for alert in due])))
+        for alert in due:
+            alert.next_attempt_at, alert.claim_token = lease_until, token
+        return due
+
+    def _update_claimed(self, alert, statement, params, changes):
+        """Run a claimed-alert UPDATE; mirror `changes` on `alert`. False if the claim was lost."""
+        cursor = statement.execute(self.db, (*params, alert.id, alert.claim_token))
+        if cursor.rowcount != 1:
+            return False
+        alert.__data__.update(changes, claim_token=None)
+        return True
+
+    def update_alert_sent(self, alert, sent_at):
+        """Mark the alert sent at `sent_at`; False when this claim no longer holds it."""
+        return self._update_claimed(alert, _MARK_SENT, (_db_time(sent_at),),
+                                    {"status": "sent", "sent_at": sent_at})
+
+    def update_alert_retry(self, alert, last_attempt_at, next_attempt_at, last_error=None):
+        """One more failed attempt; due again at `next_attempt_at` (last_error kept if empty)."""
+        return self._update_claimed(
+            alert, _MARK_RETRY,
+            (_db_time(last_attempt_at), _db_time(next_attempt_at), last_error or None),
+            {"attempts": alert.attempts + 1, "last_attempt_at": last_attempt_at,
+             "next_attempt_at": next_attempt_at, "last_error": last_error or alert.last_error})
+
+    def update_alert_failed(self, alert, last_attempt_at, last_error=None):
+        """A last failed attempt: status failed (last_error kept if the new one is empty)."""
+        return self._update_claimed(
+            alert, _MARK_FAILED, (_db_time(last_attempt_at), last_error or None),
+            {"status": "failed", "attempts": alert.attempts + 1,
+             "last_attempt_at": last_attempt_at, "last_error": last_error or alert.last_error})
+
+    def mark_incident_alert_sent(self, incident_id, sent_at, tenant_id=None):
+        """Set the incident's alert_sent / alert_sent_at (of that tenant, when given); row count."""
+        condition = Incident.id == incident_id
+        if tenant_id is not None:
+            condition &= Incident.tenant_id == tenant_id
+        return (Incident.update(alert_sent=True, alert_sent_at=sent_at, updated_at=sent_at)
+                .where(condition).execute(self.db))
+
+    def retry_failed_alerts(self, max_retries, now):
+        """Failed alerts back to pending with `max_retries` more attempts, due `now`; count."""
+        if max_retries < 0:
+            raise ValueError(f"max_retries must not be negative, got {max_retries}")
+        return (AlertQueueItem.update(
+                    status="pending", max_attempts=AlertQueueItem.max_attempts + max_retries,
+                    next_attempt_at=now, claim_token=None)
+                .where((AlertQueueItem.status == "failed")
+                       & (AlertQueueItem.attempts < AlertQueueItem.max_attempts + max_retries))
+                .execute(self.db))
+
+    def purge_old_alerts(self, cutoff, statuses, limit=None):
+        """Delete alerts created before `cutoff` whose status is in `statuses`; count.
+
+        With `limit`, at most that many (oldest first), so a caller can purge in steps.
+        """
+        if not statuses:
+            return 0
+        condition = (AlertQueueItem.created_at < cutoff) & AlertQueueItem.status.in_(statuses)
+        if limit is not None:
+            chosen = (AlertQueueItem.select(AlertQueueItem.id).where(condition)
+                      .order_by(AlertQueueItem.created_at).limit(limit))
+            condition = AlertQueueItem.id.in_(chosen)
+        return AlertQueueItem.delete().where(condition).execute(self.db)
+
+
+class AlertDriver(AlertQueueReader, AlertQueueWriter):
+    """The seed's one-object driver: every queue read and write, bound to one database."""
+
+    ACCESS = "READ+WRITE"

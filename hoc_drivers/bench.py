@@ -440,6 +440,137 @@ def _seed_lookup_tables(path, rows):
         conn.close()
 
 
+# ---------------------------------------------------------------------------------------
+# guard cache: a hit beside a dict lookup and beside the miss; the alert queue's claim at size
+
+
+@workload("guard_cache")
+def bench_guard_cache(quick=False, full=False):
+    """Guard status from the cache vs a plain dict lookup + copy, and a miss vs a hit.
+
+    The database holds a busy tenant (50k incidents, 5k open, 50k runs, a frozen kill
+    switch, 100 key switches) among other tenants' rows; a miss computes the status from
+    it through `GuardReadDriver` and stores it, a hit is `GuardCache.get_status`.
+    """
+    from .db import connect_database
+    from .guard_cache import GuardCache
+    from .guard_read_driver import GuardReadDriver
+
+    count = 2000 if quick else 20000
+    with scratch_databases() as (path, _):
+        _seed_guard_tables(path)
+        db = connect_database(path)
+        try:
+            cache = GuardCache()
+            reader = GuardReadDriver(db, cache)
+            status = reader.get_status("acme")
+            plain = {"acme": status}
+
+            def miss(i):
+                cache.invalidate_tenant("acme")
+                reader.get_status("acme")
+
+            return [
+                measure("GuardCache.get_status (hit)", lambda i: cache.get_status("acme"),
+                        "plain dict lookup + dict.copy()", lambda i: plain["acme"].copy(),
+                        count, target="<= 5x"),
+                measure("GuardReadDriver.get_status, miss (from the database)", miss,
+                        "GuardReadDriver.get_status, hit", lambda i: reader.get_status("acme"),
+                        max(count // 100, 20), target=">= 10000x"),
+            ]
+        finally:
+            db.close()
+
+
+def _seed_guard_tables(path):
+    """A busy tenant "acme" and ten quieter ones: incidents, runs, kill switches."""
+    day = "2026-01-01 00:00:00.000000"
+    _bulk_insert(path, (
+        "INSERT INTO incidents (id, tenant_id, title, severity, status, trigger_type,"
+        " started_at, calls_affected, cost_delta_cents, source_type, affected_count,"
+        " cause_type, lifecycle_state, is_synthetic, alert_sent, created_at, updated_at)"
+        " VALUES (?, ?, 'bench', 'medium', ?, 'manual', ?, 0, '0', 'bench', 1, 'HUMAN',"
+        " 'ACTIVE', 0, 0, ?, ?)",
+        ((f"i{n:08d}", "acme" if n % 2 else f"tenant-{n % 20}",
+          "open" if n % 20 == 1 else "resolved", day, day, day) for n in range(100_000))), (
+        "INSERT INTO runs (id, tenant_id, status, incident_count, created_at, updated_at)"
+        " VALUES (?, ?, 'succeeded', 0, ?, ?)",
+        ((f"r{n:08d}", "acme" if n % 2 else f"tenant-{n % 20}", day, day)
+         for n in range(100_000))), (
+        "INSERT INTO killswitch_state (id, tenant_id, entity_type, entity_id, is_frozen,"
+        " frozen_at, frozen_by, auto_triggered, created_at, updated_at)"
+        " VALUES (?, 'acme', ?, ?, ?, ?, 'ops', 0, ?, ?)",
+        [("k-tenant", "tenant", "acme", 1, day, day, day)]
+        + [(f"k{n:03d}", "key", f"key-{n:03d}", n % 10 == 0, day, day, day) for n in range(100)]))
+
+
+def _bulk_insert(path, *statements):
+    """Run each (sql, rows) with executemany in one raw transaction on `path`."""
+    conn = raw_connection(path)
+    try:
+        conn.execute("PRAGMA cache_size = -262144")  # this seeding connection only
+        conn.execute("BEGIN IMMEDIATE")
+        for sql, rows in statements:
+            conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+@workload("alert_fetch_pending")
+def bench_alert_fetch_pending(quick=False, full=False):
+    """Claiming a batch of 10 due alerts with 10k queued vs a big queue (ratio = growth).
+
+    The big queue has 1M pending alerts with `full`, else 100k (the measurement name says
+    which). Each claim is the sender's: one coordinator transaction around
+    `fetch_pending_alerts`, which leases the 10 oldest due alerts.
+    """
+    from .alert_driver import AlertDriver
+    from .db import connect_database
+    from .models.base import utcnow
+    from .transaction_coordinator import TransactionCoordinator
+
+    small, big = 10_000, (1_000_000 if full else 100_000)
+    label = "1M" if full else "100k"
+    count = 100 if quick else 300
+    with scratch_databases() as (small_path, big_path):
+        for path, rows in ((small_path, small), (big_path, big)):
+            _seed_alert_queue(path, rows)
+        small_db, big_db = connect_database(small_path), connect_database(big_path)
+        now = utcnow()
+
+        def claim(coordinator):
+            def operation(i):
+                with coordinator.transaction() as tx:
+                    AlertDriver(tx.db).fetch_pending_alerts(now, batch_size=10)
+            return operation
+
+        try:
+            return [measure(f"fetch_pending (claim 10) at {label} queued",
+                            claim(TransactionCoordinator(big_db)),
+                            "fetch_pending (claim 10) at 10k queued",
+                            claim(TransactionCoordinator(small_db)), count, target="<= 1.5x")]
+        finally:
+            small_db.close()
+            big_db.close()
+
+
+def _seed_alert_queue(path, rows):
+    """`rows` pending webhook alerts, due one second apart from 30 days ago (index order)."""
+    from datetime import timedelta
+
+    from .models.base import UtcDateTimeField, utcnow
+
+    start, to_text = utcnow() - timedelta(days=30), UtcDateTimeField().db_value
+    _bulk_insert(path, (
+        "INSERT INTO costsim_alert_queue (id, payload, alert_type, channel, destination,"
+        " status, attempts, max_attempts, next_attempt_at, created_at)"
+        " VALUES (?, '{\"n\":1}', 'bench', 'webhook', '{\"url\":\"http://127.0.0.1:9/\"}',"
+        " 'pending', 0, 10, ?, ?)",
+        ((f"a{n:09d}", at, at) for n, at in
+         ((n, to_text(start + timedelta(seconds=n))) for n in range(rows)))))
+
+
 def run_benchmarks(names=None, quick=False, full=False, on_start=None):
     """Run the named workloads (default all); `on_start(name)` is called before each."""
     results = []

@@ -1,3 +1,102 @@
-"""Alert queue, notifications and alert configs (alert_driver, alert_emitter)."""
+"""Alert queue and UI notifications (alert_driver, alert_emitter, alert_sender)."""
+import json
 
-MODELS = []
+from peewee import CharField, FloatField, IntegerField, TextField
+
+from .base import BaseModel, JSONField, UtcDateTimeField, new_id, utcnow
+
+ALERT_STATUSES = ("pending", "sent", "failed")
+ALERT_CHANNELS = ("alertmanager", "webhook", "slack", "email")
+
+
+def canonical_json(value):
+    """The one JSON text of `value`: sorted keys, no spaces, no NaN (what a webhook signs)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+class CanonicalJSONField(TextField):
+    """JSON stored verbatim as canonical text, so the bytes signed at enqueue are the bytes sent."""
+
+    def db_value(self, value):
+        """Python value -> canonical JSON text (ValueError for NaN or non-JSON values)."""
+        if value is None:
+            return None
+        try:
+            return canonical_json(value)
+        except TypeError as exc:
+            raise ValueError(f"{self.name} must be JSON-serialisable: {exc}") from None
+
+    def python_value(self, value):
+        """Stored text -> Python value."""
+        return None if value is None else json.loads(value)
+
+
+class AlertQueueItem(BaseModel):
+    """One alert waiting for (or done with) delivery: the `costsim_alert_queue` table.
+
+    `channel` and `destination` say where it goes (ours: the server edition only posts to
+    Alertmanager). `claim_token` marks a sender's lease: a claimed alert's `next_attempt_at` is
+    pushed past the lease, so a crashed sender's alert becomes due again when the lease ends.
+    """
+
+    id = CharField(primary_key=True, default=new_id)
+    tenant_id = CharField(null=True)
+    payload = CanonicalJSONField()
+    alert_type = CharField(null=True)
+    circuit_breaker_name = CharField(null=True)
+    incident_id = CharField(null=True)
+    channel = CharField(default="alertmanager")
+    destination = CanonicalJSONField(null=True)
+    status = CharField(default="pending")
+    attempts = IntegerField(default=0)
+    max_attempts = IntegerField(default=10)
+    last_attempt_at = UtcDateTimeField(null=True)
+    next_attempt_at = UtcDateTimeField(default=utcnow)
+    last_error = TextField(null=True)
+    sent_at = UtcDateTimeField(null=True)
+    claim_token = CharField(null=True)
+    created_at = UtcDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "costsim_alert_queue"
+        indexes = (
+            (("status", "next_attempt_at"), False),
+            (("status", "created_at"), False),
+        )
+
+    def to_dict(self):
+        """JSON-ready summary (no payload, no destination: those may hold addresses)."""
+        return {"id": self.id, "tenant_id": self.tenant_id, "alert_type": self.alert_type,
+                "channel": self.channel, "circuit_breaker_name": self.circuit_breaker_name,
+                "incident_id": self.incident_id, "status": self.status,
+                "attempts": self.attempts, "max_attempts": self.max_attempts,
+                "last_error": self.last_error,
+                "next_attempt_at": self.next_attempt_at and self.next_attempt_at.isoformat(),
+                "sent_at": self.sent_at and self.sent_at.isoformat(),
+                "created_at": self.created_at and self.created_at.isoformat()}
+
+
+class Notification(BaseModel):
+    """A UI notification the desktop tool shows: one per threshold alert on the UI channel."""
+
+    id = CharField(primary_key=True, default=new_id)
+    tenant_id = CharField()
+    notification_type = CharField()
+    title = CharField()
+    run_id = CharField(null=True)
+    policy_id = CharField(null=True)
+    metric = CharField(null=True)
+    current_value = FloatField(null=True)
+    threshold_value = FloatField(null=True)
+    percentage = FloatField(null=True)
+    action_taken = CharField(null=True)
+    data = JSONField(null=True)
+    created_at = UtcDateTimeField(default=utcnow)
+    read_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        table_name = "notifications"
+        indexes = ((("tenant_id", "created_at"), False),)
+
+
+MODELS = [AlertQueueItem, Notification]

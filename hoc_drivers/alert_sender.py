@@ -1,0 +1,262 @@
+"""Alert sender: the engine that delivers queued alerts, with exponential backoff.
+
+Each batch is claimed in one short coordinator transaction (see `alert_driver`), delivered
+outside any transaction, and each outcome is recorded in its own transaction right after the
+attempt, so a crash re-delivers at most the alert that was in flight. After a failed attempt
+n = attempts + 1: n >= max_attempts marks the alert failed, otherwise it is due again after
+min(2 ** n, max_backoff_seconds) seconds (2, 4, 8, ... 256, 300). An alert with no
+destination is a configuration error: it is marked failed at once (visible in the stats) and
+`retry_failed_alerts` revives it once the configuration is fixed. Nothing here raises into the
+caller: failures are logged and counted. Only the standard library talks to the network
+(`urllib.request`, `smtplib`), always with a timeout.
+"""
+import json
+import logging
+import os
+import smtplib
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import formataddr
+
+from .alert_driver import AlertDriver
+from .alert_emitter import validate_http_url
+from .guard_cache import invalidate_tenant_on_commit
+from .models.alerts import canonical_json
+from .models.base import utcnow
+
+__all__ = ["AlertSender", "AlertDelivery", "DeliveryResult", "SmtpSettings", "backoff_seconds"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_BACKOFF_SECONDS = 300
+DEFAULT_BATCH_SIZE = 10
+USER_AGENT = "hoc-drivers-alert-sender/0.1"
+
+
+def backoff_seconds(attempt, max_backoff_seconds=DEFAULT_MAX_BACKOFF_SECONDS):
+    """Delay before the next try after failed attempt number `attempt`: min(2**n, cap)."""
+    return min(2 ** attempt, max_backoff_seconds)
+
+
+@dataclass
+class DeliveryResult:
+    """The outcome of one delivery attempt; `permanent` failures are not retried."""
+
+    success: bool
+    error_type: str | None = None
+    error_message: str | None = None
+    status_code: int | None = None
+    permanent: bool = False
+
+
+@dataclass
+class SmtpSettings:
+    """Where e-mail goes: SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM_*."""
+
+    host: str = "localhost"
+    port: int = 25
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    from_address: str = "noreply@example.com"
+    from_name: str = "AOS Notifications"
+
+    @classmethod
+    def from_env(cls):
+        """Settings from the SMTP_* environment variables (defaults for the unset ones)."""
+        env = os.environ
+        port = env.get("SMTP_PORT", "25")
+        if not port.isdigit():
+            raise ValueError(f"SMTP_PORT must be a port number, got {port!r}")
+        return cls(host=env.get("SMTP_HOST", "localhost"), port=int(port),
+                   username=env.get("SMTP_USERNAME") or None,
+                   password=env.get("SMTP_PASSWORD") or None,
+                   from_address=env.get("SMTP_FROM_ADDRESS", "noreply@example.com"),
+                   from_name=env.get("SMTP_FROM_NAME", "AOS Notifications"))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are failures: a signed alert body is never re-sent to another address."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class AlertDelivery:
+    """Delivers one queued alert over HTTP (webhook, Slack, Alertmanager) or SMTP.
+
+    `alertmanager_url` (default env ALERTMANAGER_URL) receives alerts of channel
+    "alertmanager" that carry no URL of their own, at `<url>/api/v2/alerts`.
+    """
+
+    def __init__(self, timeout=DEFAULT_TIMEOUT_SECONDS, alertmanager_url=None, smtp=None):
+        self.timeout = timeout
+        self.alertmanager_url = alertmanager_url or os.environ.get("ALERTMANAGER_URL") or None
+        self.smtp = smtp
+
+    def deliver(self, alert):
+        """Try once to deliver `alert`; never raises."""
+        try:
+            destination = alert.destination or {}
+            if alert.channel == "email":
+                return self._send_email(destination.get("recipients") or [], alert.payload)
+            url = destination.get("url")
+            if url is None and alert.channel == "alertmanager" and self.alertmanager_url:
+                url = self.alertmanager_url.rstrip("/") + "/api/v2/alerts"
+            if not url:
+                return DeliveryResult(False, "configuration", "no destination configured",
+                                      permanent=True)
+            try:
+                validate_http_url(url, "destination url")
+            except ValueError as exc:
+                return DeliveryResult(False, "configuration", str(exc), permanent=True)
+            return self._post(url, canonical_json(alert.payload).encode("utf-8"),
+                              destination.get("headers") or {})
+        except Exception as exc:
+            log.exception("delivering alert %s failed unexpectedly", alert.id)
+            return DeliveryResult(False, "internal", f"{type(exc).__name__}: {exc}"[:500])
+
+    def _post(self, url, body, headers):
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "User-Agent": USER_AGENT, **headers})
+        try:
+            with _OPENER.open(request, timeout=self.timeout) as response:
+                return DeliveryResult(True, status_code=response.status)
+        except urllib.error.HTTPError as exc:
+            text = exc.read(200).decode("utf-8", "replace")
+            return DeliveryResult(False, f"http_{exc.code}", f"HTTP {exc.code}: {text}",
+                                  status_code=exc.code)
+        except (TimeoutError, socket.timeout) as exc:
+            return DeliveryResult(False, "timeout", f"Timeout: {exc}")
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
+                return DeliveryResult(False, "timeout", f"Timeout: {exc.reason}")
+            return DeliveryResult(False, "connection", str(exc.reason)[:500])
+        except OSError as exc:
+            return DeliveryResult(False, "connection", str(exc)[:500])
+
+    def _send_email(self, recipients, payload):
+        if not recipients:
+            return DeliveryResult(False, "configuration", "no e-mail recipients configured",
+                                  permanent=True)
+        settings = self.smtp or SmtpSettings.from_env()
+        message = EmailMessage()
+        message["Subject"] = payload["subject"]
+        message["From"] = formataddr((settings.from_name, settings.from_address))
+        message["To"] = ", ".join(recipients)
+        message.set_content(payload["body"])
+        try:
+            with smtplib.SMTP(settings.host, settings.port, timeout=self.timeout) as smtp:
+                smtp.ehlo()
+                if smtp.has_extn("starttls"):
+                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.ehlo()
+                elif settings.username:
+                    return DeliveryResult(False, "smtp", "refusing to send SMTP credentials "
+                                          "without STARTTLS")
+                if settings.username:
+                    smtp.login(settings.username, settings.password or "")
+                refused = smtp.send_message(message)
+        except (TimeoutError, socket.timeout) as exc:
+            return DeliveryResult(False, "timeout", f"Timeout: {exc}")
+        except smtplib.SMTPException as exc:
+            return DeliveryResult(False, "smtp", str(exc)[:500])
+        except OSError as exc:
+            return DeliveryResult(False, "connection", str(exc)[:500])
+        if refused:
+            return DeliveryResult(False, "smtp", "recipients refused: " + json.dumps(sorted(refused)))
+        return DeliveryResult(True)
+
+
+class AlertSender:
+    """Delivers due alerts from the queue and records each outcome; never raises.
+
+    `clock` returns aware UTC now (inject one, or use freezegun, to test backoff).
+    `lease_seconds` is how long a claimed batch stays reserved for this sender (default:
+    long enough for every alert of the batch to time out once, plus a minute).
+    """
+
+    def __init__(self, coordinator, delivery=None, clock=utcnow, batch_size=DEFAULT_BATCH_SIZE,
+                 max_backoff_seconds=DEFAULT_MAX_BACKOFF_SECONDS, lease_seconds=None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.coordinator = coordinator
+        self.delivery = delivery or AlertDelivery()
+        self.clock = clock
+        self.batch_size = batch_size
+        self.max_backoff_seconds = max_backoff_seconds
+        self.lease_seconds = lease_seconds or int(batch_size * self.delivery.timeout * 2) + 60
+
+    def process_batch(self, batch_size=None):
+        """Claim and deliver one batch: {processed, sent, retried, failed, lost, errors}.
+
+        `lost` counts outcomes not recorded because the claim had expired and another sender
+        took the alert; `errors` counts database failures (logged).
+        """
+        counts = dict.fromkeys(("processed", "sent", "retried", "failed", "lost", "errors"), 0)
+        try:
+            with self.coordinator.transaction() as tx:
+                alerts = AlertDriver(tx.db).fetch_pending_alerts(
+                    self.clock(), batch_size or self.batch_size, self.lease_seconds)
+        except Exception:
+            log.exception("claiming alerts failed")
+            counts["errors"] += 1
+            return counts
+        for alert in alerts:
+            counts["processed"] += 1
+            result = self.delivery.deliver(alert)
+            try:
+                counts[self._record(alert, result)] += 1
+            except Exception:
+                log.exception("recording the outcome of alert %s failed", alert.id)
+                counts["errors"] += 1
+        return counts
+
+    def _record(self, alert, result):
+        """Write the attempt's outcome; returns the counter it belongs to."""
+        now = self.clock()
+        with self.coordinator.transaction() as tx:
+            driver = AlertDriver(tx.db)
+            if result.success:
+                if not driver.update_alert_sent(alert, now):
+                    return "lost"
+                if alert.incident_id:
+                    driver.mark_incident_alert_sent(alert.incident_id, now, alert.tenant_id)
+                    if alert.tenant_id:
+                        invalidate_tenant_on_commit(tx, alert.tenant_id)
+                return "sent"
+            attempt = alert.attempts + 1
+            error = result.error_message or result.error_type
+            if result.permanent or attempt >= alert.max_attempts:
+                outcome = "failed" if driver.update_alert_failed(alert, now, error) else "lost"
+            else:
+                retry_at = now + timedelta(seconds=backoff_seconds(attempt, self.max_backoff_seconds))
+                outcome = "retried" if driver.update_alert_retry(alert, now, retry_at, error) else "lost"
+        if outcome != "lost":
+            log.info("alert %s attempt %d failed (%s): %s", alert.id, attempt, outcome, error)
+        return outcome
+
+    def drain(self, batch_size=None, on_batch=None):
+        """Process batches until none is due; totals as `process_batch`.
+
+        `on_batch(counts)` is called after each batch (e.g. to move a progress bar). Every
+        claimed alert leaves the due range (sent, failed, retried later, or leased), so this
+        ends; a batch that cannot be claimed ends it too.
+        """
+        totals = dict.fromkeys(("processed", "sent", "retried", "failed", "lost", "errors"), 0)
+        while True:
+            counts = self.process_batch(batch_size)
+            for key, value in counts.items():
+                totals[key] += value
+            if on_batch:
+                on_batch(counts)
+            if counts["processed"] == 0:
+                return totals

@@ -1,0 +1,169 @@
+"""CLI: the alert queue — enqueue threshold alerts, stats, send, retry-failed, purge."""
+import sys
+from datetime import timedelta
+
+import click
+
+from .common import EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, tenant_option
+
+# A drain of at least this many due alerts shows a progress bar (on stderr).
+PROGRESS_THRESHOLD = 100
+PURGE_STEP = 1000
+
+
+@click.group()
+def alerts():
+    """The offline-first alert queue and its sender."""
+
+
+@alerts.command("enqueue")
+@tenant_option
+@click.option("--policy", "policy_id", required=True, help="Policy whose threshold was reached.")
+@click.option("--run", "run_id", required=True, help="Run that reached it.")
+@click.option("--metric", required=True, help="Metric, e.g. cost, token_usage, step_count.")
+@click.option("--current", "current_value", type=float, required=True, help="Current value.")
+@click.option("--threshold", "threshold_value", type=float, required=True, help="Threshold value.")
+@click.option("--breach", is_flag=True, help="A breach (never throttled) instead of a near alert.")
+@click.option("--action", "action_taken", help="Action taken on a breach, e.g. pause, stop, kill.")
+@click.option("--near-percentage", type=float, default=80.0, show_default=True,
+              help="A near alert goes out from this percentage of the threshold.")
+@click.option("--channel", "channels", multiple=True, default=("ui",), show_default=True,
+              help="ui, webhook, slack or email (repeatable).")
+@click.option("--webhook-url", help="http(s) URL receiving the JSON alert.")
+@click.option("--webhook-secret", envvar="HOC_ALERT_WEBHOOK_SECRET",
+              help="Signs the body (X-Signature: sha256=HMAC); env HOC_ALERT_WEBHOOK_SECRET. "
+                   "Never stored, never printed.")
+@click.option("--email", "email_recipients", multiple=True, help="Recipient address (repeatable).")
+@click.option("--slack-url", "slack_webhook_url", help="Slack incoming-webhook URL.")
+@click.option("--slack-channel", help="Slack channel, e.g. #alerts.")
+@json_option
+def enqueue(tenant_id, policy_id, run_id, metric, current_value, threshold_value, breach,
+            action_taken, near_percentage, channels, webhook_url, webhook_secret,
+            email_recipients, slack_webhook_url, slack_channel, as_json):
+    """Raise a threshold alert: UI notification now, network channels queued for the sender.
+
+    Example: hoc-drivers alerts enqueue --tenant acme --policy budget --run run-42 --metric cost --current 85 --threshold 100 --channel webhook --webhook-url http://127.0.0.1:9000/hook
+    """
+    from ..alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
+
+    try:
+        config = AlertConfig(policy_id=policy_id, tenant_id=tenant_id,
+                             near_threshold_percentage=near_percentage,
+                             enabled_channels=list(channels), webhook_url=webhook_url,
+                             webhook_secret=webhook_secret,
+                             email_recipients=list(email_recipients),
+                             slack_webhook_url=slack_webhook_url, slack_channel=slack_channel)
+        signal = ThresholdSignal(tenant_id=tenant_id, run_id=run_id, policy_id=policy_id,
+                                 metric=metric, current_value=current_value,
+                                 threshold_value=threshold_value,
+                                 signal_type="breach" if breach else "near")
+        if action_taken is not None and not breach:
+            raise ValueError("--action applies to breach alerts only (add --breach)")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    result = {"signal_id": signal.signal_id, "signal_type": signal.signal_type,
+              "percentage": round(signal.percentage, 3), "alert_sent": False, "channels": []}
+    if not breach and not config.should_alert(signal.percentage):
+        result["reason"] = f"below the near threshold ({near_percentage:g}%)"
+        emit(result, as_json)
+        return
+    with get_coordinator().transaction() as tx:
+        emitter = AlertEmitter(tx)
+        if breach:
+            sent = emitter.emit_breach(signal, config, action_taken)
+        else:
+            sent = emitter.emit_near_threshold(signal, config)
+    result.update(alert_sent=sent, channels=list(signal.alert_channels))
+    emit(result, as_json)
+    if not sent:
+        raise CliError("no channel took the alert (see the log)", EXIT_FAILED)
+
+
+@alerts.command("stats")
+@json_option
+def stats(as_json):
+    """Queue counts (pending, sent, failed) and the oldest pending alert with its age.
+
+    Example: hoc-drivers alerts stats --json
+    """
+    from ..alert_driver import AlertQueueReader
+
+    emit(AlertQueueReader(get_db()).fetch_queue_stats(), as_json)
+
+
+@alerts.command("send")
+@click.option("--once", is_flag=True, help="Deliver one batch and stop (default: until none is due).")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Alerts claimed per batch.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds allowed for each delivery.")
+@json_option
+def send(once, batch_size, timeout, as_json):
+    """Deliver due alerts (webhook, Slack, e-mail, Alertmanager) with backoff on failure.
+
+    Failed attempts are retried after min(2**n, 300) s; after max attempts an alert is failed.
+    Example: hoc-drivers alerts send --batch 50
+    """
+    from ..alert_driver import AlertQueueReader
+    from ..alert_sender import AlertDelivery, AlertSender
+    from ..models.base import utcnow
+
+    sender = AlertSender(get_coordinator(), AlertDelivery(timeout=timeout), batch_size=batch_size)
+    if once:
+        totals = sender.process_batch()
+    else:
+        due = AlertQueueReader(get_db()).count_due_alerts(utcnow())
+        with click.progressbar(length=due, label="sending alerts", file=sys.stderr,
+                               hidden=due < PROGRESS_THRESHOLD) as bar:
+            totals = sender.drain(on_batch=lambda counts: bar.update(counts["processed"]))
+    emit(totals, as_json)
+    if totals["errors"]:
+        raise CliError(f"{totals['errors']} database error(s) while sending (see the log)",
+                       EXIT_FAILED)
+
+
+@alerts.command("retry-failed")
+@click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Extra attempts given to each failed alert.")
+@json_option
+def retry_failed(max_retries, as_json):
+    """Put failed alerts back in the queue with more attempts, due now.
+
+    Example: hoc-drivers alerts retry-failed --max-retries 3
+    """
+    from ..alert_driver import AlertQueueWriter
+    from ..models.base import utcnow
+
+    with get_coordinator().transaction() as tx:
+        revived = AlertQueueWriter(tx.db).retry_failed_alerts(max_retries, utcnow())
+    emit({"revived": revived}, as_json)
+
+
+@alerts.command("purge")
+@click.option("--days", type=click.IntRange(min=0), default=30, show_default=True,
+              help="Delete alerts created more than this many days ago.")
+@click.option("--status", "statuses", multiple=True, default=("sent", "failed"), show_default=True,
+              type=click.Choice(["pending", "sent", "failed"]), help="Statuses to delete (repeatable).")
+@json_option
+def purge(days, statuses, as_json):
+    """Delete old delivered and failed alerts, in steps, with a progress bar.
+
+    Example: hoc-drivers alerts purge --days 30 --status sent --status failed
+    """
+    from ..alert_driver import AlertQueueReader, AlertQueueWriter
+    from ..models.base import utcnow
+
+    cutoff = utcnow() - timedelta(days=days)
+    coordinator = get_coordinator()
+    total = AlertQueueReader(get_db()).count_old_alerts(cutoff, statuses)
+    deleted = 0
+    with click.progressbar(length=total, label="purging alerts", file=sys.stderr,
+                           hidden=total == 0) as bar:
+        while True:
+            with coordinator.transaction() as tx:
+                step = AlertQueueWriter(tx.db).purge_old_alerts(cutoff, statuses, limit=PURGE_STEP)
+            deleted += step
+            bar.update(step)
+            if step < PURGE_STEP:
+                break
+    emit({"deleted": deleted, "cutoff": cutoff, "statuses": list(statuses)}, as_json)

@@ -1,0 +1,221 @@
+"""The alert queue: enqueue, atomic claim with a lease, transitions, stats, retry, purge."""
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from hoc_drivers.alert_driver import _LEASE, _SELECT_DUE, AlertDriver, AlertQueueReader
+from hoc_drivers.db import CommitForbidden
+from hoc_drivers.models.alerts import AlertQueueItem
+from hoc_drivers.models.runs import Incident
+from hoc_drivers.transaction_coordinator import TransactionCoordinator
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def seconds(n):
+    return timedelta(seconds=n)
+
+
+@pytest.fixture
+def queue(hoc_coordinator):
+    """Run `fn(driver)` in one coordinator transaction: queue(lambda d: ...)."""
+    def run(fn):
+        with hoc_coordinator.transaction() as tx:
+            return fn(AlertDriver(tx.db))
+    return run
+
+
+def enqueue(queue, count=1, at=T0, **fields):
+    return [queue(lambda d: d.insert_alert([{"n": i}], "test", now=at + seconds(i), **fields))
+            for i in range(count)]
+
+
+def stored(alert_id):
+    return AlertQueueItem.get_by_id(alert_id)
+
+
+def test_insert_alert_defaults(queue):
+    alert = queue(lambda d: d.insert_alert([{"labels": {"alertname": "X"}}], "disable",
+                                           circuit_breaker_name="costsim_v2",
+                                           incident_id="inc-1", now=T0))
+    row = stored(alert.id)
+    assert (row.status, row.attempts, row.max_attempts) == ("pending", 0, 10)
+    assert row.next_attempt_at == row.created_at == T0
+    assert row.payload == [{"labels": {"alertname": "X"}}]
+    assert (row.alert_type, row.circuit_breaker_name, row.incident_id) == ("disable", "costsim_v2", "inc-1")
+    assert row.channel == "alertmanager" and row.tenant_id is None and row.sent_at is None
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"channel": "sms"}, "unknown alert channel 'sms'"),
+    ({"max_attempts": 0}, "max_attempts must be a positive integer"),
+    ({"payload": [float("nan")]}, "JSON"),
+])
+def test_insert_alert_rejects_bad_input(queue, fields, message):
+    payload = fields.pop("payload", [])
+    with pytest.raises(ValueError, match=message):
+        queue(lambda d: d.insert_alert(payload, "test", **fields))
+    assert AlertQueueItem.select().count() == 0
+
+
+def test_fetch_claims_due_alerts_oldest_first(queue):
+    a, b, c = enqueue(queue, 3)
+    queue(lambda d: d.insert_alert([], "later", now=T0 + seconds(60)))
+    claimed = queue(lambda d: d.fetch_pending_alerts(T0 + seconds(2), batch_size=10))
+    assert [x.id for x in claimed] == [a.id, b.id, c.id]     # next_attempt_at == now is due
+    assert queue(lambda d: d.fetch_pending_alerts(T0 + seconds(2), batch_size=10)) == []
+    assert len({x.claim_token for x in claimed}) == 1
+
+
+def test_fetch_respects_batch_size_status_and_attempts(queue):
+    a, b, c, d_ = enqueue(queue, 4)
+    queue(lambda d: AlertQueueItem.update(status="sent").where(AlertQueueItem.id == a.id).execute())
+    queue(lambda d: AlertQueueItem.update(attempts=10).where(AlertQueueItem.id == b.id).execute())
+    first = queue(lambda d: d.fetch_pending_alerts(T0 + seconds(10), batch_size=1))
+    second = queue(lambda d: d.fetch_pending_alerts(T0 + seconds(10), batch_size=1))
+    assert [first[0].id, second[0].id] == [c.id, d_.id]
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        queue(lambda d: d.fetch_pending_alerts(T0, batch_size=0))
+
+
+def test_claiming_outside_a_transaction_is_refused(hoc_db, queue):
+    enqueue(queue, 1)
+    with pytest.raises(CommitForbidden):
+        AlertDriver(hoc_db).fetch_pending_alerts(T0, 10)
+
+
+def test_a_crashed_senders_lease_expires_and_the_alert_is_due_again(queue):
+    (alert,) = enqueue(queue, 1)
+    lost = queue(lambda d: d.fetch_pending_alerts(T0, lease_seconds=30))[0]
+    assert queue(lambda d: d.fetch_pending_alerts(T0 + seconds(29.999))) == []
+    again = queue(lambda d: d.fetch_pending_alerts(T0 + seconds(30)))
+    assert [x.id for x in again] == [alert.id]
+    # the first sender comes back late: its claim is gone, its outcome is not recorded
+    assert queue(lambda d: d.update_alert_sent(lost, T0 + seconds(31))) is False
+    assert queue(lambda d: d.update_alert_sent(again[0], T0 + seconds(31))) is True
+    assert stored(alert.id).status == "sent"
+
+
+def test_update_alert_sent(queue):
+    enqueue(queue, 1)
+    (alert,) = queue(lambda d: d.fetch_pending_alerts(T0))
+    assert queue(lambda d: d.update_alert_sent(alert, T0 + seconds(1))) is True
+    row = stored(alert.id)
+    assert (row.status, row.sent_at, row.attempts, row.claim_token) == ("sent", T0 + seconds(1), 0, None)
+    assert alert.status == "sent"
+    assert queue(lambda d: d.update_alert_sent(alert, T0 + seconds(2))) is False
+
+
+def test_update_alert_retry_counts_and_keeps_the_last_error(queue):
+    enqueue(queue, 1)
+    (alert,) = queue(lambda d: d.fetch_pending_alerts(T0))
+    queue(lambda d: d.update_alert_retry(alert, T0, T0 + seconds(2), "HTTP 503: busy"))
+    row = stored(alert.id)
+    assert (row.status, row.attempts, row.last_attempt_at, row.next_attempt_at, row.last_error) == \
+        ("pending", 1, T0, T0 + seconds(2), "HTTP 503: busy")
+    (alert,) = queue(lambda d: d.fetch_pending_alerts(T0 + seconds(2)))
+    queue(lambda d: d.update_alert_retry(alert, T0 + seconds(2), T0 + seconds(6), None))
+    row = stored(alert.id)
+    assert (row.attempts, row.last_error) == (2, "HTTP 503: busy")
+
+
+def test_update_alert_failed(queue):
+    enqueue(queue, 1)
+    (alert,) = queue(lambda d: d.fetch_pending_alerts(T0))
+    queue(lambda d: d.update_alert_failed(alert, T0, "Timeout: read"))
+    row = stored(alert.id)
+    assert (row.status, row.attempts, row.last_error, row.claim_token) == ("failed", 1, "Timeout: read", None)
+
+
+def test_mark_incident_alert_sent_is_tenant_filtered(queue, hoc_coordinator):
+    with hoc_coordinator.transaction():
+        Incident.insert(id="inc-1", tenant_id="t1", title="x", severity="low",
+                        trigger_type="manual").execute()
+    assert queue(lambda d: d.mark_incident_alert_sent("inc-1", T0, tenant_id="t2")) == 0
+    assert queue(lambda d: d.mark_incident_alert_sent("inc-1", T0, tenant_id="t1")) == 1
+    incident = Incident.get_by_id("inc-1")
+    assert incident.alert_sent is True and incident.alert_sent_at == T0
+    assert queue(lambda d: d.mark_incident_alert_sent("missing", T0)) == 0
+
+
+def test_retry_failed_alerts(queue):
+    a, b = enqueue(queue, 2)
+    queue(lambda d: AlertQueueItem.update(status="failed", attempts=10).execute())
+    assert queue(lambda d: d.retry_failed_alerts(0, T0 + seconds(100))) == 0
+    assert queue(lambda d: d.retry_failed_alerts(3, T0 + seconds(100))) == 2
+    row = stored(a.id)
+    assert (row.status, row.max_attempts, row.attempts, row.next_attempt_at) == \
+        ("pending", 13, 10, T0 + seconds(100))
+    assert len(queue(lambda d: d.fetch_pending_alerts(T0 + seconds(100)))) == 2
+    with pytest.raises(ValueError):
+        queue(lambda d: d.retry_failed_alerts(-1, T0))
+
+
+def test_purge_old_alerts(queue, hoc_db):
+    old_sent, old_failed, old_pending, cutoff_exact = enqueue(queue, 4, at=T0 - seconds(10))
+    queue(lambda d: AlertQueueItem.update(status="sent").where(
+        AlertQueueItem.id.in_([old_sent.id, cutoff_exact.id])).execute())
+    queue(lambda d: AlertQueueItem.update(status="failed").where(AlertQueueItem.id == old_failed.id).execute())
+    cutoff = cutoff_exact.created_at                        # strictly before the cutoff only
+    assert AlertQueueReader(hoc_db).count_old_alerts(cutoff, ["sent", "failed"]) == 2
+    assert queue(lambda d: d.purge_old_alerts(cutoff, [])) == 0
+    assert queue(lambda d: d.purge_old_alerts(cutoff, ["sent", "failed"], limit=1)) == 1
+    assert queue(lambda d: d.purge_old_alerts(cutoff, ["sent", "failed"])) == 1
+    remaining = {row.id for row in AlertQueueItem.select()}
+    assert remaining == {old_pending.id, cutoff_exact.id}
+
+
+def test_queue_stats(queue, hoc_db):
+    reader = AlertQueueReader(hoc_db)
+    assert reader.fetch_queue_stats(T0) == {"pending": 0, "sent": 0, "failed": 0,
+                                            "oldest_pending": None,
+                                            "oldest_pending_age_seconds": None}
+    a, b, c, d_ = enqueue(queue, 4)
+    queue(lambda d: AlertQueueItem.update(status="sent").where(AlertQueueItem.id == a.id).execute())
+    queue(lambda d: AlertQueueItem.update(status="failed").where(AlertQueueItem.id == b.id).execute())
+    stats = reader.fetch_queue_stats(T0 + seconds(62))
+    assert stats == {"pending": 2, "sent": 1, "failed": 1, "oldest_pending": T0 + seconds(2),
+                     "oldest_pending_age_seconds": 60.0}
+    assert reader.count_due_alerts(T0 + seconds(2)) == 1
+
+
+def query_plan(db, statement, params):
+    sql, template = statement._build().sql()
+    assert len(template) == len(params)
+    return " ".join(row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
+
+
+def test_the_claim_walks_the_indexes_and_never_sorts(hoc_db):
+    plan = query_plan(hoc_db, _SELECT_DUE, ["pending", "2026-05-01 12:00:00.000000", 10])
+    assert "USING INDEX costsim_alert_queue_status_next_attempt_at" in plan
+    assert "TEMP B-TREE" not in plan
+    plan = query_plan(hoc_db, _LEASE, ["2026-05-01 12:05:00.000000", "token", '["a", "b"]'])
+    assert "SEARCH costsim_alert_queue USING INDEX sqlite_autoindex_costsim_alert_queue_1 (id=?)" in plan
+
+
+def test_two_concurrent_claimers_never_share_an_alert(hoc_db):
+    coordinator = TransactionCoordinator(hoc_db)
+    with coordinator.transaction() as tx:
+        driver = AlertDriver(tx.db)
+        for i in range(300):
+            driver.insert_alert([{"n": i}], "test", now=T0)
+    start = threading.Barrier(2)
+    claimed = {0: [], 1: []}
+
+    def claimer(worker):
+        start.wait()
+        while True:
+            with coordinator.transaction() as tx:
+                batch = AlertDriver(tx.db).fetch_pending_alerts(T0, batch_size=7)
+            if not batch:
+                return
+            claimed[worker].extend(alert.id for alert in batch)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = claimed[0] + claimed[1]
+    assert len(everything) == len(set(everything)) == 300

@@ -1,0 +1,238 @@
+"""Threshold alerts: validation, throttling edges, breach bypass, channels queued in the transaction."""
+import hashlib
+import hmac
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+
+from hoc_drivers.alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
+from hoc_drivers.models.alerts import AlertQueueItem, Notification, canonical_json
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+SECRET = "s3cr3t-webhook-key"
+
+
+def config(**fields):
+    return AlertConfig(**{"policy_id": "POL-001", "tenant_id": "tenant-001", **fields})
+
+
+def signal(**fields):
+    return ThresholdSignal(**{"tenant_id": "tenant-001", "run_id": "run-1", "policy_id": "POL-001",
+                              "metric": "token_usage", "current_value": 8000,
+                              "threshold_value": 10000, "timestamp": T0, **fields})
+
+
+def all_channels(**fields):
+    return config(enabled_channels=["ui", "webhook", "slack", "email"],
+                  webhook_url="https://hooks.example.com/alert", webhook_secret=SECRET,
+                  slack_webhook_url="http://127.0.0.1:8080/slack", slack_channel="#alerts",
+                  email_recipients=["admin@example.com", "alerts@example.com"], **fields)
+
+
+@pytest.fixture
+def emit(hoc_coordinator):
+    """emit("near" | "breach", signal, config, *args) inside one coordinator transaction."""
+    def run(kind, sig, cfg, *args):
+        with hoc_coordinator.transaction() as tx:
+            emitter = AlertEmitter(tx)
+            if kind == "near":
+                return emitter.emit_near_threshold(sig, cfg, *args)
+            return emitter.emit_breach(sig, cfg, *args)
+    return run
+
+
+def queued():
+    return list(AlertQueueItem.select().order_by(AlertQueueItem.channel))
+
+
+def test_config_defaults_and_helpers():
+    cfg = config()
+    assert (cfg.near_threshold_percentage, cfg.breach_alert_enabled, cfg.enabled_channels,
+            cfg.min_alert_interval_seconds, cfg.max_alerts_per_run, cfg.email_recipients) == \
+        (80, True, ["ui"], 60, 10, [])
+    assert [cfg.should_alert(p) for p in (79.9, 80.0, 90.0)] == [False, True, True]
+    assert cfg.is_throttled(T0) is False and cfg.can_send_alert(0, T0) is True
+    cfg.record_alert_sent(T0)
+    assert (cfg.last_alert_at, cfg.alerts_sent_count) == (T0, 1)
+    assert cfg.is_throttled(T0 + timedelta(seconds=1)) is True
+
+
+def test_signal_percentage():
+    assert signal().percentage == 80.0
+    assert signal(threshold_value=0).percentage == 0.0
+    assert signal(threshold_value=0, signal_type="breach").percentage == 100.0
+
+
+def test_the_secret_is_never_shown():
+    cfg = all_channels()
+    assert SECRET not in repr(cfg)
+    assert SECRET not in json.dumps(cfg.to_dict(), default=str)
+    assert cfg.to_dict()["webhook_secret_set"] is True
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"enabled_channels": ["sms"]}, "unknown alert channel 'sms'"),
+    ({"enabled_channels": ["webhook"], "webhook_url": "ftp://example.com/x"}, "webhook_url must be an http"),
+    ({"enabled_channels": ["webhook"], "webhook_url": "javascript:alert(1)"}, "webhook_url must be an http"),
+    ({"enabled_channels": ["webhook"], "webhook_url": "http://"}, "webhook_url must be an http"),
+    ({"enabled_channels": ["webhook"], "webhook_url": "http://a b.com"}, "webhook_url must be an http"),
+    ({"enabled_channels": ["webhook"]}, "webhook_url must be an http"),
+    ({"enabled_channels": ["slack"], "slack_webhook_url": "file:///etc/passwd"}, "slack_webhook_url"),
+    ({"enabled_channels": ["email"]}, "email_recipients is empty"),
+    ({"email_recipients": ["not-an-address"]}, "invalid e-mail address"),
+    ({"email_recipients": ["a@b"]}, "invalid e-mail address"),
+    ({"email_recipients": ["a b@example.com"]}, "invalid e-mail address"),
+    ({"email_recipients": ["a@example.com\r\nBcc: x@evil.com"]}, "invalid e-mail address"),
+    ({"email_recipients": ["Name <a@example.com>"]}, "invalid e-mail address"),
+    ({"near_threshold_percentage": -1}, "near_threshold_percentage must be a non-negative"),
+    ({"min_alert_interval_seconds": -0.5}, "min_alert_interval_seconds"),
+    ({"max_alerts_per_run": -1}, "max_alerts_per_run"),
+    ({"max_alerts_per_run": 2.5}, "max_alerts_per_run must be a non-negative integer"),
+    ({"near_threshold_percentage": float("nan")}, "near_threshold_percentage"),
+    ({"tenant_id": ""}, "tenant_id is required"),
+    ({"slack_channel": "#a\nb"}, "control characters"),
+])
+def test_bad_config_is_a_clear_error(fields, message):
+    with pytest.raises(ValueError, match=message):
+        config(**fields)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"threshold_value": -1}, "threshold_value must be a non-negative"),
+    ({"current_value": -5}, "current_value must be a non-negative"),
+    ({"signal_type": "maybe"}, "signal_type must be 'near' or 'breach'"),
+    ({"metric": "cost\r\nX-Injected: 1"}, "control characters"),
+    ({"run_id": ""}, "run_id is required"),
+])
+def test_bad_signal_is_a_clear_error(fields, message):
+    with pytest.raises(ValueError, match=message):
+        signal(**fields)
+
+
+def test_a_config_made_invalid_later_queues_nothing(emit):
+    cfg = all_channels()
+    cfg.enabled_channels.append("pager")
+    with pytest.raises(ValueError, match="unknown alert channel 'pager'"):
+        emit("near", signal(), cfg)
+    cfg = all_channels()
+    cfg.email_recipients.append("bad@")
+    with pytest.raises(ValueError, match="invalid e-mail address"):
+        emit("breach", signal(signal_type="breach"), cfg, "stop")
+    sig = signal()
+    sig.threshold_value = -1
+    with pytest.raises(ValueError, match="threshold_value"):
+        emit("near", sig, all_channels())
+    with pytest.raises(ValueError, match="does not match config"):
+        emit("near", signal(tenant_id="someone-else"), all_channels())
+    assert queued() == [] and Notification.select().count() == 0
+
+
+def test_near_alert_throttling_interval_boundary_is_exact(emit):
+    cfg = config()
+    with freeze_time(T0):
+        assert emit("near", signal(), cfg) is True
+    assert (cfg.last_alert_at, cfg.alerts_sent_count) == (T0, 1)
+    with freeze_time(T0 + timedelta(seconds=60) - timedelta(microseconds=1)):
+        assert emit("near", signal(), cfg) is False
+    assert Notification.select().count() == 1
+    with freeze_time(T0 + timedelta(seconds=60)):
+        assert emit("near", signal(), cfg) is True
+    assert cfg.alerts_sent_count == 2 and Notification.select().count() == 2
+
+
+def test_near_alert_max_per_run_boundary_is_exact(emit):
+    with freeze_time(T0):
+        assert emit("near", signal(), config(max_alerts_per_run=3), 2) is True
+        assert emit("near", signal(), config(max_alerts_per_run=3), 3) is False
+        assert emit("near", signal(), config(max_alerts_per_run=0), 0) is False
+        assert emit("near", signal(), config(min_alert_interval_seconds=0), 0) is True
+
+
+def test_breach_bypasses_throttling_and_does_not_count(emit):
+    cfg = all_channels(max_alerts_per_run=0, last_alert_at=T0, alerts_sent_count=4)
+    sig = signal(signal_type="breach", current_value=12000)
+    with freeze_time(T0 + timedelta(seconds=1)):
+        assert cfg.can_send_alert(0) is False
+        assert emit("breach", sig, cfg, "stop") is True
+    assert sig.alert_sent is True and sig.alert_channels == ["ui", "webhook", "slack", "email"]
+    assert sig.alert_sent_at == T0 + timedelta(seconds=1)
+    assert (cfg.last_alert_at, cfg.alerts_sent_count) == (T0, 4)
+
+
+def test_disabled_alerts_send_nothing(emit):
+    assert emit("near", signal(), config(near_threshold_enabled=False)) is False
+    assert emit("breach", signal(signal_type="breach"), config(breach_alert_enabled=False), "stop") is False
+    assert queued() == [] and Notification.select().count() == 0
+
+
+def test_ui_channel_writes_a_notification(emit):
+    with freeze_time(T0):
+        assert emit("breach", signal(signal_type="breach", current_value=12000), config(), "pause")
+    (note,) = Notification.select()
+    assert (note.tenant_id, note.notification_type, note.title, note.run_id, note.policy_id) == \
+        ("tenant-001", "breach", "Policy BREACH: token_usage", "run-1", "POL-001")
+    assert (note.current_value, note.threshold_value, note.percentage, note.action_taken) == \
+        (12000, 10000, 120.0, "pause")
+    assert note.created_at == T0 and queued() == []
+
+
+def test_network_channels_are_queued_in_the_callers_transaction(emit):
+    sig = signal()
+    with freeze_time(T0):
+        assert emit("near", sig, all_channels()) is True
+    email, slack, webhook = queued()
+    assert {a.status for a in (email, slack, webhook)} == {"pending"}
+    assert {a.tenant_id for a in (email, slack, webhook)} == {"tenant-001"}
+    assert {a.alert_type for a in (email, slack, webhook)} == {"threshold_near"}
+    assert webhook.destination["url"] == "https://hooks.example.com/alert"
+    assert webhook.payload == {
+        "event_type": "threshold_near", "signal_id": sig.signal_id, "tenant_id": "tenant-001",
+        "run_id": "run-1", "policy_id": "POL-001", "metric": "token_usage",
+        "current_value": 8000, "threshold_value": 10000, "percentage": 80.0,
+        "step_index": None, "action_taken": None, "timestamp": T0.isoformat()}
+    body = canonical_json(webhook.payload).encode()
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert webhook.destination["headers"] == {"X-Signature": expected}
+    assert slack.destination == {"url": "http://127.0.0.1:8080/slack"}
+    assert slack.payload["channel"] == "#alerts"
+    (attachment,) = slack.payload["attachments"]
+    assert attachment["color"] == "#ffcc00"
+    assert attachment["title"].endswith("Policy NEAR THRESHOLD: token_usage")
+    assert {f["title"]: f["value"] for f in attachment["fields"]}["Percentage"] == "80.0%"
+    assert attachment["ts"] == int(T0.timestamp())
+    assert email.destination == {"recipients": ["admin@example.com", "alerts@example.com"]}
+    assert email.payload["subject"] == "[AOS Alert] NEAR THRESHOLD: token_usage"
+    assert "Percentage: 80.0%" in email.payload["body"]
+
+
+def test_the_secret_is_stored_nowhere(emit, hoc_db):
+    emit("breach", signal(signal_type="breach"), all_channels(), "kill")
+    for table in ("costsim_alert_queue", "notifications"):
+        for row in hoc_db.execute_sql(f"SELECT * FROM {table}"):
+            assert SECRET not in json.dumps(row, default=str)
+
+
+def test_a_rolled_back_transaction_queues_nothing(hoc_coordinator):
+    with pytest.raises(RuntimeError):
+        with hoc_coordinator.transaction() as tx:
+            assert AlertEmitter(tx).emit_breach(signal(signal_type="breach"), all_channels(), "stop")
+            raise RuntimeError("caller fails after alerting")
+    assert queued() == [] and Notification.select().count() == 0
+
+
+def test_a_failing_channel_fails_alone(hoc_coordinator, hoc_db):
+    with hoc_coordinator.transaction():
+        hoc_db.execute_sql("CREATE TRIGGER no_ui BEFORE INSERT ON notifications "
+                           "BEGIN SELECT RAISE(ABORT, 'notifications unavailable'); END")
+    sig = signal()
+    with hoc_coordinator.transaction() as tx:
+        assert AlertEmitter(tx).emit_near_threshold(sig, all_channels()) is True
+    assert sig.alert_channels == ["webhook", "slack", "email"]
+    assert len(queued()) == 3 and Notification.select().count() == 0
+
+
+def test_channel_names_are_normalised_and_deduplicated():
+    cfg = config(enabled_channels=["UI", "ui", "Slack"], slack_webhook_url="https://hooks.slack.com/x")
+    assert cfg.enabled_channels == ["ui", "slack"]

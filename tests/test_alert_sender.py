@@ -1,0 +1,343 @@
+"""The alert sender against real servers on 127.0.0.1: webhook, Slack-style, Alertmanager, SMTP."""
+import hashlib
+import hmac
+import json
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+
+from hoc_drivers import guard_cache as guard_cache_module
+from hoc_drivers.alert_driver import AlertDriver, AlertQueueReader
+from hoc_drivers.alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
+from hoc_drivers.alert_sender import (AlertDelivery, AlertSender, SmtpSettings,
+                                      backoff_seconds)
+from hoc_drivers.db import open_database
+from hoc_drivers.guard_cache import GuardCache
+from hoc_drivers.models.alerts import AlertQueueItem
+from hoc_drivers.models.base import new_id
+from hoc_drivers.models.runs import Incident
+from hoc_drivers.testing import ManualClock
+from hoc_drivers.transaction_coordinator import TransactionCoordinator
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+SECRET = "webhook-signing-secret"
+REPO = Path(__file__).resolve().parent.parent
+
+
+class HttpReceiver:
+    """A real HTTP server on 127.0.0.1 that records each POST; can go down and come back."""
+
+    def __init__(self, status=200):
+        self.status = status
+        self.requests = []
+        self.lock = threading.Lock()
+        self.server = None
+        self.port = self._serve(0)
+
+    def _serve(self, port):
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.lock:
+                    receiver.requests.append((self.path, dict(self.headers), body))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        return self.server.server_address[1]
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def down(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def up(self):
+        self._serve(self.port)
+
+
+class SmtpReceiver(socketserver.ThreadingTCPServer):
+    """A minimal real SMTP server on 127.0.0.1: EHLO, MAIL, RCPT, DATA, QUIT; keeps messages."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self):
+        self.messages = []
+        super().__init__(("127.0.0.1", 0), _SmtpSession)
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+
+class _SmtpSession(socketserver.StreamRequestHandler):
+    def reply(self, line):
+        self.wfile.write(line.encode() + b"\r\n")
+
+    def handle(self):
+        self.reply("220 test SMTP ready")
+        sender, recipients = None, []
+        for raw in self.rfile:
+            command = raw.decode().strip()
+            verb = command[:4].upper()
+            if verb in ("EHLO", "HELO"):
+                self.reply("250 test")
+            elif verb == "MAIL":
+                sender, recipients = command.split(":", 1)[1].strip(), []
+                self.reply("250 OK")
+            elif verb == "RCPT":
+                recipients.append(command.split(":", 1)[1].strip().strip("<>"))
+                self.reply("250 OK")
+            elif verb == "DATA":
+                self.reply("354 end with .")
+                lines = []
+                for line in self.rfile:
+                    if line in (b".\r\n", b".\n"):
+                        break
+                    lines.append(line[1:] if line.startswith(b"..") else line)
+                self.server.messages.append((sender, recipients, b"".join(lines)))
+                self.reply("250 queued")
+            elif verb == "QUIT":
+                self.reply("221 bye")
+                return
+            else:
+                self.reply("250 OK")
+
+
+@pytest.fixture
+def receiver():
+    server = HttpReceiver()
+    yield server
+    server.down()
+
+
+@pytest.fixture
+def shared_cache(monkeypatch):
+    cache = GuardCache(timer=ManualClock())
+    monkeypatch.setattr(guard_cache_module, "_instance", cache)
+    return cache
+
+
+def emit_breach(coordinator, cfg, **fields):
+    sig = ThresholdSignal(**{"tenant_id": cfg.tenant_id, "run_id": "run-1",
+                             "policy_id": cfg.policy_id, "metric": "cost", "current_value": 120,
+                             "threshold_value": 100, "signal_type": "breach",
+                             "timestamp": T0, **fields})
+    with coordinator.transaction() as tx:
+        assert AlertEmitter(tx).emit_breach(sig, cfg, "stop")
+    return sig
+
+
+def webhook_config(url, **fields):
+    return AlertConfig(policy_id="budget", tenant_id="acme", enabled_channels=["webhook"],
+                       webhook_url=url, **fields)
+
+
+def alert_rows():
+    return list(AlertQueueItem.select().order_by(AlertQueueItem.created_at))
+
+
+def test_backoff_doubles_up_to_the_cap():
+    assert [backoff_seconds(n) for n in range(1, 11)] == [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
+    assert backoff_seconds(3, max_backoff_seconds=5) == 5
+
+
+def test_webhook_body_and_signature_verified_by_the_receiver(hoc_coordinator, receiver):
+    sig = emit_breach(hoc_coordinator, webhook_config(receiver.url + "/hook", webhook_secret=SECRET))
+    counts = AlertSender(hoc_coordinator).process_batch()
+    assert counts == {"processed": 1, "sent": 1, "retried": 0, "failed": 0, "lost": 0, "errors": 0}
+    ((path, headers, body),) = receiver.requests
+    assert path == "/hook" and headers["Content-Type"] == "application/json"
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Signature"], expected)
+    assert SECRET not in body.decode() and SECRET not in json.dumps(headers)
+    payload = json.loads(body)
+    assert payload["event_type"] == "threshold_breach"
+    assert (payload["signal_id"], payload["action_taken"], payload["percentage"]) == (sig.signal_id, "stop", 120.0)
+    (row,) = alert_rows()
+    assert row.status == "sent" and row.sent_at is not None
+
+
+def test_server_down_retries_with_growing_delays_then_delivers_once(hoc_coordinator, receiver):
+    receiver.down()
+    with freeze_time(T0) as clock:
+        emit_breach(hoc_coordinator, webhook_config(receiver.url, webhook_secret=SECRET))
+        sender = AlertSender(hoc_coordinator, AlertDelivery(timeout=2))
+        delays = []
+        for _ in range(3):
+            assert sender.process_batch()["retried"] == 1
+            (row,) = alert_rows()
+            delays.append((row.next_attempt_at - row.last_attempt_at).total_seconds())
+            assert sender.process_batch()["processed"] == 0      # not due yet
+            clock.tick(delays[-1])
+        assert delays == [2.0, 4.0, 8.0]
+        assert "Connection refused" in alert_rows()[0].last_error
+        receiver.up()
+        assert sender.process_batch()["sent"] == 1
+        clock.tick(600)
+        assert sender.drain()["processed"] == 0
+    assert len(receiver.requests) == 1
+    (row,) = alert_rows()
+    assert (row.status, row.attempts) == ("sent", 3)
+
+
+def test_max_attempts_then_failed_in_stats_then_retry_failed_revives(hoc_coordinator, receiver):
+    receiver.down()
+    with freeze_time(T0) as clock:
+        with hoc_coordinator.transaction() as tx:
+            AlertDriver(tx.db).insert_alert({"text": "hi"}, "test", channel="slack",
+                                            destination={"url": receiver.url}, max_attempts=10)
+        sender = AlertSender(hoc_coordinator, AlertDelivery(timeout=2))
+        delays = []
+        for attempt in range(1, 11):
+            counts = sender.process_batch()
+            (row,) = alert_rows()
+            if attempt < 10:
+                assert counts["retried"] == 1
+                delays.append((row.next_attempt_at - row.last_attempt_at).total_seconds())
+                clock.tick(delays[-1])
+            else:
+                assert counts["failed"] == 1
+        assert delays == [2, 4, 8, 16, 32, 64, 128, 256, 300]
+        stats = AlertQueueReader(hoc_coordinator.db).fetch_queue_stats()
+        assert (stats["pending"], stats["failed"]) == (0, 1)
+        clock.tick(3600)
+        assert sender.process_batch()["processed"] == 0
+        receiver.up()
+        with hoc_coordinator.transaction() as tx:
+            assert AlertDriver(tx.db).retry_failed_alerts(3, clock().replace(tzinfo=timezone.utc)) == 1
+        assert sender.process_batch()["sent"] == 1
+    (row,) = alert_rows()
+    assert (row.status, row.attempts, row.max_attempts) == ("sent", 10, 13)
+    assert len(receiver.requests) == 1
+
+
+def test_http_errors_and_redirects_are_retried_not_followed(hoc_coordinator, receiver):
+    emit_breach(hoc_coordinator, webhook_config(receiver.url))
+    receiver.status = 503
+    assert AlertSender(hoc_coordinator).process_batch()["retried"] == 1
+    assert alert_rows()[0].last_error == "HTTP 503: ok"
+    receiver.status = 302
+    with freeze_time(datetime.now(timezone.utc) + timedelta(seconds=10)):
+        assert AlertSender(hoc_coordinator).process_batch()["retried"] == 1
+    assert alert_rows()[0].last_error.startswith("HTTP 302")
+
+
+def test_delivery_has_a_timeout():
+    silent = socket.create_server(("127.0.0.1", 0))       # accepts connections, never answers
+    try:
+        alert = AlertQueueItem(channel="webhook", payload={"a": 1},
+                               destination={"url": f"http://127.0.0.1:{silent.getsockname()[1]}/"})
+        result = AlertDelivery(timeout=0.2).deliver(alert)
+    finally:
+        silent.close()
+    assert (result.success, result.error_type) == (False, "timeout")
+
+
+def test_alertmanager_alert_marks_its_incident_and_refreshes_the_guard_cache(
+        hoc_coordinator, receiver, shared_cache):
+    with hoc_coordinator.transaction() as tx:
+        Incident.insert(id="inc-1", tenant_id="acme", title="breaker tripped", severity="high",
+                        trigger_type="cost_anomaly").execute()
+        AlertDriver(tx.db).insert_alert([{"labels": {"alertname": "CostSimV2Disabled"}}],
+                                        "disable", "costsim_v2", "inc-1", tenant_id="acme")
+    shared_cache.set_incidents("acme", {"stale": True})
+    sender = AlertSender(hoc_coordinator, AlertDelivery(alertmanager_url=receiver.url + "/"))
+    assert sender.process_batch()["sent"] == 1
+    ((path, _, body),) = receiver.requests
+    assert path == "/api/v2/alerts"
+    assert json.loads(body)[0]["labels"]["alertname"] == "CostSimV2Disabled"
+    assert Incident.get_by_id("inc-1").alert_sent is True
+    assert shared_cache.get_incidents("acme") is None
+
+
+def test_an_alert_without_a_destination_fails_at_once_and_shows_in_stats(
+        hoc_coordinator, monkeypatch):
+    monkeypatch.delenv("ALERTMANAGER_URL", raising=False)
+    with hoc_coordinator.transaction() as tx:
+        AlertDriver(tx.db).insert_alert([{"labels": {}}], "enable")
+    assert AlertSender(hoc_coordinator).process_batch()["failed"] == 1
+    (row,) = alert_rows()
+    assert (row.status, row.last_error) == ("failed", "no destination configured")
+    assert AlertQueueReader(hoc_coordinator.db).fetch_queue_stats()["failed"] == 1
+
+
+def test_email_goes_through_a_real_smtp_server(hoc_coordinator):
+    smtp = SmtpReceiver()
+    try:
+        cfg = AlertConfig(policy_id="budget", tenant_id="acme", enabled_channels=["email"],
+                          email_recipients=["ops@example.com", "cfo@example.com"])
+        emit_breach(hoc_coordinator, cfg)
+        settings = SmtpSettings(host="127.0.0.1", port=smtp.server_address[1],
+                                from_address="alerts@example.com")
+        counts = AlertSender(hoc_coordinator, AlertDelivery(timeout=5, smtp=settings)).process_batch()
+    finally:
+        smtp.shutdown()
+        smtp.server_close()
+    assert counts["sent"] == 1
+    ((sender, recipients, data),) = smtp.messages
+    assert sender == "<alerts@example.com>"
+    assert recipients == ["ops@example.com", "cfo@example.com"]
+    message = message_from_bytes(data)
+    assert message["Subject"] == "[AOS Alert] BREACH: cost"
+    assert "Action Taken: stop" in message.get_payload()
+
+
+def test_smtp_server_down_is_a_retry(hoc_coordinator):
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    cfg = AlertConfig(policy_id="budget", tenant_id="acme", enabled_channels=["email"],
+                      email_recipients=["ops@example.com"])
+    emit_breach(hoc_coordinator, cfg)
+    delivery = AlertDelivery(timeout=2, smtp=SmtpSettings(host="127.0.0.1", port=port))
+    assert AlertSender(hoc_coordinator, delivery).process_batch()["retried"] == 1
+    assert alert_rows()[0].last_error
+
+
+def test_the_sender_never_raises_into_its_caller(tmp_path):
+    bare = open_database(str(tmp_path / "no-tables.db"))        # the queue table is missing
+    counts = AlertSender(TransactionCoordinator(bare)).process_batch()
+    assert counts["errors"] == 1 and counts["processed"] == 0
+    assert AlertSender(TransactionCoordinator(bare)).drain()["errors"] == 1
+    bare.close()
+
+
+@pytest.mark.reliability
+def test_two_sender_processes_deliver_each_of_1000_alerts_exactly_once(hoc_db, receiver):
+    coordinator = TransactionCoordinator(hoc_db)
+    with coordinator.transaction():
+        AlertQueueItem.insert_many(
+            [{"id": new_id(), "payload": {"n": n}, "alert_type": "test", "channel": "webhook",
+              "destination": {"url": receiver.url}} for n in range(1000)]).execute()
+    command = [sys.executable, "-c", "import cli; cli.main()", "--db", hoc_db.database,
+               "alerts", "send", "--batch", "20", "--json"]
+    senders = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for _ in range(2)]
+    outputs = [sender.communicate(timeout=120) for sender in senders]
+    assert [sender.returncode for sender in senders] == [0, 0], outputs
+    sent = [json.loads(out)["sent"] for out, _ in outputs]
+    delivered = sorted(json.loads(body)["n"] for _, _, body in receiver.requests)
+    assert delivered == list(range(1000))
+    assert sum(sent) == 1000 and min(sent) > 0       # both senders really shared the queue
+    stats = AlertQueueReader(hoc_db).fetch_queue_stats()
+    assert (stats["pending"], stats["sent"], stats["failed"]) == (0, 1000, 0)

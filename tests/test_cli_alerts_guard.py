@@ -1,0 +1,218 @@
+"""CLI: `alerts enqueue|stats|send|retry-failed|purge` and `guard status|snapshot`."""
+import hashlib
+import hmac
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from hoc_drivers import guard_cache as guard_cache_module
+from hoc_drivers.db import connect_database, init_database
+from hoc_drivers.guard_cache import GuardCache
+from hoc_drivers.guard_write_driver import GuardWriteDriver
+from hoc_drivers.models.alerts import AlertQueueItem, canonical_json
+from hoc_drivers.models.base import new_id, utcnow
+from hoc_drivers.testing import ManualClock
+from hoc_drivers.transaction_coordinator import TransactionCoordinator
+
+SECRET = "cli-webhook-secret"
+ENQUEUE = ["alerts", "enqueue", "--tenant", "acme", "--policy", "budget", "--run", "run-42",
+           "--metric", "cost", "--current", "85", "--threshold", "100"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_guard_cache(monkeypatch):
+    """Each test gets its own process-wide guard cache (CLI runs share this process)."""
+    monkeypatch.setattr(guard_cache_module, "_instance", GuardCache(timer=ManualClock()))
+
+
+@pytest.fixture
+def receiver():
+    """A real HTTP server on 127.0.0.1 that records each POST body."""
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    server.bodies = bodies
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def queue_rows(path):
+    connect_database(str(path))
+    return list(AlertQueueItem.select())
+
+
+def add_alerts(path, count, **fields):
+    db = init_database(str(path))
+    with TransactionCoordinator(db).transaction():
+        AlertQueueItem.insert_many([{"id": new_id(), "payload": {"n": n}, "alert_type": "test",
+                                     **fields} for n in range(count)]).execute()
+    db.close()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--channel", "webhook", "--webhook-url", "ftp://example.com/hook"], "webhook_url must be an http(s) URL"),
+    (["--channel", "webhook", "--webhook-url", "example.com/hook"], "webhook_url must be an http(s) URL"),
+    (["--channel", "email", "--email", "ops@"], "invalid e-mail address 'ops@'"),
+    (["--channel", "email", "--email", "ops@example.com", "--email", "x y@z.com"], "invalid e-mail address"),
+    (["--channel", "pager"], "unknown alert channel 'pager'"),
+    (["--channel", "webhook"], "webhook_url must be an http(s) URL, got None"),
+    (["--near-percentage", "-5"], "near_threshold_percentage must be a non-negative number"),
+    (["--action", "stop"], "--action applies to breach alerts only"),
+])
+def test_enqueue_bad_input_is_one_clear_line_and_queues_nothing(run_cli, tmp_path, args, message):
+    path = tmp_path / "hoc.db"
+    result = run_cli(path, *ENQUEUE, *args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not path.exists()
+
+
+def test_enqueue_negative_threshold(run_cli, tmp_path):
+    path = tmp_path / "hoc.db"
+    args = [a if a != "100" else "-100" for a in ENQUEUE]
+    result = run_cli(path, *args)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: threshold_value must be a non-negative number, got -100.0"
+    assert not path.exists()
+
+
+def test_enqueue_queues_a_signed_webhook_and_never_prints_the_secret(run_cli, tmp_path, receiver):
+    path = tmp_path / "hoc.db"
+    result = run_cli(path, *ENQUEUE, "--channel", "ui", "--channel", "webhook",
+                     "--webhook-url", receiver.url, "--webhook-secret", SECRET, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["alert_sent"], data["channels"], data["signal_type"]) == (True, ["ui", "webhook"], "near")
+    (row,) = queue_rows(path)
+    body = canonical_json(row.payload).encode()
+    assert row.destination["headers"]["X-Signature"] == \
+        "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    sent = run_cli(path, "alerts", "send", "--once", "--json")
+    assert sent.exit_code == 0 and json.loads(sent.stdout)["sent"] == 1
+    stats = run_cli(path, "alerts", "stats")
+    for output in (result.output, sent.output, stats.output):
+        assert SECRET not in output
+    ((headers, received),) = receiver.bodies
+    assert headers["X-Signature"] == row.destination["headers"]["X-Signature"]
+
+
+def test_webhook_secret_from_the_environment(tmp_path):
+    from click.testing import CliRunner
+
+    import cli
+
+    path = tmp_path / "hoc.db"
+    result = CliRunner(env={"HOC_ALERT_WEBHOOK_SECRET": SECRET}).invoke(
+        cli.cli, ["--db", str(path), *ENQUEUE, "--breach", "--action", "stop",
+                  "--channel", "webhook", "--webhook-url", "https://hooks.example.com/x"])
+    assert result.exit_code == 0, result.output
+    assert SECRET not in result.output
+    (row,) = queue_rows(path)
+    assert row.destination["headers"]["X-Signature"].startswith("sha256=")
+    assert row.payload["action_taken"] == "stop" and row.alert_type == "threshold_breach"
+
+
+def test_a_near_alert_below_the_near_threshold_is_not_sent(run_cli, tmp_path):
+    path = tmp_path / "hoc.db"
+    args = [a if a != "85" else "79.9" for a in ENQUEUE]
+    result = run_cli(path, *args, "--channel", "webhook", "--webhook-url", "http://127.0.0.1:1/",
+                     "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["alert_sent"] is False and "below the near threshold (80%)" in data["reason"]
+    assert not path.exists() or queue_rows(path) == []
+
+
+def test_stats_send_with_progress_retry_failed(run_cli, tmp_path, receiver):
+    path = tmp_path / "hoc.db"
+    add_alerts(path, 150, channel="webhook", destination={"url": receiver.url})
+    add_alerts(path, 1, channel="slack", destination={"url": receiver.url}, status="failed",
+               attempts=10)
+    stats = json.loads(run_cli(path, "alerts", "stats", "--json").stdout)
+    assert (stats["pending"], stats["sent"], stats["failed"]) == (150, 0, 1)
+    assert stats["oldest_pending_age_seconds"] >= 0
+    sent = run_cli(path, "alerts", "send", "--batch", "40", "--json")
+    assert sent.exit_code == 0, sent.output
+    assert json.loads(sent.stdout) == {"processed": 150, "sent": 150, "retried": 0, "failed": 0,
+                                       "lost": 0, "errors": 0}
+    assert "sending alerts" in sent.stderr
+    assert len(receiver.bodies) == 150
+    revived = run_cli(path, "alerts", "retry-failed", "--max-retries", "2", "--json")
+    assert json.loads(revived.stdout) == {"revived": 1}
+    small = run_cli(path, "alerts", "send")
+    assert small.exit_code == 0 and "sending alerts" not in small.stderr
+    assert "sent       1" in small.stdout
+    stats = json.loads(run_cli(path, "alerts", "stats", "--json").stdout)
+    assert (stats["pending"], stats["sent"], stats["failed"], stats["oldest_pending"]) == (0, 151, 0, None)
+
+
+def test_purge_deletes_old_delivered_alerts_in_steps(run_cli, tmp_path):
+    path = tmp_path / "hoc.db"
+    old = utcnow() - timedelta(days=40)
+    add_alerts(path, 2500, status="sent", created_at=old)
+    add_alerts(path, 3, status="pending", created_at=old)
+    add_alerts(path, 4, status="sent")
+    result = run_cli(path, "alerts", "purge", "--days", "30", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["deleted"] == 2500 and data["statuses"] == ["sent", "failed"]
+    assert "purging alerts" in result.stderr
+    assert len(queue_rows(path)) == 7
+    bad = run_cli(path, "alerts", "purge", "--days", "-1")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: ")
+
+
+def test_send_batch_must_be_positive(run_cli, tmp_path):
+    result = run_cli(tmp_path / "hoc.db", "alerts", "send", "--batch", "0")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_guard_status_shows_a_freeze_and_snapshot_counts_today(run_cli, tmp_path):
+    path = tmp_path / "hoc.db"
+    before = json.loads(run_cli(path, "guard", "status", "--tenant", "acme", "--json").stdout)
+    assert before["is_frozen"] is False and before["open_incidents"] == 0
+    db = connect_database(str(path))
+    coordinator = TransactionCoordinator(db)
+    with coordinator.transaction() as tx:
+        writer = GuardWriteDriver(tx)
+        state, _ = writer.get_or_create_killswitch_state("tenant", "acme", "acme")
+        writer.freeze_killswitch(state, "ops@acme", "runaway spend")
+    assert run_cli(path, "run", "complete", "run-1", "--tenant", "acme", "--status",
+                   "failed").exit_code == 0
+    after = run_cli(path, "guard", "status", "--tenant", "acme", "--json")
+    data = json.loads(after.stdout)
+    assert (data["is_frozen"], data["frozen_by"], data["open_incidents"]) == (True, "ops@acme", 1)
+    table = run_cli(path, "guard", "status", "--tenant", "acme")
+    assert "is_frozen           True" in table.stdout
+    snapshot = json.loads(run_cli(path, "guard", "snapshot", "--tenant", "acme", "--json").stdout)
+    assert (snapshot["incidents_today"], snapshot["runs_today"]) == (1, 0)
+    other = json.loads(run_cli(path, "guard", "status", "--tenant", "other", "--json").stdout)
+    assert other["is_frozen"] is False and other["open_incidents"] == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["guard", "status"], "Missing option '--tenant'"),
+    (["guard", "snapshot", "--tenant", "  "], "--tenant must not be empty"),
+])
+def test_guard_bad_input(run_cli, tmp_path, args, message):
+    path = tmp_path / "never.db"
+    result = run_cli(path, *args)
+    assert result.exit_code == 2 and message in result.stderr
+    assert not path.exists()

@@ -1,0 +1,377 @@
+"""GuardCache (TTL edges, copies, exact tenant invalidation) and the guard read driver."""
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+
+from hoc_drivers import guard_cache as guard_cache_module
+from hoc_drivers.governance_signal_driver import GovernanceSignalWriter
+from hoc_drivers.guard_cache import (GuardCache, default_ttls, get_guard_cache,
+                                     invalidate_tenant_on_commit)
+from hoc_drivers.guard_read_driver import GuardReadDriver
+from hoc_drivers.guard_write_driver import GuardWriteDriver
+from hoc_drivers.models.base import new_id
+from hoc_drivers.models.cost import CostRecord
+from hoc_drivers.models.runs import Incident, Run
+from hoc_drivers.transaction_coordinator import RunCompletionTransaction
+from hoc_drivers.testing import ManualClock
+
+
+@pytest.fixture
+def shared_cache(monkeypatch):
+    """The process-wide cache (the one writers invalidate), on a clock that never moves."""
+    cache = GuardCache(timer=ManualClock())
+    monkeypatch.setattr(guard_cache_module, "_instance", cache)
+    return cache
+
+
+@pytest.fixture
+def reader(hoc_db, shared_cache):
+    return GuardReadDriver(hoc_db, cache=shared_cache)
+
+
+# ------------------------------------------------------------------ the cache itself
+
+
+def test_each_endpoint_has_its_own_entries(hoc_guard_cache):
+    cache = hoc_guard_cache
+    cache.set_status("t1", {"kind": "status"})
+    cache.set_snapshot("t1", {"kind": "snapshot"})
+    cache.set_incidents("t1", {"page": 1}, limit=10, offset=0)
+    cache.set_incidents("t1", {"page": 2}, limit=10, offset=10)
+    assert cache.get_status("t1") == {"kind": "status"}
+    assert cache.get_snapshot("t1") == {"kind": "snapshot"}
+    assert cache.get_incidents("t1", 10, 0) == {"page": 1}
+    assert cache.get_incidents("t1", 10, 10) == {"page": 2}
+    assert cache.get_incidents("t1", 20, 0) is None
+    assert cache.get("status", "t1") == {"kind": "status"}
+    assert cache.get("incidents", "t1", "10:10") == {"page": 2}
+
+
+@pytest.mark.parametrize("endpoint, ttl", [("status", 5), ("snapshot", 10), ("incidents", 5)])
+def test_expiry_is_exactly_at_the_ttl(hoc_guard_cache, hoc_clock, endpoint, ttl):
+    hoc_guard_cache.set(endpoint, "t1", {"v": 1})
+    hoc_clock.advance(ttl - 0.001)
+    assert hoc_guard_cache.get(endpoint, "t1") == {"v": 1}
+    hoc_clock.advance(0.001)
+    assert hoc_guard_cache.get(endpoint, "t1") is None
+
+
+def test_an_explicit_ttl_wins_and_zero_stores_nothing(hoc_guard_cache, hoc_clock):
+    assert hoc_guard_cache.set("status", "t1", {"v": 1}, ttl=2)
+    hoc_clock.advance(1.999)
+    assert hoc_guard_cache.get_status("t1") == {"v": 1}
+    hoc_clock.advance(0.001)
+    assert hoc_guard_cache.get_status("t1") is None
+    hoc_guard_cache.set_status("t1", {"v": 1})
+    assert hoc_guard_cache.set("status", "t1", {"v": 2}, ttl=0) is False
+    assert hoc_guard_cache.get_status("t1") is None
+    with pytest.raises(ValueError, match="ttl must not be negative"):
+        hoc_guard_cache.set("status", "t1", {}, ttl=-1)
+
+
+def test_ttls_come_from_the_environment(monkeypatch, hoc_clock):
+    monkeypatch.setenv("GUARD_STATUS_TTL", "2")
+    monkeypatch.setenv("GUARD_SNAPSHOT_TTL", "0.5")
+    assert default_ttls() == {"status": 2.0, "snapshot": 0.5, "incidents": 5}
+    cache = GuardCache(timer=hoc_clock)
+    cache.set_status("t1", {"v": 1})
+    hoc_clock.advance(2)
+    assert cache.get_status("t1") is None
+    monkeypatch.setenv("GUARD_INCIDENTS_TTL", "soon")
+    with pytest.raises(ValueError, match="GUARD_INCIDENTS_TTL must be a number of seconds"):
+        GuardCache()
+    monkeypatch.setenv("GUARD_INCIDENTS_TTL", "-1")
+    with pytest.raises(ValueError, match="must not be negative"):
+        GuardCache()
+
+
+def test_values_are_copied_in_and_out(hoc_guard_cache):
+    data = {"items": [{"id": "a"}], "at": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+    hoc_guard_cache.set_status("t1", data)
+    data["items"].append({"id": "changed before read"})
+    first = hoc_guard_cache.get_status("t1")
+    first["items"][0]["id"] = "changed after read"
+    assert hoc_guard_cache.get_status("t1") == {"items": [{"id": "a"}],
+                                                "at": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+
+
+def test_flat_values_are_copied_too(hoc_guard_cache):
+    data = {"is_frozen": False, "open_incidents": 3}
+    hoc_guard_cache.set_status("t1", data)
+    data["is_frozen"] = True
+    first = hoc_guard_cache.get_status("t1")
+    first["open_incidents"] = 99
+    assert hoc_guard_cache.get_status("t1") == {"is_frozen": False, "open_incidents": 3}
+    assert hoc_guard_cache.get_status("t1") is not hoc_guard_cache.get_status("t1")
+
+
+def test_invalidate_tenant_removes_exactly_that_tenants_entries(hoc_guard_cache):
+    cache = hoc_guard_cache
+    for tenant in ("t1", "t10", "t1-x", "abc"):
+        cache.set_status(tenant, {"tenant": tenant})
+        cache.set_snapshot(tenant, {"tenant": tenant})
+    cache.set_incidents("t1", {"page": 0}, 10, 0)
+    cache.set_incidents("abc", {"page": 0}, 10, 0)   # its key contains ":10:" — not tenant "10"
+    assert cache.invalidate_tenant("t1") == 3
+    assert cache.get_status("t1") is None and cache.get_incidents("t1", 10, 0) is None
+    for tenant in ("t10", "t1-x", "abc"):
+        assert cache.get_status(tenant) == {"tenant": tenant}
+        assert cache.get_snapshot(tenant) == {"tenant": tenant}
+    assert cache.invalidate_tenant("10") == 0
+    assert cache.get_incidents("abc", 10, 0) == {"page": 0}
+    assert cache.invalidate_tenant("t1") == 0
+
+
+def test_invalidate_tenant_does_not_count_expired_entries(hoc_guard_cache, hoc_clock):
+    hoc_guard_cache.set_status("t1", {})
+    hoc_guard_cache.set_snapshot("t1", {})
+    hoc_clock.advance(5)
+    assert hoc_guard_cache.invalidate_tenant("t1") == 1
+
+
+def test_invalidate_one_entry(hoc_guard_cache):
+    hoc_guard_cache.set_status("t1", {"v": 1})
+    hoc_guard_cache.set_snapshot("t1", {"v": 2})
+    assert hoc_guard_cache.invalidate("status", "t1") is True
+    assert hoc_guard_cache.invalidate("status", "t1") is False
+    assert hoc_guard_cache.get_snapshot("t1") == {"v": 2}
+
+
+def test_hits_and_misses_are_counted_per_endpoint(hoc_guard_cache):
+    cache = hoc_guard_cache
+    cache.get_status("t1")
+    cache.set_status("t1", {})
+    cache.get_status("t1")
+    cache.get_status("t1")
+    cache.get_incidents("t1")
+    stats = cache.stats()
+    assert stats["hits"] == {"status": 2}
+    assert stats["misses"] == {"status": 1, "incidents": 1}
+    assert stats["entries"] == 1
+
+
+def test_a_value_read_before_an_invalidation_is_not_stored_after_it(hoc_guard_cache):
+    generation = hoc_guard_cache.generation("t1")
+    hoc_guard_cache.invalidate_tenant("t1")      # a write committed while the value was read
+    assert hoc_guard_cache.set_status("t1", {"stale": True}, generation=generation) is False
+    assert hoc_guard_cache.get_status("t1") is None
+    fresh = hoc_guard_cache.generation("t1")
+    assert hoc_guard_cache.set_status("t1", {"stale": False}, generation=fresh) is True
+    hoc_guard_cache.set_status("t2", {}, generation=hoc_guard_cache.generation("t2"))
+    assert hoc_guard_cache.get_status("t2") == {}
+
+
+def test_disabled_cache_misses_and_stores_nothing(monkeypatch):
+    monkeypatch.setenv("GUARD_CACHE_ENABLED", "false")
+    cache = GuardCache()
+    assert cache.set_status("t1", {"v": 1}) is False
+    assert cache.get_status("t1") is None
+    assert cache.stats()["misses"] == {}
+
+
+def test_least_recently_used_entries_are_evicted_and_forgotten(hoc_clock):
+    cache = GuardCache(maxsize=2, timer=hoc_clock)
+    cache.set_status("a", {})
+    cache.set_status("b", {})
+    cache.get_status("a")
+    cache.set_status("c", {})
+    assert cache.get_status("b") is None
+    assert cache.get_status("a") == {} and cache.get_status("c") == {}
+    assert cache.invalidate_tenant("b") == 0
+
+
+def test_concurrent_use_from_threads(hoc_clock):
+    cache = GuardCache(maxsize=64, timer=hoc_clock)
+    errors = []
+
+    def work(worker):
+        try:
+            for i in range(2000):
+                tenant = f"t{(worker + i) % 8}"
+                cache.set_incidents(tenant, {"i": i}, 10, i % 20)
+                value = cache.get_incidents(tenant, 10, i % 20)
+                assert value is None or set(value) == {"i"}
+                if i % 97 == 0:
+                    cache.invalidate_tenant(tenant)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert cache.stats()["entries"] <= 64
+    for tenant in (f"t{n}" for n in range(8)):
+        cache.invalidate_tenant(tenant)
+    assert cache.stats()["entries"] == 0 and cache._tenant_keys == {}
+
+
+def test_get_guard_cache_is_one_object():
+    assert get_guard_cache() is get_guard_cache()
+
+
+# ------------------------------------------------------------------ invalidation after commit
+
+
+def test_invalidation_runs_after_commit_only(hoc_coordinator, shared_cache):
+    shared_cache.set_status("t1", {"v": 1})
+    with hoc_coordinator.transaction() as tx:
+        invalidate_tenant_on_commit(tx, "t1")
+        assert shared_cache.get_status("t1") == {"v": 1}   # never before the commit
+    assert shared_cache.get_status("t1") is None
+
+
+def test_a_rolled_back_transaction_invalidates_nothing(hoc_coordinator, shared_cache):
+    shared_cache.set_status("t1", {"v": 1})
+    with pytest.raises(RuntimeError):
+        with hoc_coordinator.transaction() as tx:
+            invalidate_tenant_on_commit(tx, "t1")
+            raise RuntimeError("boom")
+    with hoc_coordinator.transaction() as tx:
+        with pytest.raises(RuntimeError):
+            with tx.savepoint():
+                invalidate_tenant_on_commit(tx, "t1")
+                raise RuntimeError("inner boom")
+    assert shared_cache.get_status("t1") == {"v": 1}
+
+
+# ------------------------------------------------------------------ the guard read driver
+
+
+def _freeze(coordinator, tenant, by="ops"):
+    with coordinator.transaction() as tx:
+        writer = GuardWriteDriver(tx)
+        state, _ = writer.get_or_create_killswitch_state("tenant", tenant, tenant)
+        writer.freeze_killswitch(state, by, "runaway spend")
+
+
+def test_status_is_computed_on_a_miss_and_served_from_the_cache(reader, shared_cache,
+                                                                 hoc_coordinator):
+    RunCompletionTransaction(hoc_coordinator).execute("run-1", "t1", "failed",
+                                                      error_message="AGENT_CRASH")
+    status = reader.get_status("t1")
+    assert status["open_incidents"] == 1
+    assert status["is_frozen"] is False and status["governance_blocked"] is False
+    assert status["last_incident_time"] is not None
+    assert reader.get_status("t1") == status
+    assert shared_cache.stats()["hits"] == {"status": 1}
+    assert shared_cache.stats()["misses"] == {"status": 1}
+
+
+def test_freezing_the_kill_switch_shows_at_once_inside_the_ttl(reader, shared_cache,
+                                                               hoc_coordinator):
+    assert reader.get_status("acme")["is_frozen"] is False
+    reader.get_snapshot("acme")
+    _freeze(hoc_coordinator, "acme")
+    status = reader.get_status("acme")          # the clock has not moved: well inside the TTL
+    assert status["is_frozen"] is True
+    assert status["frozen_by"] == "ops" and status["freeze_reason"] == "runaway spend"
+    assert shared_cache.stats()["misses"] == {"status": 2, "snapshot": 1}
+
+
+def test_a_rolled_back_freeze_invalidates_nothing(reader, shared_cache, hoc_coordinator):
+    reader.get_status("acme")
+    with pytest.raises(RuntimeError):
+        with hoc_coordinator.transaction() as tx:
+            writer = GuardWriteDriver(tx)
+            state, _ = writer.get_or_create_killswitch_state("tenant", "acme", "acme")
+            writer.freeze_killswitch(state, "ops", "oops")
+            raise RuntimeError("abandon the freeze")
+    status = reader.get_status("acme")
+    assert status["is_frozen"] is False
+    assert shared_cache.stats()["hits"] == {"status": 1}   # the entry survived
+
+
+def test_another_tenants_write_leaves_my_entries(reader, shared_cache, hoc_coordinator):
+    reader.get_status("tenant-b")
+    reader.get_snapshot("tenant-b")
+    _freeze(hoc_coordinator, "tenant-a")
+    reader.get_status("tenant-b")
+    reader.get_snapshot("tenant-b")
+    assert shared_cache.stats()["hits"] == {"status": 1, "snapshot": 1}
+    assert reader.get_status("tenant-a")["is_frozen"] is True
+
+
+def test_incident_creation_and_resolution_invalidate_after_commit(reader, hoc_coordinator):
+    assert reader.get_status("t1")["open_incidents"] == 0
+    RunCompletionTransaction(hoc_coordinator).execute("run-1", "t1", "failed")
+    assert reader.get_status("t1")["open_incidents"] == 1
+    assert reader.get_incidents("t1")["total"] == 1
+    with hoc_coordinator.transaction() as tx:
+        incident = Incident.get(Incident.tenant_id == "t1")
+        GuardWriteDriver(tx).resolve_incident(incident)
+    assert reader.get_status("t1")["open_incidents"] == 0
+    assert reader.get_incidents("t1")["items"][0]["status"] == "resolved"
+
+
+def test_governance_block_shows_in_status(reader, hoc_coordinator, shared_cache):
+    with hoc_coordinator.transaction() as tx:
+        GovernanceSignalWriter(tx).record_signal("MANUAL_OVERRIDE", "acme", "BLOCKED", "OPS",
+                                                 reason="audit hold")
+    assert reader.get_status("acme")["governance_blocked"] is True
+    assert reader.get_status("other")["governance_blocked"] is False
+
+
+def test_a_write_committed_during_a_miss_is_not_cached_stale(hoc_db, shared_cache,
+                                                              hoc_coordinator):
+    class FreezeDuringRead(GuardReadDriver):
+        """Reads the status, then a freeze commits before the value reaches the cache."""
+
+        def compute_status(self, tenant_id):
+            status = super().compute_status(tenant_id)
+            _freeze(hoc_coordinator, tenant_id)
+            return status
+
+    assert FreezeDuringRead(hoc_db, shared_cache).get_status("acme")["is_frozen"] is False
+    assert GuardReadDriver(hoc_db, shared_cache).get_status("acme")["is_frozen"] is True
+
+
+def _add(coordinator, table, **fields):
+    with coordinator.transaction():
+        table.insert(id=new_id(), **fields).execute()
+
+
+def test_snapshot_counts_the_utc_day_only(hoc_db, hoc_coordinator, shared_cache):
+    midnight = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    before, after = midnight - timedelta(microseconds=1), midnight
+    for at in (before, after, after + timedelta(hours=5)):
+        _add(hoc_coordinator, Run, tenant_id="t1", created_at=at, updated_at=at)
+        _add(hoc_coordinator, CostRecord, tenant_id="t1", model="m",
+             input_tokens=1, output_tokens=1, cost_cents=12.5, created_at=at)
+    _add(hoc_coordinator, Run, tenant_id="t2", created_at=after, updated_at=after)
+    for at in (before, after):
+        _add(hoc_coordinator, Incident, tenant_id="t1", title="x", severity="low",
+             trigger_type="manual", created_at=at, started_at=at, updated_at=at)
+    with freeze_time("2026-03-02 23:59:59"):
+        snapshot = GuardReadDriver(hoc_db, shared_cache).compute_snapshot("t1")
+    assert snapshot["date"] == "2026-03-02"
+    assert snapshot["runs_today"] == 2
+    assert snapshot["spend_today_cents"] == 25.0
+    assert snapshot["incidents_today"] == 1
+    assert snapshot["last_incident_time"] == after
+
+
+def test_incident_pages_are_newest_first_and_cached_per_page(reader, hoc_coordinator,
+                                                             shared_cache):
+    base = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    for i in range(5):
+        at = base + timedelta(minutes=i)
+        _add(hoc_coordinator, Incident, tenant_id="t1", title=f"incident {i}", severity="low",
+             trigger_type="manual", created_at=at, started_at=at, updated_at=at)
+    _add(hoc_coordinator, Incident, tenant_id="t2", title="other tenant", severity="low",
+         trigger_type="manual")
+    first = reader.get_incidents("t1", limit=2, offset=0)
+    second = reader.get_incidents("t1", limit=2, offset=2)
+    assert [i["title"] for i in first["items"]] == ["incident 4", "incident 3"]
+    assert [i["title"] for i in second["items"]] == ["incident 2", "incident 1"]
+    assert first["total"] == second["total"] == 5
+    reader.get_incidents("t1", limit=2, offset=0)
+    assert shared_cache.stats()["hits"] == {"incidents": 1}
+    with pytest.raises(ValueError, match="limit must be an integer >= 1"):
+        reader.get_incidents("t1", limit=0)
+    with pytest.raises(ValueError, match="tenant_id is required"):
+        reader.get_status("  ")
