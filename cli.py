@@ -72,6 +72,7 @@ class HocGroup(click.Group):
         if name not in COMMANDS:
             return None
         module, attribute, _ = COMMANDS[name]
+        _configure_logging(getattr(self, "debug", False))  # only once a command really runs
         command = getattr(importlib.import_module(module), attribute)
         _add_db_option(command)
         return command
@@ -81,37 +82,36 @@ class HocGroup(click.Group):
             formatter.write_dl([(name, text) for name, (_, _, text) in COMMANDS.items()])
 
     def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
-        from hoc_drivers.commands.common import EXIT_FAILED, EXIT_USAGE, echo_error
-
         args = list(sys.argv[1:] if args is None else args)
-        debug = "--debug" in args
-        _configure_logging(debug)
+        debug = self.debug = "--debug" in args
         try:
             code = super().main(args, prog_name or "hoc-drivers", standalone_mode=False, **extra)
             code = code if isinstance(code, int) else 0
         except click.exceptions.Exit as exc:
             code = exc.exit_code
-        except click.Abort:
-            echo_error("aborted")
-            code = EXIT_FAILED
-        except click.ClickException as exc:
-            if debug:
-                raise
-            echo_error(exc.format_message().replace("\n", " "))
-            code = exc.exit_code
-        except ValueError as exc:
-            if debug:
-                raise
-            echo_error(str(exc).replace("\n", " "))
-            code = EXIT_USAGE
         except Exception as exc:
             if debug:
                 raise
-            echo_error(f"{type(exc).__name__}: {exc}".replace("\n", " "))
-            code = EXIT_FAILED
+            code = _report(exc)
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _report(exc):
+    """Print one line on stderr for a failed command; return its exit code."""
+    from hoc_drivers.commands.common import EXIT_FAILED, EXIT_USAGE, echo_error
+
+    if isinstance(exc, click.Abort):
+        message, code = "aborted", EXIT_FAILED
+    elif isinstance(exc, click.ClickException):
+        message, code = exc.format_message(), exc.exit_code
+    elif isinstance(exc, ValueError):
+        message, code = str(exc), EXIT_USAGE
+    else:
+        message, code = f"{type(exc).__name__}: {exc}", EXIT_FAILED
+    echo_error(message.replace("\n", " "))
+    return code
 
 
 @click.group(cls=HocGroup, context_settings={"help_option_names": ["-h", "--help"]})
