@@ -15,8 +15,10 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .guard_cache import invalidate_tenant_on_commit
 from .models.base import PLACEHOLDER, PreparedQuery, new_id, utcnow
 from .models.governance import DECISIONS, SIGNAL_TYPES, GovernanceSignal
+from .transaction_coordinator import Transaction
 
 ACCESS = "READ+WRITE"
 
@@ -181,6 +183,7 @@ class GovernanceSignalWriter:
 
     def __init__(self, tx, clock=utcnow):
         self.db = _database(tx)
+        self.tx = tx if isinstance(tx, Transaction) else None
         self.clock = clock
 
     def record_signal(self, signal_type, scope, decision, recorded_by, reason=None,
@@ -202,6 +205,8 @@ class GovernanceSignalWriter:
          .where(_active_where(scope, signal_type, None))
          .execute(self.db))
         GovernanceSignal.insert(signal.__data__).execute(self.db)
+        if self.tx is not None:  # a scope naming a tenant changes its guard status
+            invalidate_tenant_on_commit(self.tx, scope)
         return signal
 
     def clear_signal(self, scope, signal_type, cleared_by, reason=None):

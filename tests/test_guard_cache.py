@@ -375,3 +375,17 @@ def test_incident_pages_are_newest_first_and_cached_per_page(reader, hoc_coordin
         reader.get_incidents("t1", limit=0)
     with pytest.raises(ValueError, match="tenant_id is required"):
         reader.get_status("  ")
+
+
+def test_recording_a_signal_refreshes_the_tenants_guard_status_after_commit(hoc_db, hoc_coordinator):
+    from hoc_drivers.governance_signal_driver import GovernanceSignalWriter
+    import hoc_drivers.guard_cache as guard_cache_module
+    from hoc_drivers.guard_read_driver import GuardReadDriver
+
+    cache = guard_cache_module.get_guard_cache()
+    cache.clear()
+    reader = GuardReadDriver(hoc_db, cache)
+    assert reader.get_status("acme")["governance_blocked"] is False
+    with hoc_coordinator.transaction() as tx:
+        GovernanceSignalWriter(tx).record_signal("MANUAL_OVERRIDE", "acme", "BLOCKED", "OPS")
+    assert reader.get_status("acme")["governance_blocked"] is True  # inside the 5 s TTL
