@@ -2,6 +2,7 @@
 
 Marked `reliability` (deselect with `-m "not reliability"`); run by .ci/run with the rest.
 """
+import json
 import multiprocessing
 import os
 import random
@@ -118,3 +119,62 @@ def test_four_processes_times_500_run_completions(tmp_path):
     for worker in range(4):
         assert conn.execute("SELECT count(*) FROM incidents WHERE tenant_id = ?",
                             (f"tenant-{worker}",)).fetchone()[0] == 500
+
+
+def test_receiver_failing_first_requests_then_recovering_gets_every_alert_once(hoc_coordinator):
+    import threading
+    from datetime import datetime, timezone
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from freezegun import freeze_time
+
+    from hoc_drivers.alert_driver import AlertQueueReader
+    from hoc_drivers.alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
+    from hoc_drivers.alert_sender import AlertDelivery, AlertSender
+
+    failures_left = [35]
+    accepted = []
+    lock = threading.Lock()
+
+    class FlakyReceiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                failing = failures_left[0] > 0
+                failures_left[0] -= failing
+                if not failing:
+                    accepted.append(body["signal_id"])
+            self.send_response(503 if failing else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyReceiver)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    config = AlertConfig(policy_id="budget", tenant_id="acme", enabled_channels=["webhook"],
+                         webhook_url=url, webhook_secret="s")
+    sent_ids = []
+    try:
+        with freeze_time(datetime(2026, 5, 1, tzinfo=timezone.utc)) as clock:
+            for i in range(50):
+                signal = ThresholdSignal("acme", f"run-{i}", "budget", "cost", 120, 100,
+                                         signal_type="breach")
+                with hoc_coordinator.transaction() as tx:
+                    assert AlertEmitter(tx).emit_breach(signal, config, "stop")
+                sent_ids.append(signal.signal_id)
+            sender = AlertSender(hoc_coordinator, AlertDelivery(timeout=5), batch_size=10)
+            for _ in range(20):
+                sender.drain()
+                if AlertQueueReader(hoc_coordinator.db).fetch_queue_stats()["pending"] == 0:
+                    break
+                clock.tick(301)  # past the longest backoff
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert failures_left[0] == 0  # the receiver really failed its first 35 requests
+    assert sorted(accepted) == sorted(sent_ids)  # every alert exactly once
+    stats = AlertQueueReader(hoc_coordinator.db).fetch_queue_stats()
+    assert (stats["pending"], stats["sent"], stats["failed"]) == (0, 50, 0)
