@@ -140,5 +140,6 @@ def fail(message, exit_code=EXIT_FAILED):
 
 
 def echo_error(message):
-    """Print one line to stderr."""
-    sys.stderr.write(f"error: {message}\n")
+    """Print one line to stderr; control characters (terminal escapes, line breaks) are escaped."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+    sys.stderr.write(f"error: {text}\n")
