@@ -1,12 +1,11 @@
 """The database refuses commits and writes that do not come through the coordinator."""
-import multiprocessing
 import os
 import stat
 import types
 
 import pytest
 
-from hoc_drivers.db import CommitForbidden, init_database, open_database
+from hoc_drivers.db import CommitForbidden, open_database
 from hoc_drivers.models.runs import Run
 from hoc_drivers.transaction_coordinator import RunCompletionTransaction, TransactionCoordinator
 
@@ -90,34 +89,6 @@ def test_memory_database_works(hoc_memory_db):
     coordinator = TransactionCoordinator(hoc_memory_db)
     RunCompletionTransaction(coordinator).execute("r1", "t1", "failed")
     assert Run.select().count() == 0  # the run row itself is not created by completion
-
-
-def _complete_runs(path, worker, count, queue):
-    db = init_database(path)
-    transaction = RunCompletionTransaction(TransactionCoordinator(db))
-    errors = []
-    for i in range(count):
-        try:
-            transaction.execute(f"w{worker}-{i}", "t1", "failed", error_message="STEP_FAILURE")
-        except Exception as exc:  # reported to the parent, which asserts there are none
-            errors.append(repr(exc))
-    queue.put(errors)
-
-
-def test_two_processes_writing_one_file_both_succeed(tmp_path):
-    path = str(tmp_path / "shared.db")
-    init_database(path).close()
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    workers = [context.Process(target=_complete_runs, args=(path, w, 60, queue)) for w in range(2)]
-    for process in workers:
-        process.start()
-    errors = [queue.get(timeout=60) for _ in workers]
-    for process in workers:
-        process.join(timeout=60)
-    assert errors == [[], []]
-    db = init_database(path)
-    assert db.execute_sql("SELECT count(*) FROM incidents").fetchone()[0] == 120
 
 
 def test_refusals_are_recorded_even_when_swallowed(hoc_db, driver_module):

@@ -101,6 +101,7 @@ def _complete_many(path, worker, count, queue):
 
 
 def test_four_processes_times_500_run_completions(tmp_path):
+    """Also the spine's "several processes write one file, no database is locked" check."""
     path = str(tmp_path / "busy.db")
     init_database(path).close()
     context = multiprocessing.get_context("fork")
