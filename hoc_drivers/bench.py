@@ -101,6 +101,19 @@ def raw_connection(path):
     return conn
 
 
+def bulk_insert(path, *statements):
+    """Seed `path` fast: each (sql, rows) by executemany, all in one raw sqlite3 transaction."""
+    conn = raw_connection(path)
+    try:
+        conn.execute("PRAGMA cache_size = -262144")  # this seeding connection only
+        conn.execute("BEGIN IMMEDIATE")
+        for sql, rows in statements:
+            conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 # ---------------------------------------------------------------------------------------
 # run-completion transaction
 
@@ -423,21 +436,14 @@ def _seed_lookup_tables(path, rows):
                 yield (f"g{row + 1:09d}", signal_type, f"scope-{scope:07d}", decision, new, expires,
                        None, None)
 
-    conn = raw_connection(path)
-    try:
-        conn.execute("PRAGMA cache_size = -262144")  # this seeding connection only
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO governance_signals (id, signal_type, scope, decision, recorded_by,"
-                         " recorded_at, expires_at, superseded_by, superseded_at)"
-                         " VALUES (?, ?, ?, ?, 'BENCH', ?, ?, ?, ?)", signals())
-        conn.executemany("INSERT INTO runs (id, tenant_id, agent_id, idempotency_key, status,"
-                         " incident_count, created_at, updated_at)"
-                         " VALUES (?, ?, 'agent', ?, 'succeeded', 0, ?, ?)",
-                         ((f"r{n:09d}", f"tenant-{n % 100:03d}", f"key-{n:07d}", new, new)
-                          for n in range(rows)))
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    bulk_insert(path, (
+        "INSERT INTO governance_signals (id, signal_type, scope, decision, recorded_by,"
+        " recorded_at, expires_at, superseded_by, superseded_at)"
+        " VALUES (?, ?, ?, ?, 'BENCH', ?, ?, ?, ?)", signals()), (
+        "INSERT INTO runs (id, tenant_id, agent_id, idempotency_key, status,"
+        " incident_count, created_at, updated_at)"
+        " VALUES (?, ?, 'agent', ?, 'succeeded', 0, ?, ?)",
+        ((f"r{n:09d}", f"tenant-{n % 100:03d}", f"key-{n:07d}", new, new) for n in range(rows))))
 
 
 # ---------------------------------------------------------------------------------------
@@ -485,7 +491,7 @@ def bench_guard_cache(quick=False, full=False):
 def _seed_guard_tables(path):
     """A busy tenant "acme" and ten quieter ones: incidents, runs, kill switches."""
     day = "2026-01-01 00:00:00.000000"
-    _bulk_insert(path, (
+    bulk_insert(path, (
         "INSERT INTO incidents (id, tenant_id, title, severity, status, trigger_type,"
         " started_at, calls_affected, cost_delta_cents, source_type, affected_count,"
         " cause_type, lifecycle_state, is_synthetic, alert_sent, created_at, updated_at)"
@@ -502,19 +508,6 @@ def _seed_guard_tables(path):
         " VALUES (?, 'acme', ?, ?, ?, ?, 'ops', 0, ?, ?)",
         [("k-tenant", "tenant", "acme", 1, day, day, day)]
         + [(f"k{n:03d}", "key", f"key-{n:03d}", n % 10 == 0, day, day, day) for n in range(100)]))
-
-
-def _bulk_insert(path, *statements):
-    """Run each (sql, rows) with executemany in one raw transaction on `path`."""
-    conn = raw_connection(path)
-    try:
-        conn.execute("PRAGMA cache_size = -262144")  # this seeding connection only
-        conn.execute("BEGIN IMMEDIATE")
-        for sql, rows in statements:
-            conn.executemany(sql, rows)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
 
 
 @workload("alert_fetch_pending")
@@ -562,7 +555,7 @@ def _seed_alert_queue(path, rows):
     from .models.base import UtcDateTimeField, utcnow
 
     start, to_text = utcnow() - timedelta(days=30), UtcDateTimeField().db_value
-    _bulk_insert(path, (
+    bulk_insert(path, (
         "INSERT INTO costsim_alert_queue (id, payload, alert_type, channel, destination,"
         " status, attempts, max_attempts, next_attempt_at, created_at)"
         " VALUES (?, '{\"n\":1}', 'bench', 'webhook', '{\"url\":\"http://127.0.0.1:9/\"}',"
