@@ -58,7 +58,7 @@ _FIELDS = AlertQueueItem._meta.sorted_fields
 def _alert_from_row(row):
     """An AlertQueueItem from a full row in column order."""
     return AlertQueueItem(__no_default__=True,
-                          **{f.name: f.python_value(value) for f, value in zip(_FIELDS, row)})
+                          **{f.name: f.python_value(value) for f, value in zip(_FIELDS, row, strict=True)})
 
 
 def _keep_error_unless(new_error):

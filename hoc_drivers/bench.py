@@ -69,8 +69,8 @@ def measure(name, operation, baseline_name, baseline, count, target="", rounds=3
     best = best_base = None
     for r in range(rounds):
         offset = r * count
-        run = time_each(lambda i: operation(offset + i), count)
-        base = time_each(lambda i: baseline(offset + i), count)
+        run = time_each(lambda i, offset=offset: operation(offset + i), count)
+        base = time_each(lambda i, offset=offset: baseline(offset + i), count)
         best = run if best is None or run[1] < best[1] else best
         best_base = base if best_base is None or base[1] < best_base[1] else best_base
     return Measurement(name, best[0], best[1], baseline_name, best_base[0], best_base[1], target)

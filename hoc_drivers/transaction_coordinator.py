@@ -342,13 +342,15 @@ def classify_failure(error_code=None, error_message=None):
     return next((code for code in FAILURE_CODES if code in haystack), "UNKNOWN")
 
 
-_INCIDENT_FIELDS = in_column_order(Incident, ("id", "tenant_id", "title", "severity", "status", "trigger_type", "category",
-                    "description", "source_type", "source_run_id", "impact_scope",
-                    "affected_agent_id", "error_code", "error_message", "started_at",
-                    "created_at", "updated_at", "is_synthetic", "synthetic_scenario_id"))
-_POLICY_FIELDS = in_column_order(PreventionRecord, ("id", "tenant_id", "policy_id", "pattern_id", "original_incident_id",
-                  "blocked_incident_id", "run_id", "outcome", "signature_match_confidence",
-                  "is_synthetic", "synthetic_scenario_id", "created_at"))
+_INCIDENT_FIELDS = in_column_order(Incident, (
+    "id", "tenant_id", "title", "severity", "status", "trigger_type", "category", "description",
+    "source_type", "source_run_id", "impact_scope", "affected_agent_id", "error_code",
+    "error_message", "started_at", "created_at", "updated_at", "is_synthetic",
+    "synthetic_scenario_id"))
+_POLICY_FIELDS = in_column_order(PreventionRecord, (
+    "id", "tenant_id", "policy_id", "pattern_id", "original_incident_id",
+    "blocked_incident_id", "run_id", "outcome", "signature_match_confidence",
+    "is_synthetic", "synthetic_scenario_id", "created_at"))
 
 
 def _prepared_insert(model, names):

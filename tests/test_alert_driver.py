@@ -27,7 +27,7 @@ def queue(hoc_coordinator):
 
 
 def enqueue(queue, count=1, at=T0, **fields):
-    return [queue(lambda d: d.insert_alert([{"n": i}], "test", now=at + seconds(i), **fields))
+    return [queue(lambda d, i=i: d.insert_alert([{"n": i}], "test", now=at + seconds(i), **fields))
             for i in range(count)]
 
 

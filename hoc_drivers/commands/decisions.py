@@ -23,7 +23,8 @@ def decisions():
 @decisions.command("list")
 @click.option("--run", "run_id", help="Only records of this run.")
 @click.option("--request", "request_id", help="Only records of this request.")
-@click.option("--type", "decision_type", type=click.Choice([t.value for t in DecisionType]), help="Only this decision type.")
+@click.option("--type", "decision_type", type=click.Choice([t.value for t in DecisionType]),
+              help="Only this decision type.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
               help="At most this many records.")
 @tenant_option

@@ -6,7 +6,8 @@ from decimal import Decimal
 from peewee import DateTimeField, Model, TextField, Value
 from playhouse.sqlite_ext import JSONField
 
-__all__ = ["PLACEHOLDER", "BaseModel", "PreparedQuery", "DecimalTextField", "JSONField", "UtcDateTimeField", "new_id", "utcnow"]
+__all__ = ["PLACEHOLDER", "BaseModel", "DecimalTextField", "JSONField", "PreparedQuery", "UtcDateTimeField",
+           "in_column_order", "new_id", "utcnow"]
 
 def utcnow():
     """The current time as an aware UTC datetime."""
@@ -105,7 +106,7 @@ class PreparedQuery:
             self._prepare()
         if self._template is not None:
             merged = list(self._template)
-            for index, value in zip(self._slots, params):
+            for index, value in zip(self._slots, params, strict=True):
                 merged[index] = value
             params = merged
         return db.execute_sql(self._sql, params)
