@@ -1,0 +1,74 @@
+"""Every CLI command's bad-input path: exit 2, one line on stderr, no traceback, file unchanged."""
+import hashlib
+import sqlite3
+
+import pytest
+
+from hoc_drivers.cli_docs import command_paths
+
+BAD_INPUT = {
+    "init": ["--bogus"],
+    "demo": ["unexpected-argument"],
+    "run complete": ["r1", "--tenant", "acme", "--status", "bogus"],
+    "schema check": ["--bogus"],
+    "audit": ["--source", "/nonexistent/package"],
+    "signals check": ["--scope", ""],
+    "signals clear": ["--scope", "acme", "--type", "NOPE", "--by", "OPS"],
+    "signals list": ["--scope", ""],
+    "signals record": ["--scope", "acme", "--type", "CI_STATUS", "--decision", "MAYBE", "--by", "CI"],
+    "killswitch freeze": ["--tenant", "acme", "--entity-type", "planet", "--entity-id", "x", "--by", "ops"],
+    "killswitch status": ["--tenant", "acme", "--entity-type", "planet", "--entity-id", "x"],
+    "killswitch unfreeze": ["--tenant", "acme", "--entity-type", "planet", "--entity-id", "x", "--by", "o"],
+    "incidents ack": ["inc-1"],
+    "incidents list": ["--tenant", "acme", "--status", "bogus"],
+    "incidents resolve": ["inc-1", "--tenant", ""],
+    "anomaly record": ["--tenant", "acme", "--anomaly-id", "a", "--type", "DRIFT", "--severity", "high",
+                       "--current-cents", "-5", "--expected-cents", "1"],
+    "breach record": ["--tenant", "acme", "--limit-id", "l", "--type", "EXPLODED", "--value", "1",
+                      "--limit", "2"],
+    "idempotency check": ["key-1"],
+    "idempotency claim": ["key-1", "--tenant", ""],
+    "decisions backfill": ["req-1", "--tenant", "acme"],
+    "decisions list": ["--tenant", "acme", "--type", "nope"],
+    "care kill-switch": ["maybe"],
+    "ledger emit": ["--artifact", "a", "--signal-type", "s", "--detected-by", "d", "--evidence", "{bad"],
+    "ledger list": ["--limit", "-1"],
+    "alerts enqueue": ["--tenant", "acme", "--policy", "p", "--run", "r", "--metric", "cost",
+                       "--current", "1", "--threshold", "2", "--channel", "webhook",
+                       "--webhook-url", "ftp://example.com/hook"],
+    "alerts purge": ["--days", "-1"],
+    "alerts retry-failed": ["--max-retries", "-1"],
+    "alerts send": ["--batch", "0"],
+    "alerts stats": ["unexpected-argument"],
+    "guard snapshot": [],
+    "guard status": ["--tenant", ""],
+    "dag check": ["/nonexistent/policy.plang"],
+    "dag plan": ["/nonexistent/policy.plang"],
+    "dag run": ["fixtures/policies/main.plang", "--context", "{bad"],
+    "bench": ["--only", "no-such-workload"],
+}
+
+
+def test_every_command_has_a_bad_input_case():
+    commands = {path.removeprefix("hoc-drivers ") for path, _ in command_paths()}
+    assert commands == set(BAD_INPUT)
+
+
+def file_checksum(path):
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("command", sorted(BAD_INPUT))
+def test_bad_input(command, run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parent.parent)
+    path = tmp_path / "seeded.db"
+    assert run_cli(path, "run", "complete", "r1", "--tenant", "acme", "--status", "failed").exit_code == 0
+    before = file_checksum(path)
+    result = run_cli(path, *command.split(), *BAD_INPUT[command])
+    assert result.exit_code == 2, (result.output, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert file_checksum(path) == before
