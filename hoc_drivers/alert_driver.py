@@ -14,7 +14,7 @@ from datetime import timedelta
 from peewee import OP, SQL, Expression, Select, fn
 
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
-from .models.base import PLACEHOLDER, PreparedQuery, new_id, utcnow
+from .models.base import PLACEHOLDER, PreparedQuery, in_column_order, new_id, utcnow
 from .models.runs import Incident
 
 ACCESS = "READ+WRITE"
@@ -53,6 +53,13 @@ _LEASE = PreparedQuery(lambda: AlertQueueItem.update(
     {AlertQueueItem.next_attempt_at: PLACEHOLDER, AlertQueueItem.claim_token: PLACEHOLDER})
     .where(AlertQueueItem.id.in_(Select([fn.json_each(PLACEHOLDER)], [SQL("value")]))))
 _FIELDS = AlertQueueItem._meta.sorted_fields
+
+
+_INSERT_COLUMNS = in_column_order(AlertQueueItem, (
+    "id", "tenant_id", "payload", "alert_type", "circuit_breaker_name", "incident_id", "channel",
+    "destination", "max_attempts", "next_attempt_at", "created_at"))
+_INSERT_ALERT = PreparedQuery(lambda: AlertQueueItem.insert(
+    {getattr(AlertQueueItem, n): PLACEHOLDER for n in _INSERT_COLUMNS}).returning(*_FIELDS))
 
 
 def _alert_from_row(row):
@@ -147,13 +154,14 @@ class AlertQueueWriter:
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
         now = now or utcnow()
-        inserted = AlertQueueItem.insert(
-            id=new_id(), payload=payload, alert_type=alert_type,
-            circuit_breaker_name=circuit_breaker_name, incident_id=incident_id,
-            tenant_id=tenant_id, channel=channel, destination=destination,
-            max_attempts=max_attempts, next_attempt_at=now, created_at=now,
-        ).returning(AlertQueueItem).execute(self.db)
-        return next(iter(inserted))
+        values = {"id": new_id(), "tenant_id": tenant_id, "payload": payload,
+                  "alert_type": alert_type, "circuit_breaker_name": circuit_breaker_name,
+                  "incident_id": incident_id, "channel": channel, "destination": destination,
+                  "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now}
+        fields = AlertQueueItem._meta.fields
+        row = _INSERT_ALERT.execute(self.db, [fields[n].db_value(values[n])
+                                              for n in _INSERT_COLUMNS]).fetchone()
+        return _alert_from_row(row)
 
     def fetch_pending_alerts(self, now, batch_size=100, lease_seconds=DEFAULT_LEASE_SECONDS):
         """Claim up to `batch_size` due alerts, oldest `next_attempt_at` first.

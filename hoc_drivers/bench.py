@@ -564,6 +564,83 @@ def _seed_alert_queue(path, rows):
          ((n, to_text(start + timedelta(seconds=n))) for n in range(rows)))))
 
 
+# ---------------------------------------------------------------------------------------
+# alert enqueue; schema parity at start-up
+
+
+@workload("alert_enqueue")
+def bench_alert_enqueue(quick=False, full=False):
+    """Queue one webhook alert in its own transaction: AlertQueueWriter vs raw sqlite3."""
+    import json
+
+    from .alert_driver import AlertQueueWriter
+    from .db import connect_database
+    from .models.base import new_id
+    from .transaction_coordinator import TransactionCoordinator
+
+    count = 300 if quick else 2000
+    payload, destination = {"event_type": "threshold_breach", "tenant_id": "bench"}, {"url": "http://127.0.0.1:9/"}
+    with scratch_databases() as (library_path, raw_path):
+        db = connect_database(library_path)
+        coordinator = TransactionCoordinator(db)
+        conn = raw_connection(raw_path)
+
+        def library(i):
+            with coordinator.transaction() as tx:
+                AlertQueueWriter(tx.db).insert_alert(payload, "threshold", tenant_id="bench",
+                                                     channel="webhook", destination=destination)
+
+        def raw(i):
+            now = _now_text()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO costsim_alert_queue (id, tenant_id, payload, alert_type,"
+                " circuit_breaker_name, incident_id, channel, destination, status, attempts,"
+                " max_attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?,"
+                " 'pending', 0, 10, ?, ?) RETURNING *",
+                (new_id(), "bench", json.dumps(payload, sort_keys=True), "threshold", "webhook",
+                 json.dumps(destination, sort_keys=True), now, now)).fetchall()
+            conn.execute("COMMIT")
+
+        try:
+            return [measure("alert enqueue (own transaction)", library,
+                            "raw sqlite3 BEGIN IMMEDIATE + INSERT + COMMIT", raw, count,
+                            target="<= 2.0x")]
+        finally:
+            conn.close()
+            db.close()
+
+
+@workload("schema_parity")
+def bench_schema_parity(quick=False, full=False):
+    """Start-up parity check of every table vs raw sqlite3 reading the same PRAGMAs."""
+    from .db import connect_database
+    from .models import ALL_MODELS
+    from .schema_parity import run_startup_parity_check
+
+    count = 20 if quick else 100
+    tables = [m._meta.table_name for m in ALL_MODELS]
+    with scratch_databases() as (library_path, raw_path):
+        db = connect_database(library_path)
+        conn = raw_connection(raw_path)
+
+        def raw(i):
+            for table in tables:
+                conn.execute(f'PRAGMA table_info("{table}")').fetchall()
+                for index in conn.execute(f'PRAGMA index_list("{table}")').fetchall():
+                    conn.execute(f'PRAGMA index_info("{index[1]}")').fetchall()
+
+        try:
+            run_startup_parity_check(db)  # the expected schema is built once per process
+            return [measure(f"schema parity at start-up ({len(tables)} tables)",
+                            lambda i: run_startup_parity_check(db),
+                            "raw sqlite3 PRAGMA table_info/index_list/index_info", raw, count,
+                            target="report")]
+        finally:
+            conn.close()
+            db.close()
+
+
 def run_benchmarks(names=None, quick=False, full=False, on_start=None):
     """Run the named workloads (default all); `on_start(name)` is called before each."""
     results = []
