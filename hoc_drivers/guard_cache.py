@@ -1,4 +1,4 @@
-"""Guard Cache: cachetools TTL caches for the guard console, invalidated after commit.
+"""Guard Cache: a bounded cachetools cache with exact per-entry TTLs, invalidated after commit.
 
 Entries are the guard console's read models (status, today's snapshot, incident pages),
 keyed `guard:<endpoint>:<tenant>[:<extra>]` as SPEC §3 names them. The key is held as the
@@ -11,6 +11,9 @@ entries go only after their transaction commits, and a rollback invalidates noth
 A reader that computes a value from the database passes the tenant's `generation()` taken
 before it read to `set(..., generation=g)`: if the tenant was invalidated meanwhile, the value
 may predate the write and is not stored.
+Each entry carries its own expiry (SPEC's TTLs, or the `ttl` given to `set`), checked on every
+read; the cachetools LRUCache bounds the size, so an expired entry occupies a slot only until it
+is read, invalidated or evicted.
 """
 import os
 import pickle
@@ -20,7 +23,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from time import monotonic
 
-from cachetools import TLRUCache
+from cachetools import LRUCache
 
 ACCESS = "READ"
 
@@ -53,30 +56,22 @@ def default_ttls():
     return ttls
 
 
-class _TenantIndexedCache(TLRUCache):
-    """A TLRUCache that reports every key it drops by expiry or eviction."""
+class _TenantIndexedCache(LRUCache):
+    """A cachetools LRUCache (bounded size) that reports every key it evicts.
 
-    def __init__(self, maxsize, timer, on_drop):
-        super().__init__(maxsize, ttu=_expires_at, timer=timer)
+    Entries are (expires_at, data, flat); GuardCache checks `expires_at` against its timer on
+    every read, so expiry is exact and costs one comparison instead of a TTL bookkeeping pass.
+    """
+
+    def __init__(self, maxsize, on_drop):
+        super().__init__(maxsize)
         self._on_drop = on_drop
 
-    def expire(self, time=None):
-        """Drop expired entries (as TLRUCache) and report their keys."""
-        expired = super().expire(time)
-        for key, _ in expired:
-            self._on_drop(key)
-        return expired
-
     def popitem(self):
-        """Evict the least recently used entry (as TLRUCache) and report its key."""
+        """Evict the least recently used entry (as LRUCache) and report its key."""
         key, value = super().popitem()
         self._on_drop(key)
         return key, value
-
-
-def _expires_at(key, value, now):
-    """Time-to-use of an entry: stored with its own TTL, as (ttl, data, flat)."""
-    return now + value[0]
 
 
 # Values of these types cannot be changed in place, so a dict holding only them is copied
@@ -108,7 +103,8 @@ class GuardCache:
         self._lock = threading.Lock()
         self._tenant_keys = {}
         self._generations = {}
-        self._cache = _TenantIndexedCache(maxsize, timer, self._forget_key)
+        self._timer = timer
+        self._cache = _TenantIndexedCache(maxsize, self._forget_key)
 
     def _forget_key(self, key):
         """Remove `key` from its tenant's index (the cache already dropped it)."""
@@ -122,11 +118,16 @@ class GuardCache:
         """A fresh copy of the cached value, or None on a miss (or when disabled)."""
         if not self.enabled:
             return None
-        key = (endpoint, tenant_id, str(extra))
+        key = (endpoint, tenant_id, extra if type(extra) is str else str(extra))
         with self._lock:
             try:
                 entry = self._cache[key]
             except KeyError:
+                entry = None
+            if entry is None or entry[0] <= self._timer():
+                if entry is not None:  # expired exactly at (or after) its TTL
+                    del self._cache[key]
+                    self._forget_key(key)
                 self.misses[endpoint] += 1
                 return None
             self.hits[endpoint] += 1
@@ -152,18 +153,18 @@ class GuardCache:
             raise ValueError(f"ttl must not be negative, got {ttl}")
         key = (endpoint, tenant_id, str(extra))
         if _is_flat(data):
-            entry = (ttl, dict(data), True)
+            value, flat = dict(data), True
         else:
-            entry = (ttl, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL), False)
+            value, flat = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL), False
         with self._lock:
             if generation is not None and generation != self._generations.get(tenant_id, 0):
                 return False
-            self._cache[key] = entry
-            if key in self._cache:
-                self._tenant_keys.setdefault(tenant_id, set()).add(key)
-            else:  # a zero TTL stores nothing and drops what was there
+            if ttl == 0:  # a zero TTL stores nothing and drops what was there
+                self._cache.pop(key, None)
                 self._forget_key(key)
                 return False
+            self._cache[key] = (self._timer() + ttl, value, flat)
+            self._tenant_keys.setdefault(tenant_id, set()).add(key)
         return True
 
     def invalidate(self, endpoint, tenant_id, extra=""):
@@ -171,21 +172,19 @@ class GuardCache:
         key = (endpoint, tenant_id, str(extra))
         with self._lock:
             self._generations[tenant_id] = self._generations.get(tenant_id, 0) + 1
-            present = key in self._cache
-            self._cache.pop(key, None)
+            entry = self._cache.pop(key, None)
             self._forget_key(key)
-        return present
+        return entry is not None and entry[0] > self._timer()
 
     def invalidate_tenant(self, tenant_id):
         """Remove every entry of `tenant_id` and no other; returns how many were cached."""
         with self._lock:
             self._generations[tenant_id] = self._generations.get(tenant_id, 0) + 1
             keys = self._tenant_keys.pop(tenant_id, ())
-            count = 0
+            now, count = self._timer(), 0
             for key in keys:
-                if key in self._cache:
-                    count += 1
-                self._cache.pop(key, None)
+                entry = self._cache.pop(key, None)
+                count += entry is not None and entry[0] > now
         return count
 
     def clear(self):
@@ -224,8 +223,9 @@ class GuardCache:
     def stats(self):
         """Hit and miss counts per endpoint, and the number of live entries."""
         with self._lock:
-            return {"hits": dict(self.hits), "misses": dict(self.misses),
-                    "entries": len(self._cache)}
+            now = self._timer()
+            live = sum(1 for entry in self._cache.values() if entry[0] > now)
+            return {"hits": dict(self.hits), "misses": dict(self.misses), "entries": live}
 
 
 _instance = None
