@@ -14,7 +14,7 @@ from datetime import timedelta
 from peewee import OP, SQL, Expression, Select, fn
 
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
-from .models.base import PLACEHOLDER, PreparedQuery, in_column_order, new_id, utcnow
+from .models.base import PLACEHOLDER, PreparedQuery, as_utc, in_column_order, new_id, utcnow
 from .models.runs import Incident
 
 ACCESS = "READ+WRITE"
@@ -59,7 +59,7 @@ _INSERT_COLUMNS = in_column_order(AlertQueueItem, (
     "id", "tenant_id", "payload", "alert_type", "circuit_breaker_name", "incident_id", "channel",
     "destination", "max_attempts", "next_attempt_at", "created_at"))
 _INSERT_ALERT = PreparedQuery(lambda: AlertQueueItem.insert(
-    {getattr(AlertQueueItem, n): PLACEHOLDER for n in _INSERT_COLUMNS}).returning(*_FIELDS))
+    {getattr(AlertQueueItem, n): PLACEHOLDER for n in _INSERT_COLUMNS}))
 
 
 def _alert_from_row(row):
@@ -153,15 +153,15 @@ class AlertQueueWriter:
                              f"(expected one of: {', '.join(ALERT_CHANNELS)})")
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
-        now = now or utcnow()
+        now = as_utc(now) if now else utcnow()
         values = {"id": new_id(), "tenant_id": tenant_id, "payload": payload,
                   "alert_type": alert_type, "circuit_breaker_name": circuit_breaker_name,
                   "incident_id": incident_id, "channel": channel, "destination": destination,
                   "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now}
         fields = AlertQueueItem._meta.fields
-        row = _INSERT_ALERT.execute(self.db, [fields[n].db_value(values[n])
-                                              for n in _INSERT_COLUMNS]).fetchone()
-        return _alert_from_row(row)
+        _INSERT_ALERT.execute(self.db, [fields[n].db_value(values[n]) for n in _INSERT_COLUMNS])
+        return AlertQueueItem(**values, status="pending", attempts=0, last_attempt_at=None,
+                              last_error=None, sent_at=None, claim_token=None)
 
     def fetch_pending_alerts(self, now, batch_size=100, lease_seconds=DEFAULT_LEASE_SECONDS):
         """Claim up to `batch_size` due alerts, oldest `next_attempt_at` first.

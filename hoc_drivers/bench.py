@@ -597,9 +597,9 @@ def bench_alert_enqueue(quick=False, full=False):
                 "INSERT INTO costsim_alert_queue (id, tenant_id, payload, alert_type,"
                 " circuit_breaker_name, incident_id, channel, destination, status, attempts,"
                 " max_attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?,"
-                " 'pending', 0, 10, ?, ?) RETURNING *",
+                " 'pending', 0, 10, ?, ?)",
                 (new_id(), "bench", json.dumps(payload, sort_keys=True), "threshold", "webhook",
-                 json.dumps(destination, sort_keys=True), now, now)).fetchall()
+                 json.dumps(destination, sort_keys=True), now, now))
             conn.execute("COMMIT")
 
         try:
