@@ -51,29 +51,32 @@ def workload(name):
     return register
 
 
-def time_each(operation, count):
-    """Run `operation(i)` `count` times; return (ops per second, median microseconds)."""
-    durations = []
+def measure(name, operation, baseline_name, baseline, count, target="", rounds=3, block=50):
+    """Time `operation(i)` and `baseline(i)` in alternating blocks of `block` calls.
+
+    Alternating makes both sides see the same machine (a noisy neighbour slows both), while
+    blocks keep each side's caches warm; every call is timed on its own. Each side reports
+    ops per second over its own time and its median latency; the best of `rounds` is kept.
+    """
     clock = time.perf_counter
-    started = clock()
-    for i in range(count):
-        t0 = clock()
-        operation(i)
-        durations.append(clock() - t0)
-    total = clock() - started
-    return count / total, statistics.median(durations) * 1e6
-
-
-def measure(name, operation, baseline_name, baseline, count, target="", rounds=3):
-    """Time `operation` and `baseline` alternately for `rounds` rounds; keep each one's best."""
     best = best_base = None
     for r in range(rounds):
-        offset = r * count
-        run = time_each(lambda i, offset=offset: operation(offset + i), count)
-        base = time_each(lambda i, offset=offset: baseline(offset + i), count)
-        best = run if best is None or run[1] < best[1] else best
-        best_base = base if best_base is None or base[1] < best_base[1] else best_base
+        run, base = [], []
+        for start in range(r * count, (r + 1) * count, block):
+            for fn, durations in ((operation, run), (baseline, base)):
+                for i in range(start, min(start + block, (r + 1) * count)):
+                    t0 = clock()
+                    fn(i)
+                    durations.append(clock() - t0)
+        this, this_base = _summary(run), _summary(base)
+        best = this if best is None or this[1] < best[1] else best
+        best_base = this_base if best_base is None or this_base[1] < best_base[1] else best_base
     return Measurement(name, best[0], best[1], baseline_name, best_base[0], best_base[1], target)
+
+
+def _summary(durations):
+    """(operations per second, median microseconds) of per-call durations in seconds."""
+    return len(durations) / sum(durations), statistics.median(durations) * 1e6
 
 
 @contextmanager

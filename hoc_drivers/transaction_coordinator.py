@@ -140,14 +140,14 @@ class _TransactionScope:
             return self._inner.__enter__()
         self._inner = None
         db = self.coordinator.db
-        self._atomic = db.atomic(lock_type="IMMEDIATE")
-        self._atomic.__enter__()
+        self._transaction = db.transaction(lock_type="IMMEDIATE")  # outermost: BEGIN IMMEDIATE
+        self._transaction.__enter__()
         tx = state.tx = Transaction(db)
         try:
             self.coordinator._mark_published(tx)
         except BaseException:
             state.tx = None
-            self._atomic.__exit__(*sys.exc_info())
+            self._transaction.__exit__(*sys.exc_info())
             raise
         return tx
 
@@ -162,9 +162,9 @@ class _TransactionScope:
             try:
                 tx.write_outbox()
             except BaseException:
-                self._atomic.__exit__(*sys.exc_info())
+                self._transaction.__exit__(*sys.exc_info())
                 raise
-        self._atomic.__exit__(exc_type, exc, tb)
+        self._transaction.__exit__(exc_type, exc, tb)
         if exc_type is None:
             self.coordinator._after_commit(tx)
         return False
