@@ -176,3 +176,23 @@ def test_plan_and_run_of_a_broken_file_exit_1_with_one_line(run_cli, db_path, po
     assert one_error_line(result) == (f"error: {path}:1:32: unexpected '=='; "
                                       "expected '(', '.', 'and', 'or' or 'then'")
     assert not db_path.exists()
+
+
+def test_check_json_reports_ok_and_errors(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    import cli
+
+    good = tmp_path / "good.plang"
+    good.write_text("policy p: SAFETY { deny }\n")
+    bad = tmp_path / "bad.plang"
+    bad.write_text("policy p: SAFETY {\n  when then deny\n}\n")
+    runner = CliRunner()
+    ok = runner.invoke(cli.cli, ["--db", str(tmp_path / "x.db"), "dag", "check", str(good), "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.output) == {"ok": True, "file": str(good), "nodes": 1,
+                                                             "stages": 1, "files": 1}
+    failed = runner.invoke(cli.cli, ["--db", str(tmp_path / "x.db"), "dag", "check", str(bad), "--json"])
+    data = json.loads(failed.output)
+    assert failed.exit_code == 1 and data["ok"] is False and data["error"].startswith(f"{bad}:2:")

@@ -36,3 +36,11 @@ def test_a_documented_command_that_is_gone_is_caught():
 def test_every_command_help_has_an_example():
     missing = [line for line in render().split("\n## ")[1:] if "Example" not in line]
     assert missing == []
+
+
+def test_every_command_takes_json_and_db():
+    from hoc_drivers.cli_docs import command_paths
+
+    for path, command in command_paths():
+        options = {option for param in command.params for option in param.opts}
+        assert {"--json", "--db"} <= options, path

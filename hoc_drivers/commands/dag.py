@@ -41,10 +41,12 @@ def dag():
 
 @dag.command()
 @click.argument("file", type=_POLICY_FILE)
-def check(file):
+@json_option
+def check(file, as_json):
     """Compile FILE and its imports and plan it; print the first error as FILE:LINE:COL: message.
 
-    Exit 0 when it compiles, 1 when it does not.
+    Exit 0 when it compiles, 1 when it does not. With --json: {"ok", "file", "error" or the
+    counts of nodes, stages and files} on stdout (the exit codes stay the same).
 
     Example: hoc-drivers dag check fixtures/policies/main.plang
     """
@@ -53,10 +55,18 @@ def check(file):
     try:
         module, execution_plan = _compile_and_plan(file)
     except PolicyError as error:
-        click.echo(str(error), err=True)
+        if as_json:
+            emit({"ok": False, "file": file, "error": str(error)}, True)
+        else:
+            click.echo(str(error), err=True)
         raise click.exceptions.Exit(EXIT_FAILED) from None
-    click.echo(f"{file}: ok ({execution_plan.total_policies} nodes in "
-               f"{len(execution_plan.stages)} stages, {len(module.files)} files)")
+    counts = {"nodes": execution_plan.total_policies, "stages": len(execution_plan.stages),
+              "files": len(module.files)}
+    if as_json:
+        emit({"ok": True, "file": file, **counts}, True)
+    else:
+        click.echo(f"{file}: ok ({counts['nodes']} nodes in {counts['stages']} stages, "
+                   f"{counts['files']} files)")
 
 
 @dag.command()
