@@ -32,14 +32,14 @@ _WRITE_SQL = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 class ModuleFindings:
     """What the AST of one module shows."""
 
-    commits: list = field(default_factory=list)     # "line N: db.commit()"
+    commits: list = field(default_factory=list)     # e.g. "line 12: db.commit() call", per finding
     writes: list = field(default_factory=list)
     class_access: dict = field(default_factory=dict)
     class_writes: dict = field(default_factory=dict)
 
 
 def _receiver(node):
-    """Dotted text of a call's receiver (`self.db` for `self.db.commit()`)."""
+    """Dotted source text of the object a method is called on (e.g. `self.db`)."""
     return ast.unparse(node.func.value) if isinstance(node.func, ast.Attribute) else ""
 
 

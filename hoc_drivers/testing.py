@@ -6,7 +6,7 @@ Fixtures: `hoc_db` (an initialised database in a temporary file), `hoc_memory_db
 clock: `.advance(seconds)`), `hoc_guard_cache` (a GuardCache on that clock) and
 `hoc_no_stray_commits` (fails the test if any code tried to commit, or to write, outside the
 coordinator — even if it swallowed the CommitForbidden). `assert_no_stray_commits(db)` is the
-same check as a plain function.
+same check as a plain function; `run_at_once(target, *args)` races `target` in forked processes.
 """
 import shutil
 import sqlite3
@@ -26,6 +26,24 @@ class ManualClock:
     def advance(self, seconds):
         """Move the clock forward by `seconds`."""
         self.now += seconds
+
+
+def run_at_once(target, *args, processes=4, timeout=60):
+    """Run `target(*args, barrier)` in `processes` forked processes; returns their exit codes.
+
+    Each process should call `barrier.wait()` right before the work that must race, so they
+    really run it at the same moment (concurrency tests against one database file).
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(processes)
+    children = [context.Process(target=target, args=(*args, barrier)) for _ in range(processes)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout)
+    return [child.exitcode for child in children]
 
 
 def assert_no_stray_commits(db):

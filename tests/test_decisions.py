@@ -13,6 +13,7 @@ from hoc_drivers.db import connect_database
 from hoc_drivers.models.decisions import DecisionRecordRow, PolicyDecision
 from hoc_drivers.models.runs import Run
 from hoc_drivers.transaction_coordinator import TransactionCoordinator
+from hoc_drivers.testing import run_at_once
 
 T = "tenant-a"
 
@@ -377,7 +378,7 @@ def test_once_only_emitter_called_twice_writes_one_row(hoc_coordinator, name):
     assert len(rows(hoc_coordinator, "tenant-b")) == 1
 
 
-def _emit_in_child(path, name, barrier, results):
+def _emit_in_child(path, name, results, barrier):
     db = connect_database(path)
     coordinator = TransactionCoordinator(db)
     barrier.wait()
@@ -389,16 +390,9 @@ def _emit_in_child(path, name, barrier, results):
 @pytest.mark.parametrize("name", ONCE_ONLY)
 def test_once_only_emitter_from_four_processes_at_once_writes_one_row(hoc_db, hoc_coordinator,
                                                                      name):
-    context = multiprocessing.get_context("fork")
-    barrier, results = context.Barrier(4), context.Queue()
-    children = [context.Process(target=_emit_in_child, args=(hoc_db.database, name, barrier, results))
-                for _ in range(4)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(30)
-    assert [child.exitcode for child in children] == [0, 0, 0, 0]
-    assert sorted(results.get(timeout=5) for _ in children) == [False, False, False, True]
+    results = multiprocessing.get_context("fork").Queue()
+    assert run_at_once(_emit_in_child, hoc_db.database, name, results) == [0, 0, 0, 0]
+    assert sorted(results.get(timeout=5) for _ in range(4)) == [False, False, False, True]
     assert len(rows(hoc_coordinator)) == 1
 
 

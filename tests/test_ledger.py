@@ -1,7 +1,6 @@
 """Discovery ledger: one upsert per emit, aggregation by key, defaults, validation, never blocking."""
 import logging
 import math
-import multiprocessing
 from datetime import datetime, timezone
 
 import pytest
@@ -12,6 +11,7 @@ from hoc_drivers.db import connect_database
 from hoc_drivers.models.ledger import DiscoveryLedgerEntry
 from hoc_drivers.models.runs import Run
 from hoc_drivers.transaction_coordinator import TransactionCoordinator
+from hoc_drivers.testing import run_at_once
 
 ART, SIG = "prediction_events", "high_operator_access"
 
@@ -208,13 +208,5 @@ def _emit_many_in_child(path, barrier):
 
 
 def test_four_processes_emitting_one_key_leave_one_row(hoc_db, hoc_coordinator):
-    context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(4)
-    children = [context.Process(target=_emit_many_in_child, args=(hoc_db.database, barrier))
-                for _ in range(4)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(30)
-    assert [child.exitcode for child in children] == [0, 0, 0, 0]
+    assert run_at_once(_emit_many_in_child, hoc_db.database) == [0, 0, 0, 0]
     assert only_signal(hoc_coordinator)["seen_count"] == 100
