@@ -32,7 +32,7 @@ _WRITE_SQL = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 class ModuleFindings:
     """What the AST of one module shows."""
 
-    commits: list = field(default_factory=list)     # e.g. "line 12: db.commit() call", per finding
+    commits: list = field(default_factory=list)     # one "line N: <call>" text per finding
     writes: list = field(default_factory=list)
     class_access: dict = field(default_factory=dict)
     class_writes: dict = field(default_factory=dict)
