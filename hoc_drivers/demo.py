@@ -14,7 +14,6 @@ from .alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
 from .audit import audit_package
 from .dag_executor import DAGExecutor, get_execution_plan
 from .governance_signal_driver import GovernanceSignalReader, GovernanceSignalWriter
-from .guard_cache import get_guard_cache
 from .guard_read_driver import GuardReadDriver
 from .guard_write_driver import GuardReader, GuardWriteDriver
 from .idempotency import IdempotencyReader, claim_or_get, should_return_cached
@@ -148,7 +147,7 @@ def _alerts(coordinator, s, say, incident_id):
 
 def _kill_switch(coordinator, s, say):
     tenant, ks = s["tenant"], s["kill_switch"]
-    guard = GuardReadDriver(coordinator.db, get_guard_cache())
+    guard = GuardReadDriver(coordinator.db)
     before = guard.get_status(tenant)["is_frozen"]
     guard.get_status(tenant)  # served from the cache
     with coordinator.transaction() as tx:
@@ -157,7 +156,7 @@ def _kill_switch(coordinator, s, say):
         if not state.is_frozen:
             writer.freeze_killswitch(state, ks["by"], ks["reason"])
     after = guard.get_status(tenant)["is_frozen"]
-    stats = get_guard_cache().stats()
+    stats = guard.cache.stats()
     cache = {"hits": sum(stats["hits"].values()), "misses": sum(stats["misses"].values())}
     say("guard_write_driver", f"kill switch of {tenant} frozen by {ks['by']} ({ks['reason']})",
         frozen=True)

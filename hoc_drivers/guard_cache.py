@@ -5,30 +5,39 @@ keyed `guard:<endpoint>:<tenant>[:<extra>]` as SPEC §3 names them. The key is h
 tuple (endpoint, tenant, extra), so `invalidate_tenant("t1")` removes exactly tenant t1's
 entries (never those of "t10"). Values are copied on the way in and on the way out (a dict of
 immutable values with `dict.copy`, anything else by pickling): a caller mutating what it got
-back never changes the cache. Writers never call
-`invalidate_tenant` themselves; they register `invalidate_tenant_on_commit(tx, tenant)` so the
-entries go only after their transaction commits, and a rollback invalidates nothing.
-A reader that computes a value from the database passes the tenant's `generation()` taken
-before it read to `set(..., generation=g)`: if the tenant was invalidated meanwhile, the value
-may predate the write and is not stored.
+back never changes the cache.
+
+A cache serves one database (`serve(db)`; `get_guard_cache(db)` keeps one per database file),
+so two databases with the same tenant id never see each other's entries. Writers never call
+`invalidate_tenant` themselves; they register `invalidate_tenant_on_commit(tx, tenant)`, which
+after their transaction commits invalidates the tenant in every cache serving that database
+file; a rollback invalidates nothing. A reader that computes a value from the database passes
+the tenant's `generation()` taken before it read to `set(..., generation=g)`: if the tenant was
+invalidated meanwhile, the value may predate the write and is not stored.
+
 Each entry carries its own expiry (SPEC's TTLs, or the `ttl` given to `set`), checked on every
-read; the cachetools LRUCache bounds the size, so an expired entry occupies a slot only until it
-is read, invalidated or evicted.
+read. The storage is a cachetools `FIFOCache`: it bounds the size and evicts the entry stored
+first, which with TTLs of seconds is the one closest to expiring. A FIFO cache does not reorder
+itself on a read (an LRU or TTL cache does), so a hit takes no lock: it is one dict lookup, a
+clock read and a copy. Writes, invalidations and evictions take the lock.
 """
 import os
 import pickle
+import sys
+import itertools
 import threading
+import weakref
 from collections import Counter
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from time import monotonic
 
-from cachetools import LRUCache
+from cachetools import FIFOCache
 
 ACCESS = "READ"
 
 __all__ = ["GuardCache", "get_guard_cache", "invalidate_tenant_on_commit", "default_ttls",
-           "STATUS", "SNAPSHOT", "INCIDENTS"]
+           "database_key", "STATUS", "SNAPSHOT", "INCIDENTS"]
 
 STATUS = "status"
 SNAPSHOT = "snapshot"
@@ -37,6 +46,11 @@ INCIDENTS = "incidents"
 # Endpoint -> (environment variable overriding its TTL, default TTL in seconds).
 _TTL_SETTINGS = {STATUS: ("GUARD_STATUS_TTL", 5), SNAPSHOT: ("GUARD_SNAPSHOT_TTL", 10),
                  INCIDENTS: ("GUARD_INCIDENTS_TTL", 5)}
+
+# With the GIL, `counts[key] += 1` on a dict with str keys runs no Python code between its read
+# and its write, so no other thread can interleave and a hit is counted without the lock. A
+# free-threaded interpreter gives no such promise: there hits are counted under the lock.
+_COUNT_HITS_WITHOUT_LOCK = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 def default_ttls():
@@ -56,8 +70,8 @@ def default_ttls():
     return ttls
 
 
-class _TenantIndexedCache(LRUCache):
-    """A cachetools LRUCache (bounded size) that reports every key it evicts.
+class _TenantIndexedCache(FIFOCache):
+    """A cachetools FIFOCache (bounded size) that reports every key it evicts.
 
     Entries are (expires_at, data, flat); GuardCache checks `expires_at` against its timer on
     every read, so expiry is exact and costs one comparison instead of a TTL bookkeeping pass.
@@ -68,7 +82,7 @@ class _TenantIndexedCache(LRUCache):
         self._on_drop = on_drop
 
     def popitem(self):
-        """Evict the least recently used entry (as LRUCache) and report its key."""
+        """Evict the entry stored first (as FIFOCache) and report its key."""
         key, value = super().popitem()
         self._on_drop(key)
         return key, value
@@ -90,7 +104,7 @@ class GuardCache:
 
     `timer` is the clock (seconds, default `time.monotonic`); inject one to test expiry
     exactly. An entry set at t with TTL n is served while timer() < t + n and is gone at
-    t + n. `hits` and `misses` count lookups per endpoint.
+    t + n. `stats()` counts hits and misses per endpoint.
     """
 
     def __init__(self, maxsize=10_000, timer=monotonic, ttls=None, enabled=None):
@@ -98,13 +112,30 @@ class GuardCache:
         if enabled is None:
             enabled = os.environ.get("GUARD_CACHE_ENABLED", "true").strip().lower() == "true"
         self.enabled = enabled
-        self.hits = Counter()
-        self.misses = Counter()
+        self.database = None
+        self._hits = {}
+        self._misses = {}
         self._lock = threading.Lock()
         self._tenant_keys = {}
         self._generations = {}
         self._timer = timer
         self._cache = _TenantIndexedCache(maxsize, self._forget_key)
+
+    def serve(self, db):
+        """Make this the cache of database `db`: its writers' commits invalidate it from now on.
+
+        A cache serves one database; offering it a second one raises ValueError (its entries
+        would be taken for the other database's). Returns the cache.
+        """
+        key = database_key(db)
+        with _registry_lock:
+            if self.database is None:
+                self.database = key
+                _serving.setdefault(key, weakref.WeakSet()).add(self)
+            elif self.database != key:
+                raise ValueError(f"this guard cache already serves {_describe(self.database)}; "
+                                 f"use get_guard_cache(db) for {_describe(key)}")
+        return self
 
     def _forget_key(self, key):
         """Remove `key` from its tenant's index (the cache already dropped it)."""
@@ -119,19 +150,33 @@ class GuardCache:
         if not self.enabled:
             return None
         key = (endpoint, tenant_id, extra if type(extra) is str else str(extra))
-        with self._lock:
+        try:
+            entry = self._cache[key]  # FIFOCache reads do not reorder: no lock needed
+        except KeyError:
+            return self._miss(endpoint, key, None)
+        if entry[0] <= self._timer():  # expired exactly at (or after) its TTL
+            return self._miss(endpoint, key, entry)
+        if _COUNT_HITS_WITHOUT_LOCK:
             try:
-                entry = self._cache[key]
+                self._hits[endpoint] += 1
             except KeyError:
-                entry = None
-            if entry is None or entry[0] <= self._timer():
-                if entry is not None:  # expired exactly at (or after) its TTL
-                    del self._cache[key]
-                    self._forget_key(key)
-                self.misses[endpoint] += 1
-                return None
-            self.hits[endpoint] += 1
+                self._count_first_hit(endpoint)
+        else:
+            self._count_first_hit(endpoint)
         return entry[1].copy() if entry[2] else pickle.loads(entry[1])
+
+    def _count_first_hit(self, endpoint):
+        with self._lock:
+            self._hits[endpoint] = self._hits.get(endpoint, 0) + 1
+
+    def _miss(self, endpoint, key, expired):
+        """Count a miss; drop the `expired` entry unless another thread replaced it."""
+        with self._lock:
+            if expired is not None and self._cache.get(key) is expired:
+                del self._cache[key]
+                self._forget_key(key)
+            self._misses[endpoint] = self._misses.get(endpoint, 0) + 1
+        return None
 
     def generation(self, tenant_id):
         """The tenant's invalidation count: take it before reading what you will `set`."""
@@ -163,7 +208,7 @@ class GuardCache:
                 self._cache.pop(key, None)
                 self._forget_key(key)
                 return False
-            self._cache[key] = (self._timer() + ttl, value, flat)
+            self._cache[key] = (self._timer() + ttl, value, flat)  # a re-set moves to the back
             self._tenant_keys.setdefault(tenant_id, set()).add(key)
         return True
 
@@ -192,8 +237,8 @@ class GuardCache:
         with self._lock:
             self._cache.clear()
             self._tenant_keys.clear()
-            self.hits.clear()
-            self.misses.clear()
+            self._hits.clear()
+            self._misses.clear()
 
     def get_status(self, tenant_id):
         """Cached guard status of the tenant, or None."""
@@ -220,28 +265,93 @@ class GuardCache:
         return self.set(INCIDENTS, tenant_id, data, extra=f"{limit}:{offset}",
                         generation=generation)
 
+    @property
+    def hits(self):
+        """Hits per endpoint (a Counter, copied)."""
+        with self._lock:
+            return Counter(self._hits)
+
+    @property
+    def misses(self):
+        """Misses per endpoint (a Counter, copied)."""
+        with self._lock:
+            return Counter(self._misses)
+
     def stats(self):
         """Hit and miss counts per endpoint, and the number of live entries."""
         with self._lock:
             now = self._timer()
             live = sum(1 for entry in self._cache.values() if entry[0] > now)
-            return {"hits": dict(self.hits), "misses": dict(self.misses), "entries": live}
+            return {"hits": dict(self._hits), "misses": dict(self._misses), "entries": live}
 
 
+# database key -> the caches serving that database; file databases by real path, so every
+# connection to one file in this process invalidates the same caches.
+_serving = {}
+_default_caches = {}  # database key -> the cache get_guard_cache(db) returns
+_registry_lock = threading.RLock()
+_memory_database_numbers = itertools.count(1)
 _instance = None
-_instance_lock = threading.Lock()
 
 
-def get_guard_cache():
-    """The process-wide guard cache (created on first use)."""
+def database_key(db):
+    """Which database `db` is, for the cache registry: the real path of its file, or
+    ("memory", n) for an in-memory database (a number never reused in this process)."""
+    key = getattr(db, "_guard_cache_key", None)
+    if key is not None:
+        return key
+    with _registry_lock:
+        key = getattr(db, "_guard_cache_key", None)
+        if key is None:
+            name = str(db.database)
+            if name == ":memory:" or name.startswith("file::memory:") or "mode=memory" in name:
+                key = ("memory", next(_memory_database_numbers))
+                weakref.finalize(db, _forget_memory_database, key)
+            else:
+                key = os.path.realpath(name)
+            db._guard_cache_key = key
+    return key
+
+
+def _forget_memory_database(key):
+    # Plain dict pops, no lock: safe in whichever thread collects the database object.
+    _serving.pop(key, None)
+    _default_caches.pop(key, None)
+
+
+def _describe(key):
+    return "an in-memory database" if isinstance(key, tuple) else key
+
+
+def get_guard_cache(db=None):
+    """The guard cache of database `db` (one per database file, created on first use).
+
+    Without `db`: the process-wide cache of SPEC's `get_guard_cache()`, which serves whichever
+    database it is first used with.
+    """
     global _instance
-    if _instance is None:
-        with _instance_lock:
+    if db is None:
+        with _registry_lock:
             if _instance is None:
                 _instance = GuardCache()
-    return _instance
+            return _instance
+    key = database_key(db)
+    with _registry_lock:
+        cache = _default_caches.get(key)
+        if cache is None:
+            cache = _default_caches[key] = GuardCache()
+    return cache.serve(db)
 
 
 def invalidate_tenant_on_commit(tx, tenant_id):
-    """Invalidate the tenant's guard cache entries after `tx` commits (nothing on rollback)."""
-    tx.on_commit(lambda: get_guard_cache().invalidate_tenant(tenant_id))
+    """After `tx` commits, invalidate the tenant in every cache serving its database file
+    (nothing on rollback)."""
+    key = database_key(tx.db)
+
+    def invalidate():
+        with _registry_lock:
+            caches = list(_serving.get(key, ()))
+        for cache in caches:
+            cache.invalidate_tenant(tenant_id)
+
+    tx.on_commit(invalidate)

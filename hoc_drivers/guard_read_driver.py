@@ -6,11 +6,11 @@ committed write is never cached after that write's invalidation). Only SELECTs.
 """
 from datetime import datetime, time, timezone
 
-from peewee import fn
+from peewee import SQL, Select, fn
 
 from .governance_signal_driver import GovernanceSignalReader
 from .guard_cache import INCIDENTS, SNAPSHOT, STATUS, get_guard_cache
-from .models.base import utcnow
+from .models.base import PLACEHOLDER, PreparedQuery, utcnow
 from .models.cost import CostRecord
 from .models.guard import KillSwitchState
 from .models.runs import Incident, Run
@@ -28,6 +28,31 @@ def _require_tenant(tenant_id):
     return tenant_id
 
 
+def _count(model, where):
+    """A scalar subquery counting `model` rows (COUNT(*), so a covering index suffices)."""
+    return model.select(fn.COUNT(SQL("*"))).where(where)
+
+
+# Built by Peewee once; each miss only binds the tenant (and the start of today).
+_TENANT_SWITCH = PreparedQuery(lambda: KillSwitchState.select(
+    KillSwitchState.is_frozen, KillSwitchState.frozen_at, KillSwitchState.frozen_by,
+    KillSwitchState.freeze_reason).where(
+    (KillSwitchState.tenant_id == PLACEHOLDER) & (KillSwitchState.entity_type == "tenant")
+    & (KillSwitchState.entity_id == PLACEHOLDER)).limit(1))
+_LAST_INCIDENT = Incident.select(fn.MAX(Incident.created_at)).where(Incident.tenant_id == PLACEHOLDER)
+_STATUS_COUNTS = PreparedQuery(lambda: Select(columns=[
+    _count(KillSwitchState, (KillSwitchState.tenant_id == PLACEHOLDER)
+           & (KillSwitchState.entity_type == "key") & KillSwitchState.is_frozen),
+    _count(Incident, (Incident.tenant_id == PLACEHOLDER) & (Incident.status == "open")),
+    _LAST_INCIDENT]))
+_SNAPSHOT_COUNTS = PreparedQuery(lambda: Select(columns=[
+    _count(Run, (Run.tenant_id == PLACEHOLDER) & (Run.created_at >= PLACEHOLDER)),
+    CostRecord.select(fn.COALESCE(fn.SUM(CostRecord.cost_cents), 0)).where(
+        (CostRecord.tenant_id == PLACEHOLDER) & (CostRecord.created_at >= PLACEHOLDER)),
+    _count(Incident, (Incident.tenant_id == PLACEHOLDER) & (Incident.created_at >= PLACEHOLDER)),
+    _LAST_INCIDENT]))
+
+
 class GuardReadDriver:
     """Cached guard console reads for one database; `clock` gives aware UTC now ("today")."""
 
@@ -35,7 +60,7 @@ class GuardReadDriver:
 
     def __init__(self, db, cache=None, clock=utcnow):
         self.db = db
-        self.cache = cache or get_guard_cache()
+        self.cache = get_guard_cache(db) if cache is None else cache.serve(db)
         self.clock = clock
 
     def get_status(self, tenant_id):
@@ -69,28 +94,18 @@ class GuardReadDriver:
         frozen, how many incidents are open, and is the tenant blocked by a governance signal.
         """
         _require_tenant(tenant_id)
-        switch = (KillSwitchState.select()
-                  .where((KillSwitchState.tenant_id == tenant_id)
-                         & (KillSwitchState.entity_type == "tenant")
-                         & (KillSwitchState.entity_id == tenant_id))
-                  .first(self.db))
-        frozen = bool(switch and switch.is_frozen)
-        frozen_keys = (KillSwitchState.select()
-                       .where((KillSwitchState.tenant_id == tenant_id)
-                              & (KillSwitchState.entity_type == "key")
-                              & KillSwitchState.is_frozen)
-                       .count(self.db))
-        open_incidents = (Incident.select()
-                          .where((Incident.tenant_id == tenant_id) & (Incident.status == "open"))
-                          .count(self.db))
+        switch = _TENANT_SWITCH.execute(self.db, (tenant_id, tenant_id)).fetchone()
+        frozen = bool(switch and switch[0])
+        frozen_keys, open_incidents, last_incident = _STATUS_COUNTS.execute(
+            self.db, (tenant_id, tenant_id, tenant_id)).fetchone()
         blocked = GovernanceSignalReader(self.db, self.clock).is_blocked(tenant_id)
         return {"tenant_id": tenant_id, "is_frozen": frozen,
-                "frozen_at": switch.frozen_at if frozen else None,
-                "frozen_by": switch.frozen_by if frozen else None,
-                "freeze_reason": switch.freeze_reason if frozen else None,
+                "frozen_at": KillSwitchState.frozen_at.python_value(switch[1]) if frozen else None,
+                "frozen_by": switch[2] if frozen else None,
+                "freeze_reason": switch[3] if frozen else None,
                 "frozen_keys": frozen_keys, "open_incidents": open_incidents,
                 "governance_blocked": blocked,
-                "last_incident_time": self._last_incident_time(tenant_id),
+                "last_incident_time": Incident.created_at.python_value(last_incident),
                 "computed_at": self.clock()}
 
     def compute_snapshot(self, tenant_id):
@@ -98,18 +113,13 @@ class GuardReadDriver:
         _require_tenant(tenant_id)
         now = self.clock()
         start = datetime.combine(now.astimezone(timezone.utc).date(), time(), timezone.utc)
-        runs = (Run.select()
-                .where((Run.tenant_id == tenant_id) & (Run.created_at >= start))
-                .count(self.db))
-        spend = (CostRecord.select(fn.COALESCE(fn.SUM(CostRecord.cost_cents), 0))
-                 .where((CostRecord.tenant_id == tenant_id) & (CostRecord.created_at >= start))
-                 .scalar(self.db))
-        incidents = (Incident.select()
-                     .where((Incident.tenant_id == tenant_id) & (Incident.created_at >= start))
-                     .count(self.db))
+        since = Run.created_at.db_value(start)
+        runs, spend, incidents, last_incident = _SNAPSHOT_COUNTS.execute(
+            self.db, (tenant_id, since, tenant_id, since, tenant_id, since, tenant_id)).fetchone()
         return {"tenant_id": tenant_id, "date": start.date().isoformat(), "runs_today": runs,
                 "spend_today_cents": spend, "incidents_today": incidents,
-                "last_incident_time": self._last_incident_time(tenant_id), "computed_at": now}
+                "last_incident_time": Incident.created_at.python_value(last_incident),
+                "computed_at": now}
 
     def compute_incident_page(self, tenant_id, limit=10, offset=0):
         """From the database: {items, total, limit, offset}, newest incidents first."""
@@ -125,9 +135,6 @@ class GuardReadDriver:
         return {"tenant_id": tenant_id, "items": items, "total": total, "limit": limit,
                 "offset": offset}
 
-    def _last_incident_time(self, tenant_id):
-        return (Incident.select(fn.MAX(Incident.created_at))
-                .where(Incident.tenant_id == tenant_id).scalar(self.db))
 
 
 def _check_page(limit, offset):

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from hoc_drivers import guard_cache as guard_cache_module
 from hoc_drivers.alert_driver import AlertDriver, AlertQueueReader
 from hoc_drivers.alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
 from hoc_drivers.alert_sender import (AlertDelivery, AlertSender, SmtpSettings,
@@ -131,10 +130,8 @@ def receiver():
 
 
 @pytest.fixture
-def shared_cache(monkeypatch):
-    cache = GuardCache(timer=ManualClock())
-    monkeypatch.setattr(guard_cache_module, "_instance", cache)
-    return cache
+def shared_cache(hoc_db):
+    return GuardCache(timer=ManualClock()).serve(hoc_db)
 
 
 def emit_breach(coordinator, cfg, **fields):

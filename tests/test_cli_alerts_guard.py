@@ -8,24 +8,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hoc_drivers import guard_cache as guard_cache_module
 from hoc_drivers.db import connect_database, init_database
-from hoc_drivers.guard_cache import GuardCache
 from hoc_drivers.guard_write_driver import GuardWriteDriver
 from hoc_drivers.models.alerts import AlertQueueItem, canonical_json
 from hoc_drivers.models.base import new_id, utcnow
-from hoc_drivers.testing import ManualClock
 from hoc_drivers.transaction_coordinator import TransactionCoordinator
 
 SECRET = "cli-webhook-secret"
 ENQUEUE = ["alerts", "enqueue", "--tenant", "acme", "--policy", "budget", "--run", "run-42",
            "--metric", "cost", "--current", "85", "--threshold", "100"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_guard_cache(monkeypatch):
-    """Each test gets its own process-wide guard cache (CLI runs share this process)."""
-    monkeypatch.setattr(guard_cache_module, "_instance", GuardCache(timer=ManualClock()))
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ def anomaly(tx, tenant="t1", anomaly_id="an-1", anomaly_type="BUDGET_EXCEEDED", 
 
 
 @pytest.fixture
-def guard_cache(monkeypatch, hoc_guard_cache):
-    """A fresh cache in place of the process-wide one that post-commit invalidation uses."""
-    monkeypatch.setattr("hoc_drivers.guard_cache._instance", hoc_guard_cache)
-    return hoc_guard_cache
+def guard_cache(hoc_db, hoc_guard_cache):
+    """A fresh cache serving the test's database (so its commits invalidate it)."""
+    return hoc_guard_cache.serve(hoc_db)
 
 
 def test_docstring_example_fields(hoc_coordinator, hoc_no_stray_commits):

@@ -19,11 +19,10 @@ from hoc_drivers.testing import ManualClock
 
 
 @pytest.fixture
-def shared_cache(monkeypatch):
-    """The process-wide cache (the one writers invalidate), on a clock that never moves."""
-    cache = GuardCache(timer=ManualClock())
-    monkeypatch.setattr(guard_cache_module, "_instance", cache)
-    return cache
+def shared_cache(hoc_db):
+    """A cache serving the test's database (so writers invalidate it), on a clock that never
+    moves."""
+    return GuardCache(timer=ManualClock()).serve(hoc_db)
 
 
 @pytest.fixture
@@ -171,15 +170,42 @@ def test_disabled_cache_misses_and_stores_nothing(monkeypatch):
     assert cache.stats()["misses"] == {}
 
 
-def test_least_recently_used_entries_are_evicted_and_forgotten(hoc_clock):
+def test_the_entry_stored_first_is_evicted_and_forgotten(hoc_clock):
     cache = GuardCache(maxsize=2, timer=hoc_clock)
     cache.set_status("a", {})
     cache.set_status("b", {})
-    cache.get_status("a")
+    cache.get_status("a")          # a read does not reorder (that is what keeps hits lock-free)
+    cache.set_status("c", {})
+    assert cache.get_status("a") is None
+    assert cache.get_status("b") == {} and cache.get_status("c") == {}
+    assert cache.invalidate_tenant("a") == 0 and "a" not in cache._tenant_keys
+
+
+def test_storing_again_moves_an_entry_to_the_back(hoc_clock):
+    cache = GuardCache(maxsize=2, timer=hoc_clock)
+    cache.set_status("a", {"v": 1})
+    cache.set_status("b", {})
+    cache.set_status("a", {"v": 2})  # refreshed: now the newest
     cache.set_status("c", {})
     assert cache.get_status("b") is None
-    assert cache.get_status("a") == {} and cache.get_status("c") == {}
-    assert cache.invalidate_tenant("b") == 0
+    assert cache.get_status("a") == {"v": 2} and cache.get_status("c") == {}
+
+
+def test_hits_counted_from_many_threads_are_exact(hoc_guard_cache):
+    hoc_guard_cache.set_status("t1", {"v": 1})
+    calls = 20_000
+
+    def read():
+        for _ in range(calls):
+            assert hoc_guard_cache.get_status("t1") == {"v": 1}
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert hoc_guard_cache.stats()["hits"] == {"status": 8 * calls}
+    assert hoc_guard_cache.hits["status"] == 8 * calls
 
 
 def test_concurrent_use_from_threads(hoc_clock):
@@ -379,13 +405,90 @@ def test_incident_pages_are_newest_first_and_cached_per_page(reader, hoc_coordin
 
 def test_recording_a_signal_refreshes_the_tenants_guard_status_after_commit(hoc_db, hoc_coordinator):
     from hoc_drivers.governance_signal_driver import GovernanceSignalWriter
-    import hoc_drivers.guard_cache as guard_cache_module
     from hoc_drivers.guard_read_driver import GuardReadDriver
 
-    cache = guard_cache_module.get_guard_cache()
-    cache.clear()
-    reader = GuardReadDriver(hoc_db, cache)
+    reader = GuardReadDriver(hoc_db)  # the database's own cache, get_guard_cache(hoc_db)
     assert reader.get_status("acme")["governance_blocked"] is False
     with hoc_coordinator.transaction() as tx:
         GovernanceSignalWriter(tx).record_signal("MANUAL_OVERRIDE", "acme", "BLOCKED", "OPS")
     assert reader.get_status("acme")["governance_blocked"] is True  # inside the 5 s TTL
+
+
+# ------------------------------------------------------------------ one cache per database
+
+
+def _frozen_tenant_db(path, frozen):
+    from hoc_drivers.db import init_database
+    from hoc_drivers.transaction_coordinator import TransactionCoordinator
+
+    db = init_database(str(path))
+    if frozen:
+        with TransactionCoordinator(db).transaction() as tx:
+            writer = GuardWriteDriver(tx)
+            state, _ = writer.get_or_create_killswitch_state("tenant", "acme", "acme")
+            writer.freeze_killswitch(state, "ops", "test")
+    return db
+
+
+def test_two_databases_with_one_tenant_id_never_share_entries(tmp_path):
+    frozen_db = _frozen_tenant_db(tmp_path / "a.db", frozen=True)
+    thawed_db = _frozen_tenant_db(tmp_path / "b.db", frozen=False)
+    try:
+        for _ in range(2):  # a miss, then a hit, on each database
+            assert GuardReadDriver(frozen_db).get_status("acme")["is_frozen"] is True
+            assert GuardReadDriver(thawed_db).get_status("acme")["is_frozen"] is False
+        assert get_guard_cache(frozen_db) is not get_guard_cache(thawed_db)
+        assert get_guard_cache(frozen_db).stats()["hits"] == {"status": 1}
+    finally:
+        frozen_db.close()
+        thawed_db.close()
+
+
+def test_a_cache_serves_one_database_only(tmp_path, hoc_guard_cache):
+    first = _frozen_tenant_db(tmp_path / "a.db", frozen=False)
+    second = _frozen_tenant_db(tmp_path / "b.db", frozen=False)
+    try:
+        GuardReadDriver(first, hoc_guard_cache)
+        GuardReadDriver(first, hoc_guard_cache)  # the same database again is fine
+        with pytest.raises(ValueError, match=r"already serves .*a\.db; use get_guard_cache\(db\)"):
+            GuardReadDriver(second, hoc_guard_cache)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_commit_on_another_connection_to_the_file_invalidates(tmp_path):
+    from hoc_drivers.db import connect_database
+    from hoc_drivers.transaction_coordinator import TransactionCoordinator
+
+    reading = _frozen_tenant_db(tmp_path / "a.db", frozen=False)
+    writing = connect_database(str(tmp_path / "." / "a.db"))  # another object, another spelling
+    try:
+        reader = GuardReadDriver(reading)
+        assert reader.get_status("acme")["is_frozen"] is False
+        assert get_guard_cache(writing) is reader.cache
+        with TransactionCoordinator(writing).transaction() as tx:
+            writer = GuardWriteDriver(tx)
+            state, _ = writer.get_or_create_killswitch_state("tenant", "acme", "acme")
+            writer.freeze_killswitch(state, "ops", "test")
+        assert reader.get_status("acme")["is_frozen"] is True  # inside the 5 s TTL
+    finally:
+        reading.close()
+        writing.close()
+
+
+def test_in_memory_databases_each_have_their_own_cache_and_are_forgotten():
+    import gc
+
+    from hoc_drivers.db import open_database
+
+    first, second = open_database(":memory:"), open_database(":memory:")
+    assert get_guard_cache(first) is not get_guard_cache(second)
+    key = guard_cache_module.database_key(first)
+    assert key in guard_cache_module._default_caches
+    first.close()
+    del first
+    gc.collect()
+    assert key not in guard_cache_module._default_caches
+    assert guard_cache_module.database_key(open_database(":memory:")) != key
+    second.close()

@@ -16,10 +16,9 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def guard_cache(monkeypatch, hoc_guard_cache):
-    """A fresh cache in place of the process-wide one that post-commit invalidation uses."""
-    monkeypatch.setattr("hoc_drivers.guard_cache._instance", hoc_guard_cache)
-    return hoc_guard_cache
+def guard_cache(hoc_db, hoc_guard_cache):
+    """A fresh cache serving the test's database (so its commits invalidate it)."""
+    return hoc_guard_cache.serve(hoc_db)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ class Run(BaseModel):
     """An agent run; its idempotency key is unique per tenant."""
 
     id = CharField(primary_key=True, default=new_id)
-    tenant_id = CharField(index=True)
+    tenant_id = CharField()
     agent_id = CharField(null=True)
     idempotency_key = CharField(null=True)
     request_fingerprint = CharField(null=True)
@@ -19,7 +19,8 @@ class Run(BaseModel):
 
     class Meta:
         table_name = "runs"
-        indexes = ((("tenant_id", "idempotency_key"), True),)
+        # (tenant, created_at) also serves lookups by tenant alone, and today's run count.
+        indexes = ((("tenant_id", "idempotency_key"), True), (("tenant_id", "created_at"), False))
 
 
 class Trace(BaseModel):
