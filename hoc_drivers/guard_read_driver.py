@@ -80,10 +80,11 @@ class GuardReadDriver:
     def _read_through(self, endpoint, tenant_id, extra, compute):
         """The cached value, else `compute(tenant_id)`, stored unless the tenant was
         invalidated while it was computed."""
+        if type(tenant_id) is str:  # only a valid tenant's value is ever stored: check on a miss
+            cached = self.cache.get(endpoint, tenant_id, extra)
+            if cached is not None:
+                return cached
         _require_tenant(tenant_id)
-        cached = self.cache.get(endpoint, tenant_id, extra)
-        if cached is not None:
-            return cached
         generation = self.cache.generation(tenant_id)
         value = compute(tenant_id)
         self.cache.set(endpoint, tenant_id, value, extra=extra, generation=generation)
