@@ -24,14 +24,17 @@ from .schema_parity import run_startup_parity_check
 from .transaction_coordinator import RunCompletionTransaction
 from .worker_write_service_async import WorkerWriteServiceAsync
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# Installed, fixtures/ ships inside the package (setup.cfg); in a checkout it sits beside it.
+_PACKAGE = Path(__file__).resolve().parent
+FIXTURES = next((p for p in (_PACKAGE / "fixtures", _PACKAGE.parent / "fixtures") if p.is_dir()),
+                _PACKAGE.parent / "fixtures")
 SCENARIO = FIXTURES / "demo_scenario.json"
 
 
 def load_scenario(path=SCENARIO):
     """The demo's inputs (tenant, signal, policies, anomaly, thresholds, ...)."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"demo scenario not found: {path} (run from a checkout)")
+        raise FileNotFoundError(f"demo scenario not found: {path} (reinstall hoc-drivers)")
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
