@@ -343,15 +343,27 @@ def get_guard_cache(db=None):
     return cache.serve(db)
 
 
-def invalidate_tenant_on_commit(tx, tenant_id):
-    """After `tx` commits, invalidate the tenant in every cache serving its database file
-    (nothing on rollback)."""
+def invalidate_tenant_on_commit(tx, tenant_id, endpoint=None):
+    """After `tx` commits, invalidate the tenant (only its `endpoint` entry, when given) in
+    every cache serving its database file; nothing on rollback.
+
+    `tx` is a coordinator transaction, or a database with one open in this thread.
+    """
+    if not hasattr(tx, "on_commit"):
+        from .transaction_coordinator import open_transaction
+
+        db, tx = tx, open_transaction(tx)
+        if tx is None:
+            raise RuntimeError(f"no coordinator transaction is open on {db.database}")
     key = database_key(tx.db)
 
     def invalidate():
         with _registry_lock:
             caches = list(_serving.get(key, ()))
         for cache in caches:
-            cache.invalidate_tenant(tenant_id)
+            if endpoint is None:
+                cache.invalidate_tenant(tenant_id)
+            else:
+                cache.invalidate(endpoint, tenant_id)
 
     tx.on_commit(invalidate)

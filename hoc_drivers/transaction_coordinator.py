@@ -229,6 +229,11 @@ class TransactionCoordinator:
         return len(pending)
 
 
+def open_transaction(db):
+    """The coordinator transaction open on `db` in this thread, or None."""
+    return getattr(getattr(db, "_hoc_transaction_state", None), "tx", None)
+
+
 def _thread_state(db):
     """The per-thread open-transaction slot of `db`, shared by all its coordinators."""
     state = getattr(db, "_hoc_transaction_state", None)

@@ -13,6 +13,7 @@ refuses it at the database too); an upsert that changes nothing is a no-op.
 """
 import asyncio
 
+from .guard_cache import SNAPSHOT, invalidate_tenant_on_commit
 from .models.base import new_id, utcnow
 from .models.cost import (IMMUTABLE_WORKER_RUN_COLUMNS, TERMINAL_WORKER_RUN_STATUSES,
                           WORKER_RUN_STATUSES, CostAnomaly, CostRecord, WorkerRun)
@@ -171,6 +172,7 @@ class WorkerWriteService:
                "cost_cents": float(_require_amount(cost_cents, "cost_cents")),
                "created_at": utcnow()}
         CostRecord.insert(row).execute(self.tx.db)
+        invalidate_tenant_on_commit(self.tx, tenant_id, SNAPSHOT)  # today's spend changed
         return CostRecord.select().where(CostRecord.id == row["id"]).first(self.tx.db)
 
     def insert_cost_advisory(self, tenant_id, run_id, daily_spend, warn_threshold,

@@ -342,6 +342,30 @@ def test_governance_block_shows_in_status(reader, hoc_coordinator, shared_cache)
     assert reader.get_status("other")["governance_blocked"] is False
 
 
+def test_a_new_run_or_cost_refreshes_only_the_snapshot_after_commit(reader, shared_cache,
+                                                                     hoc_coordinator):
+    from hoc_drivers.idempotency import IdempotencyWriter
+    from hoc_drivers.worker_write_service_async import WorkerWriteService
+
+    reader.get_status("t1")
+    before = reader.get_snapshot("t1")
+    assert (before["runs_today"], before["spend_today_cents"]) == (0, 0)
+    with pytest.raises(RuntimeError):
+        with hoc_coordinator.transaction() as tx:
+            IdempotencyWriter(tx).claim_or_get("key-0", "t1")
+            raise RuntimeError("rolled back")
+    assert reader.get_snapshot("t1") == before  # still the cached value
+    with hoc_coordinator.transaction() as tx:
+        IdempotencyWriter(tx).claim_or_get("key-1", "t1")
+        IdempotencyWriter(tx.db).claim_or_get("key-2", "t1")  # given the database, same rule
+        WorkerWriteService(tx).insert_cost_record("run-1", "t1", "gpt-x", 10, 20, 250)
+        assert reader.get_snapshot("t1") == before  # never before the commit
+    after = reader.get_snapshot("t1")
+    assert (after["runs_today"], after["spend_today_cents"]) == (2, 250)
+    reader.get_status("t1")
+    assert shared_cache.stats()["hits"] == {"status": 1, "snapshot": 2}
+
+
 def test_a_write_committed_during_a_miss_is_not_cached_stale(hoc_db, shared_cache,
                                                               hoc_coordinator):
     class FreezeDuringRead(GuardReadDriver):
