@@ -6,22 +6,54 @@ coordinator opens every transaction with BEGIN IMMEDIATE, so between the SELECT 
 and the UPDATE that leases them no other sender can write; the lease pushes `next_attempt_at`
 past the claim, so the same alert is never handed to two senders, and an alert whose sender
 crashed is due again once its lease has passed. Sent / retry / failed updates are applied
-only while the caller still holds the claim.
+only while the caller still holds the claim. Queueing or reviving an alert wakes the senders
+serving this database file in this process (`AlertSender.serve`) after the transaction commits.
 """
 import json
+import threading
+import weakref
 from datetime import timedelta
 
 from peewee import OP, SQL, Expression, Select, fn
 
+from .db import database_key, per_database_registry
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
 from .models.base import PLACEHOLDER, PreparedQuery, as_utc, in_column_order, new_id, utcnow
 from .models.runs import Incident
 
 ACCESS = "READ+WRITE"
 
-__all__ = ["AlertQueueReader", "AlertQueueWriter", "AlertDriver", "DEFAULT_LEASE_SECONDS"]
+__all__ = ["AlertQueueReader", "AlertQueueWriter", "AlertDriver", "DEFAULT_LEASE_SECONDS",
+           "listen_for_alerts", "stop_listening"]
 
 DEFAULT_LEASE_SECONDS = 300
+
+# database key -> the running senders (anything with a `wake()`) to wake when alerts are queued.
+_listeners = per_database_registry()
+_listeners_lock = threading.Lock()
+
+
+def listen_for_alerts(db, listener):
+    """Call `listener.wake()` after each commit that queues or revives alerts on `db`'s file."""
+    with _listeners_lock:
+        _listeners.setdefault(database_key(db), weakref.WeakSet()).add(listener)
+
+
+def stop_listening(db, listener):
+    """Undo `listen_for_alerts(db, listener)`."""
+    with _listeners_lock:
+        _listeners.get(database_key(db), weakref.WeakSet()).discard(listener)
+
+
+def _wake_listeners_on_commit(db):
+    """After the open transaction on `db` commits, wake the senders serving its file."""
+    from .transaction_coordinator import open_transaction
+
+    with _listeners_lock:
+        listeners = list(_listeners.get(database_key(db), ()))
+    tx = open_transaction(db)
+    if listeners and tx is not None:
+        tx.on_commit(lambda: [listener.wake() for listener in listeners])
 
 
 def _due(now):
@@ -116,6 +148,13 @@ class AlertQueueReader:
         """How many alerts `fetch_pending_alerts(now, ...)` could claim in total."""
         return AlertQueueItem.select().where(_due(now)).count(self.db)
 
+    def next_due_at(self):
+        """When the next pending alert with attempts left falls due (None: none is pending)."""
+        return (AlertQueueItem.select(AlertQueueItem.next_attempt_at)
+                .where((AlertQueueItem.status == "pending")
+                       & (AlertQueueItem.attempts < AlertQueueItem.max_attempts))
+                .order_by(AlertQueueItem.next_attempt_at).limit(1).scalar(self.db))
+
     def count_old_alerts(self, cutoff, statuses):
         """How many alerts `purge_old_alerts(cutoff, statuses)` would delete."""
         if not statuses:
@@ -160,6 +199,7 @@ class AlertQueueWriter:
                   "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now}
         fields = AlertQueueItem._meta.fields
         _INSERT_ALERT.execute(self.db, [fields[n].db_value(values[n]) for n in _INSERT_COLUMNS])
+        _wake_listeners_on_commit(self.db)
         return AlertQueueItem(**values, status="pending", attempts=0, last_attempt_at=None,
                               last_error=None, sent_at=None, claim_token=None)
 
@@ -226,6 +266,7 @@ class AlertQueueWriter:
         """Failed alerts back to pending with `max_retries` more attempts, due `now`; count."""
         if max_retries < 0:
             raise ValueError(f"max_retries must not be negative, got {max_retries}")
+        _wake_listeners_on_commit(self.db)
         return (AlertQueueItem.update(
                     status="pending", max_attempts=AlertQueueItem.max_attempts + max_retries,
                     next_attempt_at=now, claim_token=None)

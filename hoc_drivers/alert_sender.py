@@ -8,7 +8,9 @@ min(2 ** n, max_backoff_seconds) seconds (2, 4, 8, ... 256, 300). An alert with 
 destination is a configuration error: it is marked failed at once (visible in the stats) and
 `retry_failed_alerts` revives it once the configuration is fixed. Nothing here raises into the
 caller: failures are logged and counted. Only the standard library talks to the network
-(`urllib.request`, `smtplib`), always with a timeout.
+(`urllib.request`, `smtplib`), always with a timeout. `serve()` keeps a sender running: it
+delivers what is due, then waits for the next alert to fall due, for a commit in this process
+that queues one (`wake()`), or for `poll_seconds` (alerts queued by other processes).
 """
 import json
 import logging
@@ -16,6 +18,7 @@ import os
 import smtplib
 import socket
 import ssl
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,7 +26,7 @@ from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formataddr
 
-from .alert_driver import AlertDriver
+from .alert_driver import AlertDriver, AlertQueueReader, listen_for_alerts, stop_listening
 from .alert_emitter import validate_http_url
 from .guard_cache import invalidate_tenant_on_commit
 from .models.alerts import canonical_json
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_BACKOFF_SECONDS = 300
 DEFAULT_BATCH_SIZE = 10
+DEFAULT_POLL_SECONDS = 5.0
 USER_AGENT = "hoc-drivers-alert-sender/0.1"
 
 
@@ -194,6 +198,8 @@ class AlertSender:
         self.batch_size = batch_size
         self.max_backoff_seconds = max_backoff_seconds
         self.lease_seconds = lease_seconds or int(batch_size * self.delivery.timeout * 2) + 60
+        self._wake = threading.Event()
+        self._stopping = False
 
     def process_batch(self, batch_size=None):
         """Claim and deliver one batch: {processed, sent, retried, failed, lost, errors}.
@@ -260,3 +266,51 @@ class AlertSender:
                 on_batch(counts)
             if counts["processed"] == 0:
                 return totals
+
+    def serve(self, poll_seconds=DEFAULT_POLL_SECONDS, on_batch=None):
+        """Deliver alerts until `stop()` is called; totals as `process_batch`.
+
+        After each drain it waits until the next queued alert falls due, until `wake()` (a
+        commit in this process that queues or revives alerts on this database file calls it),
+        or at most `poll_seconds` (alerts queued by other processes), whichever comes first.
+        `on_batch(counts)` is called after each batch, as in `drain`. After a database error
+        it waits the full `poll_seconds` before trying again.
+        """
+        if poll_seconds <= 0:
+            raise ValueError(f"poll_seconds must be positive, got {poll_seconds}")
+        totals = dict.fromkeys(("processed", "sent", "retried", "failed", "lost", "errors"), 0)
+        db = self.coordinator.db
+        listen_for_alerts(db, self)
+        try:
+            while not self._stopping:
+                self._wake.clear()  # before draining: a wake during the drain is kept
+                counts = self.drain(on_batch=on_batch)
+                for key, value in counts.items():
+                    totals[key] += value
+                if not self._stopping:
+                    self._wake.wait(poll_seconds if counts["errors"]
+                                    else self._seconds_until_due(poll_seconds))
+        finally:
+            stop_listening(db, self)
+            self._stopping = False
+        return totals
+
+    def _seconds_until_due(self, poll_seconds):
+        """Seconds until the next queued alert falls due, within [0, poll_seconds]."""
+        try:
+            due = AlertQueueReader(self.coordinator.db).next_due_at()
+        except Exception:
+            log.exception("reading the next due alert failed")
+            return poll_seconds
+        if due is None:
+            return poll_seconds
+        return min(max((due - self.clock()).total_seconds(), 0.0), poll_seconds)
+
+    def wake(self):
+        """Make a waiting `serve()` look at the queue now."""
+        self._wake.set()
+
+    def stop(self):
+        """Make `serve()` return after the batch in flight (safe from a signal handler)."""
+        self._stopping = True
+        self._wake.set()

@@ -6,8 +6,11 @@ control call (`commit`, `rollback`, `atomic`, `transaction`, `manual_commit`, `s
 `begin`, and raw BEGIN / COMMIT / ROLLBACK / SAVEPOINT / RELEASE SQL) that does not come
 from `hoc_drivers.transaction_coordinator`, and every write made outside a transaction.
 """
+import itertools
 import os
 import sys
+import threading
+import weakref
 
 from peewee import SqliteDatabase
 
@@ -179,3 +182,46 @@ def connect_database(path=None):
     from . import models
 
     return models.bind(open_database(path))
+
+
+# ---------------------------------------------------------------------------------------
+# Per-database registries (guard caches, running alert senders)
+
+_registries = []
+_key_lock = threading.Lock()
+_memory_database_numbers = itertools.count(1)
+
+
+def database_key(db):
+    """Which database `db` is, for per-database registries: the real path of its file (every
+    connection to one file shares it), or ("memory", n) for an in-memory database, with an n
+    never reused in this process."""
+    key = getattr(db, "_hoc_database_key", None)
+    if key is not None:
+        return key
+    with _key_lock:
+        key = getattr(db, "_hoc_database_key", None)
+        if key is None:
+            name = str(db.database)
+            if name == ":memory:" or name.startswith("file::memory:") or "mode=memory" in name:
+                key = ("memory", next(_memory_database_numbers))
+                weakref.finalize(db, _forget_memory_database, key)
+            else:
+                key = os.path.realpath(name)
+            db._hoc_database_key = key
+    return key
+
+
+def per_database_registry():
+    """A new dict to key by `database_key`; an in-memory database's entry is removed when
+    that database object is collected."""
+    registry = {}
+    _registries.append(registry)
+    return registry
+
+
+def _forget_memory_database(key):
+    # Plain dict pops, no lock: safe in whichever thread collects the database object.
+    for registry in _registries:
+        registry.pop(key, None)
+

@@ -24,7 +24,6 @@ clock read and a copy. Writes, invalidations and evictions take the lock.
 import os
 import pickle
 import sys
-import itertools
 import threading
 import weakref
 from collections import Counter
@@ -34,10 +33,12 @@ from time import monotonic
 
 from cachetools import FIFOCache
 
+from .db import database_key, per_database_registry
+
 ACCESS = "READ"
 
 __all__ = ["GuardCache", "get_guard_cache", "invalidate_tenant_on_commit", "default_ttls",
-           "database_key", "STATUS", "SNAPSHOT", "INCIDENTS"]
+           "STATUS", "SNAPSHOT", "INCIDENTS"]
 
 STATUS = "status"
 SNAPSHOT = "snapshot"
@@ -287,36 +288,10 @@ class GuardCache:
 
 # database key -> the caches serving that database; file databases by real path, so every
 # connection to one file in this process invalidates the same caches.
-_serving = {}
-_default_caches = {}  # database key -> the cache get_guard_cache(db) returns
-_registry_lock = threading.RLock()
-_memory_database_numbers = itertools.count(1)
+_serving = per_database_registry()
+_default_caches = per_database_registry()  # database key -> the cache get_guard_cache(db) returns
+_registry_lock = threading.Lock()
 _instance = None
-
-
-def database_key(db):
-    """Which database `db` is, for the cache registry: the real path of its file, or
-    ("memory", n) for an in-memory database (a number never reused in this process)."""
-    key = getattr(db, "_guard_cache_key", None)
-    if key is not None:
-        return key
-    with _registry_lock:
-        key = getattr(db, "_guard_cache_key", None)
-        if key is None:
-            name = str(db.database)
-            if name == ":memory:" or name.startswith("file::memory:") or "mode=memory" in name:
-                key = ("memory", next(_memory_database_numbers))
-                weakref.finalize(db, _forget_memory_database, key)
-            else:
-                key = os.path.realpath(name)
-            db._guard_cache_key = key
-    return key
-
-
-def _forget_memory_database(key):
-    # Plain dict pops, no lock: safe in whichever thread collects the database object.
-    _serving.pop(key, None)
-    _default_caches.pop(key, None)
 
 
 def _describe(key):

@@ -39,6 +39,7 @@ class HttpReceiver:
         self.status = status
         self.requests = []
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)
         self.server = None
         self.port = self._serve(0)
 
@@ -52,6 +53,7 @@ class HttpReceiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with receiver.lock:
                     receiver.requests.append((self.path, dict(self.headers), body))
+                    receiver.arrived.notify_all()
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -67,6 +69,11 @@ class HttpReceiver:
     @property
     def url(self):
         return f"http://127.0.0.1:{self.port}"
+
+    def wait_for(self, count, timeout=20):
+        """True once `count` requests have arrived (False if they do not within `timeout` s)."""
+        with self.arrived:
+            return self.arrived.wait_for(lambda: len(self.requests) >= count, timeout)
 
     def down(self):
         self.server.shutdown()
@@ -338,3 +345,111 @@ def test_two_sender_processes_deliver_each_of_1000_alerts_exactly_once(hoc_db, r
     assert sum(sent) == 1000 and min(sent) > 0       # both senders really shared the queue
     stats = AlertQueueReader(hoc_db).fetch_queue_stats()
     assert (stats["pending"], stats["sent"], stats["failed"]) == (0, 1000, 0)
+
+
+# ------------------------------------------------------------------ a sender that keeps running
+
+
+def _serve_in_thread(sender, **options):
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(sender.serve(**options)))
+    thread.start()
+    return thread, result
+
+
+class WatchedSender(AlertSender):
+    """Says when `serve` has looked at the queue and is about to wait."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.waiting = threading.Event()
+
+    def _seconds_until_due(self, poll_seconds):
+        seconds = super()._seconds_until_due(poll_seconds)
+        self.waiting.set()
+        return seconds
+
+
+def test_a_serving_sender_is_woken_by_the_commit_that_queues_an_alert(hoc_coordinator, receiver):
+    sender = WatchedSender(hoc_coordinator)
+    thread, totals = _serve_in_thread(sender, poll_seconds=3600)  # only a wake can explain it
+    try:
+        assert sender.waiting.wait(20)
+        sender.waiting.clear()
+        emit_breach(hoc_coordinator, webhook_config(receiver.url, webhook_secret=SECRET))
+        assert receiver.wait_for(1)
+        assert sender.waiting.wait(20)
+        with hoc_coordinator.transaction():  # a failed alert, written without waking anyone
+            AlertQueueItem.insert(id=new_id(), payload={"n": 2}, alert_type="test",
+                                  channel="webhook", destination={"url": receiver.url},
+                                  status="failed", attempts=1, max_attempts=1).execute()
+        with hoc_coordinator.transaction() as tx:  # reviving it wakes the sender
+            assert AlertDriver(tx.db).retry_failed_alerts(1, datetime.now(timezone.utc)) == 1
+        assert receiver.wait_for(2)
+    finally:
+        sender.stop()
+        thread.join(20)
+    assert not thread.is_alive()
+    assert (totals["sent"], totals["errors"]) == (2, 0)
+
+
+def test_a_serving_sender_waits_for_the_retry_then_delivers(hoc_coordinator, receiver):
+    now = [datetime.now(timezone.utc) + timedelta(seconds=1)]
+    receiver.down()
+    emit_breach(hoc_coordinator, webhook_config(receiver.url))
+    retried = threading.Event()
+    sender = AlertSender(hoc_coordinator, AlertDelivery(timeout=2), clock=lambda: now[0])
+    thread, totals = _serve_in_thread(
+        sender, poll_seconds=3600, on_batch=lambda c: c["retried"] and retried.set())
+    try:
+        assert retried.wait(20)
+        assert sender._seconds_until_due(3600) == 2.0  # first retry after 2 s, not the poll
+        receiver.up()
+        now[0] += timedelta(seconds=2)
+        sender.wake()
+        assert receiver.wait_for(1)
+    finally:
+        sender.stop()
+        thread.join(20)
+    assert (totals["retried"], totals["sent"]) == (1, 1)
+
+
+def test_the_wait_is_until_the_next_due_alert_within_the_poll(hoc_coordinator):
+    now = [T0]
+    sender = AlertSender(hoc_coordinator, clock=lambda: now[0])
+    assert sender._seconds_until_due(5) == 5  # nothing queued
+    with hoc_coordinator.transaction() as tx:
+        AlertDriver(tx.db).insert_alert({}, "test", now=T0 + timedelta(seconds=10))
+    assert sender._seconds_until_due(5) == 5
+    assert sender._seconds_until_due(60) == 10
+    now[0] = T0 + timedelta(seconds=30)
+    assert sender._seconds_until_due(60) == 0
+    with pytest.raises(ValueError, match="poll_seconds must be positive"):
+        sender.serve(poll_seconds=0)
+
+
+def test_send_watch_delivers_new_alerts_until_sigterm(hoc_db, receiver):
+    import signal
+
+    coordinator = TransactionCoordinator(hoc_db)
+
+    def queue(n):
+        with coordinator.transaction() as tx:
+            AlertDriver(tx.db).insert_alert({"n": n}, "test", channel="webhook",
+                                            destination={"url": receiver.url})
+
+    queue(1)
+    command = [sys.executable, "-c", "import cli; cli.main()", "--db", hoc_db.database,
+               "alerts", "send", "--watch", "--poll", "0.2", "--json"]
+    watcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert receiver.wait_for(1)   # what was queued before it started
+        queue(2)                      # queued by another process: found by polling
+        assert receiver.wait_for(2)
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        out, err = watcher.communicate(timeout=20)
+    assert watcher.returncode == 0, err
+    assert json.loads(out)["sent"] == 2
+    assert "sent 1, retried 0, failed 0, errors 0" in err

@@ -504,15 +504,15 @@ def test_a_commit_on_another_connection_to_the_file_invalidates(tmp_path):
 def test_in_memory_databases_each_have_their_own_cache_and_are_forgotten():
     import gc
 
-    from hoc_drivers.db import open_database
+    from hoc_drivers.db import database_key, open_database
 
     first, second = open_database(":memory:"), open_database(":memory:")
     assert get_guard_cache(first) is not get_guard_cache(second)
-    key = guard_cache_module.database_key(first)
-    assert key in guard_cache_module._default_caches
+    key = database_key(first)
+    assert key in guard_cache_module._default_caches and key in guard_cache_module._serving
     first.close()
     del first
     gc.collect()
-    assert key not in guard_cache_module._default_caches
-    assert guard_cache_module.database_key(open_database(":memory:")) != key
+    assert key not in guard_cache_module._default_caches and key not in guard_cache_module._serving
+    assert database_key(open_database(":memory:")) != key
     second.close()

@@ -1,4 +1,5 @@
 """CLI: the alert queue — enqueue threshold alerts, stats, send, retry-failed, purge."""
+import signal
 import sys
 from datetime import timedelta
 
@@ -93,23 +94,32 @@ def stats(as_json):
 
 @alerts.command("send")
 @click.option("--once", is_flag=True, help="Deliver one batch and stop (default: until none is due).")
+@click.option("--watch", is_flag=True,
+              help="Keep running: deliver each alert when it falls due, until Ctrl-C or SIGTERM.")
+@click.option("--poll", "poll_seconds", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True, help="With --watch: seconds between looks for new alerts.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=10, show_default=True,
               help="Alerts claimed per batch.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds allowed for each delivery.")
 @json_option
-def send(once, batch_size, timeout, as_json):
+def send(once, watch, poll_seconds, batch_size, timeout, as_json):
     """Deliver due alerts (webhook, Slack, e-mail, Alertmanager) with backoff on failure.
 
     Failed attempts are retried after min(2**n, 300) s; after max attempts an alert is failed.
+    With --watch it runs until stopped (Ctrl-C or SIGTERM finish the batch in flight first).
     Example: hoc-drivers alerts send --batch 50
     """
     from ..alert_driver import AlertQueueReader
     from ..alert_sender import AlertDelivery, AlertSender
     from ..models.base import utcnow
 
+    if once and watch:
+        raise CliError("--once and --watch cannot be combined")
     sender = AlertSender(get_coordinator(), AlertDelivery(timeout=timeout), batch_size=batch_size)
-    if once:
+    if watch:
+        totals = _watch(sender, poll_seconds)
+    elif once:
         totals = sender.process_batch()
     else:
         due = AlertQueueReader(get_db()).count_due_alerts(utcnow())
@@ -120,6 +130,24 @@ def send(once, batch_size, timeout, as_json):
     if totals["errors"]:
         raise CliError(f"{totals['errors']} database error(s) while sending (see the log)",
                        EXIT_FAILED)
+
+
+def _watch(sender, poll_seconds):
+    """Run `sender.serve` until SIGINT or SIGTERM; a line on stderr for each batch that did work."""
+    def report(counts):
+        if counts["processed"]:
+            click.echo(f"sent {counts['sent']}, retried {counts['retried']}, failed "
+                       f"{counts['failed']}, errors {counts['errors']}", err=True)
+
+    def stop(signum, frame):
+        sender.stop()
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return sender.serve(poll_seconds, on_batch=report)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @alerts.command("retry-failed")
