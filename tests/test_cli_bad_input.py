@@ -93,3 +93,23 @@ def test_json_options_refuse_nan_and_infinity(command, constant, run_cli, tmp_pa
     assert result.stderr.strip() == (f"error: {command[-1]}: malformed JSON "
                                      f"({constant} is not a JSON number)")
     assert file_checksum(path) == before
+
+
+@pytest.mark.parametrize("args", [
+    ["decisions", "list", "--tenant", "acme", "--limit", "99999999999999999999"],
+    ["ledger", "list", "--limit", "9223372036854775808"],
+    ["alerts", "purge", "--days", "3000000"],
+    ["alerts", "retry-failed", "--max-retries", "99999999999999999999"],
+    ["alerts", "send", "--once", "--batch", "99999999999999999999"],
+    ["alerts", "send", "--once", "--timeout", "1e300"],
+    ["alerts", "send", "--once", "--timeout", "nan"],
+])
+def test_huge_and_nan_numbers_are_bad_input(args, run_cli, tmp_path):
+    path = tmp_path / "seeded.db"
+    assert run_cli(path, "init").exit_code == 0
+    before = file_checksum(path)
+    result = run_cli(path, *args)
+    assert result.exit_code == 2, (result.output, result.stderr)
+    assert result.stderr.startswith(f"error: Invalid value for '{args[-2]}'"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert file_checksum(path) == before

@@ -1,4 +1,5 @@
 """CLI: the alert queue — enqueue threshold alerts, stats, send, retry-failed, purge."""
+import math
 import sys
 from datetime import timedelta
 
@@ -93,9 +94,9 @@ def stats(as_json):
 
 @alerts.command("send")
 @click.option("--once", is_flag=True, help="Deliver one batch and stop (default: until none is due).")
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--batch", "batch_size", type=click.IntRange(1, 10_000), default=10, show_default=True,
               help="Alerts claimed per batch.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
               help="Seconds allowed for each delivery.")
 @json_option
 def send(once, batch_size, timeout, as_json):
@@ -108,6 +109,8 @@ def send(once, batch_size, timeout, as_json):
     from ..alert_sender import AlertDelivery, AlertSender
     from ..models.base import utcnow
 
+    if math.isnan(timeout):
+        raise CliError("Invalid value for '--timeout': nan is not a number of seconds")
     sender = AlertSender(get_coordinator(), AlertDelivery(timeout=timeout), batch_size=batch_size)
     if once:
         totals = sender.process_batch()
@@ -123,7 +126,7 @@ def send(once, batch_size, timeout, as_json):
 
 
 @alerts.command("retry-failed")
-@click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--max-retries", type=click.IntRange(0, 1000), default=3, show_default=True,
               help="Extra attempts given to each failed alert.")
 @json_option
 def retry_failed(max_retries, as_json):
@@ -140,7 +143,7 @@ def retry_failed(max_retries, as_json):
 
 
 @alerts.command("purge")
-@click.option("--days", type=click.IntRange(min=0), default=30, show_default=True,
+@click.option("--days", type=click.IntRange(0, 36_500), default=30, show_default=True,
               help="Delete alerts created more than this many days ago.")
 @click.option("--status", "statuses", multiple=True, default=("sent", "failed"), show_default=True,
               type=click.Choice(["pending", "sent", "failed"]), help="Statuses to delete (repeatable).")
