@@ -33,6 +33,8 @@ COMMANDS = {
 
 
 def _remember_db(ctx, param, value):
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty (leave --db out for ./hoc.db)")
     if value is not None:
         ctx.find_root().meta["hoc.db_path"] = value
     return value

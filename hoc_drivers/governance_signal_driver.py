@@ -73,7 +73,7 @@ def validate_signal(signal_type, scope, decision, recorded_by, reason=None, cons
         if not isinstance(constraints, dict):
             raise ValueError(f"constraints must be a JSON object, got {type(constraints).__name__}")
         try:
-            json.dumps(constraints)
+            json.dumps(constraints, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"constraints are not JSON-serialisable: {exc}") from None
     if expires_at is not None:

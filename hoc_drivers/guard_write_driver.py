@@ -39,6 +39,19 @@ def _require_entity_type(entity_type):
     return entity_type
 
 
+def validate_switch(entity_type, entity_id, tenant_id):
+    """Raise ValueError naming the problem unless the tenant may own this kill switch.
+
+    A "tenant" switch stops the tenant itself, so its entity id must be the tenant id.
+    """
+    _require_entity_type(entity_type)
+    _require_text(entity_id, "entity_id")
+    _require_text(tenant_id, "tenant_id")
+    if entity_type == "tenant" and entity_id != tenant_id:
+        raise ValueError(f"a tenant kill switch stops its own tenant: entity_id {entity_id!r} "
+                         f"is not tenant_id {tenant_id!r}")
+
+
 def _describe_switch(state):
     return f"{state.entity_type.title()} {state.entity_id!r}"
 
@@ -122,11 +135,9 @@ class GuardWriteDriver:
     def get_or_create_killswitch_state(self, entity_type, entity_id, tenant_id):
         """The tenant's kill switch of (entity_type, entity_id), created unfrozen if missing.
 
-        Returns (state, created). Entity type is "tenant" or "key".
+        Returns (state, created). Entity type is "tenant" (entity id = tenant id) or "key".
         """
-        _require_entity_type(entity_type)
-        _require_text(entity_id, "entity_id")
-        _require_text(tenant_id, "tenant_id")
+        validate_switch(entity_type, entity_id, tenant_id)
         now = utcnow()
         inserted = (KillSwitchState
                     .insert(id=new_id(), tenant_id=tenant_id, entity_type=entity_type,

@@ -451,10 +451,11 @@ class RunCompletionTransaction:
                 error_message=None, trace_id=None, is_synthetic=False,
                 synthetic_scenario_id=None, skip_events=False):
         """Write the run's governance records atomically, then publish its events."""
-        if not tenant_id:
-            raise ValueError("tenant_id is required")
-        if not run_id or not run_status:
-            raise ValueError("run_id and run_status are required")
+        if not isinstance(tenant_id, str) or not tenant_id.strip():
+            raise ValueError(f"tenant_id is required (a non-empty string), got {tenant_id!r}")
+        if not all(isinstance(value, str) and value.strip() for value in (run_id, run_status)):
+            raise ValueError(f"run_id and run_status are required (non-empty strings), "
+                             f"got {run_id!r} and {run_status!r}")
         started = utcnow()
         result = TransactionResult(run_id=run_id)
         incident_created = False

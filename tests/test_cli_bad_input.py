@@ -72,3 +72,56 @@ def test_bad_input(command, run_cli, tmp_path, monkeypatch):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.output + result.stderr
     assert file_checksum(path) == before
+
+
+@pytest.mark.parametrize("command", [
+    ["breach", "record", "--tenant", "acme", "--limit-id", "l", "--type", "BREACHED", "--value", "1",
+     "--limit", "2", "--details"],
+    ["signals", "record", "--scope", "acme", "--type", "CI_STATUS", "--decision", "BLOCKED", "--by",
+     "CI", "--constraints"],
+    ["ledger", "emit", "--artifact", "a", "--signal-type", "s", "--detected-by", "d", "--evidence"],
+    ["dag", "run", "fixtures/policies/main.plang", "--record", "--tenant", "acme", "--context"],
+])
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_json_options_refuse_nan_and_infinity(command, constant, run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parent.parent)
+    path = tmp_path / "seeded.db"
+    assert run_cli(path, "init").exit_code == 0
+    before = file_checksum(path)
+    result = run_cli(path, *command, f'{{"x": {constant}}}')
+    assert result.exit_code == 2, (result.output, result.stderr)
+    assert result.stderr.strip() == (f"error: {command[-1]}: malformed JSON "
+                                     f"({constant} is not a JSON number)")
+    assert file_checksum(path) == before
+
+
+@pytest.mark.parametrize("args", [
+    ["decisions", "list", "--tenant", "acme", "--limit", "99999999999999999999"],
+    ["ledger", "list", "--limit", "9223372036854775808"],
+    ["alerts", "purge", "--days", "3000000"],
+    ["alerts", "retry-failed", "--max-retries", "99999999999999999999"],
+    ["alerts", "send", "--once", "--batch", "99999999999999999999"],
+    ["alerts", "send", "--once", "--timeout", "1e300"],
+    ["alerts", "send", "--once", "--timeout", "nan"],
+    ["alerts", "send", "--watch", "--poll", "nan"],
+    ["alerts", "send", "--watch", "--poll", "1e300"],
+])
+def test_huge_and_nan_numbers_are_bad_input(args, run_cli, tmp_path):
+    path = tmp_path / "seeded.db"
+    assert run_cli(path, "init").exit_code == 0
+    before = file_checksum(path)
+    result = run_cli(path, *args)
+    assert result.exit_code == 2, (result.output, result.stderr)
+    assert result.stderr.startswith(f"error: Invalid value for '{args[-2]}'"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert file_checksum(path) == before
+
+
+def test_send_once_and_watch_together_is_bad_input(run_cli, tmp_path):
+    path = tmp_path / "seeded.db"
+    assert run_cli(path, "init").exit_code == 0
+    before = file_checksum(path)
+    result = run_cli(path, "alerts", "send", "--once", "--watch")
+    assert result.exit_code == 2 and result.stderr == "error: --once and --watch cannot be combined\n"
+    assert file_checksum(path) == before
+

@@ -2,6 +2,9 @@
 import json
 
 import pytest
+from click.testing import CliRunner
+
+import cli
 
 
 def test_init_is_idempotent(run_cli, tmp_path):
@@ -36,6 +39,17 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(run_cli, tmp_path, arg
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.output + result.stderr
     assert not path.exists()
+
+
+@pytest.mark.parametrize("args", [["--db", "", "init"], ["init", "--db", " "],
+                                  ["incidents", "list", "--tenant", "acme", "--db", ""]])
+def test_empty_db_path_is_bad_input_not_the_default_file(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli.cli, args)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: Invalid value for '--db': must not be empty "
+                                     "(leave --db out for ./hoc.db)")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unreadable_database_path(run_cli, tmp_path):

@@ -166,6 +166,8 @@ def test_breach_record(run_cli, tmp_path):
     (["killswitch", "freeze", *SWITCH[:2], "--entity-type", "user", "--entity-id", "a", "--by", "x"],
      "Invalid value for '--entity-type'"),
     (["killswitch", "freeze", *SWITCH], "Missing option '--by'"),
+    (["killswitch", "freeze", "--tenant", "acme", "--entity-type", "tenant", "--entity-id", "other",
+      "--by", "ops"], "entity_id 'other' is not tenant_id 'acme'"),
     (["killswitch", "unfreeze", *SWITCH, "--by", ""], "must not be empty"),
     (["killswitch", "status", "--tenant", "acme", "--entity-type", "org", "--entity-id", "a"],
      "Invalid value for '--entity-type'"),

@@ -194,6 +194,8 @@ def test_the_default_clock_follows_freezegun(hoc_coordinator, hoc_db):
     ({"reason": 5}, "reason must be a string"),
     ({"constraints": ["a.py"]}, "constraints must be a JSON object"),
     ({"constraints": {"at": object()}}, "not JSON-serialisable"),
+    ({"constraints": {"ratio": float("nan")}}, "not JSON-serialisable"),
+    ({"constraints": {"ratio": float("inf")}}, "not JSON-serialisable"),
     ({"expires_at": datetime(2026, 3, 1, 13, 0)}, "timezone-aware"),
     ({"expires_at": T0}, "is not after now"),
 ])

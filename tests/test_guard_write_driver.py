@@ -129,6 +129,7 @@ def test_a_switch_of_another_tenant_cannot_be_touched(hoc_db, write):
     (("user", "u1", "t1"), "unknown entity type 'user'"),
     (("tenant", "", "t1"), "entity_id is required"),
     (("tenant", "t1", None), "tenant_id is required"),
+    (("tenant", "t2", "t1"), "entity_id 't2' is not tenant_id 't1'"),
 ])
 def test_bad_switch_arguments_write_nothing(write, args, message):
     with pytest.raises(ValueError, match=message):

@@ -217,6 +217,20 @@ def test_tenant_is_required(hoc_coordinator):
         RunCompletionTransaction(hoc_coordinator).execute("r", "", "failed")
 
 
+@pytest.mark.parametrize("run_id, tenant_id, status, message", [
+    ("r", 5, "failed", "tenant_id is required"),
+    ("r", " ", "failed", "tenant_id is required"),
+    (["r"], "t1", "failed", "run_id and run_status are required"),
+    ("r", "t1", 1, "run_id and run_status are required"),
+])
+def test_ids_of_the_wrong_type_are_refused_before_any_write(hoc_db, hoc_coordinator, run_id,
+                                                            tenant_id, status, message):
+    with pytest.raises(ValueError, match=message):
+        RunCompletionTransaction(hoc_coordinator).execute(run_id, tenant_id, status)
+    assert hoc_db.execute_sql("SELECT COUNT(*) FROM incidents").fetchone() == (0,)
+    assert hoc_db.execute_sql("SELECT COUNT(*) FROM prevention_records").fetchone() == (0,)
+
+
 def test_factories_open_the_given_database(hoc_db, hoc_publisher):
     transaction = create_transaction_coordinator(hoc_publisher, db=hoc_db)
     transaction.execute("r1", "t1", "succeeded")

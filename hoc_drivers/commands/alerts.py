@@ -1,4 +1,5 @@
 """CLI: the alert queue — enqueue threshold alerts, stats, send, retry-failed, purge."""
+import math
 import signal
 import sys
 from datetime import timedelta
@@ -96,11 +97,11 @@ def stats(as_json):
 @click.option("--once", is_flag=True, help="Deliver one batch and stop (default: until none is due).")
 @click.option("--watch", is_flag=True,
               help="Keep running: deliver each alert when it falls due, until Ctrl-C or SIGTERM.")
-@click.option("--poll", "poll_seconds", type=click.FloatRange(min=0.1), default=5.0,
+@click.option("--poll", "poll_seconds", type=click.FloatRange(0.1, 3600), default=5.0,
               show_default=True, help="With --watch: seconds between looks for new alerts.")
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--batch", "batch_size", type=click.IntRange(1, 10_000), default=10, show_default=True,
               help="Alerts claimed per batch.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
               help="Seconds allowed for each delivery.")
 @json_option
 def send(once, watch, poll_seconds, batch_size, timeout, as_json):
@@ -116,6 +117,9 @@ def send(once, watch, poll_seconds, batch_size, timeout, as_json):
 
     if once and watch:
         raise CliError("--once and --watch cannot be combined")
+    for name, seconds in (("--timeout", timeout), ("--poll", poll_seconds)):
+        if math.isnan(seconds):
+            raise CliError(f"Invalid value for '{name}': nan is not a number of seconds")
     sender = AlertSender(get_coordinator(), AlertDelivery(timeout=timeout), batch_size=batch_size)
     if watch:
         totals = _watch(sender, poll_seconds)
@@ -151,7 +155,7 @@ def _watch(sender, poll_seconds):
 
 
 @alerts.command("retry-failed")
-@click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--max-retries", type=click.IntRange(0, 1000), default=3, show_default=True,
               help="Extra attempts given to each failed alert.")
 @json_option
 def retry_failed(max_retries, as_json):
@@ -168,7 +172,7 @@ def retry_failed(max_retries, as_json):
 
 
 @alerts.command("purge")
-@click.option("--days", type=click.IntRange(min=0), default=30, show_default=True,
+@click.option("--days", type=click.IntRange(0, 36_500), default=30, show_default=True,
               help="Delete alerts created more than this many days ago.")
 @click.option("--status", "statuses", multiple=True, default=("sent", "failed"), show_default=True,
               type=click.Choice(["pending", "sent", "failed"]), help="Statuses to delete (repeatable).")

@@ -92,8 +92,11 @@ def parse_json_argument(text, name):
                 text = handle.read()
         except OSError as exc:
             raise CliError(f"{name}: cannot read {text[1:]}: {exc.strerror}") from None
+    def refuse(constant):
+        raise CliError(f"{name}: malformed JSON ({constant} is not a JSON number)")
+
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=refuse)
     except json.JSONDecodeError as exc:
         raise CliError(f"{name}: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
 

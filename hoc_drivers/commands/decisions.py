@@ -25,7 +25,7 @@ def decisions():
 @click.option("--request", "request_id", help="Only records of this request.")
 @click.option("--type", "decision_type", type=click.Choice([t.value for t in DecisionType]),
               help="Only this decision type.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
               help="At most this many records.")
 @tenant_option
 @json_option

@@ -2,7 +2,8 @@
 import click
 from playhouse.shortcuts import model_to_dict
 
-from ..guard_write_driver import INCIDENT_STATUSES, GuardReader, GuardWriteDriver, InvalidTransition
+from ..guard_write_driver import (INCIDENT_STATUSES, GuardReader, GuardWriteDriver, InvalidTransition,
+                                  validate_switch)
 from ..models.guard import ENTITY_TYPES
 from .common import EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option
 
@@ -50,6 +51,10 @@ def freeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
 
     Example: hoc-drivers killswitch freeze --tenant acme --entity-type tenant --entity-id acme --by ops --reason "cost spike"
     """
+    try:
+        validate_switch(entity_type, entity_id, tenant_id)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     try:
         with get_coordinator().transaction() as tx:
             driver = GuardWriteDriver(tx)

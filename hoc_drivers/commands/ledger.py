@@ -50,7 +50,7 @@ def emit_command(artifact, signal_type, detected_by, field, evidence, confidence
 @click.option("--signal-type", help="Only signals of this type.")
 @click.option("--status", type=click.Choice(LEDGER_STATUSES),
               help="Only signals with this status.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
               help="At most this many signals.")
 @json_option
 def list_command(artifact, signal_type, status, limit, as_json):
