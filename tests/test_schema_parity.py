@@ -101,3 +101,12 @@ def test_cost_tables_hard_fail(fresh):
         check_m26_cost_tables(db)
     with pytest.raises(SchemaParityError):
         run_startup_parity_check(db)
+
+
+def test_cost_tables_must_match_exactly_even_an_extra_column(fresh):
+    from hoc_drivers.db import connect_database
+    alter(fresh, "ALTER TABLE cost_records ADD COLUMN legacy TEXT")
+    db = connect_database(str(fresh))
+    assert check_schema_parity(db) == (True, [])  # elsewhere an extra column is only a warning
+    with pytest.raises(SchemaParityError, match="COLUMN_EXTRA cost_records: column legacy"):
+        check_m26_cost_tables(db)
