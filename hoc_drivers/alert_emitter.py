@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from .alert_driver import AlertQueueWriter
 from .models.alerts import Notification, canonical_json
-from .models.base import new_id, utcnow
+from .models.base import as_utc, new_id, utcnow
 
 ACCESS = "WRITE"
 
@@ -125,9 +125,11 @@ class AlertConfig:
         self.validate()
 
     def validate(self):
-        """Check every setting (ValueError naming the first bad one); normalises channels."""
+        """Check every setting (ValueError naming the first bad one); normalises channels and
+        `last_alert_at` (naive, as read back from SQLite, means UTC)."""
         for name in ("policy_id", "tenant_id"):
             _required_text(getattr(self, name), name)
+        self.last_alert_at = as_utc(self.last_alert_at)
         if self.slack_channel is not None:
             _required_text(self.slack_channel, "slack_channel")
         _non_negative(self.near_threshold_percentage, "near_threshold_percentage")
@@ -210,6 +212,7 @@ class ThresholdSignal:
 
     def __post_init__(self):
         self.validate()
+        self.timestamp = as_utc(self.timestamp)
         if self.percentage is None:
             if self.threshold_value > 0:
                 self.percentage = self.current_value / self.threshold_value * 100

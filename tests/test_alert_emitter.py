@@ -142,6 +142,19 @@ def test_near_alert_throttling_interval_boundary_is_exact(emit):
     assert cfg.alerts_sent_count == 2 and Notification.select().count() == 2
 
 
+def test_naive_timestamps_read_back_from_sqlite_are_taken_as_utc(emit):
+    naive = T0.replace(tzinfo=None)
+    cfg = all_channels(last_alert_at=naive)
+    sig = signal(timestamp=naive)
+    with freeze_time(T0 + timedelta(seconds=30)):
+        assert emit("near", sig, cfg) is False  # throttled, not a TypeError
+    with freeze_time(T0 + timedelta(seconds=60)):
+        assert emit("near", sig, cfg) is True
+    slack, webhook = (a for a in queued() if a.channel in ("webhook", "slack"))
+    assert webhook.payload["timestamp"] == T0.isoformat()
+    assert slack.payload["attachments"][0]["ts"] == int(T0.timestamp())
+
+
 def test_near_alert_max_per_run_boundary_is_exact(emit):
     with freeze_time(T0):
         assert emit("near", signal(), config(max_alerts_per_run=3), 2) is True

@@ -291,6 +291,13 @@ def test_import_of_directory_non_utf8_and_duplicates_across_files(policy_dir, tm
     assert "first declared at" in caught.value.message and "one.plang:1:8" in caught.value.message
 
 
+def test_an_unreadable_import_is_reported_once(policy_dir, tmp_path):
+    missing = os.path.join(str(tmp_path), "absent.plang")
+    with pytest.raises(PolicyCompileError) as caught:
+        compile_file(policy_dir("m.plang", 'import "absent.plang"'))
+    assert caught.value.message == f"cannot import {missing!r}: not a readable file"
+
+
 def test_missing_top_level_file_is_a_compile_error_at_1_1(tmp_path):
     with pytest.raises(PolicyCompileError) as caught:
         compile_file(str(tmp_path / "absent.plang"))

@@ -64,6 +64,23 @@ def test_removed_index_and_extra_column(fresh, run_cli):
     assert "warning COLUMN_EXTRA incidents: column legacy is not in the model" in result.output
 
 
+def test_partial_index_replaced_by_a_full_one_is_named(fresh, run_cli):
+    alter(fresh, "DROP INDEX governance_signals_active",
+          "CREATE UNIQUE INDEX governance_signals_active ON governance_signals (scope, signal_type)")
+    result = run_cli(fresh, "schema", "check")
+    assert result.exit_code == 1
+    assert ("INDEX governance_signals: unique index governance_signals_active on "
+            "(scope, signal_type) where superseded_at is null is missing") in result.output
+
+
+def test_partial_index_predicate_ignores_quoting_and_case(fresh):
+    alter(fresh, "DROP INDEX governance_signals_active",
+          "CREATE UNIQUE INDEX governance_signals_active ON governance_signals (scope, signal_type) "
+          "where superseded_at is null")
+    from hoc_drivers.db import connect_database
+    assert check_schema_parity(connect_database(str(fresh))) == (True, [])
+
+
 def test_every_difference_is_listed_and_hard_fail_raises(fresh):
     alter(fresh, "DROP TABLE events", "ALTER TABLE runs DROP COLUMN agent_id")
     from hoc_drivers.db import connect_database
@@ -84,3 +101,12 @@ def test_cost_tables_hard_fail(fresh):
         check_m26_cost_tables(db)
     with pytest.raises(SchemaParityError):
         run_startup_parity_check(db)
+
+
+def test_cost_tables_must_match_exactly_even_an_extra_column(fresh):
+    from hoc_drivers.db import connect_database
+    alter(fresh, "ALTER TABLE cost_records ADD COLUMN legacy TEXT")
+    db = connect_database(str(fresh))
+    assert check_schema_parity(db) == (True, [])  # elsewhere an extra column is only a warning
+    with pytest.raises(SchemaParityError, match="COLUMN_EXTRA cost_records: column legacy"):
+        check_m26_cost_tables(db)

@@ -114,6 +114,10 @@ def test_failed_run_writes_incident_policy_and_trace_atomically(hoc_db, hoc_coor
     assert payloads["run.completed"] == {"run_id": "run-0001", "status": "failed",
                                          "incident_id": incident.id, "policy_id": policy.id,
                                          "trace_id": "tr1"}
+    assert payloads["incident.created"] == {"run_id": "run-0001", "incident_id": incident.id,
+                                            "outcome": "failed"}
+    assert payloads["policy.evaluated"] == {"run_id": "run-0001", "policy_id": policy.id,
+                                            "outcome": "failed"}
     assert Event.select().count() == 3
 
 
@@ -168,21 +172,32 @@ def test_policy_outcome_and_incident_rule(hoc_coordinator, status, outcome, conf
     assert (count(Incident) == 1) is incident
 
 
-@pytest.mark.parametrize("code, message, expected, severity, title", [
-    (None, "EXECUTION_TIMEOUT after 30s", "EXECUTION_TIMEOUT", "high", "Execution Timeout"),
-    (None, "budget_exceeded and agent_crash", "AGENT_CRASH", "critical", "Agent Crash"),
-    ("RATE_LIMIT_EXCEEDED", None, "RATE_LIMIT_EXCEEDED", "medium", "Rate Limit Hit"),
-    (None, "manual_stop by ops", "MANUAL_STOP", "low", "Run Failed"),
-    (None, "retry_exhausted", "RETRY_EXHAUSTED", "medium", "Run Failed"),
-    (None, "", "UNKNOWN", "medium", "Run Failed"),
+@pytest.mark.parametrize("code, message, expected, severity, title, category", [
+    (None, "EXECUTION_TIMEOUT after 30s", "EXECUTION_TIMEOUT", "high", "Execution Timeout",
+     "EXECUTION_FAILURE"),
+    (None, "budget_exceeded and agent_crash", "AGENT_CRASH", "critical", "Agent Crash",
+     "EXECUTION_FAILURE"),
+    (None, "step_failure at 3", "STEP_FAILURE", "high", "Step Failure", "EXECUTION_FAILURE"),
+    ("SKILL_ERROR", None, "SKILL_ERROR", "high", "Skill Error", "EXECUTION_FAILURE"),
+    (None, "budget_exceeded", "BUDGET_EXCEEDED", "medium", "Budget Exceeded", "BUDGET_EXCEEDED"),
+    ("RATE_LIMIT_EXCEEDED", None, "RATE_LIMIT_EXCEEDED", "medium", "Rate Limit Hit", "RATE_LIMIT"),
+    (None, "resource_exhaustion: oom", "RESOURCE_EXHAUSTION", "medium", "Run Failed",
+     "RESOURCE_EXHAUSTION"),
+    (None, "cancelled by user", "CANCELLED", "low", "Run Failed", "MANUAL"),
+    (None, "manual_stop by ops", "MANUAL_STOP", "low", "Run Failed", "MANUAL"),
+    (None, "retry_exhausted", "RETRY_EXHAUSTED", "medium", "Run Failed", "EXECUTION_FAILURE"),
+    (None, "", "UNKNOWN", "medium", "Run Failed", "EXECUTION_FAILURE"),
 ])
-def test_failure_classification(hoc_coordinator, code, message, expected, severity, title):
+def test_failure_classification(hoc_coordinator, code, message, expected, severity, title,
+                                category):
     assert classify_failure(code, message) == expected
     result = RunCompletionTransaction(hoc_coordinator).execute(
-        "abcdefgh-123", "t1", "failed", error_code=code, error_message=message)
+        "abcdefgh-123", "t1", "failed", agent_id="agent-7", error_code=code, error_message=message)
     incident = Incident.get_by_id(result.incident_result.result_id)
-    assert (incident.error_code, incident.severity) == (expected, severity)
+    assert (incident.error_code, incident.severity, incident.category) == (expected, severity,
+                                                                          category)
     assert incident.title == f"{title}: Run abcdefgh..."
+    assert (incident.affected_agent_id, incident.error_message) == ("agent-7", message)
 
 
 def test_skip_events_commits_without_events(hoc_coordinator, hoc_publisher):

@@ -130,6 +130,8 @@ def _read_source(path, importer, where):
             raise failure(f"larger than {MAX_SOURCE_BYTES} bytes")
         with open(path, encoding="utf-8") as handle:
             return handle.read()
+    except PolicyCompileError:
+        raise
     except UnicodeDecodeError:
         raise failure("not UTF-8 text") from None
     except (OSError, ValueError) as exc:
