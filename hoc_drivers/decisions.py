@@ -101,6 +101,7 @@ CARE_FORBIDDEN_SIGNALS = frozenset({"policy_outcome", "budget_halt_reason", "rec
 CARE_CONFIDENCE_THRESHOLD = 0.50
 CARE_KILL_SWITCH_KEY = "care_optimization_kill_switch"
 JSON_ENCODER = json.JSONEncoder(allow_nan=False)  # strict JSON: NaN / Infinity are refused
+MAX_LIMIT = 10_000
 
 
 def _member(enum, value, name):
@@ -112,6 +113,13 @@ def _member(enum, value, name):
     except ValueError:
         allowed = ", ".join(m.value for m in enum)
         raise ValueError(f"{name}: unknown value {value!r} (expected one of: {allowed})") from None
+
+
+def _require_limit(limit):
+    """A clear ValueError unless `limit` is an integer from 1 to MAX_LIMIT."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    return limit
 
 
 def _json_text(value, name):
@@ -322,9 +330,10 @@ class DecisionRecordReader:
         self.coordinator = coordinator
 
     def list(self, tenant_id, run_id=None, request_id=None, decision_type=None, limit=1000):
-        """The tenant's records, oldest first (decided_at, then insertion order)."""
+        """The tenant's records, oldest first (decided_at, then insertion order), at most `limit`."""
         if not tenant_id:
             raise ValueError("tenant_id is required")
+        _require_limit(limit)
         row = DecisionRecordRow
         query = row.select().where(row.tenant_id == tenant_id)
         if run_id is not None:

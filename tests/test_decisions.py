@@ -623,3 +623,11 @@ def test_list_is_tenant_filtered_and_filters_by_run_request_and_type(hoc_coordin
     assert len(d.list_decisions(c, T, limit=1)) == 1
     with pytest.raises(ValueError):
         d.list_decisions(c, "")
+
+
+@pytest.mark.parametrize("limit", ["10", True, 0, -1, 10_001, 2**70, 1.5, None])
+def test_list_refuses_a_bad_limit(hoc_coordinator, limit):
+    d.emit_routing_decision(hoc_coordinator, "run-1", True, "a", ["a"], tenant_id=T)
+    with pytest.raises(ValueError, match="limit must be an integer from 1 to 10000"):
+        d.list_decisions(hoc_coordinator, T, limit=limit)
+    assert len(d.list_decisions(hoc_coordinator, T, limit=10_000)) == 1
