@@ -122,6 +122,12 @@ def _require_limit(limit):
     return limit
 
 
+def _require_tenant(tenant_id):
+    """A clear ValueError unless `tenant_id` is a non-empty string."""
+    if not isinstance(tenant_id, str) or not tenant_id.strip():
+        raise ValueError(f"tenant_id is required (a non-empty string), got {tenant_id!r}")
+
+
 def _json_text(value, name):
     """`value` (a dict) as JSON text; a clear ValueError when it is not a JSON object."""
     if not isinstance(value, dict):
@@ -331,8 +337,7 @@ class DecisionRecordReader:
 
     def list(self, tenant_id, run_id=None, request_id=None, decision_type=None, limit=1000):
         """The tenant's records, oldest first (decided_at, then insertion order), at most `limit`."""
-        if not tenant_id:
-            raise ValueError("tenant_id is required")
+        _require_tenant(tenant_id)
         _require_limit(limit)
         row = DecisionRecordRow
         query = row.select().where(row.tenant_id == tenant_id)
@@ -373,9 +378,11 @@ def backfill_run_id_for_request(coordinator, request_id, run_id, tenant_id):
     """Bind the request's pre-run decisions (no run_id yet) to `run_id`; returns how many.
 
     In-run and post-run records and records that already have a run are never touched, so a
-    second call returns 0. A storage failure is logged and returns 0.
+    second call returns 0, as does an empty request or run id. A storage failure is logged and
+    returns 0; a missing or non-string tenant is a ValueError.
     """
-    if not request_id or not run_id or not tenant_id:
+    _require_tenant(tenant_id)
+    if not request_id or not run_id:
         return 0
 
     def bind(db):
