@@ -125,3 +125,10 @@ def test_send_once_and_watch_together_is_bad_input(run_cli, tmp_path):
     assert result.exit_code == 2 and result.stderr == "error: --once and --watch cannot be combined\n"
     assert file_checksum(path) == before
 
+
+
+def test_db_naming_a_directory_says_so(run_cli, tmp_path):
+    result = run_cli(tmp_path, "incidents", "list", "--tenant", "acme")
+    assert result.exit_code == 1, (result.output, result.stderr)
+    assert result.stderr == f"error: cannot open database {tmp_path}: it is a directory\n"
+    assert list(tmp_path.iterdir()) == []
