@@ -27,6 +27,7 @@ __all__ = ["AlertQueueReader", "AlertQueueWriter", "AlertDriver", "DEFAULT_LEASE
            "listen_for_alerts", "stop_listening"]
 
 DEFAULT_LEASE_SECONDS = 300
+MAX_LIMIT = 10_000
 
 # database key -> the running senders (anything with a `wake()`) to wake when alerts are queued.
 _listeners = per_database_registry()
@@ -54,6 +55,12 @@ def _wake_listeners_on_commit(db):
     tx = open_transaction(db)
     if listeners and tx is not None:
         tx.on_commit(lambda: [listener.wake() for listener in listeners])
+
+
+def _require_limit(limit):
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    return limit
 
 
 def _due(now):
@@ -165,7 +172,8 @@ class AlertQueueReader:
 
     def list_alerts(self, status=None, limit=50):
         """The most recently created alerts (optionally of one status), newest first."""
-        query = AlertQueueItem.select().order_by(AlertQueueItem.created_at.desc()).limit(limit)
+        query = (AlertQueueItem.select().order_by(AlertQueueItem.created_at.desc())
+                 .limit(_require_limit(limit)))
         if status is not None:
             query = query.where(AlertQueueItem.status == status)
         return list(query.execute(self.db))

@@ -81,10 +81,19 @@ def _required_text(value, name):
     return value
 
 
+def _optional_text(value, name):
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string or None, got {value!r}")
+    return value
+
+
 def _cents(value, name):
-    """An int, float or Decimal amount of cents; anything else is refused."""
+    """A whole number of cents (an int, or an integral float or Decimal); anything else is refused."""
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise ValueError(f"{name} must be a number of cents, got {value!r}")
+    number = Decimal(value)
+    if not number.is_finite() or number != number.to_integral_value():
+        raise ValueError(f"{name} must be a whole number of cents, got {value!r}")
     return value
 
 
@@ -95,7 +104,8 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
 
     Calling again with the same (tenant_id, anomaly_id) returns the existing incident's id
     and writes nothing. A new incident invalidates the tenant's guard cache after commit.
-    Raises GovernanceError (domain "Analytics") on any failure.
+    An unknown severity is stored as "medium" (SPEC §1); amounts are whole cents.
+    Raises GovernanceError (domain "Analytics") on any failure, bad input included.
     """
     with _Mandatory("Analytics", "create_incident_from_cost_anomaly", anomaly_id):
         _required_text(tenant_id, "tenant_id")
@@ -103,6 +113,9 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
         _required_text(anomaly_type, "anomaly_type")
         if not isinstance(severity, str):
             raise ValueError(f"severity must be a string, got {severity!r}")
+        _optional_text(entity_type, "entity_type")
+        _optional_text(entity_id, "entity_id")
+        _optional_text(description, "description")
         current = _cents(current_value_cents, "current_value_cents")
         expected = _cents(expected_value_cents, "expected_value_cents")
         overage = current - expected

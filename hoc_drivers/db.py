@@ -149,6 +149,8 @@ def _create_owner_only(path):
 def open_database(path=None):
     """Open (creating if missing, mode 0600) the SQLite database at `path` and connect it."""
     path = resolve_db_path(path)
+    if os.path.isdir(path):
+        raise DatabaseOpenError(f"cannot open database {path}: it is a directory")
     _create_owner_only(path)
     if path != ":memory:" and not os.access(path, os.R_OK | os.W_OK):
         raise DatabaseOpenError(f"cannot open database {path}: not readable and writable")

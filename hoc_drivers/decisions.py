@@ -101,6 +101,7 @@ CARE_FORBIDDEN_SIGNALS = frozenset({"policy_outcome", "budget_halt_reason", "rec
 CARE_CONFIDENCE_THRESHOLD = 0.50
 CARE_KILL_SWITCH_KEY = "care_optimization_kill_switch"
 JSON_ENCODER = json.JSONEncoder(allow_nan=False)  # strict JSON: NaN / Infinity are refused
+MAX_LIMIT = 10_000
 
 
 def _member(enum, value, name):
@@ -112,6 +113,19 @@ def _member(enum, value, name):
     except ValueError:
         allowed = ", ".join(m.value for m in enum)
         raise ValueError(f"{name}: unknown value {value!r} (expected one of: {allowed})") from None
+
+
+def _require_limit(limit):
+    """A clear ValueError unless `limit` is an integer from 1 to MAX_LIMIT."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    return limit
+
+
+def _require_tenant(tenant_id):
+    """A clear ValueError unless `tenant_id` is a non-empty string."""
+    if not isinstance(tenant_id, str) or not tenant_id.strip():
+        raise ValueError(f"tenant_id is required (a non-empty string), got {tenant_id!r}")
 
 
 def _json_text(value, name):
@@ -322,9 +336,9 @@ class DecisionRecordReader:
         self.coordinator = coordinator
 
     def list(self, tenant_id, run_id=None, request_id=None, decision_type=None, limit=1000):
-        """The tenant's records, oldest first (decided_at, then insertion order)."""
-        if not tenant_id:
-            raise ValueError("tenant_id is required")
+        """The tenant's records, oldest first (decided_at, then insertion order), at most `limit`."""
+        _require_tenant(tenant_id)
+        _require_limit(limit)
         row = DecisionRecordRow
         query = row.select().where(row.tenant_id == tenant_id)
         if run_id is not None:
@@ -364,9 +378,11 @@ def backfill_run_id_for_request(coordinator, request_id, run_id, tenant_id):
     """Bind the request's pre-run decisions (no run_id yet) to `run_id`; returns how many.
 
     In-run and post-run records and records that already have a run are never touched, so a
-    second call returns 0. A storage failure is logged and returns 0.
+    second call returns 0, as does an empty request or run id. A storage failure is logged and
+    returns 0; a missing or non-string tenant is a ValueError.
     """
-    if not request_id or not run_id or not tenant_id:
+    _require_tenant(tenant_id)
+    if not request_id or not run_id:
         return 0
 
     def bind(db):

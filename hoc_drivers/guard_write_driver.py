@@ -20,6 +20,7 @@ ACCESS = "READ+WRITE"
 
 INCIDENT_SEVERITIES = ("critical", "high", "medium", "low")
 INCIDENT_STATUSES = ("open", "acknowledged", "resolved")
+MAX_LIMIT = 10_000
 
 
 class InvalidTransition(Exception):
@@ -30,6 +31,12 @@ def _require_text(value, name):
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} is required (a non-empty string)")
     return value
+
+
+def _require_limit(limit):
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    return limit
 
 
 def _require_entity_type(entity_type):
@@ -96,8 +103,9 @@ class GuardReader:
                 .first(self.db))
 
     def list_incidents(self, tenant_id, status=None, limit=100, offset=0):
-        """The tenant's incidents, newest first, optionally of one status."""
+        """The tenant's incidents, newest first, optionally of one status (at most `limit`)."""
         _require_text(tenant_id, "tenant_id")
+        _require_limit(limit)
         query = Incident.select().where(Incident.tenant_id == tenant_id)
         if status is not None:
             if status not in INCIDENT_STATUSES:

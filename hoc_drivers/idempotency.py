@@ -30,12 +30,13 @@ from datetime import timedelta
 from .guard_cache import SNAPSHOT, invalidate_tenant_on_commit
 from .models.base import PLACEHOLDER, PreparedQuery, in_column_order, new_id, utcnow
 from .models.runs import Run
+from .transaction_coordinator import RUN_STATUSES as FINAL_RUN_STATUSES
 
 ACCESS = "READ+WRITE"
 
 __all__ = ["CACHEABLE_STATUSES", "DEFAULT_TTL_SECONDS", "IDEMPOTENCY_TTL_SECONDS",
            "IdempotencyClaim", "IdempotencyConflict", "IdempotencyReader", "IdempotencyResult",
-           "IdempotencyWriter", "check_idempotency", "claim_or_get", "get_existing_run",
+           "IdempotencyWriter", "RUN_STATUSES", "check_idempotency", "claim_or_get", "get_existing_run",
            "is_key_expired", "should_return_cached", "ttl_from_environment", "validate_lookup"]
 
 TTL_ENV_VAR = "IDEMPOTENCY_TTL_SECONDS"
@@ -43,6 +44,9 @@ DEFAULT_TTL_SECONDS = 86_400
 MAX_KEY_LENGTH = 255
 # Statuses whose run is returned to a repeated request (exact, case-sensitive).
 CACHEABLE_STATUSES = frozenset({"succeeded", "failed", "queued", "running", "retry"})
+# The statuses a claimed run may start with: in flight, or any final status of a completed run.
+RUN_STATUSES = ("queued", "running", "retry", *FINAL_RUN_STATUSES)
+MAX_TTL_SECONDS = 100 * 365 * 86_400  # a century; far longer TTLs overflow date arithmetic
 
 
 def ttl_from_environment(environ=None):
@@ -173,6 +177,15 @@ def _ttl(ttl_seconds):
     return IDEMPOTENCY_TTL_SECONDS if ttl_seconds is None else ttl_seconds
 
 
+def _check_ttl(ttl_seconds):
+    """None (the module TTL) or a whole number of seconds from 1 to MAX_TTL_SECONDS."""
+    if ttl_seconds is not None and (isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int)
+                                    or not 1 <= ttl_seconds <= MAX_TTL_SECONDS):
+        raise ValueError(f"ttl_seconds must be a whole number of seconds from 1 to "
+                         f"{MAX_TTL_SECONDS} (or None), got {ttl_seconds!r}")
+    return ttl_seconds
+
+
 class IdempotencyReader:
     """Looks runs up by idempotency key within one tenant; only SELECTs."""
 
@@ -181,7 +194,7 @@ class IdempotencyReader:
     def __init__(self, db=None, clock=utcnow, ttl_seconds=None):
         self.db = _database(db)
         self.clock = clock
-        self.ttl_seconds = ttl_seconds
+        self.ttl_seconds = _check_ttl(ttl_seconds)
 
     def get_existing_run(self, key, tenant_id, agent_id=None):
         """The tenant's run holding `key` (and run by `agent_id`, when given), or None."""
@@ -210,18 +223,20 @@ class IdempotencyWriter:
         self.db = _database(tx)
         self.tx = tx if hasattr(tx, "on_commit") else self.db
         self.clock = clock
-        self.ttl_seconds = ttl_seconds
+        self.ttl_seconds = _check_ttl(ttl_seconds)
 
     def claim_or_get(self, key, tenant_id, agent_id=None, request_fingerprint=None,
                      status="queued", run_id=None):
-        """The run holding the tenant's key, creating it (with `status`) if the key is free.
+        """The run holding the tenant's key, creating it (with `status`, one of RUN_STATUSES) if free.
 
         Raises IdempotencyConflict when an unexpired claim of the key was made for another
         fingerprint or agent; replaces an expired claim (see the module docstring).
         """
         validate_lookup(key, tenant_id, agent_id)
         _optional_text(request_fingerprint, "request fingerprint")
-        _require_text(status, "status")
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r} "
+                             f"(expected one of: {', '.join(RUN_STATUSES)})")
         _optional_text(run_id, "run id")
         now = self.clock()
         claim = {"id": run_id or new_id(), "tenant_id": tenant_id, "agent_id": agent_id,

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 PHASE_ENV, DEFAULT_PHASE = "AOS_PHASE", "C"
 ENVIRONMENT_ENV, DEFAULT_ENVIRONMENT = "AOS_ENVIRONMENT", "local"
 STATUSES = LEDGER_STATUSES
+MAX_LIMIT = 10_000
 
 _COLUMNS = in_column_order(Entry, (
     "id", "artifact", "field", "signal_type", "evidence", "confidence", "detected_by", "phase",
@@ -133,10 +134,12 @@ def _signal_dict(entry):
 def get_signals(coordinator, artifact=None, signal_type=None, status=None, limit=100):
     """Signals, most seen first, then most recently seen; filters apply when given.
 
-    A negative limit gives []; None means no limit. A storage failure is logged and gives [].
+    `limit` is an integer from 1 to 10,000 (anything else is a ValueError) or None for no
+    limit. A storage failure is logged and gives [].
     """
-    if limit is not None and limit < 0:
-        return []
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or not 1 <= limit <= MAX_LIMIT):
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT} or None, got {limit!r}")
     query = Entry.select()
     if artifact:
         query = query.where(Entry.artifact == artifact)

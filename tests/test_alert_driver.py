@@ -186,6 +186,15 @@ def query_plan(db, statement, params):
     return " ".join(row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
 
 
+@pytest.mark.parametrize("limit", ["10", True, 0, -1, 10_001, 2**70, 1.5, None])
+def test_list_alerts_refuses_a_bad_limit(queue, hoc_db, limit):
+    enqueue(queue)
+    reader = AlertQueueReader(hoc_db)
+    with pytest.raises(ValueError, match="limit must be an integer from 1 to 10000"):
+        reader.list_alerts(limit=limit)
+    assert len(reader.list_alerts(limit=10_000)) == 1
+
+
 def test_the_claim_walks_the_indexes_and_never_sorts(hoc_db):
     plan = query_plan(hoc_db, _SELECT_DUE, ["pending", "2026-05-01 12:00:00.000000", 10])
     assert "USING INDEX costsim_alert_queue_status_next_attempt_at" in plan

@@ -117,6 +117,19 @@ def test_huge_and_nan_numbers_are_bad_input(args, run_cli, tmp_path):
     assert file_checksum(path) == before
 
 
+@pytest.mark.parametrize("option", ["--agent", "--error-code", "--trace-id"])
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_run_complete_refuses_blank_optional_ids(option, blank, run_cli, tmp_path):
+    path = tmp_path / "seeded.db"
+    assert run_cli(path, "init").exit_code == 0
+    before = file_checksum(path)
+    result = run_cli(path, "run", "complete", "r1", "--tenant", "acme", "--status", "failed",
+                     option, blank)
+    assert result.exit_code == 2, (result.output, result.stderr)
+    assert result.stderr == f"error: Invalid value for '{option}': must not be empty\n"
+    assert file_checksum(path) == before
+
+
 def test_send_once_and_watch_together_is_bad_input(run_cli, tmp_path):
     path = tmp_path / "seeded.db"
     assert run_cli(path, "init").exit_code == 0
@@ -125,3 +138,10 @@ def test_send_once_and_watch_together_is_bad_input(run_cli, tmp_path):
     assert result.exit_code == 2 and result.stderr == "error: --once and --watch cannot be combined\n"
     assert file_checksum(path) == before
 
+
+
+def test_db_naming_a_directory_says_so(run_cli, tmp_path):
+    result = run_cli(tmp_path, "incidents", "list", "--tenant", "acme")
+    assert result.exit_code == 1, (result.output, result.stderr)
+    assert result.stderr == f"error: cannot open database {tmp_path}: it is a directory\n"
+    assert list(tmp_path.iterdir()) == []

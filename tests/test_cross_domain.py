@@ -86,7 +86,8 @@ def test_agent_entity_and_generated_description(hoc_coordinator):
 @pytest.mark.parametrize("current, expected, title, trigger_value", [
     (100, 100, "(+$0.00)", "0"),
     (50, 100, "(+$-0.50)", "-50"),
-    (Decimal("100.5"), 0, "(+$1.00)", "100.5"),   # Decimal formatting rounds half to even
+    (Decimal("100"), 0, "(+$1.00)", "100"),
+    (15000.0, 10000, "(+$50.00)", "5000.0"),   # a whole float is accepted, as the server edition
 ])
 def test_overage_edges(hoc_coordinator, current, expected, title, trigger_value):
     with hoc_coordinator.transaction() as tx:
@@ -123,12 +124,15 @@ def test_invalid_input_raises_governance_error_and_rolls_back_the_caller(hoc_coo
 
 @pytest.mark.parametrize("field, value", [
     ("tenant", ""), ("anomaly_id", " "), ("current", "15000"), ("expected", None),
-    ("current", True),
+    ("current", True), ("current", 1.5), ("expected", Decimal("100.5")),
+    ("current", float("nan")), ("expected", Decimal("Infinity")),
+    ("entity_id", 5), ("entity_type", ["agent"]), ("description", 5),
 ])
 def test_bad_arguments_are_governance_errors(hoc_coordinator, field, value):
     with hoc_coordinator.transaction() as tx:
-        with pytest.raises(GovernanceError):
+        with pytest.raises(GovernanceError) as caught:
             anomaly(tx, **{field: value})
+    assert str(caught.value.__cause__).startswith(field)  # the message names the argument
     assert Incident.select().count() == 0
 
 

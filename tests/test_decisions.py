@@ -623,3 +623,22 @@ def test_list_is_tenant_filtered_and_filters_by_run_request_and_type(hoc_coordin
     assert len(d.list_decisions(c, T, limit=1)) == 1
     with pytest.raises(ValueError):
         d.list_decisions(c, "")
+
+
+@pytest.mark.parametrize("tenant_id", [123, None, "", "  ", ["tenant-a"]])
+def test_reads_refuse_a_missing_or_non_string_tenant(hoc_coordinator, tenant_id):
+    c = hoc_coordinator
+    pre = d.emit_routing_decision(c, None, True, "a", ["a"], tenant_id=T, request_id="req-1")
+    with pytest.raises(ValueError, match="tenant_id is required"):
+        d.list_decisions(c, tenant_id)
+    with pytest.raises(ValueError, match="tenant_id is required"):
+        d.backfill_run_id_for_request(c, "req-1", "run-1", tenant_id)
+    assert [r["run_id"] for r in rows(c) if r["decision_id"] == pre.decision_id] == [None]
+
+
+@pytest.mark.parametrize("limit", ["10", True, 0, -1, 10_001, 2**70, 1.5, None])
+def test_list_refuses_a_bad_limit(hoc_coordinator, limit):
+    d.emit_routing_decision(hoc_coordinator, "run-1", True, "a", ["a"], tenant_id=T)
+    with pytest.raises(ValueError, match="limit must be an integer from 1 to 10000"):
+        d.list_decisions(hoc_coordinator, T, limit=limit)
+    assert len(d.list_decisions(hoc_coordinator, T, limit=10_000)) == 1

@@ -213,6 +213,15 @@ def test_reader_is_tenant_scoped(hoc_coordinator, write):
         reader.list_incidents("")
 
 
+@pytest.mark.parametrize("limit", ["10", True, 0, -1, 10_001, 2**70, 1.5, None])
+def test_list_incidents_refuses_a_bad_limit(hoc_coordinator, limit):
+    open_incident(hoc_coordinator, "t1", "a")
+    reader = GuardReader(hoc_coordinator.db)
+    with pytest.raises(ValueError, match="limit must be an integer from 1 to 10000"):
+        reader.list_incidents("t1", limit=limit)
+    assert [i.id for i in reader.list_incidents("t1", limit=10_000)] == ["a"]
+
+
 # ---------------------------------------------------------------------------------------
 # demo incidents
 

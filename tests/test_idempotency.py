@@ -192,6 +192,24 @@ def test_claim_takes_a_status_and_a_run_id(claim, reader):
     assert reader.check_idempotency("order-7", "acme").status == "running"
 
 
+@pytest.mark.parametrize("status", ["bogus", "QUEUED", "", None, 5])
+def test_claim_refuses_an_unknown_status(claim, status):
+    with pytest.raises(ValueError, match="unknown run status"):
+        claim("order-7", "acme", status=status)
+    assert all_runs() == []
+    assert claim("order-7", "acme", status="cancelled").status == "cancelled"
+
+
+@pytest.mark.parametrize("ttl", ["x", float("nan"), 1.5, True, 0, -1, 2**70])
+def test_a_bad_ttl_argument_is_refused(hoc_coordinator, hoc_db, clock, ttl):
+    with hoc_coordinator.transaction() as tx:
+        with pytest.raises(ValueError, match="ttl_seconds must be a whole number of seconds"):
+            idempotency.claim_or_get(tx, "order-7", "acme", clock=clock, ttl_seconds=ttl)
+    with pytest.raises(ValueError, match="ttl_seconds must be a whole number of seconds"):
+        idempotency.check_idempotency("order-7", "acme", db=hoc_db, clock=clock, ttl_seconds=ttl)
+    assert all_runs() == []
+
+
 def test_claiming_is_refused_outside_a_coordinator_transaction(hoc_db, clock):
     with pytest.raises(CommitForbidden, match="no coordinator transaction"):
         IdempotencyWriter(hoc_db, clock).claim_or_get("order-7", "acme")

@@ -196,7 +196,15 @@ def test_get_signals_orders_by_seen_count_then_last_seen_and_filters(hoc_coordin
         hoc_coordinator, signal_type="dominant_field")] == ["twice"]
     assert [s["artifact"] for s in ledger.get_signals(hoc_coordinator, status="promoted")] == [
         "once-new"]
-    assert ledger.get_signals(hoc_coordinator, limit=-1) == []
+
+
+@pytest.mark.parametrize("limit", ["10", True, 0, -1, 10_001, 2**70, 1.5])
+def test_get_signals_refuses_a_bad_limit(hoc_coordinator, limit):
+    emit(hoc_coordinator, artifact="a")
+    with pytest.raises(ValueError, match="limit must be an integer from 1 to 10000 or None"):
+        ledger.get_signals(hoc_coordinator, limit=limit)
+    assert len(ledger.get_signals(hoc_coordinator, limit=10_000)) == 1
+    assert len(ledger.get_signals(hoc_coordinator, limit=None)) == 1
 
 
 def _emit_many_in_child(path, barrier):

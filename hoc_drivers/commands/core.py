@@ -2,6 +2,7 @@
 import click
 
 from .common import EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, tenant_option
+from .guard import non_empty
 
 
 @click.command()
@@ -27,10 +28,10 @@ def run():
 @tenant_option
 @click.option("--status", "run_status", required=True,
               help="Final run status, e.g. succeeded, failed, halted.")
-@click.option("--agent", "agent_id", help="Agent that ran it.")
-@click.option("--error-code", help="Error code of a failed run.")
+@click.option("--agent", "agent_id", callback=non_empty, help="Agent that ran it.")
+@click.option("--error-code", callback=non_empty, help="Error code of a failed run.")
 @click.option("--error-message", help="Error message of a failed run.")
-@click.option("--trace-id", help="Trace to mark completed.")
+@click.option("--trace-id", callback=non_empty, help="Trace to mark completed.")
 @json_option
 def complete(run_id, tenant_id, run_status, agent_id, error_code, error_message, trace_id, as_json):
     """Complete a run: incident (if failed), policy evaluation and trace, in one transaction.
