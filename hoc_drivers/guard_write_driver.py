@@ -106,6 +106,8 @@ class GuardReader:
         """The tenant's incidents, newest first, optionally of one status (at most `limit`)."""
         _require_text(tenant_id, "tenant_id")
         _require_limit(limit)
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
+            raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
         query = Incident.select().where(Incident.tenant_id == tenant_id)
         if status is not None:
             if status not in INCIDENT_STATUSES:

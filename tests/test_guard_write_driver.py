@@ -222,6 +222,15 @@ def test_list_incidents_refuses_a_bad_limit(hoc_coordinator, limit):
     assert [i.id for i in reader.list_incidents("t1", limit=10_000)] == ["a"]
 
 
+@pytest.mark.parametrize("offset", ["1", True, -1, 2**70, 0.5, None])
+def test_list_incidents_refuses_a_bad_offset(hoc_coordinator, offset):
+    open_incident(hoc_coordinator, "t1", "a")
+    reader = GuardReader(hoc_coordinator.db)
+    with pytest.raises(ValueError, match="offset must be a non-negative integer"):
+        reader.list_incidents("t1", offset=offset)
+    assert reader.list_incidents("t1", offset=1) == []
+
+
 # ---------------------------------------------------------------------------------------
 # demo incidents
 
