@@ -175,6 +175,9 @@ class AlertQueueReader:
         query = (AlertQueueItem.select().order_by(AlertQueueItem.created_at.desc())
                  .limit(_require_limit(limit)))
         if status is not None:
+            if status not in ALERT_STATUSES:
+                raise ValueError(f"unknown alert status {status!r} "
+                                 f"(expected one of: {', '.join(ALERT_STATUSES)})")
             query = query.where(AlertQueueItem.status == status)
         return list(query.execute(self.db))
 

@@ -58,8 +58,9 @@ def ttl_from_environment(environ=None):
         value = int(raw)
     except ValueError:
         raise ValueError(f"{TTL_ENV_VAR} must be a whole number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{TTL_ENV_VAR} must be positive, got {value}")
+    if not 0 < value <= MAX_TTL_SECONDS:
+        raise ValueError(f"{TTL_ENV_VAR} must be positive and at most {MAX_TTL_SECONDS} "
+                         f"(a century), got {value}")
     return value
 
 

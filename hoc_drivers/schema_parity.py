@@ -2,7 +2,9 @@
 
 The expected schema is what Peewee itself creates for the models (built in a private
 in-memory database); both sides are read with Peewee's own introspection
-(`get_tables`, `get_columns`, `get_primary_keys`, `get_indexes`) and compared.
+(`get_tables`, `get_columns`, `get_primary_keys`, `get_indexes`) and compared. Triggers, which
+Peewee does not model, are declared on the model (`TRIGGERS`: name -> CREATE statement) and
+compared with `sqlite_master`.
 """
 import re
 from dataclasses import dataclass
@@ -28,7 +30,8 @@ class SchemaParityError(RuntimeError):
 class ParityIssue:
     """One difference between the models and the database."""
 
-    kind: str          # TABLE_MISSING, COLUMN_MISSING, COLUMN_TYPE, COLUMN_NULL, PRIMARY_KEY, INDEX, COLUMN_EXTRA
+    # TABLE_MISSING, COLUMN_MISSING, COLUMN_TYPE, COLUMN_NULL, PRIMARY_KEY, INDEX, TRIGGER, COLUMN_EXTRA
+    kind: str
     table: str
     detail: str
     is_error: bool = True
@@ -58,6 +61,25 @@ def _introspect(db, table):
     return columns, db.get_primary_keys(table), indexes
 
 
+def _normal_sql(sql):
+    """A CREATE statement lower-cased, single-spaced and without IF NOT EXISTS (as SQLite stores it)."""
+    return " ".join(re.sub(r"\bif\s+not\s+exists\b", "", sql.lower()).split())
+
+
+def _trigger_issues(db, model):
+    """TRIGGER errors: each trigger the model declares must exist, with the model's statement."""
+    table = model._meta.table_name
+    actual = dict(db.execute_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+                                 " AND tbl_name = ?", (table,)).fetchall())
+    issues = []
+    for name, sql in getattr(model, "TRIGGERS", {}).items():
+        if name not in actual:
+            issues.append(ParityIssue("TRIGGER", table, f"trigger {name} is missing"))
+        elif _normal_sql(actual[name]) != _normal_sql(sql):
+            issues.append(ParityIssue("TRIGGER", table, f"trigger {name} differs from the model's"))
+    return issues
+
+
 @lru_cache(maxsize=None)
 def _expected_schema(models):
     """The schema Peewee creates for `models`, introspected from a private in-memory database."""
@@ -78,6 +100,9 @@ def compare_schema(db, models=None):
     expected = _expected_schema(tuple(models))
     present = set(db.get_tables())
     issues = []
+    for model in models:
+        if model._meta.table_name in present:
+            issues.extend(_trigger_issues(db, model))
     for table, (columns, primary_key, indexes) in expected.items():
         if table not in present:
             issues.append(ParityIssue("TABLE_MISSING", table, "table does not exist"))

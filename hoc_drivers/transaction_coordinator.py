@@ -456,6 +456,10 @@ class RunCompletionTransaction:
         if not all(isinstance(value, str) and value.strip() for value in (run_id, run_status)):
             raise ValueError(f"run_id and run_status are required (non-empty strings), "
                              f"got {run_id!r} and {run_status!r}")
+        for name, value in (("agent_id", agent_id), ("error_code", error_code),
+                            ("trace_id", trace_id), ("synthetic_scenario_id", synthetic_scenario_id)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be a non-empty string or None, got {value!r}")
         started = utcnow()
         result = TransactionResult(run_id=run_id)
         incident_created = False

@@ -228,3 +228,11 @@ def test_two_concurrent_claimers_never_share_an_alert(hoc_db):
         thread.join()
     everything = claimed[0] + claimed[1]
     assert len(everything) == len(set(everything)) == 300
+
+
+def test_list_alerts_refuses_an_unknown_status(queue, hoc_db):
+    enqueue(queue)
+    reader = AlertQueueReader(hoc_db)
+    with pytest.raises(ValueError, match="unknown alert status 'PENDING'"):
+        reader.list_alerts(status="PENDING")
+    assert len(reader.list_alerts(status="pending")) == 1 and reader.list_alerts(status="sent") == []

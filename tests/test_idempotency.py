@@ -88,7 +88,8 @@ def test_ttl_from_environment(environ, ttl):
     assert idempotency.ttl_from_environment(environ) == ttl
 
 
-@pytest.mark.parametrize("raw, message", [("a day", "whole number"), ("0", "positive"), ("-5", "positive")])
+@pytest.mark.parametrize("raw, message", [("a day", "whole number"), ("0", "positive"), ("-5", "positive"),
+                                          (str(10**20), "at most 3153600000")])
 def test_a_bad_ttl_in_the_environment_is_a_clear_error(raw, message):
     with pytest.raises(ValueError, match=f"IDEMPOTENCY_TTL_SECONDS must be.*{message}"):
         idempotency.ttl_from_environment({"IDEMPOTENCY_TTL_SECONDS": raw})

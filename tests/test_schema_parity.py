@@ -81,6 +81,21 @@ def test_partial_index_predicate_ignores_quoting_and_case(fresh):
     assert check_schema_parity(connect_database(str(fresh))) == (True, [])
 
 
+def test_a_missing_or_changed_trigger_is_named(fresh, run_cli):
+    alter(fresh, "DROP TRIGGER worker_runs_immutable_guard")
+    result = run_cli(fresh, "schema", "check")
+    assert result.exit_code == 1
+    assert "TRIGGER worker_runs: trigger worker_runs_immutable_guard is missing" in result.output
+    alter(fresh, "CREATE TRIGGER worker_runs_immutable_guard BEFORE UPDATE ON worker_runs "
+                 "BEGIN SELECT 1; END")
+    result = run_cli(fresh, "schema", "check")
+    assert result.exit_code == 1
+    assert "trigger worker_runs_immutable_guard differs from the model's" in result.output
+    alter(fresh, "DROP TRIGGER worker_runs_immutable_guard")
+    init_database(str(fresh)).close()  # init restores it
+    assert run_cli(fresh, "schema", "check").exit_code == 0
+
+
 def test_every_difference_is_listed_and_hard_fail_raises(fresh):
     alter(fresh, "DROP TABLE events", "ALTER TABLE runs DROP COLUMN agent_id")
     from hoc_drivers.db import connect_database

@@ -246,6 +246,15 @@ def test_ids_of_the_wrong_type_are_refused_before_any_write(hoc_db, hoc_coordina
     assert hoc_db.execute_sql("SELECT COUNT(*) FROM prevention_records").fetchone() == (0,)
 
 
+@pytest.mark.parametrize("option", ["agent_id", "error_code", "trace_id", "synthetic_scenario_id"])
+@pytest.mark.parametrize("value", ["", "  ", 5])
+def test_blank_or_wrong_typed_optional_ids_are_refused_before_any_write(hoc_db, hoc_coordinator,
+                                                                         option, value):
+    with pytest.raises(ValueError, match=f"{option} must be a non-empty string or None"):
+        RunCompletionTransaction(hoc_coordinator).execute("r1", "t1", "failed", **{option: value})
+    assert hoc_db.execute_sql("SELECT COUNT(*) FROM incidents").fetchone() == (0,)
+
+
 def test_factories_open_the_given_database(hoc_db, hoc_publisher):
     transaction = create_transaction_coordinator(hoc_publisher, db=hoc_db)
     transaction.execute("r1", "t1", "succeeded")

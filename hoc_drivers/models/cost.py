@@ -55,6 +55,9 @@ class WorkerRun(BaseModel):
     is_synthetic = BooleanField(default=False)
     synthetic_scenario_id = CharField(null=True)
 
+    # Trigger name -> its CREATE statement (schema parity checks both).
+    TRIGGERS = {"worker_runs_immutable_guard": _IMMUTABLE_GUARD_SQL}
+
     class Meta:
         table_name = "worker_runs"
         indexes = ((("tenant_id", "created_at"), False),)
@@ -63,7 +66,8 @@ class WorkerRun(BaseModel):
     def create_table(cls, safe=True, **options):
         """Create the table, its indexes and the trigger guarding terminal runs."""
         super().create_table(safe=safe, **options)
-        cls._meta.database.execute_sql(_IMMUTABLE_GUARD_SQL)
+        for sql in cls.TRIGGERS.values():
+            cls._meta.database.execute_sql(sql)
 
 
 class FeatureTag(BaseModel):
