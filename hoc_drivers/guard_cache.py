@@ -160,15 +160,13 @@ class GuardCache:
         if _COUNT_HITS_WITHOUT_LOCK:
             try:
                 self._hits[endpoint] += 1
-            except KeyError:
-                self._count_first_hit(endpoint)
+            except KeyError:  # this endpoint's first hit (setdefault is one indivisible call)
+                self._hits.setdefault(endpoint, 0)
+                self._hits[endpoint] += 1
         else:
-            self._count_first_hit(endpoint)
+            with self._lock:
+                self._hits[endpoint] = self._hits.get(endpoint, 0) + 1
         return entry[1].copy() if entry[2] else pickle.loads(entry[1])
-
-    def _count_first_hit(self, endpoint):
-        with self._lock:
-            self._hits[endpoint] = self._hits.get(endpoint, 0) + 1
 
     def _miss(self, endpoint, key, expired):
         """Count a miss; drop the `expired` entry unless another thread replaced it."""
