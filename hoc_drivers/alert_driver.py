@@ -20,6 +20,7 @@ from .db import database_key, per_database_registry
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
 from .models.base import PLACEHOLDER, PreparedQuery, as_utc, in_column_order, new_id, utcnow
 from .models.runs import Incident
+from .validation import require_limit
 
 ACCESS = "READ+WRITE"
 
@@ -27,7 +28,6 @@ __all__ = ["AlertQueueReader", "AlertQueueWriter", "AlertDriver", "DEFAULT_LEASE
            "listen_for_alerts", "stop_listening"]
 
 DEFAULT_LEASE_SECONDS = 300
-MAX_LIMIT = 10_000
 
 # database key -> the running senders (anything with a `wake()`) to wake when alerts are queued.
 _listeners = per_database_registry()
@@ -55,12 +55,6 @@ def _wake_listeners_on_commit(db):
     tx = open_transaction(db)
     if listeners and tx is not None:
         tx.on_commit(lambda: [listener.wake() for listener in listeners])
-
-
-def _require_limit(limit):
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
-    return limit
 
 
 def _due(now):
@@ -173,7 +167,7 @@ class AlertQueueReader:
     def list_alerts(self, status=None, limit=50):
         """The most recently created alerts (optionally of one status), newest first."""
         query = (AlertQueueItem.select().order_by(AlertQueueItem.created_at.desc())
-                 .limit(_require_limit(limit)))
+                 .limit(require_limit(limit)))
         if status is not None:
             if status not in ALERT_STATUSES:
                 raise ValueError(f"unknown alert status {status!r} "

@@ -21,6 +21,7 @@ from peewee import SQL
 
 from .models.base import PLACEHOLDER, PreparedQuery, as_utc, in_column_order, new_id, utcnow
 from .models.decisions import DecisionRecordRow, DecisionSetting, PolicyDecision
+from .validation import require_limit
 
 ACCESS = "READ+WRITE"
 
@@ -101,7 +102,6 @@ CARE_FORBIDDEN_SIGNALS = frozenset({"policy_outcome", "budget_halt_reason", "rec
 CARE_CONFIDENCE_THRESHOLD = 0.50
 CARE_KILL_SWITCH_KEY = "care_optimization_kill_switch"
 JSON_ENCODER = json.JSONEncoder(allow_nan=False)  # strict JSON: NaN / Infinity are refused
-MAX_LIMIT = 10_000
 
 
 def _member(enum, value, name):
@@ -113,13 +113,6 @@ def _member(enum, value, name):
     except ValueError:
         allowed = ", ".join(m.value for m in enum)
         raise ValueError(f"{name}: unknown value {value!r} (expected one of: {allowed})") from None
-
-
-def _require_limit(limit):
-    """A clear ValueError unless `limit` is an integer from 1 to MAX_LIMIT."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
-    return limit
 
 
 def _require_tenant(tenant_id):
@@ -338,7 +331,7 @@ class DecisionRecordReader:
     def list(self, tenant_id, run_id=None, request_id=None, decision_type=None, limit=1000):
         """The tenant's records, oldest first (decided_at, then insertion order), at most `limit`."""
         _require_tenant(tenant_id)
-        _require_limit(limit)
+        require_limit(limit)
         row = DecisionRecordRow
         query = row.select().where(row.tenant_id == tenant_id)
         if run_id is not None:

@@ -15,28 +15,16 @@ from .guard_cache import invalidate_tenant_on_commit
 from .models.base import new_id, utcnow
 from .models.guard import ENTITY_TYPES, KillSwitchState
 from .models.runs import Incident, IncidentEvent
+from .validation import require_limit, require_text
 
 ACCESS = "READ+WRITE"
 
 INCIDENT_SEVERITIES = ("critical", "high", "medium", "low")
 INCIDENT_STATUSES = ("open", "acknowledged", "resolved")
-MAX_LIMIT = 10_000
 
 
 class InvalidTransition(Exception):
     """A kill switch or incident is not in a state that allows the requested change."""
-
-
-def _require_text(value, name):
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} is required (a non-empty string)")
-    return value
-
-
-def _require_limit(limit):
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
-    return limit
 
 
 def _require_entity_type(entity_type):
@@ -52,8 +40,8 @@ def validate_switch(entity_type, entity_id, tenant_id):
     A "tenant" switch stops the tenant itself, so its entity id must be the tenant id.
     """
     _require_entity_type(entity_type)
-    _require_text(entity_id, "entity_id")
-    _require_text(tenant_id, "tenant_id")
+    require_text(entity_id, "entity_id")
+    require_text(tenant_id, "tenant_id")
     if entity_type == "tenant" and entity_id != tenant_id:
         raise ValueError(f"a tenant kill switch stops its own tenant: entity_id {entity_id!r} "
                          f"is not tenant_id {tenant_id!r}")
@@ -77,7 +65,7 @@ class GuardReader:
 
     def get_killswitch_state(self, tenant_id, entity_type, entity_id):
         """The tenant's kill switch state of (entity_type, entity_id), or None."""
-        _require_text(tenant_id, "tenant_id")
+        require_text(tenant_id, "tenant_id")
         return (KillSwitchState.select()
                 .where((KillSwitchState.tenant_id == tenant_id)
                        & (KillSwitchState.entity_type == _require_entity_type(entity_type))
@@ -97,15 +85,15 @@ class GuardReader:
 
     def get_incident(self, tenant_id, incident_id):
         """The tenant's incident with that id, or None (another tenant's is never returned)."""
-        _require_text(tenant_id, "tenant_id")
+        require_text(tenant_id, "tenant_id")
         return (Incident.select()
                 .where((Incident.tenant_id == tenant_id) & (Incident.id == incident_id))
                 .first(self.db))
 
     def list_incidents(self, tenant_id, status=None, limit=100, offset=0):
         """The tenant's incidents, newest first, optionally of one status (at most `limit`)."""
-        _require_text(tenant_id, "tenant_id")
-        _require_limit(limit)
+        require_text(tenant_id, "tenant_id")
+        require_limit(limit)
         if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
             raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
         query = Incident.select().where(Incident.tenant_id == tenant_id)
@@ -119,7 +107,7 @@ class GuardReader:
 
     def list_incident_events(self, tenant_id, incident_id):
         """The timeline of the tenant's incident, in the order it was written."""
-        _require_text(tenant_id, "tenant_id")
+        require_text(tenant_id, "tenant_id")
         return list(IncidentEvent.select()
                     .where((IncidentEvent.tenant_id == tenant_id)
                            & (IncidentEvent.incident == incident_id))
@@ -187,7 +175,7 @@ class GuardWriteDriver:
         Records who froze it, when, why and by which trigger ("manual" unless given); clears
         the last unfreeze. Returns the updated state.
         """
-        _require_text(by, "by")
+        require_text(by, "by")
         now = utcnow()
         return self._transition(
             state, KillSwitchState.is_frozen == False,  # noqa: E712
@@ -207,7 +195,7 @@ class GuardWriteDriver:
 
         The freeze fields stay as history. Returns the updated state.
         """
-        _require_text(by, "by")
+        require_text(by, "by")
         now = utcnow()
         return self._transition(
             state, KillSwitchState.is_frozen == True,  # noqa: E712
@@ -242,7 +230,7 @@ class GuardWriteDriver:
         if incident.started_at is not None:
             changes[Incident.duration_seconds] = int((now - incident.started_at).total_seconds())
         if by is not None:
-            changes[Incident.resolved_by] = _require_text(by, "by")
+            changes[Incident.resolved_by] = require_text(by, "by")
         return self._move_incident(incident, ("open", "acknowledged"), "resolve", changes)
 
     def create_demo_incident(self, incident_id, tenant_id, title, trigger_type, policy_id,
@@ -255,7 +243,7 @@ class GuardWriteDriver:
         """
         for value, name in ((incident_id, "incident_id"), (tenant_id, "tenant_id"),
                             (title, "title"), (trigger_type, "trigger_type")):
-            _require_text(value, name)
+            require_text(value, name)
         severity = str(severity).lower()
         if severity not in INCIDENT_SEVERITIES:
             raise ValueError(f"unknown severity {severity!r} "

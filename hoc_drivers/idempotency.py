@@ -222,7 +222,6 @@ class IdempotencyWriter:
 
     def __init__(self, tx, clock=utcnow, ttl_seconds=None):
         self.db = _database(tx)
-        self.tx = tx if hasattr(tx, "on_commit") else self.db
         self.clock = clock
         self.ttl_seconds = _check_ttl(ttl_seconds)
 
@@ -244,13 +243,13 @@ class IdempotencyWriter:
                  "idempotency_key": key, "request_fingerprint": request_fingerprint,
                  "status": status, "created_at": now, "updated_at": now}
         if self._insert(claim):
-            invalidate_tenant_on_commit(self.tx, tenant_id, SNAPSHOT)  # one more run today
+            invalidate_tenant_on_commit(self.db, tenant_id, SNAPSHOT)  # one more run today
             return IdempotencyClaim(claim["id"], status, created=True)
         holder = _key_holder(self.db, key, tenant_id)
         if is_key_expired(holder.created_at, now, _ttl(self.ttl_seconds)):
             _RELEASE_KEY.execute(self.db, (Run.updated_at.db_value(now), holder.run_id, tenant_id))
             Run.insert(claim).execute(self.db)
-            invalidate_tenant_on_commit(self.tx, tenant_id, SNAPSHOT)
+            invalidate_tenant_on_commit(self.db, tenant_id, SNAPSHOT)
             return IdempotencyClaim(claim["id"], status, created=True, replaced_run_id=holder.run_id)
         self._check_same_request(holder, key, tenant_id, agent_id, request_fingerprint)
         return IdempotencyClaim(holder.run_id, holder.status, created=False)

@@ -17,6 +17,7 @@ from peewee import EXCLUDED, SQL, fn
 from .decisions import JSON_ENCODER, write_non_blocking
 from .models.base import PLACEHOLDER, PreparedQuery, in_column_order, new_id, utcnow
 from .models.ledger import LEDGER_STATUSES, DiscoveryLedgerEntry as Entry
+from .validation import require_limit
 
 ACCESS = "READ+WRITE"
 
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 PHASE_ENV, DEFAULT_PHASE = "AOS_PHASE", "C"
 ENVIRONMENT_ENV, DEFAULT_ENVIRONMENT = "AOS_ENVIRONMENT", "local"
 STATUSES = LEDGER_STATUSES
-MAX_LIMIT = 10_000
 
 _COLUMNS = in_column_order(Entry, (
     "id", "artifact", "field", "signal_type", "evidence", "confidence", "detected_by", "phase",
@@ -137,9 +137,7 @@ def get_signals(coordinator, artifact=None, signal_type=None, status=None, limit
     `limit` is an integer from 1 to 10,000 (anything else is a ValueError) or None for no
     limit. A storage failure is logged and gives [].
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or not 1 <= limit <= MAX_LIMIT):
-        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT} or None, got {limit!r}")
+    require_limit(limit, allow_none=True)
     query = Entry.select()
     if artifact:
         query = query.where(Entry.artifact == artifact)

@@ -17,6 +17,7 @@ from .guard_cache import SNAPSHOT, invalidate_tenant_on_commit
 from .models.base import new_id, utcnow
 from .models.cost import (IMMUTABLE_WORKER_RUN_COLUMNS, TERMINAL_WORKER_RUN_STATUSES,
                           WORKER_RUN_STATUSES, CostAnomaly, CostRecord, WorkerRun)
+from .validation import require_text
 
 ACCESS = "READ+WRITE"
 
@@ -27,12 +28,6 @@ SKILL_ID = "llm_invoke"
 
 class WorkerRunImmutable(ValueError):
     """A terminal worker run's result columns may not change."""
-
-
-def _require_text(value, name):
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} is required (a non-empty string)")
-    return value
 
 
 def _require_count(value, name):
@@ -84,7 +79,7 @@ class WorkerRunReader:
 
     def get_worker_run(self, run_id, tenant_id):
         """The tenant's worker run with that id, or None."""
-        _require_text(tenant_id, "tenant_id")
+        require_text(tenant_id, "tenant_id")
         return (WorkerRun.select()
                 .where((WorkerRun.id == run_id) & (WorkerRun.tenant_id == tenant_id))
                 .first(self.db))
@@ -111,8 +106,8 @@ class WorkerWriteService:
         completed_at on entering a terminal status. A terminal run whose result columns would
         change raises WorkerRunImmutable; one that would not change is returned untouched.
         """
-        _require_text(run_id, "run_id")
-        _require_text(tenant_id, "tenant_id")
+        require_text(run_id, "run_id")
+        require_text(tenant_id, "tenant_id")
         if not isinstance(data, dict):
             raise ValueError(f"data must be a dict, got {type(data).__name__}")
         if "status" in data and data["status"] not in WORKER_RUN_STATUSES:
@@ -163,8 +158,8 @@ class WorkerWriteService:
     def insert_cost_record(self, run_id, tenant_id, model, input_tokens, output_tokens,
                            cost_cents):
         """Record the cost of the run's LLM usage (request_id = run_id); returns the CostRecord."""
-        _require_text(tenant_id, "tenant_id")
-        _require_text(model, "model")
+        require_text(tenant_id, "tenant_id")
+        require_text(model, "model")
         row = {"id": new_id(), "tenant_id": tenant_id, "request_id": run_id,
                "workflow_id": WORKFLOW_ID, "skill_id": SKILL_ID, "model": model,
                "input_tokens": _require_count(input_tokens, "input_tokens"),
@@ -183,7 +178,7 @@ class WorkerWriteService:
         threshold is not positive); the message quotes the snapshot's `warn_threshold_pct`.
         Returns the CostAnomaly.
         """
-        _require_text(tenant_id, "tenant_id")
+        require_text(tenant_id, "tenant_id")
         _require_amount(daily_spend, "daily_spend")
         _require_amount(warn_threshold, "warn_threshold")
         if not isinstance(budget_snapshot, dict):

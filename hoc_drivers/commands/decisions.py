@@ -3,6 +3,7 @@ import click
 
 from ..decisions import DecisionType
 from .common import CliError, emit, get_coordinator, json_option, tenant_option
+from ..validation import MAX_LIMIT
 
 _LIST_COLUMNS = ["decided_at", "decision_type", "decision_outcome", "run_id", "request_id",
                  "causal_role", "decision_reason"]
@@ -25,7 +26,7 @@ def decisions():
 @click.option("--request", "request_id", help="Only records of this request.")
 @click.option("--type", "decision_type", type=click.Choice([t.value for t in DecisionType]),
               help="Only this decision type.")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
+@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=100, show_default=True,
               help="At most this many records.")
 @tenant_option
 @json_option

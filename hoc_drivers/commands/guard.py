@@ -6,6 +6,7 @@ from ..guard_write_driver import (INCIDENT_STATUSES, GuardReader, GuardWriteDriv
                                   validate_switch)
 from ..models.guard import ENTITY_TYPES
 from .common import EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option
+from ..validation import MAX_LIMIT
 
 SWITCH_COLUMNS = ["tenant_id", "entity_type", "entity_id", "is_frozen", "frozen_at", "frozen_by",
                   "freeze_reason", "trigger_type", "unfrozen_at", "unfrozen_by"]
@@ -114,7 +115,7 @@ def _incident_dict(incident):
 @tenant_option
 @click.option("--status", "status_filter", type=click.Choice(INCIDENT_STATUSES),
               help="Only incidents with this status.")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
+@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=100, show_default=True,
               help="At most this many (newest first).")
 @json_option
 def list_incidents(tenant_id, status_filter, limit, as_json):

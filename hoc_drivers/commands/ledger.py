@@ -3,6 +3,7 @@ import click
 
 from ..models.ledger import LEDGER_STATUSES
 from .common import EXIT_FAILED, CliError, emit, get_coordinator, json_option, parse_json_argument
+from ..validation import MAX_LIMIT
 
 _LIST_COLUMNS = ["artifact", "field", "signal_type", "seen_count", "status", "confidence",
                  "last_seen_at"]
@@ -50,7 +51,7 @@ def emit_command(artifact, signal_type, detected_by, field, evidence, confidence
 @click.option("--signal-type", help="Only signals of this type.")
 @click.option("--status", type=click.Choice(LEDGER_STATUSES),
               help="Only signals with this status.")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
+@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=100, show_default=True,
               help="At most this many signals.")
 @json_option
 def list_command(artifact, signal_type, status, limit, as_json):
