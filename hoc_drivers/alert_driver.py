@@ -10,16 +10,15 @@ only while the caller still holds the claim. Queueing or reviving an alert wakes
 serving this database file in this process (`AlertSender.serve`) after the transaction commits.
 """
 import json
-import threading
-import weakref
 from datetime import timedelta
 
 from peewee import OP, SQL, Expression, Select, fn
 
-from .db import database_key, per_database_registry
+from .db import DatabaseMembers
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
 from .models.base import PLACEHOLDER, PreparedQuery, as_utc, in_column_order, new_id, utcnow
 from .models.runs import Incident
+from .transaction_coordinator import open_transaction
 from .validation import require_limit
 
 ACCESS = "READ+WRITE"
@@ -29,29 +28,23 @@ __all__ = ["AlertQueueReader", "AlertQueueWriter", "AlertDriver", "DEFAULT_LEASE
 
 DEFAULT_LEASE_SECONDS = 300
 
-# database key -> the running senders (anything with a `wake()`) to wake when alerts are queued.
-_listeners = per_database_registry()
-_listeners_lock = threading.Lock()
+# The running senders (anything with a `wake()`) to wake when alerts are queued, per file.
+_listeners = DatabaseMembers()
 
 
 def listen_for_alerts(db, listener):
     """Call `listener.wake()` after each commit that queues or revives alerts on `db`'s file."""
-    with _listeners_lock:
-        _listeners.setdefault(database_key(db), weakref.WeakSet()).add(listener)
+    _listeners.add(db, listener)
 
 
 def stop_listening(db, listener):
     """Undo `listen_for_alerts(db, listener)`."""
-    with _listeners_lock:
-        _listeners.get(database_key(db), weakref.WeakSet()).discard(listener)
+    _listeners.discard(db, listener)
 
 
 def _wake_listeners_on_commit(db):
     """After the open transaction on `db` commits, wake the senders serving its file."""
-    from .transaction_coordinator import open_transaction
-
-    with _listeners_lock:
-        listeners = list(_listeners.get(database_key(db), ()))
+    listeners = _listeners.members(db)
     tx = open_transaction(db)
     if listeners and tx is not None:
         tx.on_commit(lambda: [listener.wake() for listener in listeners])

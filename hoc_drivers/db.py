@@ -222,6 +222,30 @@ def per_database_registry():
     return registry
 
 
+class DatabaseMembers:
+    """Objects registered per database file, held weakly (a guard cache serving it, a sender
+    waiting on it); thread-safe."""
+
+    def __init__(self):
+        self._sets = per_database_registry()
+        self._lock = threading.Lock()
+
+    def add(self, db, member):
+        """Register `member` for `db`'s file."""
+        with self._lock:
+            self._sets.setdefault(database_key(db), weakref.WeakSet()).add(member)
+
+    def discard(self, db, member):
+        """Unregister `member` from `db`'s file (no error if it was not registered)."""
+        with self._lock:
+            self._sets.get(database_key(db), weakref.WeakSet()).discard(member)
+
+    def members(self, db):
+        """The members registered for `db`'s file, as a list."""
+        with self._lock:
+            return list(self._sets.get(database_key(db), ()))
+
+
 def _forget_memory_database(key):
     # Plain dict pops, no lock: safe in whichever thread collects the database object.
     for registry in _registries:

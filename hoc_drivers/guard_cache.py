@@ -25,7 +25,6 @@ import os
 import pickle
 import sys
 import threading
-import weakref
 from collections import Counter
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -33,7 +32,7 @@ from time import monotonic
 
 from cachetools import FIFOCache
 
-from .db import database_key, per_database_registry
+from .db import DatabaseMembers, database_key, per_database_registry
 
 ACCESS = "READ"
 
@@ -132,7 +131,7 @@ class GuardCache:
         with _registry_lock:
             if self.database is None:
                 self.database = key
-                _serving.setdefault(key, weakref.WeakSet()).add(self)
+                _serving.add(db, self)
             elif self.database != key:
                 raise ValueError(f"this guard cache already serves {_describe(self.database)}; "
                                  f"use get_guard_cache(db) for {_describe(key)}")
@@ -286,7 +285,7 @@ class GuardCache:
 
 # database key -> the caches serving that database; file databases by real path, so every
 # connection to one file in this process invalidates the same caches.
-_serving = per_database_registry()
+_serving = DatabaseMembers()
 _default_caches = per_database_registry()  # database key -> the cache get_guard_cache(db) returns
 _registry_lock = threading.Lock()
 _instance = None
@@ -328,12 +327,10 @@ def invalidate_tenant_on_commit(tx, tenant_id, endpoint=None):
         db, tx = tx, open_transaction(tx)
         if tx is None:
             raise RuntimeError(f"no coordinator transaction is open on {db.database}")
-    key = database_key(tx.db)
+    db = tx.db
 
     def invalidate():
-        with _registry_lock:
-            caches = list(_serving.get(key, ()))
-        for cache in caches:
+        for cache in _serving.members(db):
             if endpoint is None:
                 cache.invalidate_tenant(tenant_id)
             else:

@@ -509,10 +509,10 @@ def test_in_memory_databases_each_have_their_own_cache_and_are_forgotten():
     first, second = open_database(":memory:"), open_database(":memory:")
     assert get_guard_cache(first) is not get_guard_cache(second)
     key = database_key(first)
-    assert key in guard_cache_module._default_caches and key in guard_cache_module._serving
+    assert key in guard_cache_module._default_caches and key in guard_cache_module._serving._sets
     first.close()
     del first
     gc.collect()
-    assert key not in guard_cache_module._default_caches and key not in guard_cache_module._serving
+    assert key not in guard_cache_module._default_caches and key not in guard_cache_module._serving._sets
     assert database_key(open_database(":memory:")) != key
     second.close()
