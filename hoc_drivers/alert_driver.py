@@ -1,53 +1,34 @@
 """Alert Driver: the offline-first alert queue (enqueue, claim, sent / retry / failed).
 
-Pure data access over `costsim_alert_queue`, inside the caller's coordinator transaction; it
-never commits and never decides retry or backoff (the sender does). Claiming is atomic: the
-coordinator opens every transaction with BEGIN IMMEDIATE, so between the SELECT of due alerts
-and the UPDATE that leases them no other sender can write; the lease pushes `next_attempt_at`
-past the claim, so the same alert is never handed to two senders, and an alert whose sender
-crashed is due again once its lease has passed. Sent / retry / failed updates are applied
-only while the caller still holds the claim. Queueing or reviving an alert wakes the senders
-serving this database file in this process (`AlertSender.serve`) after the transaction commits.
+`AlertQueueReader(db)` only SELECTs. `AlertQueueWriter(tx)` writes inside the caller's
+coordinator transaction; it never commits and never decides retry or backoff (the sender
+does). Claiming is atomic: the coordinator opens every transaction with BEGIN IMMEDIATE, so
+between the SELECT of due alerts and the UPDATE that leases them no other sender can write; the
+lease pushes `next_attempt_at` past the claim, so the same alert is never handed to two
+senders, and an alert whose sender crashed is due again once its lease has passed. Sent /
+retry / failed updates are applied only while the caller still holds the claim.
+
+The queue is shared by every tenant (an alert raised by a circuit breaker has none), so only
+enqueueing and marking an incident take a tenant. What the writer changes it notes on the
+transaction: `AlertQueued()` when it queues or revives alerts (a serving sender wakes after
+COMMIT), `GuardStateChanged(tenant)` when it marks an incident alert-sent.
 """
 import json
 from datetime import timedelta
 
 from peewee import OP, SQL, Expression, Select, fn
 
-from .db import DatabaseMembers
+from .facts import AlertQueued, GuardStateChanged
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
-from .models.base import PLACEHOLDER, PreparedQuery, as_utc, in_column_order, new_id, utcnow
+from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
 from .models.runs import Incident
-from .transaction_coordinator import open_transaction
-from .validation import require_limit
+from .validation import require_database, require_limit, require_tenant, require_transaction
 
 ACCESS = "READ+WRITE"
 
-__all__ = ["AlertQueueReader", "AlertQueueWriter", "AlertDriver", "DEFAULT_LEASE_SECONDS",
-           "listen_for_alerts", "stop_listening"]
+__all__ = ["AlertQueueReader", "AlertQueueWriter", "AlertDriver", "DEFAULT_LEASE_SECONDS"]
 
 DEFAULT_LEASE_SECONDS = 300
-
-# The running senders (anything with a `wake()`) to wake when alerts are queued, per file.
-_listeners = DatabaseMembers()
-
-
-def listen_for_alerts(db, listener):
-    """Call `listener.wake()` after each commit that queues or revives alerts on `db`'s file."""
-    _listeners.add(db, listener)
-
-
-def stop_listening(db, listener):
-    """Undo `listen_for_alerts(db, listener)`."""
-    _listeners.discard(db, listener)
-
-
-def _wake_listeners_on_commit(db):
-    """After the open transaction on `db` commits, wake the senders serving its file."""
-    listeners = _listeners.members(db)
-    tx = open_transaction(db)
-    if listeners and tx is not None:
-        tx.on_commit(lambda: [listener.wake() for listener in listeners])
 
 
 def _due(now):
@@ -79,13 +60,9 @@ _LEASE = PreparedQuery(lambda: AlertQueueItem.update(
     {AlertQueueItem.next_attempt_at: PLACEHOLDER, AlertQueueItem.claim_token: PLACEHOLDER})
     .where(AlertQueueItem.id.in_(Select([fn.json_each(PLACEHOLDER)], [SQL("value")]))))
 _FIELDS = AlertQueueItem._meta.sorted_fields
-
-
-_INSERT_COLUMNS = in_column_order(AlertQueueItem, (
+_INSERT_ALERT = PreparedInsert(AlertQueueItem, (
     "id", "tenant_id", "payload", "alert_type", "circuit_breaker_name", "incident_id", "channel",
     "destination", "max_attempts", "next_attempt_at", "created_at"))
-_INSERT_ALERT = PreparedQuery(lambda: AlertQueueItem.insert(
-    {getattr(AlertQueueItem, n): PLACEHOLDER for n in _INSERT_COLUMNS}))
 
 
 def _alert_from_row(row):
@@ -116,7 +93,7 @@ class AlertQueueReader:
     ACCESS = "READ"
 
     def __init__(self, db):
-        self.db = db
+        self.db = require_database(db)
 
     def fetch_queue_stats(self, now=None):
         """{pending, sent, failed, oldest_pending, oldest_pending_age_seconds}.
@@ -174,17 +151,21 @@ class AlertQueueWriter:
 
     ACCESS = "WRITE"
 
-    def __init__(self, db):
-        self.db = db
+    def __init__(self, tx):
+        self.tx = require_transaction(tx)
+        self.db = tx.db
 
-    def insert_alert(self, payload, alert_type, circuit_breaker_name=None, incident_id=None,
-                     tenant_id=None, channel="alertmanager", destination=None, max_attempts=10,
+    def insert_alert(self, tenant_id, payload, alert_type, circuit_breaker_name=None,
+                     incident_id=None, channel="alertmanager", destination=None, max_attempts=10,
                      now=None):
-        """Queue one alert (status pending, due `now`); returns the stored row.
+        """Queue one alert of tenant `tenant_id` (None: of no tenant, e.g. a circuit breaker's),
+        status pending, due `now`; returns the stored row.
 
         `channel` is alertmanager, webhook, slack or email; `destination` is a JSON object
         ({"url": ...} for HTTP channels, {"recipients": [...]} for e-mail, optional "headers").
         """
+        if tenant_id is not None:
+            require_tenant(tenant_id)
         if channel not in ALERT_CHANNELS:
             raise ValueError(f"unknown alert channel {channel!r} "
                              f"(expected one of: {', '.join(ALERT_CHANNELS)})")
@@ -195,9 +176,8 @@ class AlertQueueWriter:
                   "alert_type": alert_type, "circuit_breaker_name": circuit_breaker_name,
                   "incident_id": incident_id, "channel": channel, "destination": destination,
                   "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now}
-        fields = AlertQueueItem._meta.fields
-        _INSERT_ALERT.execute(self.db, [fields[n].db_value(values[n]) for n in _INSERT_COLUMNS])
-        _wake_listeners_on_commit(self.db)
+        _INSERT_ALERT.execute(self.db, values)
+        self.tx.note(AlertQueued())
         return AlertQueueItem(**values, status="pending", attempts=0, last_attempt_at=None,
                               last_error=None, sent_at=None, claim_token=None)
 
@@ -252,25 +232,31 @@ class AlertQueueWriter:
             {"status": "failed", "attempts": alert.attempts + 1,
              "last_attempt_at": last_attempt_at, "last_error": last_error or alert.last_error})
 
-    def mark_incident_alert_sent(self, incident_id, sent_at, tenant_id=None):
-        """Set the incident's alert_sent / alert_sent_at (of that tenant, when given); row count."""
+    def mark_incident_alert_sent(self, tenant_id, incident_id, sent_at):
+        """Set alert_sent / alert_sent_at on incident `incident_id` of tenant `tenant_id` (None:
+        the alert had no tenant, so of whichever tenant it is); returns the row count."""
         condition = Incident.id == incident_id
         if tenant_id is not None:
-            condition &= Incident.tenant_id == tenant_id
-        return (Incident.update(alert_sent=True, alert_sent_at=sent_at, updated_at=sent_at)
-                .where(condition).execute(self.db))
+            condition &= Incident.tenant_id == require_tenant(tenant_id)
+        tenants = list(Incident.update(alert_sent=True, alert_sent_at=sent_at, updated_at=sent_at)
+                       .where(condition).returning(Incident.tenant_id).tuples().execute(self.db))
+        for (tenant,) in tenants:
+            self.tx.note(GuardStateChanged(tenant))
+        return len(tenants)
 
     def retry_failed_alerts(self, max_retries, now):
         """Failed alerts back to pending with `max_retries` more attempts, due `now`; count."""
         if max_retries < 0:
             raise ValueError(f"max_retries must not be negative, got {max_retries}")
-        _wake_listeners_on_commit(self.db)
-        return (AlertQueueItem.update(
-                    status="pending", max_attempts=AlertQueueItem.max_attempts + max_retries,
-                    next_attempt_at=now, claim_token=None)
-                .where((AlertQueueItem.status == "failed")
-                       & (AlertQueueItem.attempts < AlertQueueItem.max_attempts + max_retries))
-                .execute(self.db))
+        revived = (AlertQueueItem.update(
+                       status="pending", max_attempts=AlertQueueItem.max_attempts + max_retries,
+                       next_attempt_at=now, claim_token=None)
+                   .where((AlertQueueItem.status == "failed")
+                          & (AlertQueueItem.attempts < AlertQueueItem.max_attempts + max_retries))
+                   .execute(self.db))
+        if revived:
+            self.tx.note(AlertQueued())
+        return revived
 
     def purge_old_alerts(self, cutoff, statuses, limit=None):
         """Delete alerts created before `cutoff` whose status is in `statuses`; count.
@@ -287,7 +273,8 @@ class AlertQueueWriter:
         return AlertQueueItem.delete().where(condition).execute(self.db)
 
 
-class AlertDriver(AlertQueueReader, AlertQueueWriter):
-    """The seed's one-object driver: every queue read and write, bound to one database."""
+class AlertDriver(AlertQueueWriter, AlertQueueReader):
+    """The seed's one-object driver: `AlertDriver(tx)`, every queue write and read, on the
+    transaction's database."""
 
     ACCESS = "READ+WRITE"

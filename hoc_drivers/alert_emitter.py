@@ -1,11 +1,13 @@
 """Alert Emitter: near-threshold and breach alerts through UI, webhook, Slack and e-mail.
 
-`AlertEmitter(tx)` works inside the caller's coordinator transaction and never commits.
-The UI channel writes a `notifications` row. The network channels (webhook, Slack, e-mail)
-are written to the alert queue in the same transaction and delivered after commit by the
-alert sender, with retry and backoff: an alert raised while offline goes out when the network
-returns, a crash loses none, and a rolled-back transaction sends nothing. A queued network
-channel counts as sent (the queue guarantees delivery or a visible failure).
+`AlertEmitter(tx)` works inside the caller's coordinator transaction and never commits;
+`emit(signal, config)` decides from the signal whether it calls for an alert (a breach, or a
+near signal from the config's near threshold on). The UI channel writes a `notifications`
+row. The network channels (webhook, Slack, e-mail) are written to the alert queue in the same
+transaction and delivered after commit by the alert sender, with retry and backoff: an alert
+raised while offline goes out when the network returns, a crash loses none, and a rolled-back
+transaction sends nothing. A queued network channel counts as sent (the queue guarantees
+delivery or a visible failure).
 
 Webhook bodies are signed, not accompanied by the secret: when a secret is set the queued
 request carries `X-Signature: sha256=<HMAC-SHA256 of the exact body, hex>` and the secret
@@ -26,7 +28,8 @@ from urllib.parse import urlsplit
 
 from .alert_driver import AlertQueueWriter
 from .models.alerts import Notification, canonical_json
-from .models.base import as_utc, new_id, utcnow
+from .models.base import PreparedInsert, as_utc, new_id, utcnow
+from .validation import require_text, require_transaction
 
 ACCESS = "WRITE"
 
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Signature"
 SIGNAL_TYPES = ("near", "breach")
+_INSERT_NOTIFICATION = PreparedInsert(Notification, (
+    "id", "tenant_id", "notification_type", "title", "run_id", "policy_id", "metric",
+    "current_value", "threshold_value", "percentage", "action_taken", "data", "created_at"))
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+"
                     r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
@@ -68,10 +74,9 @@ def validate_email_address(address):
     return address
 
 
-def _required_text(value, name):
+def _header_safe_text(value, name):
     """Non-empty text without control characters (it ends up in headers and subjects)."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} is required")
+    require_text(value, name)
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError(f"{name} must not contain control characters, got {value!r}")
     return value
@@ -128,10 +133,10 @@ class AlertConfig:
         """Check every setting (ValueError naming the first bad one); normalises channels and
         `last_alert_at` (naive, as read back from SQLite, means UTC)."""
         for name in ("policy_id", "tenant_id"):
-            _required_text(getattr(self, name), name)
+            _header_safe_text(getattr(self, name), name)
         self.last_alert_at = as_utc(self.last_alert_at)
         if self.slack_channel is not None:
-            _required_text(self.slack_channel, "slack_channel")
+            _header_safe_text(self.slack_channel, "slack_channel")
         _non_negative(self.near_threshold_percentage, "near_threshold_percentage")
         _non_negative(self.min_alert_interval_seconds, "min_alert_interval_seconds")
         _non_negative(self.max_alerts_per_run, "max_alerts_per_run", integer=True)
@@ -222,7 +227,7 @@ class ThresholdSignal:
     def validate(self):
         """Check the signal (ValueError naming the first bad field)."""
         for name in ("tenant_id", "run_id", "policy_id", "metric"):
-            _required_text(getattr(self, name), name)
+            _header_safe_text(getattr(self, name), name)
         if self.signal_type not in SIGNAL_TYPES:
             raise ValueError(f"signal_type must be 'near' or 'breach', got {self.signal_type!r}")
         _non_negative(self.current_value, "current_value")
@@ -252,9 +257,30 @@ class AlertEmitter:
     ACCESS = "WRITE"
 
     def __init__(self, tx, clock=utcnow):
-        self.tx = tx
+        self.tx = require_transaction(tx)
         self.clock = clock
-        self.queue = AlertQueueWriter(tx.db)
+        self.queue = AlertQueueWriter(tx)
+
+    def emit(self, signal, config, action_taken=None):
+        """Raise the alert `signal` calls for: a breach alert (`emit_breach`), or a near alert
+        (`emit_near_threshold`) once its percentage reached the config's near threshold.
+
+        Returns {signal_id, signal_type, percentage, alert_sent, channels}, plus `reason` when a
+        near signal is below the near threshold (then nothing is written).
+        """
+        breach = signal.signal_type == "breach"
+        if action_taken is not None and not breach:
+            raise ValueError("action_taken applies to breach alerts only")
+        result = {"signal_id": signal.signal_id, "signal_type": signal.signal_type,
+                  "percentage": round(signal.percentage, 3), "alert_sent": False}
+        if breach:
+            result["alert_sent"] = self.emit_breach(signal, config, action_taken)
+        elif signal.percentage < config.near_threshold_percentage:
+            result["reason"] = f"below the near threshold ({config.near_threshold_percentage:g}%)"
+        else:
+            result["alert_sent"] = self.emit_near_threshold(signal, config)
+        result["channels"] = list(signal.alert_channels)
+        return result
 
     def emit_near_threshold(self, signal, config, run_alert_count=0):
         """A near-threshold alert unless disabled or throttled; True when a channel took it.
@@ -278,7 +304,7 @@ class AlertEmitter:
         """A breach alert, never throttled and not counted for throttling; True when sent."""
         self._check(signal, config)
         if action_taken is not None:
-            _required_text(action_taken, "action_taken")
+            _header_safe_text(action_taken, "action_taken")
         if not config.breach_alert_enabled:
             return False
         now = self.clock()
@@ -313,20 +339,20 @@ class AlertEmitter:
         return sent
 
     def _ui(self, signal, config, breach, action_taken, now):
-        Notification.insert(
-            id=new_id(), tenant_id=signal.tenant_id,
-            notification_type="breach" if breach else "near_threshold",
-            title=f"Policy {_label(breach)}: {signal.metric}", run_id=signal.run_id,
-            policy_id=signal.policy_id, metric=signal.metric,
-            current_value=signal.current_value, threshold_value=signal.threshold_value,
-            percentage=signal.percentage, action_taken=action_taken,
-            data={"signal_id": signal.signal_id, "step_index": signal.step_index},
-            created_at=now).execute(self.tx.db)
+        _INSERT_NOTIFICATION.execute(self.tx.db, {
+            "id": new_id(), "tenant_id": signal.tenant_id,
+            "notification_type": "breach" if breach else "near_threshold",
+            "title": f"Policy {_label(breach)}: {signal.metric}", "run_id": signal.run_id,
+            "policy_id": signal.policy_id, "metric": signal.metric,
+            "current_value": signal.current_value, "threshold_value": signal.threshold_value,
+            "percentage": signal.percentage, "action_taken": action_taken,
+            "data": {"signal_id": signal.signal_id, "step_index": signal.step_index},
+            "created_at": now})
 
     def _queue(self, signal, breach, channel, payload, destination, now):
-        self.queue.insert_alert(payload, "threshold_breach" if breach else "threshold_near",
-                                tenant_id=signal.tenant_id, channel=channel,
-                                destination=destination, now=now)
+        self.queue.insert_alert(signal.tenant_id, payload,
+                                "threshold_breach" if breach else "threshold_near",
+                                channel=channel, destination=destination, now=now)
 
     def _webhook(self, signal, config, breach, action_taken, now):
         body = {"event_type": "threshold_breach" if breach else "threshold_near",

@@ -1,16 +1,18 @@
 """Alert sender: the engine that delivers queued alerts, with exponential backoff.
 
-Each batch is claimed in one short coordinator transaction (see `alert_driver`), delivered
-outside any transaction, and each outcome is recorded in its own transaction right after the
-attempt, so a crash re-delivers at most the alert that was in flight. After a failed attempt
-n = attempts + 1: n >= max_attempts marks the alert failed, otherwise it is due again after
-min(2 ** n, max_backoff_seconds) seconds (2, 4, 8, ... 256, 300). An alert with no
-destination is a configuration error: it is marked failed at once (visible in the stats) and
-`retry_failed_alerts` revives it once the configuration is fixed. Nothing here raises into the
-caller: failures are logged and counted. Only the standard library talks to the network
-(`urllib.request`, `smtplib`), always with a timeout. `serve()` keeps a sender running: it
-delivers what is due, then waits for the next alert to fall due, for a commit in this process
-that queues one (`wake()`), or for `poll_seconds` (alerts queued by other processes).
+`AlertSender(coordinator)` runs its own transactions. Each batch is claimed in one short
+coordinator transaction (see `alert_driver`), delivered outside any transaction, and each
+outcome is recorded in its own transaction right after the attempt, so a crash re-delivers at
+most the alert that was in flight. After a failed attempt n = attempts + 1: n >= max_attempts
+marks the alert failed, otherwise it is due again after min(2 ** n, max_backoff_seconds)
+seconds (2, 4, 8, ... 256, 300). An alert with no destination is a configuration error: it is
+marked failed at once (visible in the stats) and `retry_failed_alerts` revives it once the
+configuration is fixed. Nothing here raises into the caller: failures are logged and counted.
+Only the standard library talks to the network (`urllib.request`, `smtplib`), always with a
+timeout. `serve()` keeps a sender running: it delivers what is due, then waits for the next
+alert to fall due, for a commit in this process that queues one (it subscribes to the
+`AlertQueued` fact), or for `poll_seconds` (alerts queued by other processes).
+`purge_old_alerts` deletes old alerts in short steps.
 """
 import json
 import logging
@@ -26,11 +28,12 @@ from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formataddr
 
-from .alert_driver import AlertDriver, AlertQueueReader, listen_for_alerts, stop_listening
+from .alert_driver import AlertQueueReader, AlertQueueWriter
 from .alert_emitter import validate_http_url
-from .guard_cache import invalidate_tenant_on_commit
+from .facts import AlertQueued
 from .models.alerts import canonical_json
 from .models.base import utcnow
+from .bus import subscribe
 
 __all__ = ["AlertSender", "AlertDelivery", "DeliveryResult", "SmtpSettings", "backoff_seconds"]
 
@@ -40,6 +43,7 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_BACKOFF_SECONDS = 300
 DEFAULT_BATCH_SIZE = 10
 DEFAULT_POLL_SECONDS = 5.0
+PURGE_STEP = 1000
 USER_AGENT = "hoc-drivers-alert-sender/0.1"
 
 
@@ -210,7 +214,7 @@ class AlertSender:
         counts = dict.fromkeys(("processed", "sent", "retried", "failed", "lost", "errors"), 0)
         try:
             with self.coordinator.transaction() as tx:
-                alerts = AlertDriver(tx.db).fetch_pending_alerts(
+                alerts = AlertQueueWriter(tx).fetch_pending_alerts(
                     self.clock(), batch_size or self.batch_size, self.lease_seconds)
         except Exception:
             log.exception("claiming alerts failed")
@@ -230,14 +234,12 @@ class AlertSender:
         """Write the attempt's outcome; returns the counter it belongs to."""
         now = self.clock()
         with self.coordinator.transaction() as tx:
-            driver = AlertDriver(tx.db)
+            driver = AlertQueueWriter(tx)
             if result.success:
                 if not driver.update_alert_sent(alert, now):
                     return "lost"
                 if alert.incident_id:
-                    driver.mark_incident_alert_sent(alert.incident_id, now, alert.tenant_id)
-                    if alert.tenant_id:
-                        invalidate_tenant_on_commit(tx, alert.tenant_id)
+                    driver.mark_incident_alert_sent(alert.tenant_id, alert.incident_id, now)
                 return "sent"
             attempt = alert.attempts + 1
             error = result.error_message or result.error_type
@@ -270,17 +272,16 @@ class AlertSender:
     def serve(self, poll_seconds=DEFAULT_POLL_SECONDS, on_batch=None):
         """Deliver alerts until `stop()` is called; totals as `process_batch`.
 
-        After each drain it waits until the next queued alert falls due, until `wake()` (a
-        commit in this process that queues or revives alerts on this database file calls it),
-        or at most `poll_seconds` (alerts queued by other processes), whichever comes first.
+        After each drain it waits until the next queued alert falls due, until `wake()` (called
+        after each commit in this process that notes `AlertQueued` on this database file), or
+        at most `poll_seconds` (alerts queued by other processes), whichever comes first.
         `on_batch(counts)` is called after each batch, as in `drain`. After a database error
         it waits the full `poll_seconds` before trying again.
         """
         if poll_seconds <= 0:
             raise ValueError(f"poll_seconds must be positive, got {poll_seconds}")
         totals = dict.fromkeys(("processed", "sent", "retried", "failed", "lost", "errors"), 0)
-        db = self.coordinator.db
-        listen_for_alerts(db, self)
+        unsubscribe = subscribe(self.coordinator.db, AlertQueued, self.wake)
         try:
             while not self._stopping:
                 self._wake.clear()  # before draining: a wake during the drain is kept
@@ -291,7 +292,7 @@ class AlertSender:
                     self._wake.wait(poll_seconds if counts["errors"]
                                     else self._seconds_until_due(poll_seconds))
         finally:
-            stop_listening(db, self)
+            unsubscribe()
             self._stopping = False
         return totals
 
@@ -306,11 +307,30 @@ class AlertSender:
             return poll_seconds
         return min(max((due - self.clock()).total_seconds(), 0.0), poll_seconds)
 
-    def wake(self):
-        """Make a waiting `serve()` look at the queue now."""
+    def purge_old_alerts(self, cutoff, statuses, step=PURGE_STEP, on_step=None):
+        """Delete alerts created before `cutoff` whose status is in `statuses`, at most `step`
+        per transaction (so senders are never held up for long); returns how many were deleted.
+
+        `on_step(count)` is called after each step (e.g. to move a progress bar).
+        """
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise ValueError(f"step must be a positive integer, got {step!r}")
+        deleted = 0
+        while True:
+            with self.coordinator.transaction() as tx:
+                count = AlertQueueWriter(tx).purge_old_alerts(cutoff, statuses, limit=step)
+            deleted += count
+            if on_step:
+                on_step(count)
+            if count < step:
+                return deleted
+
+    def wake(self, fact=None):
+        """Make a waiting `serve()` look at the queue now (`fact`: the `AlertQueued` that woke it)."""
         self._wake.set()
 
     def stop(self):
         """Make `serve()` return after the batch in flight (safe from a signal handler)."""
         self._stopping = True
         self._wake.set()
+

@@ -3,29 +3,126 @@
 For each driver module: Purpose (first docstring line), Access (declared `ACCESS`),
 Transaction (derived from the code: OWNS COMMIT, Flush only, Forbidden) and a Verdict.
 Any other module of the package that commits is reported too.
+
+Two kinds of evidence. Calls: `.commit()`, `.rollback()`, `.atomic()`, … and Peewee write calls
+on a model, found by name in the AST. SQL: every string expression of a module (a literal, an
+f-string, a `+` of strings; docstrings aside) is handed to SQLite itself, never compared with a
+list of spellings. A value known only at run time stands in once as a quoted name and once as
+nothing, and the stronger verdict counts (`%`, `.format()` and `join` are judged by their
+literal parts only). SQLite prepares each statement under `EXPLAIN` (nothing runs) on a private
+in-memory database holding our schema (`models.ALL_MODELS`), and an authorizer records the
+actions SQLite reports, as the commit guard does:
+- a syntax error (also "incomplete input", "unrecognized token"): not SQL, whatever was
+  recorded before it ('begin the run' is not a BEGIN);
+- transaction control (BEGIN, COMMIT, END, ROLLBACK, SAVEPOINT, RELEASE): a commit finding;
+- a write as the guard defines it (INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, …): a write;
+- SQL that SQLite reported no action for, because it failed on a name outside our schema (a
+  write to another table, an unknown column) or is a no-op here (`DROP TABLE IF EXISTS` of an
+  unknown table): unknown SQL, counted as a write, since the audit cannot vouch that it only
+  reads. If SQLite reported actions before such an error (`SELECT * FROM elsewhere`), the
+  statement is judged by them.
 """
 import ast
+import re
+import sqlite3
+import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+
+from peewee import SchemaManager, SqliteDatabase
+
+from . import models
+from .commit_guard import _CONTROL_ACTIONS, _WRITE_ACTIONS  # the guard's own sense of both
 
 DRIVERS = ("alert_driver", "alert_emitter", "cross_domain", "dag_executor", "decisions",
            "governance_signal_driver", "guard_cache", "guard_write_driver", "idempotency",
            "ledger", "schema_parity", "transaction_coordinator", "worker_write_service_async")
 COMMIT_AUTHORITY = "transaction_coordinator"
-# db.py defines the guard itself (its commit() overrides call Peewee's); this module only
-# names the SQL it looks for; bench.py commits on raw sqlite3 baselines over scratch files.
-NOT_SCANNED = ("db", "audit", "bench")
+# commit_guard.py defines the guard: it names COMMIT and ROLLBACK and calls sqlite3's commit()
+# and rollback() for the coordinator (`_control`); this module names the calls it looks for;
+# bench.py commits on raw sqlite3 baselines over scratch files.
+NOT_SCANNED = ("commit_guard", "audit", "bench")
 ACCESS_VALUES = ("READ", "WRITE", "READ+WRITE")
 
 _COMMIT_CALLS = {"commit", "rollback", "atomic", "manual_commit", "begin"}
-_COMMIT_SQL = {"COMMIT", "COMMIT TRANSACTION", "ROLLBACK", "ROLLBACK TRANSACTION", "END TRANSACTION",
-               "BEGIN", "BEGIN TRANSACTION", *(f"BEGIN {mode}{suffix}"
-                                               for mode in ("IMMEDIATE", "EXCLUSIVE", "DEFERRED")
-                                               for suffix in ("", " TRANSACTION"))}
 _WRITE_CALLS = {"insert", "insert_many", "insert_from", "replace", "replace_many", "save",
                 "delete_instance", "create", "bulk_create", "bulk_update", "get_or_create",
                 "update", "delete", "publish"}
-_WRITE_SQL = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+CONTROL, WRITE, READ = "transaction control", "write", "read"
+# A run-time value: a quoted name (SQLite reads it as a string where a value goes), or nothing.
+_HOLES = ('"hoc"', "")
+_NOT_SQL = re.compile(r"syntax error|incomplete input|unrecognized token")
+
+
+def _statements(text):
+    """Split `text` at each semicolon where SQLite's tokenizer sees a statement end."""
+    start = 0
+    for end, char in enumerate(text, 1):
+        if char == ";" and sqlite3.complete_statement(text[start:end]):
+            yield text[start:end]
+            start = end
+    yield text[start:]
+
+
+class _SqlJudge:
+    """SQLite's answer to "what would this text do?" (see the module docstring)."""
+
+    def __init__(self):
+        # No statement cache: SQLite consults the authorizer only when it prepares a text.
+        database = SqliteDatabase(":memory:", check_same_thread=False, cached_statements=0)
+        for model in models.ALL_MODELS:
+            SchemaManager(model, database).create_all()
+        self._actions = set()
+        self._lock = threading.Lock()
+        self._conn = database.connection()
+        self._conn.set_authorizer(lambda action, *_: self._actions.add(action) or sqlite3.SQLITE_OK)
+
+    def kind(self, texts):
+        """CONTROL, WRITE or READ: the strongest of the SQL statements in `texts`; None if no
+        text is SQL."""
+        with self._lock:
+            kinds = {self._statement_kind(statement) for text in texts if "\0" not in text
+                     for statement in _statements(text)}
+        return next((kind for kind in (CONTROL, WRITE, READ) if kind in kinds), None)
+
+    def _statement_kind(self, statement):
+        self._actions.clear()
+        try:
+            self._conn.execute("EXPLAIN " + statement)
+        except sqlite3.Error as exc:  # an unknown name, unbound parameters, … or not SQL at all
+            if _NOT_SQL.search(str(exc)):
+                return None
+        except UnicodeEncodeError:
+            return None
+        if self._actions & _CONTROL_ACTIONS:
+            return CONTROL
+        return WRITE if not self._actions or self._actions & _WRITE_ACTIONS else READ
+
+
+@lru_cache(maxsize=None)
+def _judge():
+    return _SqlJudge()
+
+
+def _spelled(node, hole, parts):
+    """The text a string expression spells, `hole` standing for each value known only at run
+    time (f-string fields, non-string operands of `+`); None if `node` is no string expression.
+    Adds the string nodes it is made of to `parts`."""
+    if isinstance(node, ast.Constant):
+        text = node.value if isinstance(node.value, str) else None
+    elif isinstance(node, ast.JoinedStr):
+        text = "".join(part.value if isinstance(part, ast.Constant) else hole for part in node.values)
+        parts.extend(node.values)
+    elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _spelled(node.left, hole, parts), _spelled(node.right, hole, parts)
+        text = None if left is None and right is None else (
+            (hole if left is None else left) + (hole if right is None else right))
+    else:
+        text = None
+    if text is not None:
+        parts.append(node)
+    return text
 
 
 @dataclass
@@ -54,6 +151,7 @@ class _Visitor(ast.NodeVisitor):
     def __init__(self):
         self.findings = ModuleFindings()
         self._class = None
+        self._judged = set()  # ids of string nodes already judged as part of a larger one
 
     def visit_ClassDef(self, node):
         outer, self._class = self._class, node.name
@@ -80,19 +178,28 @@ class _Visitor(ast.NodeVisitor):
                 self._write(where)
             elif name in _WRITE_CALLS - {"publish"} and _is_model_receiver(receiver):
                 self._write(where)
-            elif name == "execute_sql" and node.args and isinstance(node.args[0], ast.Constant):
-                sql = str(node.args[0].value).lstrip().upper()
-                if sql.startswith(_WRITE_SQL):
-                    self._write(where)
+        elif isinstance(node.func, ast.Name) and node.func.id == "PreparedInsert":
+            self._write(f"line {node.lineno}: PreparedInsert()")  # a prepared INSERT statement
         self.generic_visit(node)
 
     def visit_Expr(self, node):
         if not (isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
             self.generic_visit(node)  # a bare string statement is a docstring, not SQL
 
-    def visit_Constant(self, node):
-        if isinstance(node.value, str) and " ".join(node.value.upper().rstrip("; ").split()) in _COMMIT_SQL:
-            self.findings.commits.append(f"line {node.lineno}: SQL {node.value.strip()!r}")
+    def _judge_string(self, node):
+        parts = []
+        texts = {_spelled(node, hole, parts) for hole in _HOLES} - {None}
+        if texts and id(node) not in self._judged:
+            self._judged.update(map(id, parts))
+            kind = _judge().kind(texts)
+            where = f"line {node.lineno}: SQL {' '.join(ast.unparse(node).split())[:70]}"
+            if kind is CONTROL:
+                self.findings.commits.append(where)
+            elif kind is WRITE:
+                self._write(where)
+        self.generic_visit(node)
+
+    visit_Constant = visit_JoinedStr = visit_BinOp = _judge_string
 
 
 @dataclass

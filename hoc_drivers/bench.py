@@ -138,7 +138,8 @@ def bench_run_completion(quick=False, full=False):
     from .db import init_database
     from .models.base import new_id
     from .models.runs import Trace
-    from .transaction_coordinator import RunCompletionTransaction, TransactionCoordinator
+    from .run_completion import RunCompletionTransaction
+    from .transaction_coordinator import TransactionCoordinator
 
     count = 300 if quick else 2000
     with scratch_databases() as (library_path, raw_path):
@@ -146,11 +147,11 @@ def bench_run_completion(quick=False, full=False):
         coordinator = TransactionCoordinator(db)
         with coordinator.transaction():
             Trace.insert_many([{"trace_id": f"t{i}", "tenant_id": "bench", "run_id": f"r{i}"}
-                               for i in range(count * 3)]).execute()
+                               for i in range(count * 3)]).execute(db)
         transaction = RunCompletionTransaction(coordinator)
 
         def library(i):
-            transaction.execute(f"r{i}", "bench", "failed", error_message="AGENT_CRASH",
+            transaction.execute("bench", f"r{i}", "failed", error_message="AGENT_CRASH",
                                 trace_id=f"t{i}")
 
         conn = raw_connection(raw_path)
@@ -307,15 +308,16 @@ def bench_decision_emit(quick=False, full=False):
     inputs = {"eligible_agents": ["agent-a", "agent-b"], "agents_count": 2}
     with scratch_databases() as (library_path, raw_path):
         db = init_database(library_path)
-        service = DecisionRecordService(TransactionCoordinator(db))
+        coordinator = TransactionCoordinator(db)
 
         def library(i):
             record = DecisionRecord(decision_type="routing", decision_source="system",
                                     decision_trigger="explicit", decision_outcome="selected",
                                     decision_inputs=inputs, decision_reason="Selected agent-a",
                                     run_id=f"r{i}", tenant_id="bench", causal_role="pre_run")
-            if not service.emit(record):
-                raise RuntimeError("decision emit failed")
+            with coordinator.transaction() as tx:
+                if not DecisionRecordService(tx).emit(record):
+                    raise RuntimeError("decision emit failed")
 
         conn = raw_connection(raw_path)
 
@@ -427,7 +429,7 @@ def _idempotency_lookup(reader, rows):
     """check_idempotency on keys spread over the whole table."""
     def lookup(i):
         n = (i * 7919) % rows
-        return reader.check_idempotency(f"key-{n:07d}", f"tenant-{n % 100:03d}")
+        return reader.check_idempotency(f"tenant-{n % 100:03d}", f"key-{n:07d}")
     return lookup
 
 
@@ -573,7 +575,7 @@ def bench_alert_fetch_pending(quick=False, full=False):
         def claim(coordinator):
             def operation(i):
                 with coordinator.transaction() as tx:
-                    AlertDriver(tx.db).fetch_pending_alerts(now, batch_size=10)
+                    AlertDriver(tx).fetch_pending_alerts(now, batch_size=10)
             return operation
 
         try:
@@ -625,8 +627,8 @@ def bench_alert_enqueue(quick=False, full=False):
 
         def library(i):
             with coordinator.transaction() as tx:
-                AlertQueueWriter(tx.db).insert_alert(payload, "threshold", tenant_id="bench",
-                                                     channel="webhook", destination=destination)
+                AlertQueueWriter(tx).insert_alert("bench", payload, "threshold", channel="webhook",
+                                                  destination=destination)
 
         def raw(i):
             now = _now_text()

@@ -1,20 +1,24 @@
 """Cross-Domain Governance Functions (mandatory): cost-anomaly incidents and limit breaches.
 
 Each write succeeds or raises `GovernanceError`; nothing is ever skipped silently. The
-writes run inside the caller's coordinator transaction (`tx`) and never commit, so a
-`GovernanceError` that the caller lets propagate rolls its whole transaction back.
-A write attempted outside an open coordinator transaction raises `CommitForbidden` itself.
+writers take the caller's coordinator transaction first, then the tenant
+(`create_incident_from_cost_anomaly(tx, tenant_id, ...)`), write on `tx.db` and never commit,
+so a `GovernanceError` that the caller lets propagate rolls its whole transaction back. A
+transaction that has ended raises `CommitForbidden`; anything but a transaction, `TypeError`. A new
+incident notes `GuardStateChanged(tenant)` on the transaction: guard caches drop the tenant
+after COMMIT. `table_exists(db, name)` is the one reader.
 """
 import logging
 from decimal import Decimal, InvalidOperation
 
-from .db import CommitForbidden
-from .guard_cache import invalidate_tenant_on_commit
-from .models.base import PLACEHOLDER, PreparedQuery, in_column_order, new_id, utcnow
+from .commit_guard import CommitForbidden
+from .facts import GuardStateChanged
+from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
 from .models.cost import BREACH_TYPES, LimitBreach
 from .models.runs import Incident, Run
+from .validation import optional_text, require_database, require_tenant, require_text, require_transaction
 
-ACCESS = "WRITE"
+ACCESS = "READ+WRITE"
 
 log = logging.getLogger(__name__)
 
@@ -61,30 +65,18 @@ class _Mandatory:
                               self.entity_id) from exc
 
 
-_ANOMALY_INCIDENT_COLUMNS = in_column_order(Incident, (
+# Built once (Peewee's SQL generation costs more than the INSERT itself); values bound per call.
+_INSERT_ANOMALY_INCIDENT = PreparedInsert(Incident, (
     "id", "tenant_id", "anomaly_id", "title", "severity", "status", "trigger_type",
     "trigger_value", "cost_delta_cents", "source_type", "category", "description",
     "impact_scope", "affected_agent_id", "affected_count", "cause_type", "lifecycle_state",
-    "domain", "started_at", "created_at", "updated_at"))
-# Built once (Peewee's SQL generation costs more than the INSERT itself); values bound per call.
-_INSERT_ANOMALY_INCIDENT = PreparedQuery(lambda: Incident.insert(
-    {getattr(Incident, name): PLACEHOLDER for name in _ANOMALY_INCIDENT_COLUMNS})
-    .on_conflict(conflict_target=(Incident.tenant_id, Incident.anomaly_id), action="NOTHING")
-    .returning(Incident.id))
+    "domain", "started_at", "created_at", "updated_at"),
+    conflict_target=(Incident.tenant_id, Incident.anomaly_id), returning=Incident.id)
 _SELECT_ANOMALY_INCIDENT = PreparedQuery(lambda: Incident.select(Incident.id).where(
     (Incident.tenant_id == PLACEHOLDER) & (Incident.anomaly_id == PLACEHOLDER)))
-
-
-def _required_text(value, name):
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} is required (a non-empty string)")
-    return value
-
-
-def _optional_text(value, name):
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{name} must be a string or None, got {value!r}")
-    return value
+_INSERT_BREACH = PreparedInsert(LimitBreach, (
+    "id", "tenant_id", "limit_id", "breach_type", "value_at_breach", "limit_value", "run",
+    "incident", "details", "breached_at"))
 
 
 def _cents(value, name):
@@ -103,19 +95,20 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
     """Create the incident of a cost anomaly (one per tenant and anomaly); returns its id.
 
     Calling again with the same (tenant_id, anomaly_id) returns the existing incident's id
-    and writes nothing. A new incident invalidates the tenant's guard cache after commit.
+    and writes nothing. A new incident notes `GuardStateChanged(tenant_id)` on `tx`.
     An unknown severity is stored as "medium" (SPEC §1); amounts are whole cents.
     Raises GovernanceError (domain "Analytics") on any failure, bad input included.
     """
+    require_transaction(tx)
     with _Mandatory("Analytics", "create_incident_from_cost_anomaly", anomaly_id):
-        _required_text(tenant_id, "tenant_id")
-        _required_text(anomaly_id, "anomaly_id")
-        _required_text(anomaly_type, "anomaly_type")
+        require_tenant(tenant_id)
+        require_text(anomaly_id, "anomaly_id")
+        require_text(anomaly_type, "anomaly_type")
         if not isinstance(severity, str):
             raise ValueError(f"severity must be a string, got {severity!r}")
-        _optional_text(entity_type, "entity_type")
-        _optional_text(entity_id, "entity_id")
-        _optional_text(description, "description")
+        optional_text(entity_type, "entity_type")
+        optional_text(entity_id, "entity_id")
+        optional_text(description, "description")
         current = _cents(current_value_cents, "current_value_cents")
         expected = _cents(expected_value_cents, "expected_value_cents")
         overage = current - expected
@@ -137,11 +130,9 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
             "affected_count": 1, "cause_type": "SYSTEM", "lifecycle_state": "ACTIVE",
             "domain": "Analytics", "started_at": now, "created_at": now, "updated_at": now,
         }
-        fields = Incident._meta.fields
-        params = [fields[name].db_value(row[name]) for name in _ANOMALY_INCIDENT_COLUMNS]
-        created = _INSERT_ANOMALY_INCIDENT.execute(tx.db, params).fetchone()
+        created = _INSERT_ANOMALY_INCIDENT.execute(tx.db, row).fetchone()
         if created is not None:
-            invalidate_tenant_on_commit(tx, tenant_id)
+            tx.note(GuardStateChanged(tenant_id))
             log.info("incident %s created for cost anomaly %s of tenant %s",
                      created[0], anomaly_id, tenant_id)
             return created[0]
@@ -179,34 +170,32 @@ def record_limit_breach(tx, tenant_id, limit_id, breach_type, value_at_breach, l
     exact Decimals; a given run or incident must belong to the tenant. Raises GovernanceError
     (domain "Policies") on any failure.
     """
+    require_transaction(tx)
     with _Mandatory("Policies", "record_limit_breach", limit_id):
-        _required_text(tenant_id, "tenant_id")
-        _required_text(limit_id, "limit_id")
+        require_tenant(tenant_id)
+        require_text(limit_id, "limit_id")
         if breach_type not in BREACH_TYPES:
             raise ValueError(f"unknown breach_type {breach_type!r} "
                              f"(expected one of: {', '.join(BREACH_TYPES)})")
-        row = {
-            LimitBreach.id: new_id(), LimitBreach.tenant_id: tenant_id,
-            LimitBreach.limit_id: limit_id, LimitBreach.breach_type: breach_type,
-            LimitBreach.value_at_breach: _exact_decimal(value_at_breach, "value_at_breach", False),
-            LimitBreach.limit_value: _exact_decimal(limit_value, "limit_value", True),
-            LimitBreach.run: run_id, LimitBreach.incident: incident_id,
-            LimitBreach.breached_at: utcnow(),
-        }
-        if details is not None:
-            if not isinstance(details, dict):
-                raise ValueError(f"details must be a JSON object, got {type(details).__name__}")
-            row[LimitBreach.details] = details
+        row = {"id": new_id(), "tenant_id": tenant_id, "limit_id": limit_id,
+               "breach_type": breach_type,
+               "value_at_breach": _exact_decimal(value_at_breach, "value_at_breach", False),
+               "limit_value": _exact_decimal(limit_value, "limit_value", True),
+               "run": run_id, "incident": incident_id, "details": details,
+               "breached_at": utcnow()}
+        if details is not None and not isinstance(details, dict):
+            raise ValueError(f"details must be a JSON object, got {type(details).__name__}")
         if run_id is not None:
             _require_owned(tx.db, Run, Run.id, run_id, tenant_id, "run")
         if incident_id is not None:
             _require_owned(tx.db, Incident, Incident.id, incident_id, tenant_id, "incident")
-        LimitBreach.insert(row).execute(tx.db)
-        return row[LimitBreach.id]
+        _INSERT_BREACH.execute(tx.db, row)
+        return row["id"]
 
 
 def table_exists(db, name):
     """True when the table exists in `db`; False when not, or when the check itself fails."""
+    require_database(db)
     try:
         return db.table_exists(name)
     except Exception:

@@ -20,8 +20,8 @@ from .idempotency import IdempotencyReader, claim_or_get, should_return_cached
 from .models.base import new_id
 from .models.runs import Trace
 from .policy import compile_file
+from .run_completion import RunCompletionTransaction
 from .schema_parity import run_startup_parity_check
-from .transaction_coordinator import RunCompletionTransaction
 from .worker_write_service_async import WorkerWriteServiceAsync
 
 # Installed, fixtures/ ships inside the package (setup.cfg); in a checkout it sits beside it.
@@ -51,7 +51,7 @@ class _Narrative:
 def _governance(coordinator, s, say):
     signal = s["signal"]
     with coordinator.transaction() as tx:
-        GovernanceSignalWriter(tx).record_signal(signal["type"], signal["scope"], signal["decision"],
+        GovernanceSignalWriter(tx).record_signal(signal["scope"], signal["type"], signal["decision"],
                                                  signal["by"], signal["reason"])
     reader = GovernanceSignalReader(coordinator.db)
     blocked = reader.is_blocked(signal["scope"])
@@ -69,9 +69,9 @@ def _submission(coordinator, s, say):
     claims = []
     for _ in range(2):  # the client retries the same submission
         with coordinator.transaction() as tx:
-            claims.append(claim_or_get(tx, sub["idempotency_key"], tenant, sub["agent"],
+            claims.append(claim_or_get(tx, tenant, sub["idempotency_key"], sub["agent"],
                                        sub["fingerprint"]))
-    check = IdempotencyReader(coordinator.db).check_idempotency(sub["idempotency_key"], tenant)
+    check = IdempotencyReader(coordinator.db).check_idempotency(tenant, sub["idempotency_key"])
     same = claims[0].run_id == claims[1].run_id
     say("idempotency", f"run submitted with key {sub['idempotency_key']!r} "
         f"({'new run' if claims[0].created else 'already claimed'}); the retry returned the cached "
@@ -91,15 +91,16 @@ def _policies(coordinator, s, say):
         action = trace.final_action.value
         outcomes[Path(name).stem] = action
         deny = action == "deny"
-        decisions.emit_policy_decision(
-            coordinator, None, s["policies"]["file"], evaluated=True, violated=deny,
-            severity="error" if deny else "warning", reason=f"PLang final action: {action}",
-            tenant_id=s["tenant"], request_id=trace.execution_id,
-            details={"execution_id": trace.execution_id, "final_action": action,
-                     "decided_by": trace.decided_by})
+        with coordinator.transaction() as tx:
+            decisions.emit_policy_decision(
+                tx, s["tenant"], None, s["policies"]["file"], evaluated=True, violated=deny,
+                severity="error" if deny else "warning", reason=f"PLang final action: {action}",
+                request_id=trace.execution_id,
+                details={"execution_id": trace.execution_id, "final_action": action,
+                         "decided_by": trace.decided_by})
     say("dag_executor", f"{plan.total_policies} PLang nodes in {len(plan.stages)} stages; "
         + ", ".join(f"{ctx} -> {action}" for ctx, action in outcomes.items()), outcomes=outcomes)
-    recorded = decisions.list_decisions(coordinator, s["tenant"], decision_type="policy")
+    recorded = decisions.list_decisions(coordinator.db, s["tenant"], decision_type="policy")
     say("decisions", f"policy decisions recorded for {s['tenant']}: {len(recorded)} in total",
         policy_decisions=len(recorded))
     return bool(outcomes) and len(recorded) >= len(outcomes)
@@ -155,7 +156,7 @@ def _kill_switch(coordinator, s, say):
     guard.get_status(tenant)  # served from the cache
     with coordinator.transaction() as tx:
         writer = GuardWriteDriver(tx)
-        state, _ = writer.get_or_create_killswitch_state("tenant", tenant, tenant)
+        state, _ = writer.get_or_create_killswitch_state(tenant, "tenant", tenant)
         if not state.is_frozen:
             writer.freeze_killswitch(state, ks["by"], ks["reason"])
     after = guard.get_status(tenant)["is_frozen"]
@@ -176,9 +177,9 @@ def _failed_run(coordinator, s, say):
     tenant, run = s["tenant"], s["failed_run"]
     run_id, trace_id = f"demo-run-{new_id()[:8]}", f"demo-trace-{new_id()[:8]}"
     with coordinator.transaction():
-        Trace.insert(trace_id=trace_id, tenant_id=tenant, run_id=run_id).execute()
+        Trace.insert(trace_id=trace_id, tenant_id=tenant, run_id=run_id).execute(coordinator.db)
     result = RunCompletionTransaction(coordinator).execute(
-        run_id, tenant, "failed", agent_id=run["agent"], error_message=run["error_message"],
+        tenant, run_id, "failed", agent_id=run["agent"], error_message=run["error_message"],
         trace_id=trace_id)
     say("transaction_coordinator",
         f"failed run {run_id} completed atomically (incident + policy evaluation + trace), "
@@ -191,9 +192,10 @@ def _ledger(coordinator, s, say):
     counts = {}
     for entry in s["ledger"]:
         for _ in range(3):
-            ledger.emit_signal(coordinator, entry["artifact"], entry["signal_type"],
-                               entry["evidence"], "hoc-drivers demo", field=entry["field"])
-        rows = ledger.get_signals(coordinator, artifact=entry["artifact"],
+            with coordinator.transaction() as tx:
+                ledger.emit_signal(tx, entry["artifact"], entry["signal_type"],
+                                   entry["evidence"], "hoc-drivers demo", field=entry["field"])
+        rows = ledger.get_signals(coordinator.db, artifact=entry["artifact"],
                                   signal_type=entry["signal_type"])
         counts[entry["artifact"]] = rows[0]["seen_count"]
     say("ledger", "discovery signals aggregated by key: "
@@ -207,10 +209,10 @@ def _worker(coordinator, s, say):
     run_id = f"demo-worker-{new_id()[:8]}"
 
     async def work():
-        await service.upsert_worker_run(run_id, tenant, {"task": w["task"], "status": "running"})
-        await service.insert_cost_record(run_id, tenant, w["model"], w["input_tokens"],
+        await service.upsert_worker_run(tenant, run_id, {"task": w["task"], "status": "running"})
+        await service.insert_cost_record(tenant, run_id, w["model"], w["input_tokens"],
                                          w["output_tokens"], w["cost_cents"])
-        await service.upsert_worker_run(run_id, tenant, {"status": "completed", "success": True,
+        await service.upsert_worker_run(tenant, run_id, {"status": "completed", "success": True,
                                                          "cost_cents": w["cost_cents"]})
         return await service.insert_cost_advisory(tenant, run_id, w["daily_spend_cents"],
                                                   w["warn_threshold_cents"], {})

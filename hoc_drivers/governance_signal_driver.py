@@ -8,17 +8,20 @@ unexpired signals says BLOCKED; WARN warns and never blocks; CLEAN and PENDING d
 A signal expiring exactly now is expired. Signals are keyed by scope, which may itself be a
 tenant, a session, a PR or a file path (the table has no tenant column, as SPEC §6 says).
 
-`GovernanceSignalReader` only SELECTs; `GovernanceSignalWriter` writes inside the caller's
-coordinator transaction and never commits. Both take `clock=` (aware UTC now) for exact tests.
+`GovernanceSignalReader(db)` only SELECTs; `GovernanceSignalWriter(tx)` writes inside the
+caller's coordinator transaction and never commits. The scope plays the tenant's role: it is
+the first argument of every read and write. A recorded signal notes `GuardStateChanged(scope)`
+on the transaction, since a scope naming a tenant changes that tenant's guard status. Both
+take `clock=` (aware UTC now) for exact tests.
 """
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .guard_cache import invalidate_tenant_on_commit
+from .facts import GuardStateChanged
 from .models.base import PLACEHOLDER, PreparedQuery, new_id, utcnow
 from .models.governance import DECISIONS, SIGNAL_TYPES, GovernanceSignal
-from .transaction_coordinator import Transaction
+from .validation import require_database, require_text, require_transaction
 
 ACCESS = "READ+WRITE"
 
@@ -31,16 +34,9 @@ MAX_SCOPE_LENGTH = 500
 MAX_RECORDED_BY_LENGTH = 100
 
 
-def _database(target):
-    """The database of a coordinator transaction, a database itself, or (None) the bound one."""
-    if target is None:
-        return GovernanceSignal._meta.database
-    return getattr(target, "db", target)
-
-
-def _require_text(value, name, max_length):
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} is required and must be a non-empty string")
+def _require_short_text(value, name, max_length):
+    """`value` when it is non-empty text of at most `max_length` characters, else ValueError."""
+    require_text(value, name)
     if len(value) > max_length:
         raise ValueError(f"{name} is too long ({len(value)} characters; at most {max_length})")
 
@@ -52,12 +48,12 @@ def _require_choice(value, name, choices):
 
 def validate_scope(scope, signal_type=None):
     """Raise ValueError unless `scope` is a usable scope and `signal_type` None or known."""
-    _require_text(scope, "scope", MAX_SCOPE_LENGTH)
+    _require_short_text(scope, "scope", MAX_SCOPE_LENGTH)
     if signal_type is not None:
         _require_choice(signal_type, "signal type", SIGNAL_TYPES)
 
 
-def validate_signal(signal_type, scope, decision, recorded_by, reason=None, constraints=None,
+def validate_signal(scope, signal_type, decision, recorded_by, reason=None, constraints=None,
                     expires_at=None, now=None):
     """Raise ValueError naming the first bad argument of a signal to record; else return None.
 
@@ -66,7 +62,7 @@ def validate_signal(signal_type, scope, decision, recorded_by, reason=None, cons
     _require_choice(signal_type, "signal type", SIGNAL_TYPES)
     _require_choice(decision, "decision", DECISIONS)
     validate_scope(scope)
-    _require_text(recorded_by, "recorded_by", MAX_RECORDED_BY_LENGTH)
+    _require_short_text(recorded_by, "recorded_by", MAX_RECORDED_BY_LENGTH)
     if reason is not None and not isinstance(reason, str):
         raise ValueError(f"reason must be a string, got {type(reason).__name__}")
     if constraints is not None:
@@ -138,8 +134,8 @@ class GovernanceSignalReader:
 
     ACCESS = "READ"
 
-    def __init__(self, db=None, clock=utcnow):
-        self.db = _database(db)
+    def __init__(self, db, clock=utcnow):
+        self.db = require_database(db)
         self.clock = clock
 
     def check_governance(self, scope, signal_type=None, include_expired=False):
@@ -182,19 +178,19 @@ class GovernanceSignalWriter:
     ACCESS = "WRITE"
 
     def __init__(self, tx, clock=utcnow):
-        self.db = _database(tx)
-        self.tx = tx if isinstance(tx, Transaction) else None
+        self.tx = require_transaction(tx)
         self.clock = clock
 
-    def record_signal(self, signal_type, scope, decision, recorded_by, reason=None,
+    def record_signal(self, scope, signal_type, decision, recorded_by, reason=None,
                       constraints=None, expires_at=None):
         """Supersede the active signal of (scope, signal_type), then insert this one; return it.
 
         Superseding happens even when the decision is unchanged, and reaches expired but
         unsuperseded signals too. Raises ValueError (nothing written) on bad input.
         """
+        self.tx.require_open()
         now = self.clock()
-        validate_signal(signal_type, scope, decision, recorded_by, reason, constraints,
+        validate_signal(scope, signal_type, decision, recorded_by, reason, constraints,
                         expires_at, now)
         signal = GovernanceSignal(
             id=new_id(), signal_type=signal_type, scope=scope, decision=decision, reason=reason,
@@ -203,30 +199,29 @@ class GovernanceSignalWriter:
         (GovernanceSignal
          .update(superseded_at=now, superseded_by=signal.id)
          .where(_active_where(scope, signal_type, None))
-         .execute(self.db))
-        GovernanceSignal.insert(signal.__data__).execute(self.db)
-        if self.tx is not None:  # a scope naming a tenant changes its guard status
-            invalidate_tenant_on_commit(self.tx, scope)
+         .execute(self.tx.db))
+        GovernanceSignal.insert(signal.__data__).execute(self.tx.db)
+        self.tx.note(GuardStateChanged(scope))  # a scope naming a tenant: its guard status
         return signal
 
     def clear_signal(self, scope, signal_type, cleared_by, reason=None):
         """Record a CLEAN signal (no constraints, no expiry); reason defaults to 'Cleared by X'."""
-        return self.record_signal(signal_type, scope, "CLEAN", cleared_by,
+        return self.record_signal(scope, signal_type, "CLEAN", cleared_by,
                                   reason=reason if reason is not None else f"Cleared by {cleared_by}")
 
 
 def check_governance_status(db, scope, signal_type=None, clock=utcnow):
-    """The scope's verdict (`GovernanceCheckResult`); `db` is a database, a transaction or None."""
+    """The scope's verdict (`GovernanceCheckResult`) read from database `db`."""
     return GovernanceSignalReader(db, clock).check_governance(scope, signal_type)
 
 
 def is_governance_blocked(db, scope, signal_type=None, clock=utcnow):
-    """True when the scope is blocked; `db` is a database, a transaction or None."""
+    """True when the scope is blocked, read from database `db`."""
     return GovernanceSignalReader(db, clock).is_blocked(scope, signal_type)
 
 
-def record_governance_signal(tx, signal_type, scope, decision, recorded_by, reason=None,
+def record_governance_signal(tx, scope, signal_type, decision, recorded_by, reason=None,
                              constraints=None, expires_at=None, clock=utcnow):
     """Record a signal inside the coordinator transaction `tx` (supersedes the active one)."""
     return GovernanceSignalWriter(tx, clock).record_signal(
-        signal_type, scope, decision, recorded_by, reason, constraints, expires_at)
+        scope, signal_type, decision, recorded_by, reason, constraints, expires_at)

@@ -9,11 +9,12 @@ back never changes the cache.
 
 A cache serves one database (`serve(db)`; `get_guard_cache(db)` keeps one per database file),
 so two databases with the same tenant id never see each other's entries. Writers never call
-`invalidate_tenant` themselves; they register `invalidate_tenant_on_commit(tx, tenant)`, which
-after their transaction commits invalidates the tenant in every cache serving that database
-file; a rollback invalidates nothing. A reader that computes a value from the database passes
-the tenant's `generation()` taken before it read to `set(..., generation=g)`: if the tenant was
-invalidated meanwhile, the value may predate the write and is not stored.
+the cache: they note `GuardStateChanged(tenant)` (or `GuardStateChanged(tenant, SNAPSHOT)`) on
+their transaction, and a serving cache, subscribed to that fact for its database file, drops
+the tenant's entries (or that one entry) after a COMMIT on any connection to the file in this
+process; a rollback invalidates nothing. A reader that computes a value from the database
+passes the tenant's `generation()` taken before it read to `set(..., generation=g)`: if the
+tenant was invalidated meanwhile, the value may predate the write and is not stored.
 
 Each entry carries its own expiry (SPEC's TTLs, or the `ttl` given to `set`), checked on every
 read. The storage is a cachetools `FIFOCache`: it bounds the size and evicts the entry stored
@@ -32,16 +33,15 @@ from time import monotonic
 
 from cachetools import FIFOCache
 
-from .db import DatabaseMembers, database_key, per_database_registry
+from .commit_guard import database_key, per_database_registry
+from .facts import INCIDENTS, SNAPSHOT, STATUS, GuardStateChanged
+from .bus import subscribe
+from .validation import require_database
 
 ACCESS = "READ"
 
-__all__ = ["GuardCache", "get_guard_cache", "invalidate_tenant_on_commit", "default_ttls",
-           "STATUS", "SNAPSHOT", "INCIDENTS"]
+__all__ = ["GuardCache", "get_guard_cache", "default_ttls", "STATUS", "SNAPSHOT", "INCIDENTS"]
 
-STATUS = "status"
-SNAPSHOT = "snapshot"
-INCIDENTS = "incidents"
 
 # Endpoint -> (environment variable overriding its TTL, default TTL in seconds).
 _TTL_SETTINGS = {STATUS: ("GUARD_STATUS_TTL", 5), SNAPSHOT: ("GUARD_SNAPSHOT_TTL", 10),
@@ -122,20 +122,28 @@ class GuardCache:
         self._cache = _TenantIndexedCache(maxsize, self._forget_key)
 
     def serve(self, db):
-        """Make this the cache of database `db`: its writers' commits invalidate it from now on.
+        """Make this the cache of database `db`: from now on it subscribes to `GuardStateChanged`
+        there, so its writers' commits invalidate it.
 
         A cache serves one database; offering it a second one raises ValueError (its entries
         would be taken for the other database's). Returns the cache.
         """
-        key = database_key(db)
+        key = database_key(require_database(db))
         with _registry_lock:
             if self.database is None:
                 self.database = key
-                _serving.add(db, self)
+                subscribe(db, GuardStateChanged, self._on_guard_state_changed)
             elif self.database != key:
                 raise ValueError(f"this guard cache already serves {_describe(self.database)}; "
                                  f"use get_guard_cache(db) for {_describe(key)}")
         return self
+
+    def _on_guard_state_changed(self, fact):
+        """After a commit on the served database: drop what the fact says changed."""
+        if fact.endpoint is None:
+            self.invalidate_tenant(fact.tenant_id)
+        else:
+            self.invalidate(fact.endpoint, fact.tenant_id)
 
     def _forget_key(self, key):
         """Remove `key` from its tenant's index (the cache already dropped it)."""
@@ -283,57 +291,19 @@ class GuardCache:
             return {"hits": dict(self._hits), "misses": dict(self._misses), "entries": live}
 
 
-# database key -> the caches serving that database; file databases by real path, so every
-# connection to one file in this process invalidates the same caches.
-_serving = DatabaseMembers()
 _default_caches = per_database_registry()  # database key -> the cache get_guard_cache(db) returns
 _registry_lock = threading.Lock()
-_instance = None
 
 
 def _describe(key):
     return "an in-memory database" if isinstance(key, tuple) else key
 
 
-def get_guard_cache(db=None):
-    """The guard cache of database `db` (one per database file, created on first use).
-
-    Without `db`: the process-wide cache of SPEC's `get_guard_cache()`, which serves whichever
-    database it is first used with.
-    """
-    global _instance
-    if db is None:
-        with _registry_lock:
-            if _instance is None:
-                _instance = GuardCache()
-            return _instance
-    key = database_key(db)
+def get_guard_cache(db):
+    """The guard cache of database `db` (one per database file, created on first use)."""
+    key = database_key(require_database(db))
     with _registry_lock:
         cache = _default_caches.get(key)
         if cache is None:
             cache = _default_caches[key] = GuardCache()
     return cache.serve(db)
-
-
-def invalidate_tenant_on_commit(tx, tenant_id, endpoint=None):
-    """After `tx` commits, invalidate the tenant (only its `endpoint` entry, when given) in
-    every cache serving its database file; nothing on rollback.
-
-    `tx` is a coordinator transaction, or a database with one open in this thread.
-    """
-    if not hasattr(tx, "on_commit"):
-        from .transaction_coordinator import open_transaction
-
-        db, tx = tx, open_transaction(tx)
-        if tx is None:
-            raise RuntimeError(f"no coordinator transaction is open on {db.database}")
-    db = tx.db
-
-    def invalidate():
-        for cache in _serving.members(db):
-            if endpoint is None:
-                cache.invalidate_tenant(tenant_id)
-            else:
-                cache.invalidate(endpoint, tenant_id)
-
-    tx.on_commit(invalidate)

@@ -1,8 +1,9 @@
 """Guard read driver: the guard console's status, today's snapshot and incident page, cached.
 
-Each read goes through the guard cache; on a miss it is computed from the database and
-stored, unless the tenant was invalidated while it was being computed (a value read before a
-committed write is never cached after that write's invalidation). Only SELECTs.
+`GuardReadDriver(db)` reads through the database's guard cache (`get_guard_cache(db)`, or
+the cache given, which then serves `db`); on a miss a value is computed from the database
+and stored, unless the tenant was invalidated while it was being computed (a value read
+before a committed write is never cached after that write's invalidation). Only SELECTs.
 """
 from datetime import datetime, time, timezone
 
@@ -14,18 +15,13 @@ from .models.base import PLACEHOLDER, PreparedQuery, utcnow
 from .models.cost import CostRecord
 from .models.guard import KillSwitchState
 from .models.runs import Incident, Run
+from .validation import require_database, require_tenant
 
 __all__ = ["GuardReadDriver"]
 
 _INCIDENT_COLUMNS = ("id", "title", "severity", "status", "trigger_type", "category",
                      "source_type", "cost_delta_cents", "alert_sent", "started_at",
                      "acknowledged_at", "resolved_at", "created_at")
-
-
-def _require_tenant(tenant_id):
-    if not isinstance(tenant_id, str) or not tenant_id.strip():
-        raise ValueError("tenant_id is required")
-    return tenant_id
 
 
 def _count(model, where):
@@ -59,7 +55,7 @@ class GuardReadDriver:
     ACCESS = "READ"
 
     def __init__(self, db, cache=None, clock=utcnow):
-        self.db = db
+        self.db = require_database(db)
         self.cache = get_guard_cache(db) if cache is None else cache.serve(db)
         self.clock = clock
 
@@ -84,7 +80,7 @@ class GuardReadDriver:
             cached = self.cache.get(endpoint, tenant_id, extra)
             if cached is not None:
                 return cached
-        _require_tenant(tenant_id)
+        require_tenant(tenant_id)
         generation = self.cache.generation(tenant_id)
         value = compute(tenant_id)
         self.cache.set(endpoint, tenant_id, value, extra=extra, generation=generation)
@@ -94,7 +90,7 @@ class GuardReadDriver:
         """From the database: is the tenant's kill switch frozen, how many of its keys are
         frozen, how many incidents are open, and is the tenant blocked by a governance signal.
         """
-        _require_tenant(tenant_id)
+        require_tenant(tenant_id)
         switch = _TENANT_SWITCH.execute(self.db, (tenant_id, tenant_id)).fetchone()
         frozen = bool(switch and switch[0])
         frozen_keys, open_incidents, last_incident = _STATUS_COUNTS.execute(
@@ -111,7 +107,7 @@ class GuardReadDriver:
 
     def compute_snapshot(self, tenant_id):
         """From the database: the tenant's runs, spend and incidents since 00:00 UTC today."""
-        _require_tenant(tenant_id)
+        require_tenant(tenant_id)
         now = self.clock()
         start = datetime.combine(now.astimezone(timezone.utc).date(), time(), timezone.utc)
         since = Run.created_at.db_value(start)
@@ -124,7 +120,7 @@ class GuardReadDriver:
 
     def compute_incident_page(self, tenant_id, limit=10, offset=0):
         """From the database: {items, total, limit, offset}, newest incidents first."""
-        _require_tenant(tenant_id)
+        require_tenant(tenant_id)
         _check_page(limit, offset)
         where = Incident.tenant_id == tenant_id
         fields = [getattr(Incident, name) for name in _INCIDENT_COLUMNS]
@@ -135,7 +131,6 @@ class GuardReadDriver:
         total = Incident.select().where(where).count(self.db)
         return {"tenant_id": tenant_id, "items": items, "total": total, "limit": limit,
                 "offset": offset}
-
 
 
 def _check_page(limit, offset):

@@ -1,21 +1,23 @@
 """Guard Write Driver: kill switch and incident writes, inside the caller's transaction.
 
 `GuardWriteDriver(tx)` writes inside the coordinator transaction it is given and never
-commits; each mutation registers the tenant's guard-cache invalidation to run after COMMIT.
-State transitions are checked with conditional UPDATEs, so a frozen switch is never
-re-frozen over the record of who froze it, and a resolved incident is never re-resolved.
-`GuardReader(db)` gives the tenant-scoped reads the guard console and the CLI need.
+commits; each mutation notes `GuardStateChanged(tenant)` on the transaction, so the guard
+cache drops the tenant's entries after COMMIT. State transitions are checked with conditional
+UPDATEs, so a frozen switch is never re-frozen over the record of who froze it, and a
+resolved incident is never re-resolved. A switch or incident passed back in is scoped by its
+own tenant_id. `GuardReader(db)` gives the tenant-scoped reads the guard console and the CLI
+need. Every call naming a tenant takes it first.
 """
 from decimal import Decimal
 
 from peewee import SQL
 
-from .db import CommitForbidden
-from .guard_cache import invalidate_tenant_on_commit
+from .facts import GuardStateChanged
 from .models.base import new_id, utcnow
 from .models.guard import ENTITY_TYPES, KillSwitchState
 from .models.runs import Incident, IncidentEvent
-from .validation import require_limit, require_text
+from .validation import (require_database, require_limit, require_tenant, require_text,
+                         require_transaction)
 
 ACCESS = "READ+WRITE"
 
@@ -34,14 +36,14 @@ def _require_entity_type(entity_type):
     return entity_type
 
 
-def validate_switch(entity_type, entity_id, tenant_id):
+def validate_switch(tenant_id, entity_type, entity_id):
     """Raise ValueError naming the problem unless the tenant may own this kill switch.
 
     A "tenant" switch stops the tenant itself, so its entity id must be the tenant id.
     """
+    require_tenant(tenant_id)
     _require_entity_type(entity_type)
     require_text(entity_id, "entity_id")
-    require_text(tenant_id, "tenant_id")
     if entity_type == "tenant" and entity_id != tenant_id:
         raise ValueError(f"a tenant kill switch stops its own tenant: entity_id {entity_id!r} "
                          f"is not tenant_id {tenant_id!r}")
@@ -61,11 +63,11 @@ class GuardReader:
     ACCESS = "READ"
 
     def __init__(self, db):
-        self.db = db
+        self.db = require_database(db)
 
     def get_killswitch_state(self, tenant_id, entity_type, entity_id):
         """The tenant's kill switch state of (entity_type, entity_id), or None."""
-        require_text(tenant_id, "tenant_id")
+        require_tenant(tenant_id)
         return (KillSwitchState.select()
                 .where((KillSwitchState.tenant_id == tenant_id)
                        & (KillSwitchState.entity_type == _require_entity_type(entity_type))
@@ -85,14 +87,14 @@ class GuardReader:
 
     def get_incident(self, tenant_id, incident_id):
         """The tenant's incident with that id, or None (another tenant's is never returned)."""
-        require_text(tenant_id, "tenant_id")
+        require_tenant(tenant_id)
         return (Incident.select()
                 .where((Incident.tenant_id == tenant_id) & (Incident.id == incident_id))
                 .first(self.db))
 
     def list_incidents(self, tenant_id, status=None, limit=100, offset=0):
         """The tenant's incidents, newest first, optionally of one status (at most `limit`)."""
-        require_text(tenant_id, "tenant_id")
+        require_tenant(tenant_id)
         require_limit(limit)
         if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
             raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
@@ -107,7 +109,7 @@ class GuardReader:
 
     def list_incident_events(self, tenant_id, incident_id):
         """The timeline of the tenant's incident, in the order it was written."""
-        require_text(tenant_id, "tenant_id")
+        require_tenant(tenant_id)
         return list(IncidentEvent.select()
                     .where((IncidentEvent.tenant_id == tenant_id)
                            & (IncidentEvent.incident == incident_id))
@@ -121,21 +123,22 @@ class GuardWriteDriver:
     ACCESS = "WRITE"
 
     def __init__(self, tx):
-        self.tx = tx
+        self.tx = require_transaction(tx)
 
     def _changed(self, tenant_id):
-        """Register the post-commit invalidation of the tenant's guard cache."""
-        invalidate_tenant_on_commit(self.tx, tenant_id)
+        """Note that the tenant's guard state changed (its cache is dropped after COMMIT)."""
+        self.tx.note(GuardStateChanged(tenant_id))
 
     def _reload(self, model, key):
         return model.select().where(key).first(self.tx.db)
 
-    def get_or_create_killswitch_state(self, entity_type, entity_id, tenant_id):
+    def get_or_create_killswitch_state(self, tenant_id, entity_type, entity_id):
         """The tenant's kill switch of (entity_type, entity_id), created unfrozen if missing.
 
         Returns (state, created). Entity type is "tenant" (entity id = tenant id) or "key".
         """
-        validate_switch(entity_type, entity_id, tenant_id)
+        validate_switch(tenant_id, entity_type, entity_id)
+        self.tx.require_open()
         now = utcnow()
         inserted = (KillSwitchState
                     .insert(id=new_id(), tenant_id=tenant_id, entity_type=entity_type,
@@ -160,6 +163,7 @@ class GuardWriteDriver:
         Otherwise nothing is written and InvalidTransition says why: `missing` when the row
         does not exist, `refused(current_row)` when it is in another state.
         """
+        self.tx.require_open()
         model = type(row)
         key = (model.id == row.id) & (model.tenant_id == row.tenant_id)
         updated = model.update(changes).where(key & allowed).execute(self.tx.db)
@@ -233,7 +237,7 @@ class GuardWriteDriver:
             changes[Incident.resolved_by] = require_text(by, "by")
         return self._move_incident(incident, ("open", "acknowledged"), "resolve", changes)
 
-    def create_demo_incident(self, incident_id, tenant_id, title, trigger_type, policy_id,
+    def create_demo_incident(self, tenant_id, incident_id, title, trigger_type, policy_id,
                              auto_action, events, severity="high", calls_affected=0,
                              cost_delta_cents=Decimal("0"), call_id=None):
         """A resolved demo incident and its timeline events (in the given order).
@@ -241,8 +245,9 @@ class GuardWriteDriver:
         `events` is a list of (event_type, description). With a `call_id` the incident counts
         one affected call. Returns (incident, [IncidentEvent]).
         """
-        for value, name in ((incident_id, "incident_id"), (tenant_id, "tenant_id"),
-                            (title, "title"), (trigger_type, "trigger_type")):
+        require_tenant(tenant_id)
+        for value, name in ((incident_id, "incident_id"), (title, "title"),
+                            (trigger_type, "trigger_type")):
             require_text(value, name)
         severity = str(severity).lower()
         if severity not in INCIDENT_SEVERITIES:
@@ -253,10 +258,6 @@ class GuardWriteDriver:
             if (not isinstance(event, (tuple, list)) or len(event) != 2
                     or not all(isinstance(part, str) and part for part in event)):
                 raise ValueError(f"each event must be (event_type, description), got {event!r}")
-        if not self.tx.db.in_transaction():
-            # tx.savepoint() on a finished transaction would open (and commit) a new one
-            raise CommitForbidden("write refused: the coordinator transaction given to "
-                                  "create_demo_incident is not open")
         now = utcnow()
         with self.tx.savepoint():
             Incident.insert(

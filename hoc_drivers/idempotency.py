@@ -20,24 +20,28 @@ then reads the winner — never read-then-write. The claim then:
   set to NULL, so the index frees the key), and a new run takes the key (created=True,
   replaced_run_id = the old run). An expired key carries no promise, so any request may use it.
 
-`IdempotencyReader` only SELECTs; `IdempotencyWriter` writes inside the caller's coordinator
-transaction and never commits.
+`IdempotencyReader(db)` only SELECTs; `IdempotencyWriter(tx)` writes inside the caller's
+coordinator transaction and never commits. A claim that creates a run notes
+`GuardStateChanged(tenant, SNAPSHOT)` on the transaction (one more run today), so the tenant's
+cached snapshot is dropped after COMMIT. Both take the tenant first: `claim_or_get(tenant_id,
+key, ...)`, `check_idempotency(tenant_id, key, ...)`.
 """
 import os
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
-from .guard_cache import SNAPSHOT, invalidate_tenant_on_commit
-from .models.base import PLACEHOLDER, PreparedQuery, in_column_order, new_id, utcnow
+from .facts import SNAPSHOT, GuardStateChanged
+from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
 from .models.runs import Run
-from .transaction_coordinator import RUN_STATUSES as FINAL_RUN_STATUSES
+from .run_completion import RUN_STATUSES as FINAL_RUN_STATUSES
+from .validation import optional_text, require_database, require_tenant, require_text, require_transaction
 
 ACCESS = "READ+WRITE"
 
 __all__ = ["CACHEABLE_STATUSES", "DEFAULT_TTL_SECONDS", "IDEMPOTENCY_TTL_SECONDS",
            "IdempotencyClaim", "IdempotencyConflict", "IdempotencyReader", "IdempotencyResult",
            "IdempotencyWriter", "RUN_STATUSES", "check_idempotency", "claim_or_get", "get_existing_run",
-           "is_key_expired", "should_return_cached", "ttl_from_environment", "validate_lookup"]
+           "should_return_cached", "ttl_from_environment", "validate_lookup"]
 
 TTL_ENV_VAR = "IDEMPOTENCY_TTL_SECONDS"
 DEFAULT_TTL_SECONDS = 86_400
@@ -106,26 +110,16 @@ class IdempotencyClaim:
         return asdict(self)
 
 
-def _require_text(value, name):
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} is required and must be a non-empty string")
-
-
-def _optional_text(value, name):
-    if value is not None:
-        _require_text(value, name)
-
-
-def validate_lookup(key, tenant_id, agent_id=None):
-    """Raise ValueError naming the problem when the key, tenant or agent is unusable."""
-    _require_text(key, "idempotency key")
+def validate_lookup(tenant_id, key, agent_id=None):
+    """Raise ValueError naming the problem when the tenant, key or agent is unusable."""
+    require_tenant(tenant_id)
+    require_text(key, "idempotency key")
     if len(key) > MAX_KEY_LENGTH:
         raise ValueError(f"idempotency key is too long ({len(key)} characters; at most {MAX_KEY_LENGTH})")
-    _require_text(tenant_id, "tenant_id")
-    _optional_text(agent_id, "agent_id")
+    optional_text(agent_id, "agent_id")
 
 
-def is_key_expired(created_at, now, ttl_seconds):
+def _is_key_expired(created_at, now, ttl_seconds):
     """True when a key created at `created_at` has reached its TTL at `now` (age >= ttl)."""
     return now >= created_at + timedelta(seconds=ttl_seconds)
 
@@ -135,22 +129,13 @@ def should_return_cached(result):
     return result.exists and not result.is_expired and result.status in CACHEABLE_STATUSES
 
 
-def _database(target):
-    """The database of a coordinator transaction, a database itself, or (None) the bound one."""
-    if target is None:
-        return Run._meta.database
-    return getattr(target, "db", target)
-
-
-_CLAIM_FIELDS = in_column_order(Run, ("id", "tenant_id", "agent_id", "idempotency_key",
-                                      "request_fingerprint", "status", "created_at", "updated_at"))
-_KEY_COLUMNS = (Run.id, Run.agent_id, Run.request_fingerprint, Run.status, Run.created_at)
-_SELECT_BY_KEY = PreparedQuery(lambda: Run.select(*_KEY_COLUMNS).where(
+_SELECT_BY_KEY = PreparedQuery(lambda: Run.select(
+    Run.id, Run.agent_id, Run.request_fingerprint, Run.status, Run.created_at).where(
     (Run.tenant_id == PLACEHOLDER) & (Run.idempotency_key == PLACEHOLDER)))
-_INSERT_CLAIM = PreparedQuery(lambda: Run.insert({getattr(Run, n): PLACEHOLDER for n in _CLAIM_FIELDS})
-                              .on_conflict(action="NOTHING",
-                                           conflict_target=[Run.tenant_id, Run.idempotency_key])
-                              .returning(Run.id))
+_INSERT_CLAIM = PreparedInsert(Run, ("id", "tenant_id", "agent_id", "idempotency_key",
+                                     "request_fingerprint", "status", "created_at", "updated_at"),
+                               conflict_target=[Run.tenant_id, Run.idempotency_key],
+                               returning=Run.id)
 _RELEASE_KEY = PreparedQuery(lambda: Run.update({Run.idempotency_key: None, Run.updated_at: PLACEHOLDER})
                              .where((Run.id == PLACEHOLDER) & (Run.tenant_id == PLACEHOLDER)))
 
@@ -166,7 +151,7 @@ class _KeyHolder:
     created_at: object
 
 
-def _key_holder(db, key, tenant_id):
+def _key_holder(db, tenant_id, key):
     row = _SELECT_BY_KEY.execute(db, (tenant_id, key)).fetchone()
     if row is None:
         return None
@@ -192,26 +177,26 @@ class IdempotencyReader:
 
     ACCESS = "READ"
 
-    def __init__(self, db=None, clock=utcnow, ttl_seconds=None):
-        self.db = _database(db)
+    def __init__(self, db, clock=utcnow, ttl_seconds=None):
+        self.db = require_database(db)
         self.clock = clock
         self.ttl_seconds = _check_ttl(ttl_seconds)
 
-    def get_existing_run(self, key, tenant_id, agent_id=None):
+    def get_existing_run(self, tenant_id, key, agent_id=None):
         """The tenant's run holding `key` (and run by `agent_id`, when given), or None."""
-        validate_lookup(key, tenant_id, agent_id)
+        validate_lookup(tenant_id, key, agent_id)
         where = (Run.tenant_id == tenant_id) & (Run.idempotency_key == key)
         if agent_id is not None:
             where &= Run.agent_id == agent_id
         return Run.select().where(where).first(self.db)
 
-    def check_idempotency(self, key, tenant_id, agent_id=None):
+    def check_idempotency(self, tenant_id, key, agent_id=None):
         """`IdempotencyResult` for the tenant's key: exists, run id, status, is_expired."""
-        validate_lookup(key, tenant_id, agent_id)
-        holder = _key_holder(self.db, key, tenant_id)
+        validate_lookup(tenant_id, key, agent_id)
+        holder = _key_holder(self.db, tenant_id, key)
         if holder is None or (agent_id is not None and holder.agent_id != agent_id):
             return IdempotencyResult(exists=False)
-        expired = is_key_expired(holder.created_at, self.clock(), _ttl(self.ttl_seconds))
+        expired = _is_key_expired(holder.created_at, self.clock(), _ttl(self.ttl_seconds))
         return IdempotencyResult(True, holder.run_id, holder.status, expired)
 
 
@@ -221,71 +206,66 @@ class IdempotencyWriter:
     ACCESS = "WRITE"
 
     def __init__(self, tx, clock=utcnow, ttl_seconds=None):
-        self.db = _database(tx)
+        self.tx = require_transaction(tx)
         self.clock = clock
         self.ttl_seconds = _check_ttl(ttl_seconds)
 
-    def claim_or_get(self, key, tenant_id, agent_id=None, request_fingerprint=None,
+    def claim_or_get(self, tenant_id, key, agent_id=None, request_fingerprint=None,
                      status="queued", run_id=None):
         """The run holding the tenant's key, creating it (with `status`, one of RUN_STATUSES) if free.
 
         Raises IdempotencyConflict when an unexpired claim of the key was made for another
         fingerprint or agent; replaces an expired claim (see the module docstring).
         """
-        validate_lookup(key, tenant_id, agent_id)
-        _optional_text(request_fingerprint, "request fingerprint")
+        validate_lookup(tenant_id, key, agent_id)
+        optional_text(request_fingerprint, "request fingerprint")
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r} "
                              f"(expected one of: {', '.join(RUN_STATUSES)})")
-        _optional_text(run_id, "run id")
-        now = self.clock()
+        optional_text(run_id, "run id")
+        db, now = self.tx.db, self.clock()
         claim = {"id": run_id or new_id(), "tenant_id": tenant_id, "agent_id": agent_id,
                  "idempotency_key": key, "request_fingerprint": request_fingerprint,
                  "status": status, "created_at": now, "updated_at": now}
-        if self._insert(claim):
-            invalidate_tenant_on_commit(self.db, tenant_id, SNAPSHOT)  # one more run today
+        if _INSERT_CLAIM.execute(db, claim).fetchone() is not None:
+            self.tx.note(GuardStateChanged(tenant_id, SNAPSHOT))  # one more run today
             return IdempotencyClaim(claim["id"], status, created=True)
-        holder = _key_holder(self.db, key, tenant_id)
-        if is_key_expired(holder.created_at, now, _ttl(self.ttl_seconds)):
-            _RELEASE_KEY.execute(self.db, (Run.updated_at.db_value(now), holder.run_id, tenant_id))
-            Run.insert(claim).execute(self.db)
-            invalidate_tenant_on_commit(self.db, tenant_id, SNAPSHOT)
+        holder = _key_holder(db, tenant_id, key)
+        if _is_key_expired(holder.created_at, now, _ttl(self.ttl_seconds)):
+            _RELEASE_KEY.execute(db, (Run.updated_at.db_value(now), holder.run_id, tenant_id))
+            _INSERT_CLAIM.execute(db, claim)  # the key is free now: this INSERT takes it
+            self.tx.note(GuardStateChanged(tenant_id, SNAPSHOT))
             return IdempotencyClaim(claim["id"], status, created=True, replaced_run_id=holder.run_id)
-        self._check_same_request(holder, key, tenant_id, agent_id, request_fingerprint)
+        _check_same_request(holder, tenant_id, key, agent_id, request_fingerprint)
         return IdempotencyClaim(holder.run_id, holder.status, created=False)
 
-    def _insert(self, claim):
-        """INSERT the claim unless the key is taken; True when inserted."""
-        fields = Run._meta.fields
-        params = [fields[name].db_value(claim[name]) for name in _CLAIM_FIELDS]
-        return _INSERT_CLAIM.execute(self.db, params).fetchone() is not None
 
-    @staticmethod
-    def _check_same_request(holder, key, tenant_id, agent_id, request_fingerprint):
-        if request_fingerprint is not None and request_fingerprint != holder.request_fingerprint:
-            raise IdempotencyConflict(
-                f"idempotency key {key!r} of tenant {tenant_id!r} was already used for a "
-                f"different request (run {holder.run_id}; request fingerprints differ)",
-                key, tenant_id, holder.run_id)
-        if agent_id is not None and agent_id != holder.agent_id:
-            raise IdempotencyConflict(
-                f"idempotency key {key!r} of tenant {tenant_id!r} belongs to run "
-                f"{holder.run_id} of agent {holder.agent_id!r}, not agent {agent_id!r}",
-                key, tenant_id, holder.run_id)
+def _check_same_request(holder, tenant_id, key, agent_id, request_fingerprint):
+    """Raise IdempotencyConflict unless the claim matches the run holding the key."""
+    if request_fingerprint is not None and request_fingerprint != holder.request_fingerprint:
+        raise IdempotencyConflict(
+            f"idempotency key {key!r} of tenant {tenant_id!r} was already used for a "
+            f"different request (run {holder.run_id}; request fingerprints differ)",
+            key, tenant_id, holder.run_id)
+    if agent_id is not None and agent_id != holder.agent_id:
+        raise IdempotencyConflict(
+            f"idempotency key {key!r} of tenant {tenant_id!r} belongs to run "
+            f"{holder.run_id} of agent {holder.agent_id!r}, not agent {agent_id!r}",
+            key, tenant_id, holder.run_id)
 
 
-def get_existing_run(key, tenant_id, agent_id=None, *, db=None):
+def get_existing_run(db, tenant_id, key, agent_id=None):
     """The tenant's run holding `key` (narrowed to `agent_id` when given), or None."""
-    return IdempotencyReader(db).get_existing_run(key, tenant_id, agent_id)
+    return IdempotencyReader(db).get_existing_run(tenant_id, key, agent_id)
 
 
-def check_idempotency(key, tenant_id, agent_id=None, *, db=None, clock=utcnow, ttl_seconds=None):
+def check_idempotency(db, tenant_id, key, agent_id=None, *, clock=utcnow, ttl_seconds=None):
     """`IdempotencyResult{exists, run_id, status, is_expired}` for the tenant's key."""
-    return IdempotencyReader(db, clock, ttl_seconds).check_idempotency(key, tenant_id, agent_id)
+    return IdempotencyReader(db, clock, ttl_seconds).check_idempotency(tenant_id, key, agent_id)
 
 
-def claim_or_get(tx, key, tenant_id, agent_id=None, request_fingerprint=None, *, status="queued",
+def claim_or_get(tx, tenant_id, key, agent_id=None, request_fingerprint=None, *, status="queued",
                  run_id=None, clock=utcnow, ttl_seconds=None):
     """Atomically claim the tenant's key for a new run, or get the run already holding it."""
     return IdempotencyWriter(tx, clock, ttl_seconds).claim_or_get(
-        key, tenant_id, agent_id, request_fingerprint, status, run_id)
+        tenant_id, key, agent_id, request_fingerprint, status, run_id)

@@ -2,11 +2,10 @@
 
 A passive notebook of curiosity ("operators keep querying prediction_events"): each signal
 of one key (artifact, field, signal_type; a missing field counts as one value) is one row
-whose `seen_count` grows. `emit_signal` is one upsert statement; inside the caller's
-coordinator transaction it joins it through a savepoint, outside one it asks the coordinator
-for a short transaction. The ledger is system-wide (no tenant): it describes our own
-artifacts, not customer data. Nothing depends on it, so it never raises into the caller
-for storage failures; invalid input is a `ValueError`.
+whose `seen_count` grows. `emit_signal(tx, ...)` is one upsert statement in a savepoint of the
+caller's transaction; `get_signals(db, ...)` reads. The ledger is system-wide (no tenant): it
+describes our own artifacts, not customer data. Nothing depends on it, so a storage failure
+is logged and never raised into the caller; invalid input is a `ValueError`.
 """
 import logging
 import os
@@ -14,10 +13,11 @@ from numbers import Real
 
 from peewee import EXCLUDED, SQL, fn
 
-from .decisions import JSON_ENCODER, write_non_blocking
-from .models.base import PLACEHOLDER, PreparedQuery, in_column_order, new_id, utcnow
+from .decisions import write_non_blocking
+from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
 from .models.ledger import LEDGER_STATUSES, DiscoveryLedgerEntry as Entry
-from .validation import require_limit
+from .validation import (optional_text, require_database, require_json_object, require_limit,
+                         require_string, require_transaction)
 
 ACCESS = "READ+WRITE"
 
@@ -27,36 +27,29 @@ PHASE_ENV, DEFAULT_PHASE = "AOS_PHASE", "C"
 ENVIRONMENT_ENV, DEFAULT_ENVIRONMENT = "AOS_ENVIRONMENT", "local"
 STATUSES = LEDGER_STATUSES
 
-_COLUMNS = in_column_order(Entry, (
-    "id", "artifact", "field", "signal_type", "evidence", "confidence", "detected_by", "phase",
-    "environment", "notes", "status", "seen_count", "first_seen_at", "last_seen_at"))
+# A new signal's row: its columns in insert order and their conversion for the database.
+_ROW = PreparedInsert(Entry, ("id", "artifact", "field", "signal_type", "evidence", "confidence",
+                              "detected_by", "phase", "environment", "notes", "status",
+                              "seen_count", "first_seen_at", "last_seen_at"))
+# What a repeated key does to the existing row.
+_AGGREGATE = {Entry.seen_count: Entry.seen_count + 1,
+              Entry.last_seen_at: EXCLUDED.last_seen_at,
+              Entry.evidence: fn.json_patch(Entry.evidence, EXCLUDED.evidence),
+              Entry.confidence: fn.COALESCE(EXCLUDED.confidence, Entry.confidence)}
 
 
 def _upsert(key_columns, field_condition):
-    """The aggregating upsert on one of the two partial unique keys, built once."""
-    return PreparedQuery(lambda: Entry.insert({getattr(Entry, n): PLACEHOLDER for n in _COLUMNS})
+    """The `_ROW` insert that aggregates into the row of its key (one of the two partial
+    unique keys) and returns the row's id; built once. (PreparedInsert only ignores conflicts.)"""
+    return PreparedQuery(lambda: Entry.insert({getattr(Entry, n): PLACEHOLDER for n in _ROW.names})
                          .on_conflict(conflict_target=key_columns, conflict_where=field_condition,
-                                      update={Entry.seen_count: Entry.seen_count + 1,
-                                              Entry.last_seen_at: EXCLUDED.last_seen_at,
-                                              Entry.evidence: fn.json_patch(Entry.evidence,
-                                                                            EXCLUDED.evidence),
-                                              Entry.confidence: fn.COALESCE(EXCLUDED.confidence,
-                                                                            Entry.confidence)})
+                                      update=_AGGREGATE)
                          .returning(Entry.id))
 
 
 _UPSERT_WITH_FIELD = _upsert([Entry.artifact, Entry.field, Entry.signal_type],
                              Entry.field.is_null(False))
 _UPSERT_WITHOUT_FIELD = _upsert([Entry.artifact, Entry.signal_type], Entry.field.is_null())
-
-
-def _text(value, name, required=True):
-    """A non-empty string (or None when not `required`); ValueError otherwise."""
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string")
-    return value
 
 
 def _unit_interval(value, name):
@@ -72,52 +65,42 @@ def _unit_interval(value, name):
 
 
 def validate_signal(artifact, signal_type, evidence, detected_by, field=None, confidence=None):
-    """Check a signal's input; returns (evidence as JSON text, confidence as float or None).
+    """Check a signal's input; returns its confidence as a float (or None).
 
     Raises ValueError for an empty artifact, signal type or detector, a field that is not a
-    string, evidence that is not a JSON object, or a confidence outside 0..1.
+    non-empty string, evidence that is not a JSON object, or a confidence outside 0..1.
     """
-    _text(artifact, "artifact")
-    _text(signal_type, "signal_type")
-    _text(detected_by, "detected_by")
-    _text(field, "field", required=False)
-    if not isinstance(evidence, dict):
-        raise ValueError(f"evidence must be a JSON object, got {type(evidence).__name__}")
-    try:
-        evidence_text = JSON_ENCODER.encode(evidence)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"evidence is not JSON-serialisable: {exc}") from None
-    return evidence_text, _unit_interval(confidence, "confidence")
+    require_string(artifact, "artifact")
+    require_string(signal_type, "signal_type")
+    require_string(detected_by, "detected_by")
+    optional_text(field, "field")
+    require_json_object(evidence, "evidence")
+    return _unit_interval(confidence, "confidence")
 
 
-def emit_signal(coordinator, artifact, signal_type, evidence, detected_by, field=None,
-                confidence=None, notes=None, phase=None, environment=None):
-    """Record a discovery signal; returns the id of its (new or aggregated) row, None on failure.
+def emit_signal(tx, artifact, signal_type, evidence, detected_by, field=None, confidence=None,
+                notes=None, phase=None, environment=None):
+    """Record a discovery signal in `tx`; returns the id of its (new or aggregated) row, None on
+    a storage failure (logged).
 
     A repeated key increments seen_count, refreshes last_seen_at, merges the evidence (SQLite
     `json_patch`: new keys win, old-only keys stay) and keeps the old confidence when the new
     one is None; detected_by, phase, environment, notes and status keep their first values.
     phase / environment default to $AOS_PHASE ("C") / $AOS_ENVIRONMENT ("local").
     """
-    evidence_text, confidence = validate_signal(artifact, signal_type, evidence, detected_by,
-                                                field, confidence)
-    now = Entry.last_seen_at.db_value(utcnow())
-    values = {
+    require_transaction(tx)
+    confidence = validate_signal(artifact, signal_type, evidence, detected_by, field, confidence)
+    now = utcnow()
+    params = _ROW.values({
         "id": new_id(), "artifact": artifact, "field": field, "signal_type": signal_type,
-        "evidence": evidence_text, "confidence": confidence, "detected_by": detected_by,
+        "evidence": evidence, "confidence": confidence, "detected_by": detected_by,
         "phase": os.environ.get(PHASE_ENV, DEFAULT_PHASE) if phase is None else phase,
         "environment": (os.environ.get(ENVIRONMENT_ENV, DEFAULT_ENVIRONMENT)
                         if environment is None else environment),
         "notes": notes, "status": "observed", "seen_count": 1,
-        "first_seen_at": now, "last_seen_at": now,
-    }
-    params = [values[n] for n in _COLUMNS]
+        "first_seen_at": now, "last_seen_at": now})
     statement = _UPSERT_WITHOUT_FIELD if field is None else _UPSERT_WITH_FIELD
-
-    def upsert(db):
-        return statement.execute(db, params).fetchone()[0]
-
-    return write_non_blocking(coordinator, upsert, None,
+    return write_non_blocking(tx, lambda db: statement.execute(db, params).fetchone()[0], None,
                               f"discovery signal {artifact}/{field}/{signal_type}", log)
 
 
@@ -131,12 +114,13 @@ def _signal_dict(entry):
             "first_seen_at": entry.first_seen_at, "last_seen_at": entry.last_seen_at}
 
 
-def get_signals(coordinator, artifact=None, signal_type=None, status=None, limit=100):
+def get_signals(db, artifact=None, signal_type=None, status=None, limit=100):
     """Signals, most seen first, then most recently seen; filters apply when given.
 
     `limit` is an integer from 1 to 10,000 (anything else is a ValueError) or None for no
     limit. A storage failure is logged and gives [].
     """
+    require_database(db)
     require_limit(limit, allow_none=True)
     query = Entry.select()
     if artifact:
@@ -147,7 +131,7 @@ def get_signals(coordinator, artifact=None, signal_type=None, status=None, limit
         query = query.where(Entry.status == status)
     query = query.order_by(Entry.seen_count.desc(), Entry.last_seen_at.desc(), SQL("rowid"))
     try:
-        return [_signal_dict(e) for e in query.limit(limit).execute(coordinator.db)]
+        return [_signal_dict(e) for e in query.limit(limit).execute(db)]
     except Exception:
         log.warning("Failed to query discovery signals", exc_info=True)
         return []

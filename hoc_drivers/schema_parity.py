@@ -12,6 +12,9 @@ from functools import lru_cache
 
 from peewee import SchemaManager, SqliteDatabase
 
+from .models import ALL_MODELS
+from .validation import require_database
+
 ACCESS = "READ"
 
 M26_COST_TABLES = ("feature_tags", "cost_records", "cost_anomalies", "cost_budgets",
@@ -93,9 +96,10 @@ def _expected_schema(models):
 
 
 def compare_schema(db, models=None):
-    """Every difference between `models` (default: all) and the database, errors and warnings."""
+    """Every difference between `models` (default: all) and the database `db`, errors and
+    warnings (TypeError when `db` is not a database)."""
+    require_database(db)
     if models is None:
-        from .models import ALL_MODELS
         models = ALL_MODELS
     expected = _expected_schema(tuple(models))
     present = set(db.get_tables())
@@ -144,8 +148,6 @@ def check_schema_parity(db, models=None, hard_fail=True):
 
 def check_m26_cost_tables(db):
     """The five M26 cost tables must match exactly (an extra column too); raises SchemaParityError."""
-    from .models import ALL_MODELS
-
     cost_models = [m for m in ALL_MODELS if m._meta.table_name in M26_COST_TABLES]
     declared = {m._meta.table_name for m in cost_models}
     undeclared = [ParityIssue("TABLE_MISSING", t, "no model declares this table")

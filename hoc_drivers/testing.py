@@ -66,7 +66,7 @@ def _hoc_schema_template(tmp_path_factory):
 
 @pytest.fixture
 def hoc_db(tmp_path, _hoc_schema_template):
-    """An initialised hoc-drivers database in a temporary file, models bound to it."""
+    """An initialised hoc-drivers database in a temporary file."""
     from hoc_drivers.db import connect_database
 
     path = tmp_path / "hoc-test.db"

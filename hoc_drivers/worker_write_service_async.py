@@ -1,11 +1,14 @@
-"""Worker Write Service: worker runs and cost records (sync service + awaitable facade).
+"""Worker Write Service: worker runs and cost records (reader, sync writer, awaitable facade).
 
-`WorkerWriteService(tx)` writes inside the coordinator transaction it is given and never
-commits. `WorkerWriteServiceAsync(coordinator)` offers the same methods as coroutines: each
-call runs the sync service inside a coordinator transaction — the caller's, when one is open
-in the calling thread (joined through a savepoint), otherwise its own, opened in a worker
-thread so the event loop is not blocked. The worker thread has its own SQLite connection, so
-the facade needs a database file (`:memory:` is private to one connection).
+`WorkerRunReader(db)` only SELECTs. `WorkerWriteService(tx)` writes inside the coordinator
+transaction it is given and never commits; a cost record notes `GuardStateChanged(tenant,
+SNAPSHOT)` (today's spend changed). Every method takes the tenant first:
+`upsert_worker_run(tenant_id, run_id, data)`. `WorkerWriteServiceAsync(coordinator)` offers the
+same methods as coroutines: each call runs the sync service inside a coordinator transaction —
+the caller's, when one is open in the calling thread (joined through a savepoint), otherwise
+its own, opened in a worker thread so the event loop is not blocked. The worker thread has its
+own SQLite connection, so the facade needs a database file (`:memory:` is private to one
+connection).
 
 A worker run that is completed, failed or crashed is immutable in its result columns:
 changing one raises `WorkerRunImmutable` (and the `worker_runs_immutable_guard` trigger
@@ -13,11 +16,11 @@ refuses it at the database too); an upsert that changes nothing is a no-op.
 """
 import asyncio
 
-from .guard_cache import SNAPSHOT, invalidate_tenant_on_commit
-from .models.base import new_id, utcnow
+from .facts import SNAPSHOT, GuardStateChanged
+from .models.base import PreparedInsert, new_id, utcnow
 from .models.cost import (IMMUTABLE_WORKER_RUN_COLUMNS, TERMINAL_WORKER_RUN_STATUSES,
                           WORKER_RUN_STATUSES, CostAnomaly, CostRecord, WorkerRun)
-from .validation import require_text
+from .validation import require_database, require_tenant, require_text, require_transaction
 
 ACCESS = "READ+WRITE"
 
@@ -44,6 +47,20 @@ def _require_amount(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ValueError(f"{name} must be a non-negative number, got {value!r}")
     return value
+
+
+# The columns `_result_fields` may set; a new run stores NULL in those the caller did not send.
+_RESULT_COLUMNS = ("status", "success", "error", "output_json", "replay_token_json", "total_tokens",
+                   "total_latency_ms", "policy_violations", "recoveries", "cost_cents")
+_INSERT_RUN = PreparedInsert(WorkerRun, ("id", "tenant_id", "worker_id", "task", "input_json",
+                                         "created_at", "started_at", "completed_at", *_RESULT_COLUMNS))
+_INSERT_COST_RECORD = PreparedInsert(CostRecord, (
+    "id", "tenant_id", "request_id", "workflow_id", "skill_id", "model", "input_tokens",
+    "output_tokens", "cost_cents", "created_at"))
+_INSERT_ADVISORY = PreparedInsert(CostAnomaly, (
+    "id", "tenant_id", "anomaly_type", "severity", "entity_type", "entity_id",
+    "current_value_cents", "expected_value_cents", "deviation_pct", "threshold_pct", "message",
+    "metadata_json", "detected_at"))
 
 
 def _result_fields(data):
@@ -75,11 +92,11 @@ class WorkerRunReader:
     ACCESS = "READ"
 
     def __init__(self, db):
-        self.db = db
+        self.db = require_database(db)
 
-    def get_worker_run(self, run_id, tenant_id):
+    def get_worker_run(self, tenant_id, run_id):
         """The tenant's worker run with that id, or None."""
-        require_text(tenant_id, "tenant_id")
+        require_tenant(tenant_id)
         return (WorkerRun.select()
                 .where((WorkerRun.id == run_id) & (WorkerRun.tenant_id == tenant_id))
                 .first(self.db))
@@ -91,13 +108,13 @@ class WorkerWriteService:
     ACCESS = "WRITE"
 
     def __init__(self, tx):
-        self.tx = tx
+        self.tx = require_transaction(tx)
 
-    def get_worker_run(self, run_id, tenant_id):
+    def get_worker_run(self, tenant_id, run_id):
         """The tenant's worker run with that id, or None (read in the caller's transaction)."""
-        return WorkerRunReader(self.tx.db).get_worker_run(run_id, tenant_id)
+        return WorkerRunReader(self.tx.db).get_worker_run(tenant_id, run_id)
 
-    def upsert_worker_run(self, run_id, tenant_id, data):
+    def upsert_worker_run(self, tenant_id, run_id, data):
         """Create the run, or update it from the keys present in `data`; returns the WorkerRun.
 
         Keys: task, status, success, error, artifacts, replay_token, total_tokens_used,
@@ -106,8 +123,8 @@ class WorkerWriteService:
         completed_at on entering a terminal status. A terminal run whose result columns would
         change raises WorkerRunImmutable; one that would not change is returned untouched.
         """
+        require_tenant(tenant_id)
         require_text(run_id, "run_id")
-        require_text(tenant_id, "tenant_id")
         if not isinstance(data, dict):
             raise ValueError(f"data must be a dict, got {type(data).__name__}")
         if "status" in data and data["status"] not in WORKER_RUN_STATUSES:
@@ -115,23 +132,24 @@ class WorkerWriteService:
                              f"(expected one of: {', '.join(WORKER_RUN_STATUSES)})")
         existing = WorkerRun.select().where(WorkerRun.id == run_id).first(self.tx.db)
         if existing is None:
-            return self._create_run(run_id, tenant_id, data)
+            return self._create_run(tenant_id, run_id, data)
         if existing.tenant_id != tenant_id:
             raise ValueError(f"worker run {run_id!r} does not belong to tenant {tenant_id!r}")
         return self._update_run(existing, data)
 
-    def _create_run(self, run_id, tenant_id, data):
+    def _create_run(self, tenant_id, run_id, data):
         now = utcnow()
         task = data.get("task", "")
-        fields = {"recoveries": 0, "policy_violations": 0, **_result_fields(data)}
-        status = fields.setdefault("status", "queued")
+        fields = {**dict.fromkeys(_RESULT_COLUMNS), "recoveries": 0, "policy_violations": 0,
+                  "status": "queued", **_result_fields(data)}
+        status = fields["status"]
         row = {"id": run_id, "tenant_id": tenant_id, "worker_id": WORKER_ID, "task": task,
                "input_json": {"task": task}, "created_at": now,
                "started_at": now if status == "running" else None,
                "completed_at": now if status in TERMINAL_WORKER_RUN_STATUSES else None,
                **fields}
-        WorkerRun.insert(row).execute(self.tx.db)
-        return self.get_worker_run(run_id, tenant_id)
+        _INSERT_RUN.execute(self.tx.db, row)
+        return self.get_worker_run(tenant_id, run_id)
 
     def _update_run(self, run, data):
         now = utcnow()
@@ -153,12 +171,12 @@ class WorkerWriteService:
         (WorkerRun.update({getattr(WorkerRun, name): value for name, value in changes.items()})
          .where((WorkerRun.id == run.id) & (WorkerRun.tenant_id == run.tenant_id))
          .execute(self.tx.db))
-        return self.get_worker_run(run.id, run.tenant_id)
+        return self.get_worker_run(run.tenant_id, run.id)
 
-    def insert_cost_record(self, run_id, tenant_id, model, input_tokens, output_tokens,
+    def insert_cost_record(self, tenant_id, run_id, model, input_tokens, output_tokens,
                            cost_cents):
         """Record the cost of the run's LLM usage (request_id = run_id); returns the CostRecord."""
-        require_text(tenant_id, "tenant_id")
+        require_tenant(tenant_id)
         require_text(model, "model")
         row = {"id": new_id(), "tenant_id": tenant_id, "request_id": run_id,
                "workflow_id": WORKFLOW_ID, "skill_id": SKILL_ID, "model": model,
@@ -166,9 +184,9 @@ class WorkerWriteService:
                "output_tokens": _require_count(output_tokens, "output_tokens"),
                "cost_cents": float(_require_amount(cost_cents, "cost_cents")),
                "created_at": utcnow()}
-        CostRecord.insert(row).execute(self.tx.db)
-        invalidate_tenant_on_commit(self.tx, tenant_id, SNAPSHOT)  # today's spend changed
-        return CostRecord.select().where(CostRecord.id == row["id"]).first(self.tx.db)
+        _INSERT_COST_RECORD.execute(self.tx.db, row)
+        self.tx.note(GuardStateChanged(tenant_id, SNAPSHOT))  # today's spend changed
+        return CostRecord.select().where(CostRecord.id == row["id"]).get(self.tx.db)
 
     def insert_cost_advisory(self, tenant_id, run_id, daily_spend, warn_threshold,
                              budget_snapshot):
@@ -178,7 +196,7 @@ class WorkerWriteService:
         threshold is not positive); the message quotes the snapshot's `warn_threshold_pct`.
         Returns the CostAnomaly.
         """
-        require_text(tenant_id, "tenant_id")
+        require_tenant(tenant_id)
         _require_amount(daily_spend, "daily_spend")
         _require_amount(warn_threshold, "warn_threshold")
         if not isinstance(budget_snapshot, dict):
@@ -194,13 +212,14 @@ class WorkerWriteService:
                            f"({int(warn_threshold)}¢)"),
                "metadata_json": {"run_id": run_id, "budget_snapshot": budget_snapshot},
                "detected_at": utcnow()}
-        CostAnomaly.insert(row).execute(self.tx.db)
-        return CostAnomaly.select().where(CostAnomaly.id == row["id"]).first(self.tx.db)
+        _INSERT_ADVISORY.execute(self.tx.db, row)
+        return CostAnomaly.select().where(CostAnomaly.id == row["id"]).get(self.tx.db)
 
-    def delete_worker_run(self, run):
-        """Delete the run (within its tenant); returns True when a row was deleted."""
+    def delete_worker_run(self, tenant_id, run_id):
+        """Delete the tenant's worker run, terminal or not; returns True when a row was deleted."""
+        require_tenant(tenant_id)
         deleted = (WorkerRun.delete()
-                   .where((WorkerRun.id == run.id) & (WorkerRun.tenant_id == run.tenant_id))
+                   .where((WorkerRun.id == run_id) & (WorkerRun.tenant_id == tenant_id))
                    .execute(self.tx.db))
         return deleted > 0
 
@@ -208,7 +227,7 @@ class WorkerWriteService:
 class WorkerWriteServiceAsync:
     """Awaitable facade of WorkerWriteService: the same methods, each in a coordinator transaction."""
 
-    ACCESS = "WRITE"
+    ACCESS = "READ+WRITE"  # a service over the coordinator: it opens its own transactions
 
     def __init__(self, coordinator):
         self.coordinator = coordinator
@@ -224,14 +243,14 @@ class WorkerWriteServiceAsync:
         with self.coordinator.transaction() as tx:
             return getattr(WorkerWriteService(tx), method)(*args)
 
-    async def upsert_worker_run(self, run_id, tenant_id, data):
+    async def upsert_worker_run(self, tenant_id, run_id, data):
         """Awaitable `WorkerWriteService.upsert_worker_run`."""
-        return await self._offload(self._write, "upsert_worker_run", run_id, tenant_id, data)
+        return await self._offload(self._write, "upsert_worker_run", tenant_id, run_id, data)
 
-    async def insert_cost_record(self, run_id, tenant_id, model, input_tokens, output_tokens,
+    async def insert_cost_record(self, tenant_id, run_id, model, input_tokens, output_tokens,
                                  cost_cents):
         """Awaitable `WorkerWriteService.insert_cost_record`."""
-        return await self._offload(self._write, "insert_cost_record", run_id, tenant_id, model,
+        return await self._offload(self._write, "insert_cost_record", tenant_id, run_id, model,
                                    input_tokens, output_tokens, cost_cents)
 
     async def insert_cost_advisory(self, tenant_id, run_id, daily_spend, warn_threshold,
@@ -240,11 +259,11 @@ class WorkerWriteServiceAsync:
         return await self._offload(self._write, "insert_cost_advisory", tenant_id, run_id,
                                    daily_spend, warn_threshold, budget_snapshot)
 
-    async def delete_worker_run(self, run):
+    async def delete_worker_run(self, tenant_id, run_id):
         """Awaitable `WorkerWriteService.delete_worker_run`."""
-        return await self._offload(self._write, "delete_worker_run", run)
+        return await self._offload(self._write, "delete_worker_run", tenant_id, run_id)
 
-    async def get_worker_run(self, run_id, tenant_id):
-        """Awaitable `WorkerWriteService.get_worker_run`."""
+    async def get_worker_run(self, tenant_id, run_id):
+        """Awaitable `WorkerRunReader.get_worker_run` (sees the caller's open transaction)."""
         return await self._offload(WorkerRunReader(self.coordinator.db).get_worker_run,
-                                   run_id, tenant_id)
+                                   tenant_id, run_id)

@@ -6,6 +6,7 @@ import pytest
 
 from hoc_drivers.alert_driver import _LEASE, _SELECT_DUE, AlertDriver, AlertQueueReader
 from hoc_drivers.db import CommitForbidden
+from hoc_drivers.facts import AlertQueued, GuardStateChanged
 from hoc_drivers.models.alerts import AlertQueueItem
 from hoc_drivers.models.runs import Incident
 from hoc_drivers.transaction_coordinator import TransactionCoordinator
@@ -22,24 +23,24 @@ def queue(hoc_coordinator):
     """Run `fn(driver)` in one coordinator transaction: queue(lambda d: ...)."""
     def run(fn):
         with hoc_coordinator.transaction() as tx:
-            return fn(AlertDriver(tx.db))
+            return fn(AlertDriver(tx))
     return run
 
 
 def enqueue(queue, count=1, at=T0, **fields):
-    return [queue(lambda d, i=i: d.insert_alert([{"n": i}], "test", now=at + seconds(i), **fields))
+    return [queue(lambda d, i=i: d.insert_alert(None, [{"n": i}], "test", now=at + seconds(i), **fields))
             for i in range(count)]
 
 
-def stored(alert_id):
-    return AlertQueueItem.get_by_id(alert_id)
+def stored(db, alert_id):
+    return AlertQueueItem.select().where(AlertQueueItem.id == alert_id).get(db)
 
 
-def test_insert_alert_defaults(queue):
-    alert = queue(lambda d: d.insert_alert([{"labels": {"alertname": "X"}}], "disable",
+def test_insert_alert_defaults(queue, hoc_db):
+    alert = queue(lambda d: d.insert_alert(None, [{"labels": {"alertname": "X"}}], "disable",
                                            circuit_breaker_name="costsim_v2",
                                            incident_id="inc-1", now=T0))
-    row = stored(alert.id)
+    row = stored(hoc_db, alert.id)
     assert (row.status, row.attempts, row.max_attempts) == ("pending", 0, 10)
     assert row.next_attempt_at == row.created_at == T0
     assert row.payload == [{"labels": {"alertname": "X"}}]
@@ -52,16 +53,16 @@ def test_insert_alert_defaults(queue):
     ({"max_attempts": 0}, "max_attempts must be a positive integer"),
     ({"payload": [float("nan")]}, "JSON"),
 ])
-def test_insert_alert_rejects_bad_input(queue, fields, message):
+def test_insert_alert_rejects_bad_input(queue, hoc_db, fields, message):
     payload = fields.pop("payload", [])
     with pytest.raises(ValueError, match=message):
-        queue(lambda d: d.insert_alert(payload, "test", **fields))
-    assert AlertQueueItem.select().count() == 0
+        queue(lambda d: d.insert_alert(None, payload, "test", **fields))
+    assert AlertQueueItem.select().count(hoc_db) == 0
 
 
 def test_fetch_claims_due_alerts_oldest_first(queue):
     a, b, c = enqueue(queue, 3)
-    queue(lambda d: d.insert_alert([], "later", now=T0 + seconds(60)))
+    queue(lambda d: d.insert_alert(None, [], "later", now=T0 + seconds(60)))
     claimed = queue(lambda d: d.fetch_pending_alerts(T0 + seconds(2), batch_size=10))
     assert [x.id for x in claimed] == [a.id, b.id, c.id]     # next_attempt_at == now is due
     assert queue(lambda d: d.fetch_pending_alerts(T0 + seconds(2), batch_size=10)) == []
@@ -70,8 +71,8 @@ def test_fetch_claims_due_alerts_oldest_first(queue):
 
 def test_fetch_respects_batch_size_status_and_attempts(queue):
     a, b, c, d_ = enqueue(queue, 4)
-    queue(lambda d: AlertQueueItem.update(status="sent").where(AlertQueueItem.id == a.id).execute())
-    queue(lambda d: AlertQueueItem.update(attempts=10).where(AlertQueueItem.id == b.id).execute())
+    queue(lambda d: AlertQueueItem.update(status="sent").where(AlertQueueItem.id == a.id).execute(d.db))
+    queue(lambda d: AlertQueueItem.update(attempts=10).where(AlertQueueItem.id == b.id).execute(d.db))
     first = queue(lambda d: d.fetch_pending_alerts(T0 + seconds(10), batch_size=1))
     second = queue(lambda d: d.fetch_pending_alerts(T0 + seconds(10), batch_size=1))
     assert [first[0].id, second[0].id] == [c.id, d_.id]
@@ -79,13 +80,15 @@ def test_fetch_respects_batch_size_status_and_attempts(queue):
         queue(lambda d: d.fetch_pending_alerts(T0, batch_size=0))
 
 
-def test_claiming_outside_a_transaction_is_refused(hoc_db, queue):
+def test_claiming_outside_a_transaction_is_refused(hoc_coordinator, queue):
     enqueue(queue, 1)
+    with hoc_coordinator.transaction() as tx:
+        driver = AlertDriver(tx)
     with pytest.raises(CommitForbidden):
-        AlertDriver(hoc_db).fetch_pending_alerts(T0, 10)
+        driver.fetch_pending_alerts(T0, 10)
 
 
-def test_a_crashed_senders_lease_expires_and_the_alert_is_due_again(queue):
+def test_a_crashed_senders_lease_expires_and_the_alert_is_due_again(queue, hoc_db):
     (alert,) = enqueue(queue, 1)
     lost = queue(lambda d: d.fetch_pending_alerts(T0, lease_seconds=30))[0]
     assert queue(lambda d: d.fetch_pending_alerts(T0 + seconds(29.999))) == []
@@ -94,57 +97,57 @@ def test_a_crashed_senders_lease_expires_and_the_alert_is_due_again(queue):
     # the first sender comes back late: its claim is gone, its outcome is not recorded
     assert queue(lambda d: d.update_alert_sent(lost, T0 + seconds(31))) is False
     assert queue(lambda d: d.update_alert_sent(again[0], T0 + seconds(31))) is True
-    assert stored(alert.id).status == "sent"
+    assert stored(hoc_db, alert.id).status == "sent"
 
 
-def test_update_alert_sent(queue):
+def test_update_alert_sent(queue, hoc_db):
     enqueue(queue, 1)
     (alert,) = queue(lambda d: d.fetch_pending_alerts(T0))
     assert queue(lambda d: d.update_alert_sent(alert, T0 + seconds(1))) is True
-    row = stored(alert.id)
+    row = stored(hoc_db, alert.id)
     assert (row.status, row.sent_at, row.attempts, row.claim_token) == ("sent", T0 + seconds(1), 0, None)
     assert alert.status == "sent"
     assert queue(lambda d: d.update_alert_sent(alert, T0 + seconds(2))) is False
 
 
-def test_update_alert_retry_counts_and_keeps_the_last_error(queue):
+def test_update_alert_retry_counts_and_keeps_the_last_error(queue, hoc_db):
     enqueue(queue, 1)
     (alert,) = queue(lambda d: d.fetch_pending_alerts(T0))
     queue(lambda d: d.update_alert_retry(alert, T0, T0 + seconds(2), "HTTP 503: busy"))
-    row = stored(alert.id)
+    row = stored(hoc_db, alert.id)
     assert (row.status, row.attempts, row.last_attempt_at, row.next_attempt_at, row.last_error) == \
         ("pending", 1, T0, T0 + seconds(2), "HTTP 503: busy")
     (alert,) = queue(lambda d: d.fetch_pending_alerts(T0 + seconds(2)))
     queue(lambda d: d.update_alert_retry(alert, T0 + seconds(2), T0 + seconds(6), None))
-    row = stored(alert.id)
+    row = stored(hoc_db, alert.id)
     assert (row.attempts, row.last_error) == (2, "HTTP 503: busy")
 
 
-def test_update_alert_failed(queue):
+def test_update_alert_failed(queue, hoc_db):
     enqueue(queue, 1)
     (alert,) = queue(lambda d: d.fetch_pending_alerts(T0))
     queue(lambda d: d.update_alert_failed(alert, T0, "Timeout: read"))
-    row = stored(alert.id)
+    row = stored(hoc_db, alert.id)
     assert (row.status, row.attempts, row.last_error, row.claim_token) == ("failed", 1, "Timeout: read", None)
 
 
-def test_mark_incident_alert_sent_is_tenant_filtered(queue, hoc_coordinator):
-    with hoc_coordinator.transaction():
+def test_mark_incident_alert_sent_is_tenant_filtered(queue, hoc_coordinator, hoc_db):
+    with hoc_coordinator.transaction() as tx:
         Incident.insert(id="inc-1", tenant_id="t1", title="x", severity="low",
-                        trigger_type="manual").execute()
-    assert queue(lambda d: d.mark_incident_alert_sent("inc-1", T0, tenant_id="t2")) == 0
-    assert queue(lambda d: d.mark_incident_alert_sent("inc-1", T0, tenant_id="t1")) == 1
-    incident = Incident.get_by_id("inc-1")
+                        trigger_type="manual").execute(tx.db)
+    assert queue(lambda d: d.mark_incident_alert_sent("t2", "inc-1", T0)) == 0
+    assert queue(lambda d: d.mark_incident_alert_sent("t1", "inc-1", T0)) == 1
+    incident = Incident.select().where(Incident.id == "inc-1").get(hoc_db)
     assert incident.alert_sent is True and incident.alert_sent_at == T0
-    assert queue(lambda d: d.mark_incident_alert_sent("missing", T0)) == 0
+    assert queue(lambda d: d.mark_incident_alert_sent(None, "missing", T0)) == 0
 
 
-def test_retry_failed_alerts(queue):
+def test_retry_failed_alerts(queue, hoc_db):
     a, b = enqueue(queue, 2)
-    queue(lambda d: AlertQueueItem.update(status="failed", attempts=10).execute())
+    queue(lambda d: AlertQueueItem.update(status="failed", attempts=10).execute(d.db))
     assert queue(lambda d: d.retry_failed_alerts(0, T0 + seconds(100))) == 0
     assert queue(lambda d: d.retry_failed_alerts(3, T0 + seconds(100))) == 2
-    row = stored(a.id)
+    row = stored(hoc_db, a.id)
     assert (row.status, row.max_attempts, row.attempts, row.next_attempt_at) == \
         ("pending", 13, 10, T0 + seconds(100))
     assert len(queue(lambda d: d.fetch_pending_alerts(T0 + seconds(100)))) == 2
@@ -155,14 +158,14 @@ def test_retry_failed_alerts(queue):
 def test_purge_old_alerts(queue, hoc_db):
     old_sent, old_failed, old_pending, cutoff_exact = enqueue(queue, 4, at=T0 - seconds(10))
     queue(lambda d: AlertQueueItem.update(status="sent").where(
-        AlertQueueItem.id.in_([old_sent.id, cutoff_exact.id])).execute())
-    queue(lambda d: AlertQueueItem.update(status="failed").where(AlertQueueItem.id == old_failed.id).execute())
+        AlertQueueItem.id.in_([old_sent.id, cutoff_exact.id])).execute(d.db))
+    queue(lambda d: AlertQueueItem.update(status="failed").where(AlertQueueItem.id == old_failed.id).execute(d.db))
     cutoff = cutoff_exact.created_at                        # strictly before the cutoff only
     assert AlertQueueReader(hoc_db).count_old_alerts(cutoff, ["sent", "failed"]) == 2
     assert queue(lambda d: d.purge_old_alerts(cutoff, [])) == 0
     assert queue(lambda d: d.purge_old_alerts(cutoff, ["sent", "failed"], limit=1)) == 1
     assert queue(lambda d: d.purge_old_alerts(cutoff, ["sent", "failed"])) == 1
-    remaining = {row.id for row in AlertQueueItem.select()}
+    remaining = {row.id for row in AlertQueueItem.select().execute(hoc_db)}
     assert remaining == {old_pending.id, cutoff_exact.id}
 
 
@@ -172,8 +175,8 @@ def test_queue_stats(queue, hoc_db):
                                             "oldest_pending": None,
                                             "oldest_pending_age_seconds": None}
     a, b, c, d_ = enqueue(queue, 4)
-    queue(lambda d: AlertQueueItem.update(status="sent").where(AlertQueueItem.id == a.id).execute())
-    queue(lambda d: AlertQueueItem.update(status="failed").where(AlertQueueItem.id == b.id).execute())
+    queue(lambda d: AlertQueueItem.update(status="sent").where(AlertQueueItem.id == a.id).execute(d.db))
+    queue(lambda d: AlertQueueItem.update(status="failed").where(AlertQueueItem.id == b.id).execute(d.db))
     stats = reader.fetch_queue_stats(T0 + seconds(62))
     assert stats == {"pending": 2, "sent": 1, "failed": 1, "oldest_pending": T0 + seconds(2),
                      "oldest_pending_age_seconds": 60.0}
@@ -195,20 +198,21 @@ def test_list_alerts_refuses_a_bad_limit(queue, hoc_db, limit):
     assert len(reader.list_alerts(limit=10_000)) == 1
 
 
-def test_the_claim_walks_the_indexes_and_never_sorts(hoc_db):
+def test_the_claim_walks_the_indexes_and_never_sorts(hoc_db, hoc_coordinator):
     plan = query_plan(hoc_db, _SELECT_DUE, ["pending", "2026-05-01 12:00:00.000000", 10])
     assert "USING INDEX costsim_alert_queue_status_next_attempt_at" in plan
     assert "TEMP B-TREE" not in plan
-    plan = query_plan(hoc_db, _LEASE, ["2026-05-01 12:05:00.000000", "token", '["a", "b"]'])
+    with hoc_coordinator.transaction() as tx:  # the guard refuses even EXPLAIN of a write outside one
+        plan = query_plan(tx.db, _LEASE, ["2026-05-01 12:05:00.000000", "token", '["a", "b"]'])
     assert "SEARCH costsim_alert_queue USING INDEX sqlite_autoindex_costsim_alert_queue_1 (id=?)" in plan
 
 
 def test_two_concurrent_claimers_never_share_an_alert(hoc_db):
     coordinator = TransactionCoordinator(hoc_db)
     with coordinator.transaction() as tx:
-        driver = AlertDriver(tx.db)
+        driver = AlertDriver(tx)
         for i in range(300):
-            driver.insert_alert([{"n": i}], "test", now=T0)
+            driver.insert_alert(None, [{"n": i}], "test", now=T0)
     start = threading.Barrier(2)
     claimed = {0: [], 1: []}
 
@@ -216,7 +220,7 @@ def test_two_concurrent_claimers_never_share_an_alert(hoc_db):
         start.wait()
         while True:
             with coordinator.transaction() as tx:
-                batch = AlertDriver(tx.db).fetch_pending_alerts(T0, batch_size=7)
+                batch = AlertDriver(tx).fetch_pending_alerts(T0, batch_size=7)
             if not batch:
                 return
             claimed[worker].extend(alert.id for alert in batch)
@@ -236,3 +240,18 @@ def test_list_alerts_refuses_an_unknown_status(queue, hoc_db):
     with pytest.raises(ValueError, match="unknown alert status 'PENDING'"):
         reader.list_alerts(status="PENDING")
     assert len(reader.list_alerts(status="pending")) == 1 and reader.list_alerts(status="sent") == []
+
+
+
+def test_the_writer_notes_what_it_changed(queue, hoc_coordinator):
+    with hoc_coordinator.transaction() as tx:
+        Incident.insert(id="inc-1", tenant_id="t1", title="x", severity="low",
+                        trigger_type="manual").execute(tx.db)
+    with hoc_coordinator.transaction() as tx:  # an alert of no tenant: the incident's tenant
+        assert AlertDriver(tx).mark_incident_alert_sent(None, "inc-1", T0) == 1
+        assert tx.facts == [GuardStateChanged("t1")]
+    with hoc_coordinator.transaction() as tx:
+        assert AlertDriver(tx).retry_failed_alerts(1, T0) == 0
+        assert tx.facts == []
+        AlertDriver(tx).insert_alert("t1", [], "test")
+        assert tx.facts == [AlertQueued()]

@@ -43,8 +43,8 @@ def emit(hoc_coordinator):
     return run
 
 
-def queued():
-    return list(AlertQueueItem.select().order_by(AlertQueueItem.channel))
+def queued(db):
+    return list(AlertQueueItem.select().order_by(AlertQueueItem.channel).execute(db))
 
 
 def test_config_defaults_and_helpers():
@@ -111,7 +111,7 @@ def test_bad_signal_is_a_clear_error(fields, message):
         signal(**fields)
 
 
-def test_a_config_made_invalid_later_queues_nothing(emit):
+def test_a_config_made_invalid_later_queues_nothing(emit, hoc_db):
     cfg = all_channels()
     cfg.enabled_channels.append("pager")
     with pytest.raises(ValueError, match="unknown alert channel 'pager'"):
@@ -126,23 +126,23 @@ def test_a_config_made_invalid_later_queues_nothing(emit):
         emit("near", sig, all_channels())
     with pytest.raises(ValueError, match="does not match config"):
         emit("near", signal(tenant_id="someone-else"), all_channels())
-    assert queued() == [] and Notification.select().count() == 0
+    assert queued(hoc_db) == [] and Notification.select().count(hoc_db) == 0
 
 
-def test_near_alert_throttling_interval_boundary_is_exact(emit):
+def test_near_alert_throttling_interval_boundary_is_exact(emit, hoc_db):
     cfg = config()
     with freeze_time(T0):
         assert emit("near", signal(), cfg) is True
     assert (cfg.last_alert_at, cfg.alerts_sent_count) == (T0, 1)
     with freeze_time(T0 + timedelta(seconds=60) - timedelta(microseconds=1)):
         assert emit("near", signal(), cfg) is False
-    assert Notification.select().count() == 1
+    assert Notification.select().count(hoc_db) == 1
     with freeze_time(T0 + timedelta(seconds=60)):
         assert emit("near", signal(), cfg) is True
-    assert cfg.alerts_sent_count == 2 and Notification.select().count() == 2
+    assert cfg.alerts_sent_count == 2 and Notification.select().count(hoc_db) == 2
 
 
-def test_naive_timestamps_read_back_from_sqlite_are_taken_as_utc(emit):
+def test_naive_timestamps_read_back_from_sqlite_are_taken_as_utc(emit, hoc_db):
     naive = T0.replace(tzinfo=None)
     cfg = all_channels(last_alert_at=naive)
     sig = signal(timestamp=naive)
@@ -150,7 +150,7 @@ def test_naive_timestamps_read_back_from_sqlite_are_taken_as_utc(emit):
         assert emit("near", sig, cfg) is False  # throttled, not a TypeError
     with freeze_time(T0 + timedelta(seconds=60)):
         assert emit("near", sig, cfg) is True
-    slack, webhook = (a for a in queued() if a.channel in ("webhook", "slack"))
+    slack, webhook = (a for a in queued(hoc_db) if a.channel in ("webhook", "slack"))
     assert webhook.payload["timestamp"] == T0.isoformat()
     assert slack.payload["attachments"][0]["ts"] == int(T0.timestamp())
 
@@ -174,28 +174,28 @@ def test_breach_bypasses_throttling_and_does_not_count(emit):
     assert (cfg.last_alert_at, cfg.alerts_sent_count) == (T0, 4)
 
 
-def test_disabled_alerts_send_nothing(emit):
+def test_disabled_alerts_send_nothing(emit, hoc_db):
     assert emit("near", signal(), config(near_threshold_enabled=False)) is False
     assert emit("breach", signal(signal_type="breach"), config(breach_alert_enabled=False), "stop") is False
-    assert queued() == [] and Notification.select().count() == 0
+    assert queued(hoc_db) == [] and Notification.select().count(hoc_db) == 0
 
 
-def test_ui_channel_writes_a_notification(emit):
+def test_ui_channel_writes_a_notification(emit, hoc_db):
     with freeze_time(T0):
         assert emit("breach", signal(signal_type="breach", current_value=12000), config(), "pause")
-    (note,) = Notification.select()
+    (note,) = Notification.select().execute(hoc_db)
     assert (note.tenant_id, note.notification_type, note.title, note.run_id, note.policy_id) == \
         ("tenant-001", "breach", "Policy BREACH: token_usage", "run-1", "POL-001")
     assert (note.current_value, note.threshold_value, note.percentage, note.action_taken) == \
         (12000, 10000, 120.0, "pause")
-    assert note.created_at == T0 and queued() == []
+    assert note.created_at == T0 and queued(hoc_db) == []
 
 
-def test_network_channels_are_queued_in_the_callers_transaction(emit):
+def test_network_channels_are_queued_in_the_callers_transaction(emit, hoc_db):
     sig = signal()
     with freeze_time(T0):
         assert emit("near", sig, all_channels()) is True
-    email, slack, webhook = queued()
+    email, slack, webhook = queued(hoc_db)
     assert {a.status for a in (email, slack, webhook)} == {"pending"}
     assert {a.tenant_id for a in (email, slack, webhook)} == {"tenant-001"}
     assert {a.alert_type for a in (email, slack, webhook)} == {"threshold_near"}
@@ -227,12 +227,12 @@ def test_the_secret_is_stored_nowhere(emit, hoc_db):
             assert SECRET not in json.dumps(row, default=str)
 
 
-def test_a_rolled_back_transaction_queues_nothing(hoc_coordinator):
+def test_a_rolled_back_transaction_queues_nothing(hoc_coordinator, hoc_db):
     with pytest.raises(RuntimeError):
         with hoc_coordinator.transaction() as tx:
             assert AlertEmitter(tx).emit_breach(signal(signal_type="breach"), all_channels(), "stop")
             raise RuntimeError("caller fails after alerting")
-    assert queued() == [] and Notification.select().count() == 0
+    assert queued(hoc_db) == [] and Notification.select().count(hoc_db) == 0
 
 
 def test_a_failing_channel_fails_alone(hoc_coordinator, hoc_db):
@@ -243,9 +243,25 @@ def test_a_failing_channel_fails_alone(hoc_coordinator, hoc_db):
     with hoc_coordinator.transaction() as tx:
         assert AlertEmitter(tx).emit_near_threshold(sig, all_channels()) is True
     assert sig.alert_channels == ["webhook", "slack", "email"]
-    assert len(queued()) == 3 and Notification.select().count() == 0
+    assert len(queued(hoc_db)) == 3 and Notification.select().count(hoc_db) == 0
 
 
 def test_channel_names_are_normalised_and_deduplicated():
     cfg = config(enabled_channels=["UI", "ui", "Slack"], slack_webhook_url="https://hooks.slack.com/x")
     assert cfg.enabled_channels == ["ui", "slack"]
+
+
+def test_emit_decides_from_the_signal(hoc_coordinator, hoc_db):
+    with hoc_coordinator.transaction() as tx:
+        below = AlertEmitter(tx).emit(signal(current_value=7999), config())
+        with pytest.raises(ValueError, match="action_taken applies to breach alerts only"):
+            AlertEmitter(tx).emit(signal(), config(), "stop")
+    assert below["alert_sent"] is False and below["channels"] == []
+    assert below["reason"] == "below the near threshold (80%)"
+    assert Notification.select().count(hoc_db) == 0
+    with hoc_coordinator.transaction() as tx:
+        near = AlertEmitter(tx).emit(signal(), config())
+        breach = AlertEmitter(tx).emit(signal(signal_type="breach", current_value=12000), config(), "stop")
+    assert (near["alert_sent"], near["channels"], near["percentage"]) == (True, ["ui"], 80.0)
+    assert (breach["alert_sent"], breach["signal_type"], "reason" in breach) == (True, "breach", False)
+    assert Notification.select().count(hoc_db) == 2

@@ -156,8 +156,8 @@ def webhook_config(url, **fields):
                        webhook_url=url, **fields)
 
 
-def alert_rows():
-    return list(AlertQueueItem.select().order_by(AlertQueueItem.created_at))
+def alert_rows(db):
+    return list(AlertQueueItem.select().order_by(AlertQueueItem.created_at).execute(db))
 
 
 def test_backoff_doubles_up_to_the_cap():
@@ -177,7 +177,7 @@ def test_webhook_body_and_signature_verified_by_the_receiver(hoc_coordinator, re
     payload = json.loads(body)
     assert payload["event_type"] == "threshold_breach"
     assert (payload["signal_id"], payload["action_taken"], payload["percentage"]) == (sig.signal_id, "stop", 120.0)
-    (row,) = alert_rows()
+    (row,) = alert_rows(hoc_coordinator.db)
     assert row.status == "sent" and row.sent_at is not None
 
 
@@ -189,18 +189,18 @@ def test_server_down_retries_with_growing_delays_then_delivers_once(hoc_coordina
         delays = []
         for _ in range(3):
             assert sender.process_batch()["retried"] == 1
-            (row,) = alert_rows()
+            (row,) = alert_rows(hoc_coordinator.db)
             delays.append((row.next_attempt_at - row.last_attempt_at).total_seconds())
             assert sender.process_batch()["processed"] == 0      # not due yet
             clock.tick(delays[-1])
         assert delays == [2.0, 4.0, 8.0]
-        assert "Connection refused" in alert_rows()[0].last_error
+        assert "Connection refused" in alert_rows(hoc_coordinator.db)[0].last_error
         receiver.up()
         assert sender.process_batch()["sent"] == 1
         clock.tick(600)
         assert sender.drain()["processed"] == 0
     assert len(receiver.requests) == 1
-    (row,) = alert_rows()
+    (row,) = alert_rows(hoc_coordinator.db)
     assert (row.status, row.attempts) == ("sent", 3)
 
 
@@ -208,13 +208,13 @@ def test_max_attempts_then_failed_in_stats_then_retry_failed_revives(hoc_coordin
     receiver.down()
     with freeze_time(T0) as clock:
         with hoc_coordinator.transaction() as tx:
-            AlertDriver(tx.db).insert_alert({"text": "hi"}, "test", channel="slack",
-                                            destination={"url": receiver.url}, max_attempts=10)
+            AlertDriver(tx).insert_alert(None, {"text": "hi"}, "test", channel="slack",
+                                         destination={"url": receiver.url}, max_attempts=10)
         sender = AlertSender(hoc_coordinator, AlertDelivery(timeout=2))
         delays = []
         for attempt in range(1, 11):
             counts = sender.process_batch()
-            (row,) = alert_rows()
+            (row,) = alert_rows(hoc_coordinator.db)
             if attempt < 10:
                 assert counts["retried"] == 1
                 delays.append((row.next_attempt_at - row.last_attempt_at).total_seconds())
@@ -228,9 +228,9 @@ def test_max_attempts_then_failed_in_stats_then_retry_failed_revives(hoc_coordin
         assert sender.process_batch()["processed"] == 0
         receiver.up()
         with hoc_coordinator.transaction() as tx:
-            assert AlertDriver(tx.db).retry_failed_alerts(3, clock().replace(tzinfo=timezone.utc)) == 1
+            assert AlertDriver(tx).retry_failed_alerts(3, clock().replace(tzinfo=timezone.utc)) == 1
         assert sender.process_batch()["sent"] == 1
-    (row,) = alert_rows()
+    (row,) = alert_rows(hoc_coordinator.db)
     assert (row.status, row.attempts, row.max_attempts) == ("sent", 10, 13)
     assert len(receiver.requests) == 1
 
@@ -239,11 +239,11 @@ def test_http_errors_and_redirects_are_retried_not_followed(hoc_coordinator, rec
     emit_breach(hoc_coordinator, webhook_config(receiver.url))
     receiver.status = 503
     assert AlertSender(hoc_coordinator).process_batch()["retried"] == 1
-    assert alert_rows()[0].last_error == "HTTP 503: ok"
+    assert alert_rows(hoc_coordinator.db)[0].last_error == "HTTP 503: ok"
     receiver.status = 302
     with freeze_time(datetime.now(timezone.utc) + timedelta(seconds=10)):
         assert AlertSender(hoc_coordinator).process_batch()["retried"] == 1
-    assert alert_rows()[0].last_error.startswith("HTTP 302")
+    assert alert_rows(hoc_coordinator.db)[0].last_error.startswith("HTTP 302")
 
 
 def test_delivery_has_a_timeout():
@@ -261,16 +261,16 @@ def test_alertmanager_alert_marks_its_incident_and_refreshes_the_guard_cache(
         hoc_coordinator, receiver, shared_cache):
     with hoc_coordinator.transaction() as tx:
         Incident.insert(id="inc-1", tenant_id="acme", title="breaker tripped", severity="high",
-                        trigger_type="cost_anomaly").execute()
-        AlertDriver(tx.db).insert_alert([{"labels": {"alertname": "CostSimV2Disabled"}}],
-                                        "disable", "costsim_v2", "inc-1", tenant_id="acme")
+                        trigger_type="cost_anomaly").execute(tx.db)
+        AlertDriver(tx).insert_alert("acme", [{"labels": {"alertname": "CostSimV2Disabled"}}],
+                                     "disable", "costsim_v2", "inc-1")
     shared_cache.set_incidents("acme", {"stale": True})
     sender = AlertSender(hoc_coordinator, AlertDelivery(alertmanager_url=receiver.url + "/"))
     assert sender.process_batch()["sent"] == 1
     ((path, _, body),) = receiver.requests
     assert path == "/api/v2/alerts"
     assert json.loads(body)[0]["labels"]["alertname"] == "CostSimV2Disabled"
-    assert Incident.get_by_id("inc-1").alert_sent is True
+    assert Incident.select().where(Incident.id == "inc-1").get(hoc_coordinator.db).alert_sent is True
     assert shared_cache.get_incidents("acme") is None
 
 
@@ -278,9 +278,9 @@ def test_an_alert_without_a_destination_fails_at_once_and_shows_in_stats(
         hoc_coordinator, monkeypatch):
     monkeypatch.delenv("ALERTMANAGER_URL", raising=False)
     with hoc_coordinator.transaction() as tx:
-        AlertDriver(tx.db).insert_alert([{"labels": {}}], "enable")
+        AlertDriver(tx).insert_alert(None, [{"labels": {}}], "enable")
     assert AlertSender(hoc_coordinator).process_batch()["failed"] == 1
-    (row,) = alert_rows()
+    (row,) = alert_rows(hoc_coordinator.db)
     assert (row.status, row.last_error) == ("failed", "no destination configured")
     assert AlertQueueReader(hoc_coordinator.db).fetch_queue_stats()["failed"] == 1
 
@@ -315,8 +315,20 @@ def test_smtp_server_down_is_a_retry(hoc_coordinator):
     emit_breach(hoc_coordinator, cfg)
     delivery = AlertDelivery(timeout=2, smtp=SmtpSettings(host="127.0.0.1", port=port))
     assert AlertSender(hoc_coordinator, delivery).process_batch()["retried"] == 1
-    assert alert_rows()[0].last_error
+    assert alert_rows(hoc_coordinator.db)[0].last_error
 
+
+def test_purge_old_alerts_deletes_in_steps_of_one_transaction_each(hoc_coordinator):
+    with hoc_coordinator.transaction() as tx:
+        for n in range(5):
+            AlertDriver(tx).insert_alert(None, {"n": n}, "test", now=T0)
+        AlertQueueItem.update(status="sent").execute(tx.db)
+    steps = []
+    sender = AlertSender(hoc_coordinator)
+    assert sender.purge_old_alerts(T0 + timedelta(seconds=1), ["sent"], step=2, on_step=steps.append) == 5
+    assert steps == [2, 2, 1] and alert_rows(hoc_coordinator.db) == []
+    with pytest.raises(ValueError, match="step must be a positive integer"):
+        sender.purge_old_alerts(T0, ["sent"], step=0)
 
 def test_the_sender_never_raises_into_its_caller(tmp_path):
     bare = open_database(str(tmp_path / "no-tables.db"))        # the queue table is missing
@@ -329,10 +341,10 @@ def test_the_sender_never_raises_into_its_caller(tmp_path):
 @pytest.mark.reliability
 def test_two_sender_processes_deliver_each_of_1000_alerts_exactly_once(hoc_db, receiver):
     coordinator = TransactionCoordinator(hoc_db)
-    with coordinator.transaction():
+    with coordinator.transaction() as tx:
         AlertQueueItem.insert_many(
             [{"id": new_id(), "payload": {"n": n}, "alert_type": "test", "channel": "webhook",
-              "destination": {"url": receiver.url}} for n in range(1000)]).execute()
+              "destination": {"url": receiver.url}} for n in range(1000)]).execute(tx.db)
     command = [sys.executable, "-c", "import cli; cli.main()", "--db", hoc_db.database,
                "alerts", "send", "--batch", "20", "--json"]
     senders = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -379,12 +391,12 @@ def test_a_serving_sender_is_woken_by_the_commit_that_queues_an_alert(hoc_coordi
         emit_breach(hoc_coordinator, webhook_config(receiver.url, webhook_secret=SECRET))
         assert receiver.wait_for(1)
         assert sender.waiting.wait(20)
-        with hoc_coordinator.transaction():  # a failed alert, written without waking anyone
+        with hoc_coordinator.transaction() as tx:  # a failed alert, written without waking anyone
             AlertQueueItem.insert(id=new_id(), payload={"n": 2}, alert_type="test",
                                   channel="webhook", destination={"url": receiver.url},
-                                  status="failed", attempts=1, max_attempts=1).execute()
+                                  status="failed", attempts=1, max_attempts=1).execute(tx.db)
         with hoc_coordinator.transaction() as tx:  # reviving it wakes the sender
-            assert AlertDriver(tx.db).retry_failed_alerts(1, datetime.now(timezone.utc)) == 1
+            assert AlertDriver(tx).retry_failed_alerts(1, datetime.now(timezone.utc)) == 1
         assert receiver.wait_for(2)
     finally:
         sender.stop()
@@ -419,7 +431,7 @@ def test_the_wait_is_until_the_next_due_alert_within_the_poll(hoc_coordinator):
     sender = AlertSender(hoc_coordinator, clock=lambda: now[0])
     assert sender._seconds_until_due(5) == 5  # nothing queued
     with hoc_coordinator.transaction() as tx:
-        AlertDriver(tx.db).insert_alert({}, "test", now=T0 + timedelta(seconds=10))
+        AlertDriver(tx).insert_alert(None, {}, "test", now=T0 + timedelta(seconds=10))
     assert sender._seconds_until_due(5) == 5
     assert sender._seconds_until_due(60) == 10
     now[0] = T0 + timedelta(seconds=30)
@@ -435,8 +447,8 @@ def test_send_watch_delivers_new_alerts_until_sigterm(hoc_db, receiver):
 
     def queue(n):
         with coordinator.transaction() as tx:
-            AlertDriver(tx.db).insert_alert({"n": n}, "test", channel="webhook",
-                                            destination={"url": receiver.url})
+            AlertDriver(tx).insert_alert(None, {"n": n}, "test", channel="webhook",
+                                         destination={"url": receiver.url})
 
     queue(1)
     command = [sys.executable, "-c", "import cli; cli.main()", "--db", hoc_db.database,

@@ -66,3 +66,53 @@ def test_docstrings_mentioning_commit_are_not_commits(package_copy):
     module.write_text('"""COMMIT"""\nACCESS = "READ"\n\ndef f(coordinator):\n'
                       '    with coordinator.transaction():\n        pass\n')
     assert audit_module(module, "alert_emitter").verdict == "OK"
+
+
+def _throwaway(tmp_path, expression):
+    """Audit a throwaway driver, declared READ, that sends `expression` (Python source)."""
+    path = tmp_path / "throwaway.py"
+    path.write_text('"""Throwaway driver."""\nACCESS = "READ"\n\n\n'
+                    f"def run(db, name):\n    return db.execute_sql({expression})\n")
+    return audit_module(path, "throwaway")
+
+
+@pytest.mark.parametrize("expression", [
+    '"/* x */ COMMIT"', '"commit;--"', '" -- c\\n begin immediate"', '"SAVEPOINT x"',
+    '"RELEASE x"', '"end"', '"ROLLBACK TO x"', '"SELECT 1; Commit"', '"COM" + "MIT"',
+    'f"SAVEPOINT {name}"', '"RELEASE " + name', 'f"{name}COMMIT"', 'f"COMMIT{name}"',
+    'getattr(db, "commit")()',
+])
+def test_transaction_control_is_a_commit_however_it_is_spelled(tmp_path, expression):
+    row = _throwaway(tmp_path, expression)
+    assert (row.transaction, row.verdict) == ("OWNS COMMIT", "VIOLATION"), row.problems
+    assert row.problems[0].startswith("commits outside the coordinator")
+
+
+@pytest.mark.parametrize("expression", [
+    '"WITH a AS (SELECT 1) INSERT INTO events (id, topic) SELECT 1, 2 FROM a"',
+    '"WITH a AS (SELECT 1) INSERT INTO elsewhere SELECT * FROM a"',  # a table not in our schema
+    '"/* tidy */ delete from runs"', '"REPLACE INTO discovery_ledger (id) VALUES (?)"',
+    '"DROP TABLE IF EXISTS nowhere"', 'f"UPDATE {name} SET x = 1"', '"INS" + "ERT INTO runs (id) VALUES (1)"',
+])
+def test_write_sql_is_a_write_however_it_is_spelled(tmp_path, expression):
+    row = _throwaway(tmp_path, expression)
+    assert (row.transaction, row.verdict) == ("Flush only", "VIOLATION"), row.problems
+    assert row.problems[0].startswith("declared READ but writes")
+
+
+@pytest.mark.parametrize("expression", [
+    '"commitment"', '"begin the run"', '"End of the run."', '"SELECT id FROM runs WHERE tenant_id = ?"',
+    '"SELECT * FROM elsewhere"', 'f"commit failed: {name}"', '"update " + name + " failed"', '""',
+])
+def test_harmless_strings_are_neither_commits_nor_writes(tmp_path, expression):
+    row = _throwaway(tmp_path, expression)
+    assert (row.transaction, row.verdict) == ("Forbidden", "OK"), row.problems
+
+
+def test_a_prepared_insert_is_a_write(tmp_path):
+    path = tmp_path / "throwaway.py"
+    path.write_text('"""Throwaway driver."""\nfrom hoc_drivers.models.base import PreparedInsert\n'
+                    'from hoc_drivers.models.runs import Run\nACCESS = "READ"\n\n'
+                    '_INSERT = PreparedInsert(Run, ("id", "tenant_id"))\n')
+    row = audit_module(path, "throwaway")
+    assert (row.transaction, row.verdict) == ("Flush only", "VIOLATION"), row.problems

@@ -44,15 +44,17 @@ def receiver():
 
 
 def queue_rows(path):
-    connect_database(str(path))
-    return list(AlertQueueItem.select())
+    db = connect_database(str(path))
+    rows = list(AlertQueueItem.select().execute(db))
+    db.close()
+    return rows
 
 
 def add_alerts(path, count, **fields):
     db = init_database(str(path))
-    with TransactionCoordinator(db).transaction():
+    with TransactionCoordinator(db).transaction() as tx:
         AlertQueueItem.insert_many([{"id": new_id(), "payload": {"n": n}, "alert_type": "test",
-                                     **fields} for n in range(count)]).execute()
+                                     **fields} for n in range(count)]).execute(tx.db)
     db.close()
 
 
@@ -183,7 +185,7 @@ def test_guard_status_shows_a_freeze_and_snapshot_counts_today(run_cli, tmp_path
     coordinator = TransactionCoordinator(db)
     with coordinator.transaction() as tx:
         writer = GuardWriteDriver(tx)
-        state, _ = writer.get_or_create_killswitch_state("tenant", "acme", "acme")
+        state, _ = writer.get_or_create_killswitch_state("acme", "tenant", "acme")
         writer.freeze_killswitch(state, "ops@acme", "runaway spend")
     assert run_cli(path, "run", "complete", "run-1", "--tenant", "acme", "--status",
                    "failed").exit_code == 0
@@ -200,7 +202,7 @@ def test_guard_status_shows_a_freeze_and_snapshot_counts_today(run_cli, tmp_path
 
 @pytest.mark.parametrize("args, message", [
     (["guard", "status"], "Missing option '--tenant'"),
-    (["guard", "snapshot", "--tenant", "  "], "--tenant must not be empty"),
+    (["guard", "snapshot", "--tenant", "  "], "'--tenant': must not be empty"),
 ])
 def test_guard_bad_input(run_cli, tmp_path, args, message):
     path = tmp_path / "never.db"

@@ -121,7 +121,6 @@ def test_run_text_shows_route_target_and_node_errors(run_cli, db_path, policy_fi
 def test_run_record_writes_a_policy_decision(run_cli, db_path):
     from hoc_drivers.db import connect_database
     from hoc_drivers.decisions import list_decisions
-    from hoc_drivers.transaction_coordinator import TransactionCoordinator
 
     result = run_cli(db_path, "dag", "run", MAIN, "--context", f"@{CONTEXTS / 'pii.json'}",
                      "--record", "--tenant", "acme", "--json")
@@ -133,8 +132,8 @@ def test_run_record_writes_a_policy_decision(run_cli, db_path):
     assert allowed.exit_code == 0 and "(outcome selected, tenant acme)" in allowed.stdout
     db = connect_database(str(db_path))
     try:
-        records = list_decisions(TransactionCoordinator(db), "acme")
-        assert list_decisions(TransactionCoordinator(db), "other-tenant") == []
+        records = list_decisions(db, "acme")
+        assert list_decisions(db, "other-tenant") == []
     finally:
         db.close()
     assert [r.decision_outcome.value for r in records] == ["blocked", "selected"]

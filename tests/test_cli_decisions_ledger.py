@@ -23,15 +23,14 @@ def seed_decisions(path):
     db = init_database(str(path))
     coordinator = TransactionCoordinator(db)
     try:
-        return [
-            d.emit_routing_decision(coordinator, None, True, "agent-a", ["agent-a"],
-                                    tenant_id="acme", request_id="req-7"),
-            d.emit_policy_precheck_decision(coordinator, "req-7", "strict", False, True,
-                                            ["PII"], tenant_id="acme"),
-            d.emit_policy_decision(coordinator, "run-1", "pol-1", True, True, "error",
-                                   tenant_id="acme"),
-            d.emit_policy_decision(coordinator, "run-1", "pol-1", True, False, tenant_id="other"),
-        ]
+        with coordinator.transaction() as tx:
+            return [
+                d.emit_routing_decision(tx, "acme", None, True, "agent-a", ["agent-a"],
+                                        request_id="req-7"),
+                d.emit_policy_precheck_decision(tx, "acme", "req-7", "strict", False, True, ["PII"]),
+                d.emit_policy_decision(tx, "acme", "run-1", "pol-1", True, True, "error"),
+                d.emit_policy_decision(tx, "other", "run-1", "pol-1", True, False),
+            ]
     finally:
         db.close()
 

@@ -104,7 +104,7 @@ RECORD = ["signals", "record", "--scope", "S", "--type", "CI_STATUS", "--by", "C
     (["signals", "clear", "--scope", "S", "--type", "CI_STATUS", "--by", ""], "recorded_by is required"),
     (["signals", "list", "--scope", ""], "scope is required"),
     (["idempotency", "check", "order-7"], "--tenant"),
-    (["idempotency", "check", "order-7", "--tenant", ""], "tenant_id is required"),
+    (["idempotency", "check", "order-7", "--tenant", ""], "'--tenant': must not be empty"),
     (["idempotency", "check", "", "--tenant", "acme"], "idempotency key is required"),
     (["idempotency", "claim", "order-7", "--tenant", "acme", "--fingerprint", " "], "--fingerprint"),
 ])

@@ -2,11 +2,10 @@
 from decimal import Decimal
 
 import pytest
-from peewee import SqliteDatabase
 
 from hoc_drivers.cross_domain import (GovernanceError, create_incident_from_cost_anomaly,
                                       record_limit_breach, table_exists)
-from hoc_drivers.db import CommitForbidden
+from hoc_drivers.db import CommitForbidden, GuardedSqliteDatabase
 from hoc_drivers.models.cost import LimitBreach
 from hoc_drivers.models.runs import Incident, Run
 
@@ -17,16 +16,21 @@ def anomaly(tx, tenant="t1", anomaly_id="an-1", anomaly_type="BUDGET_EXCEEDED", 
                                              current, expected, **extra)
 
 
+def by_id(db, model, row_id):
+    """The row of `model` with that id, read on `db`."""
+    return model.select().where(model.id == row_id).get(db)
+
+
 @pytest.fixture
 def guard_cache(hoc_db, hoc_guard_cache):
     """A fresh cache serving the test's database (so its commits invalidate it)."""
     return hoc_guard_cache.serve(hoc_db)
 
 
-def test_docstring_example_fields(hoc_coordinator, hoc_no_stray_commits):
+def test_docstring_example_fields(hoc_coordinator, hoc_no_stray_commits, hoc_db):
     with hoc_coordinator.transaction() as tx:
         incident_id = anomaly(tx, "tenant-123", "anomaly-456")
-    incident = Incident.get_by_id(incident_id)
+    incident = by_id(hoc_db, Incident, incident_id)
     assert isinstance(incident_id, str) and len(incident_id) == 32
     assert incident.title == "Cost anomaly: BUDGET_EXCEEDED (+$50.00)"
     assert (incident.severity, incident.status, incident.trigger_type) == ("high", "open", "budget_breach")
@@ -48,10 +52,10 @@ def test_docstring_example_fields(hoc_coordinator, hoc_no_stray_commits):
     ("CRITICAL", "critical"), ("HIGH", "high"), ("MEDIUM", "medium"), ("LOW", "low"),
     ("high", "high"), ("Low", "low"), ("SEVERE", "medium"), ("", "medium"),
 ])
-def test_severity_map(hoc_coordinator, given, stored):
+def test_severity_map(hoc_coordinator, given, stored, hoc_db):
     with hoc_coordinator.transaction() as tx:
         incident_id = anomaly(tx, severity=given)
-    assert Incident.get_by_id(incident_id).severity == stored
+    assert by_id(hoc_db, Incident, incident_id).severity == stored
 
 
 @pytest.mark.parametrize("anomaly_type, trigger", [
@@ -60,20 +64,20 @@ def test_severity_map(hoc_coordinator, given, stored):
     ("BUDGET_WARNING", "cost_anomaly"),
     ("budget_exceeded", "cost_anomaly"),  # the lookup is case-sensitive, as the server edition
 ])
-def test_trigger_type_map(hoc_coordinator, anomaly_type, trigger):
+def test_trigger_type_map(hoc_coordinator, anomaly_type, trigger, hoc_db):
     with hoc_coordinator.transaction() as tx:
         incident_id = anomaly(tx, anomaly_type=anomaly_type)
-    assert Incident.get_by_id(incident_id).trigger_type == trigger
+    assert by_id(hoc_db, Incident, incident_id).trigger_type == trigger
 
 
-def test_agent_entity_and_generated_description(hoc_coordinator):
+def test_agent_entity_and_generated_description(hoc_coordinator, hoc_db):
     with hoc_coordinator.transaction() as tx:
         agent = anomaly(tx, anomaly_id="a", anomaly_type="user_spike", current=450, expected=100,
                         entity_type="agent", entity_id="agent-7")
         user = anomaly(tx, anomaly_id="u", entity_type="user", entity_id="user_heavy")
         bare_id = anomaly(tx, anomaly_id="b", entity_id="x")
         given = anomaly(tx, anomaly_id="g", description="custom text")
-    agent, user, bare_id, given = (Incident.get_by_id(i) for i in (agent, user, bare_id, given))
+    agent, user, bare_id, given = (by_id(hoc_db, Incident, i) for i in (agent, user, bare_id, given))
     assert agent.title == "Cost anomaly: user_spike (+$3.50)"
     assert (agent.impact_scope, agent.affected_agent_id) == ("agent", "agent-7")
     assert agent.description == ("Detected user_spike anomaly. Current: $4.50, Expected: $1.00. "
@@ -91,13 +95,13 @@ def test_agent_entity_and_generated_description(hoc_coordinator):
 ])
 def test_overage_edges(hoc_coordinator, current, expected, title, trigger_value):
     with hoc_coordinator.transaction() as tx:
-        incident = Incident.get_by_id(anomaly(tx, current=current, expected=expected))
+        incident = by_id(tx.db, Incident, anomaly(tx, current=current, expected=expected))
     assert incident.title.endswith(title)
     assert incident.trigger_value == trigger_value
     assert incident.cost_delta_cents == Decimal(trigger_value)
 
 
-def test_one_incident_per_tenant_and_anomaly(hoc_coordinator):
+def test_one_incident_per_tenant_and_anomaly(hoc_coordinator, hoc_db):
     with hoc_coordinator.transaction() as tx:
         first = anomaly(tx, "t1", "an-1")
         again = anomaly(tx, "t1", "an-1", severity="LOW", current=1, expected=0)
@@ -106,20 +110,20 @@ def test_one_incident_per_tenant_and_anomaly(hoc_coordinator):
         other_tenant = anomaly(tx, "t2", "an-1")
     assert first == again == later
     assert other_tenant != first
-    assert Incident.get_by_id(first).severity == "high"  # the repeat changed nothing
-    assert Incident.select().where(Incident.tenant_id == "t1").count() == 1
-    assert Incident.select().count() == 2
+    assert by_id(hoc_db, Incident, first).severity == "high"  # the repeat changed nothing
+    assert Incident.select().where(Incident.tenant_id == "t1").count(hoc_db) == 1
+    assert Incident.select().count(hoc_db) == 2
 
 
-def test_invalid_input_raises_governance_error_and_rolls_back_the_caller(hoc_coordinator):
+def test_invalid_input_raises_governance_error_and_rolls_back_the_caller(hoc_coordinator, hoc_db):
     with pytest.raises(GovernanceError) as caught:
         with hoc_coordinator.transaction() as tx:
-            Run.insert(id="run-1", tenant_id="t1").execute()
+            Run.insert(id="run-1", tenant_id="t1").execute(tx.db)
             anomaly(tx, severity=None)
     error = caught.value
     assert (error.domain, error.operation, error.entity_id) == (
         "Analytics", "create_incident_from_cost_anomaly", "an-1")
-    assert Run.select().count() == 0 and Incident.select().count() == 0
+    assert Run.select().count(hoc_db) == 0 and Incident.select().count(hoc_db) == 0
 
 
 @pytest.mark.parametrize("field, value", [
@@ -128,25 +132,25 @@ def test_invalid_input_raises_governance_error_and_rolls_back_the_caller(hoc_coo
     ("current", float("nan")), ("expected", Decimal("Infinity")),
     ("entity_id", 5), ("entity_type", ["agent"]), ("description", 5),
 ])
-def test_bad_arguments_are_governance_errors(hoc_coordinator, field, value):
+def test_bad_arguments_are_governance_errors(hoc_coordinator, field, value, hoc_db):
     with hoc_coordinator.transaction() as tx:
         with pytest.raises(GovernanceError) as caught:
             anomaly(tx, **{field: value})
     assert str(caught.value.__cause__).startswith(field)  # the message names the argument
-    assert Incident.select().count() == 0
+    assert Incident.select().count(hoc_db) == 0
 
 
-def test_database_failure_is_wrapped_and_the_whole_transaction_rolls_back(hoc_coordinator):
+def test_database_failure_is_wrapped_and_the_whole_transaction_rolls_back(hoc_coordinator, hoc_db):
     with hoc_coordinator.transaction() as tx:
         tx.db.execute_sql("CREATE TRIGGER refuse_incidents BEFORE INSERT ON incidents "
                           "BEGIN SELECT RAISE(ABORT, 'incident store unavailable'); END")
     with pytest.raises(GovernanceError) as caught:
         with hoc_coordinator.transaction() as tx:
-            Run.insert(id="run-1", tenant_id="t1").execute()
+            Run.insert(id="run-1", tenant_id="t1").execute(tx.db)
             anomaly(tx)
     assert "incident store unavailable" in str(caught.value)
     assert type(caught.value.__cause__).__name__ == "IntegrityError"
-    assert Run.select().count() == 0
+    assert Run.select().count(hoc_db) == 0
 
 
 def test_governance_error_text():
@@ -157,14 +161,14 @@ def test_governance_error_text():
                            "entity_id='lim-1', message='boom')")
 
 
-def test_writes_outside_a_coordinator_transaction_are_refused(hoc_coordinator):
+def test_writes_outside_a_coordinator_transaction_are_refused(hoc_coordinator, hoc_db):
     with hoc_coordinator.transaction() as closed:
         pass
     with pytest.raises(CommitForbidden):
         anomaly(closed)
     with pytest.raises(CommitForbidden):
         record_limit_breach(closed, "t1", "lim-1", "BREACHED", 1, 2)
-    assert Incident.select().count() == LimitBreach.select().count() == 0
+    assert Incident.select().count(hoc_db) == LimitBreach.select().count(hoc_db) == 0
 
 
 def test_new_incident_invalidates_the_tenant_guard_cache_after_commit(hoc_coordinator, guard_cache):
@@ -177,14 +181,14 @@ def test_new_incident_invalidates_the_tenant_guard_cache_after_commit(hoc_coordi
     assert guard_cache.get_status("t2") is not None
 
 
-def test_rolled_back_incident_invalidates_nothing(hoc_coordinator, guard_cache):
+def test_rolled_back_incident_invalidates_nothing(hoc_coordinator, guard_cache, hoc_db):
     guard_cache.set_status("t1", {"open_incidents": 0})
     with pytest.raises(RuntimeError):
         with hoc_coordinator.transaction() as tx:
             anomaly(tx, "t1")
             raise RuntimeError("caller failed later")
     assert guard_cache.get_status("t1") == {"open_incidents": 0}
-    assert Incident.select().count() == 0
+    assert Incident.select().count(hoc_db) == 0
 
 
 def test_existing_incident_registers_no_invalidation(hoc_coordinator):
@@ -192,17 +196,17 @@ def test_existing_incident_registers_no_invalidation(hoc_coordinator):
         anomaly(tx)
     with hoc_coordinator.transaction() as tx:
         anomaly(tx)
-        assert tx.callbacks == []
+        assert tx.callbacks == [] and tx.facts == []
 
 
-def test_limit_breach_is_stored_exactly(hoc_coordinator):
+def test_limit_breach_is_stored_exactly(hoc_coordinator, hoc_db):
     with hoc_coordinator.transaction() as tx:
-        Run.insert(id="run-789", tenant_id="t1").execute()
+        Run.insert(id="run-789", tenant_id="t1").execute(tx.db)
         incident_id = anomaly(tx)
         breach_id = record_limit_breach(tx, "t1", "limit-456", "BREACHED", Decimal("150.0000"),
                                         Decimal("100.00"), run_id="run-789",
                                         incident_id=incident_id, details={"window": "daily"})
-    breach = LimitBreach.get_by_id(breach_id)
+    breach = by_id(hoc_db, LimitBreach, breach_id)
     assert len(breach_id) == 32
     assert breach.value_at_breach == Decimal("150.0000") and str(breach.value_at_breach) == "150.0000"
     assert str(breach.limit_value) == "100.00"
@@ -212,10 +216,10 @@ def test_limit_breach_is_stored_exactly(hoc_coordinator):
 
 
 @pytest.mark.parametrize("breach_type", ["BREACHED", "EXHAUSTED", "THROTTLED", "VIOLATED"])
-def test_every_breach_type_is_accepted(hoc_coordinator, breach_type):
+def test_every_breach_type_is_accepted(hoc_coordinator, breach_type, hoc_db):
     with hoc_coordinator.transaction() as tx:
         breach_id = record_limit_breach(tx, "t1", "lim", breach_type, None, "0.1")
-    breach = LimitBreach.get_by_id(breach_id)
+    breach = by_id(hoc_db, LimitBreach, breach_id)
     assert (breach.breach_type, breach.value_at_breach, breach.limit_value) == (
         breach_type, None, Decimal("0.1"))
 
@@ -230,21 +234,21 @@ def test_every_breach_type_is_accepted(hoc_coordinator, breach_type):
     ({"run_id": "run-of-t2"}, "run 'run-of-t2' not found for tenant 't1'"),
     ({"incident_id": "missing"}, "incident 'missing' not found for tenant 't1'"),
 ])
-def test_bad_breach_raises_governance_error_and_writes_nothing(hoc_coordinator, kwargs, message):
-    with hoc_coordinator.transaction():
-        Run.insert(id="run-of-t2", tenant_id="t2").execute()
+def test_bad_breach_raises_governance_error_and_writes_nothing(hoc_coordinator, kwargs, message, hoc_db):
+    with hoc_coordinator.transaction() as tx:
+        Run.insert(id="run-of-t2", tenant_id="t2").execute(tx.db)
     arguments = {"breach_type": "BREACHED", "value_at_breach": 5, "limit_value": 4, **kwargs}
     with pytest.raises(GovernanceError) as caught:
         with hoc_coordinator.transaction() as tx:
             record_limit_breach(tx, "t1", "lim-1", **arguments)
     assert message in str(caught.value)
     assert (caught.value.domain, caught.value.entity_id) == ("Policies", "lim-1")
-    assert LimitBreach.select().count() == 0
+    assert LimitBreach.select().count(hoc_db) == 0
 
 
 def test_table_exists(hoc_db, tmp_path):
     assert table_exists(hoc_db, "incidents") is True
     assert table_exists(hoc_db, "limit_breaches") is True
     assert table_exists(hoc_db, "no_such_table") is False
-    unreachable = SqliteDatabase(str(tmp_path / "missing-dir" / "x.db"))
+    unreachable = GuardedSqliteDatabase(str(tmp_path / "missing-dir" / "x.db"))
     assert table_exists(unreachable, "incidents") is False

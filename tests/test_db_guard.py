@@ -1,5 +1,6 @@
 """The database refuses commits and writes that do not come through the coordinator."""
 import os
+import sqlite3
 import stat
 import types
 
@@ -62,12 +63,103 @@ def test_commit_inside_a_coordinator_transaction_is_still_refused(hoc_db, hoc_co
 
 def test_write_outside_a_transaction_is_refused_and_reads_are_not(hoc_db):
     with pytest.raises(CommitForbidden, match="no coordinator transaction"):
-        Run.insert(id="r1", tenant_id="t1").execute()
+        Run.insert(id="r1", tenant_id="t1").execute(hoc_db)
     with pytest.raises(CommitForbidden):
-        Run.update(status="x").execute()
+        Run.update(status="x").execute(hoc_db)
     with pytest.raises(CommitForbidden):
         hoc_db.execute_sql("DELETE FROM runs")
-    assert Run.select().count() == 0
+    assert Run.select().count(hoc_db) == 0
+
+
+# The commit guard is SQLite's authorizer: spelling does not matter, nor does the path a
+# statement takes to SQLite. Each refusal names this test module and changes nothing.
+INSERT_EVENT = ("INSERT INTO events (id, topic, payload, created_at) "
+                "VALUES ('e1', 't', '{}', '2026-01-01')")
+CONTROL_SQL = ["BEGIN", "/* hidden */ BEGIN IMMEDIATE", "-- note\n begin exclusive", "bEgIn",
+               "COMMIT", "  /**/commit", "End", "ROLLBACK", "SAVEPOINT x", "/*x*/ SaVePoInT y",
+               "RELEASE x"]
+WRITE_SQL = [INSERT_EVENT, "/* just a comment */ " + INSERT_EVENT, "-- line\n" + INSERT_EVENT,
+             "WITH e AS (SELECT 'e1' AS id) INSERT INTO events (id, topic, payload, created_at) "
+             "SELECT id, 't', '{}', '2026-01-01' FROM e",
+             "REPLACE INTO events (id, topic, payload, created_at) VALUES ('e1', 't', '{}', 'x')",
+             "WITH gone AS (SELECT 1) DELETE FROM runs", "CREATE TABLE sneaky (x)",
+             "DROP TABLE events"]
+PATHS = {"execute_sql": lambda db, sql: db.execute_sql(sql),
+         "connection().execute": lambda db, sql: db.connection().execute(sql),
+         "connection().cursor().execute": lambda db, sql: db.connection().cursor().execute(sql),
+         "connection().executescript": lambda db, sql: db.connection().executescript(sql)}
+
+
+def _schema_and_rows(db):
+    conn = sqlite3.connect(db.database)
+    try:
+        return (conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall(),
+                conn.execute("SELECT count(*) FROM events").fetchone(),
+                conn.execute("SELECT count(*) FROM runs").fetchone())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("sql", CONTROL_SQL)
+def test_transaction_control_is_refused_however_spelled_and_sent(hoc_db, hoc_coordinator, sql, path):
+    before = _schema_and_rows(hoc_db)
+    with pytest.raises(CommitForbidden, match="test_db_guard"):
+        PATHS[path](hoc_db, sql)
+    with hoc_coordinator.transaction():  # inside a transaction it is refused just the same
+        with pytest.raises(CommitForbidden, match="only the transaction coordinator"):
+            PATHS[path](hoc_db, sql)
+    assert hoc_db.current_unit() is None
+    assert _schema_and_rows(hoc_db) == before
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("sql", WRITE_SQL)
+def test_a_write_outside_a_transaction_is_refused_however_spelled_and_sent(hoc_db, sql, path):
+    before = _schema_and_rows(hoc_db)
+    with pytest.raises(CommitForbidden, match="test_db_guard.*|no coordinator transaction"):
+        PATHS[path](hoc_db, sql)
+    assert _schema_and_rows(hoc_db) == before
+    assert hoc_db.refusals and "test_db_guard" in hoc_db.refusals[-1]
+
+
+def test_executescript_inside_a_transaction_is_refused_since_it_would_commit_first(hoc_db,
+                                                                                   hoc_coordinator):
+    with hoc_coordinator.transaction():
+        with pytest.raises(CommitForbidden, match="test_db_guard"):
+            hoc_db.connection().executescript(INSERT_EVENT)
+    assert _schema_and_rows(hoc_db)[1] == (0,)
+
+
+@pytest.mark.parametrize("path", [p for p in PATHS if "executescript" not in p])
+def test_the_same_writes_inside_a_coordinator_transaction_commit_at_block_exit(hoc_db, hoc_coordinator,
+                                                                             path):
+    with hoc_coordinator.transaction():
+        PATHS[path](hoc_db, "/* c */ " + INSERT_EVENT)
+        assert _schema_and_rows(hoc_db)[1] == (0,)  # not visible elsewhere before COMMIT
+    assert _schema_and_rows(hoc_db)[1] == (1,)
+    assert hoc_db.refusals == []
+
+
+@pytest.mark.parametrize("path", [p for p in PATHS if "executescript" not in p])
+def test_a_cached_write_replayed_after_its_transaction_is_refused(hoc_db, hoc_coordinator, path):
+    """A statement SQLite prepared (and Python cached) inside a transaction meets the guard
+    again when the same text is sent after COMMIT."""
+    with hoc_coordinator.transaction():
+        PATHS[path](hoc_db, INSERT_EVENT)
+    with pytest.raises(CommitForbidden, match="no coordinator transaction"):
+        PATHS[path](hoc_db, INSERT_EVENT.replace("e1", "e1"))
+    assert _schema_and_rows(hoc_db)[1] == (1,)
+
+
+def test_peewee_and_connection_transaction_methods_are_refused(hoc_db, driver_module):
+    for call in (hoc_db.commit, hoc_db.rollback, hoc_db.begin, hoc_db.atomic, hoc_db.transaction,
+                 hoc_db.savepoint, hoc_db.manual_commit, hoc_db.connection().commit,
+                 hoc_db.connection().rollback):
+        with pytest.raises(CommitForbidden, match="test_db_guard"):
+            call()
+    with pytest.raises(CommitForbidden, match="refused"):
+        hoc_db._control("COMMIT")  # the coordinator's private path answers only to it
 
 
 def test_pragmas_and_owner_only_file(tmp_path):
@@ -87,8 +179,8 @@ def test_environment_variable_names_the_default_database(tmp_path, monkeypatch):
 
 def test_memory_database_works(hoc_memory_db):
     coordinator = TransactionCoordinator(hoc_memory_db)
-    RunCompletionTransaction(coordinator).execute("r1", "t1", "failed")
-    assert Run.select().count() == 0  # the run row itself is not created by completion
+    RunCompletionTransaction(coordinator).execute("t1", "r1", "failed")
+    assert Run.select().count(hoc_memory_db) == 0  # the run row itself is not created by completion
 
 
 def test_refusals_are_recorded_even_when_swallowed(hoc_db, driver_module):

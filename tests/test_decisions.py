@@ -19,7 +19,12 @@ T = "tenant-a"
 
 
 def rows(coordinator, tenant_id=T, **filters):
-    return [r.to_dict() for r in d.list_decisions(coordinator, tenant_id, **filters)]
+    return [r.to_dict() for r in d.list_decisions(coordinator.db, tenant_id, **filters)]
+
+
+def in_own_transaction(coordinator, write, *args, **kwargs):
+    with coordinator.transaction() as tx:
+        return write(tx, *args, **kwargs)
 
 
 def mirror_rows(db):
@@ -238,8 +243,8 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_emission_rule_and_outcome(hoc_coordinator, case):
     if case.before:
-        case.before(hoc_coordinator)
-    record = case.emitter(hoc_coordinator, **case.kwargs)
+        in_own_transaction(hoc_coordinator, case.before)
+    record = in_own_transaction(hoc_coordinator, case.emitter, **case.kwargs)
     stored = rows(hoc_coordinator)
     if case.expected is None:
         assert record is None
@@ -252,23 +257,23 @@ def test_emission_rule_and_outcome(hoc_coordinator, case):
 
 
 @pytest.mark.parametrize("emit, outcome, mirrored", [
-    (lambda c: d.emit_policy_decision(c, "run-1", "pol-1", True, False, tenant_id=T), "selected", "allowed"),
-    (lambda c: d.emit_policy_decision(c, "run-1", "pol-1", False, False, tenant_id=T), "skipped", "denied"),
-    (lambda c: d.emit_policy_decision(c, "run-1", "pol-1", True, True, "error", tenant_id=T), "blocked", "denied"),
-    (lambda c: d.emit_budget_decision(c, "run-1", 10, 100, tenant_id=T), "selected", "allowed"),
-    (lambda c: d.emit_budget_decision(c, "run-1", 150, 100, "hard", tenant_id=T), "blocked", "denied"),
-    (lambda c: d.emit_budget_enforcement_decision(c, "run-1", 100, 110, 10, 3, 5, tenant_id=T),
+    (lambda tx: d.emit_policy_decision(tx, T, "run-1", "pol-1", True, False), "selected", "allowed"),
+    (lambda tx: d.emit_policy_decision(tx, T, "run-1", "pol-1", False, False), "skipped", "denied"),
+    (lambda tx: d.emit_policy_decision(tx, T, "run-1", "pol-1", True, True, "error"), "blocked", "denied"),
+    (lambda tx: d.emit_budget_decision(tx, T, "run-1", 10, 100), "selected", "allowed"),
+    (lambda tx: d.emit_budget_decision(tx, T, "run-1", 150, 100, "hard"), "blocked", "denied"),
+    (lambda tx: d.emit_budget_enforcement_decision(tx, T, "run-1", 100, 110, 10, 3, 5),
      "execution_halted", "denied"),
-    (lambda c: d.emit_policy_precheck_decision(c, "req-1", "strict", False, True, tenant_id=T),
+    (lambda tx: d.emit_policy_precheck_decision(tx, T, "req-1", "strict", False, True),
      "policy_blocked", "denied"),
-    (lambda c: d.emit_routing_decision(c, "run-1", True, "a", ["a"], tenant_id=T), "selected", None),
-    (lambda c: d.emit_memory_decision(c, "run-1", True, True, True, tenant_id=T), "selected", None),
-    (lambda c: d.emit_recovery_evaluation_decision(c, "run-1", "req-1", "R1", "retry", "x", tenant_id=T),
+    (lambda tx: d.emit_routing_decision(tx, T, "run-1", True, "a", ["a"]), "selected", None),
+    (lambda tx: d.emit_memory_decision(tx, T, "run-1", True, True, True), "selected", None),
+    (lambda tx: d.emit_recovery_evaluation_decision(tx, T, "run-1", "req-1", "R1", "retry", "x"),
      "recovery_applied", None),
 ])
 def test_policy_like_types_are_mirrored_to_policy_decisions(hoc_coordinator, hoc_db, emit,
                                                              outcome, mirrored):
-    record = emit(hoc_coordinator)
+    record = in_own_transaction(hoc_coordinator, emit)
     assert record.decision_outcome.value == outcome
     expected = {} if mirrored is None else {record.decision_id: (
         T, record.decision_type.value, mirrored, record.decision_reason)}
@@ -276,9 +281,9 @@ def test_policy_like_types_are_mirrored_to_policy_decisions(hoc_coordinator, hoc
 
 
 def test_emit_policy_decision_takes_extra_details_for_dag_runs(hoc_coordinator):
-    record = d.emit_policy_decision(
-        hoc_coordinator, None, "fixtures/policies/safety.plang", True, True, severity="error",
-        reason="PLang final action: deny", tenant_id=T, request_id="exec_0123456789abcdef",
+    record = in_own_transaction(
+        hoc_coordinator, d.emit_policy_decision, T, None, "fixtures/policies/safety.plang", True, True,
+        severity="error", reason="PLang final action: deny", request_id="exec_0123456789abcdef",
         details={"final_action": "deny", "violated": "ignored"})
     assert record.decision_outcome is d.DecisionOutcome.BLOCKED
     assert rows(hoc_coordinator, request_id="exec_0123456789abcdef")[0]["details"] == {
@@ -327,29 +332,29 @@ def test_every_enum_has_the_specified_values():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda c: d.DecisionRecordService(c).emit(d.DecisionRecord(
+    (lambda tx: d.DecisionRecordService(tx).emit(d.DecisionRecord(
         decision_type="routing", decision_source="robot", decision_trigger="explicit",
         decision_outcome="none")), "decision_source: unknown value 'robot'"),
-    (lambda c: d.emit_routing_decision(c, "run-1", True, "a", ["a"], tenant_id=T,
-                                       details={"when": object()}), "details is not JSON"),
-    (lambda c: d.emit_recovery_evaluation_decision(c, "run-1", "req-1", "R1", "retry", "x",
-                                                   failure_context={"bad": {1, 2}}, tenant_id=T),
+    (lambda tx: d.emit_routing_decision(tx, T, "run-1", True, "a", ["a"],
+                                        details={"when": object()}), "details is not JSON"),
+    (lambda tx: d.emit_recovery_evaluation_decision(tx, T, "run-1", "req-1", "R1", "retry", "x",
+                                                    failure_context={"bad": {1, 2}}),
      "details is not JSON"),
-    (lambda c: d.emit_routing_decision(c, "run-1", True, "a", ["a"], tenant_id=T,
-                                       causal_role="later"), "causal_role: unknown value"),
-    (lambda c: d.emit_memory_decision(c, "run-1", True, True, True, tenant_id=""),
+    (lambda tx: d.emit_routing_decision(tx, T, "run-1", True, "a", ["a"],
+                                        causal_role="later"), "causal_role: unknown value"),
+    (lambda tx: d.emit_memory_decision(tx, "", "run-1", True, True, True),
      "tenant_id must be a non-empty string"),
-    (lambda c: d.emit_budget_enforcement_decision(c, None, 1, 2, 1, 1, 2, tenant_id=T),
+    (lambda tx: d.emit_budget_enforcement_decision(tx, T, None, 1, 2, 1, 1, 2),
      "run_id is required"),
-    (lambda c: d.emit_policy_precheck_decision(c, "", "strict", False, True, tenant_id=T),
+    (lambda tx: d.emit_policy_precheck_decision(tx, T, "", "strict", False, True),
      "request_id is required"),
-    (lambda c: d.list_decisions(c, T, decision_type="nope"), "decision_type: unknown value"),
+    (lambda tx: d.list_decisions(tx.db, T, decision_type="nope"), "decision_type: unknown value"),
 ])
 def test_invalid_input_is_a_value_error_at_call_time_and_writes_nothing(hoc_coordinator, call,
                                                                         message):
     with pytest.raises(ValueError, match=message):
-        call(hoc_coordinator)
-    assert DecisionRecordRow.select().count() == 0
+        in_own_transaction(hoc_coordinator, call)
+    assert DecisionRecordRow.select().count(hoc_coordinator.db) == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -357,22 +362,22 @@ def test_invalid_input_is_a_value_error_at_call_time_and_writes_nothing(hoc_coor
 
 
 ONCE_ONLY = {
-    "budget_enforcement": lambda c, tenant=T: d.emit_budget_enforcement_decision(
-        c, "run-1", 100, 110, 10, 3, 5, tenant_id=tenant),
-    "policy_pre_check": lambda c, tenant=T: d.emit_policy_precheck_decision(
-        c, "req-1", "strict", False, True, ["DENY_ALL"], tenant_id=tenant),
-    "recovery_evaluation": lambda c, tenant=T: d.emit_recovery_evaluation_decision(
-        c, "run-1", "req-1", "R1", "retry_same_request", "network_timeout", tenant_id=tenant),
-    "care_routing_optimized": lambda c, tenant=T: d.emit_care_optimization_decision(
-        c, "req-1", "agent-a", "agent-b", 0.85, ["latency_p50"], tenant_id=tenant),
+    "budget_enforcement": lambda tx, tenant=T: d.emit_budget_enforcement_decision(
+        tx, tenant, "run-1", 100, 110, 10, 3, 5),
+    "policy_pre_check": lambda tx, tenant=T: d.emit_policy_precheck_decision(
+        tx, tenant, "req-1", "strict", False, True, ["DENY_ALL"]),
+    "recovery_evaluation": lambda tx, tenant=T: d.emit_recovery_evaluation_decision(
+        tx, tenant, "run-1", "req-1", "R1", "retry_same_request", "network_timeout"),
+    "care_routing_optimized": lambda tx, tenant=T: d.emit_care_optimization_decision(
+        tx, tenant, "req-1", "agent-a", "agent-b", 0.85, ["latency_p50"]),
 }
 
 
 @pytest.mark.parametrize("name", ONCE_ONLY)
 def test_once_only_emitter_called_twice_writes_one_row(hoc_coordinator, name):
-    first = ONCE_ONLY[name](hoc_coordinator)
-    second = ONCE_ONLY[name](hoc_coordinator)
-    other_tenant = ONCE_ONLY[name](hoc_coordinator, "tenant-b")
+    first = in_own_transaction(hoc_coordinator, ONCE_ONLY[name])
+    second = in_own_transaction(hoc_coordinator, ONCE_ONLY[name])
+    other_tenant = in_own_transaction(hoc_coordinator, ONCE_ONLY[name], "tenant-b")
     assert first is not None and second is None and other_tenant is not None
     assert [r["decision_id"] for r in rows(hoc_coordinator)] == [first.decision_id]
     assert len(rows(hoc_coordinator, "tenant-b")) == 1
@@ -382,7 +387,7 @@ def _emit_in_child(path, name, results, barrier):
     db = connect_database(path)
     coordinator = TransactionCoordinator(db)
     barrier.wait()
-    record = ONCE_ONLY[name](coordinator)
+    record = in_own_transaction(coordinator, ONCE_ONLY[name])
     results.put(record is not None)
     db.close()
 
@@ -397,12 +402,10 @@ def test_once_only_emitter_from_four_processes_at_once_writes_one_row(hoc_db, ho
 
 
 def test_precheck_blocked_and_unavailable_are_separate_keys(hoc_coordinator):
-    assert d.emit_policy_precheck_decision(hoc_coordinator, "req-1", "strict", False, True,
-                                           tenant_id=T)
-    assert d.emit_policy_precheck_decision(hoc_coordinator, "req-1", "strict", False, False,
-                                           tenant_id=T)
-    assert d.emit_policy_precheck_decision(hoc_coordinator, "req-1", "strict", True, False,
-                                           tenant_id=T) is None
+    precheck = d.emit_policy_precheck_decision
+    assert in_own_transaction(hoc_coordinator, precheck, T, "req-1", "strict", False, True)
+    assert in_own_transaction(hoc_coordinator, precheck, T, "req-1", "strict", False, False)
+    assert in_own_transaction(hoc_coordinator, precheck, T, "req-1", "strict", True, False) is None
     assert [r["decision_outcome"] for r in rows(hoc_coordinator, request_id="req-1")] == [
         "policy_blocked", "policy_unavailable"]
 
@@ -412,8 +415,8 @@ def test_recovery_evaluations_of_one_run_keep_their_order(hoc_coordinator):
                                  ("R2", "suggest_manual_intervention", "network_timeout_persistent"),
                                  ("R3", None, "recovery_failure"),
                                  ("R1", "retry_same_request", "network_timeout")]:
-        d.emit_recovery_evaluation_decision(hoc_coordinator, "run-1", "req-1", cls, action,
-                                            failure, tenant_id=T)
+        in_own_transaction(hoc_coordinator, d.emit_recovery_evaluation_decision, T, "run-1", "req-1",
+                           cls, action, failure)
     stored = rows(hoc_coordinator, run_id="run-1", decision_type="recovery_evaluation")
     assert [r["decision_outcome"] for r in stored] == [
         "recovery_applied", "recovery_suggested", "recovery_skipped"]
@@ -426,21 +429,20 @@ def test_recovery_evaluations_of_one_run_keep_their_order(hoc_coordinator):
 
 def test_decision_in_a_rolled_back_transaction_is_gone(hoc_coordinator):
     with pytest.raises(RuntimeError):
-        with hoc_coordinator.transaction():
-            assert d.emit_routing_decision(hoc_coordinator, "run-1", True, "a", ["a"], tenant_id=T)
-            assert d.emit_budget_enforcement_decision(hoc_coordinator, "run-1", 1, 2, 1, 1, 2,
-                                                      tenant_id=T)
+        with hoc_coordinator.transaction() as tx:
+            assert d.emit_routing_decision(tx, T, "run-1", True, "a", ["a"])
+            assert d.emit_budget_enforcement_decision(tx, T, "run-1", 1, 2, 1, 1, 2)
             assert len(rows(hoc_coordinator)) == 2  # visible inside the caller's transaction
             raise RuntimeError("caller fails")
     assert rows(hoc_coordinator) == []
     assert mirror_rows(hoc_coordinator.db) == {}
     # the once-only key went with it: the run can be halted for real now
-    assert d.emit_budget_enforcement_decision(hoc_coordinator, "run-1", 1, 2, 1, 1, 2, tenant_id=T)
+    assert in_own_transaction(hoc_coordinator, d.emit_budget_enforcement_decision, T, "run-1", 1, 2, 1, 1, 2)
 
 
 def test_decision_with_no_transaction_is_committed_by_the_coordinator(hoc_db, hoc_coordinator):
     assert hoc_coordinator.current() is None
-    record = d.emit_policy_decision(hoc_coordinator, "run-1", "pol-1", True, False, tenant_id=T)
+    record = in_own_transaction(hoc_coordinator, d.emit_policy_decision, T, "run-1", "pol-1", True, False)
     other = sqlite3.connect(hoc_db.database)
     try:
         assert other.execute("SELECT decision_id FROM decision_records").fetchall() == [
@@ -455,33 +457,32 @@ def test_storage_failure_returns_false_and_leaves_the_caller_transaction_usable(
     record = d.DecisionRecord(decision_type="policy", decision_source="system",
                               decision_trigger="explicit", decision_outcome="selected",
                               tenant_id=T)
-    service = d.DecisionRecordService(hoc_coordinator)
-    with hoc_coordinator.transaction():
-        Run.insert(id="run-1", tenant_id=T).execute()
+    with hoc_coordinator.transaction() as tx:
+        service = d.DecisionRecordService(tx)
+        Run.insert(id="run-1", tenant_id=T).execute(tx.db)
         assert service.emit(record) is True
         with caplog.at_level(logging.WARNING, logger="hoc_drivers.decisions"):
             assert service.emit(record) is False  # same decision_id: the insert fails
         assert "not written" in caplog.text
-        Run.insert(id="run-2", tenant_id=T).execute()
-    assert [r.id for r in Run.select().order_by(Run.id)] == ["run-1", "run-2"]
+        Run.insert(id="run-2", tenant_id=T).execute(tx.db)
+    assert [r.id for r in Run.select().order_by(Run.id).execute(hoc_coordinator.db)] == ["run-1", "run-2"]
     assert len(rows(hoc_coordinator)) == 1
 
 
 def test_emitters_return_the_record_when_storage_fails(hoc_coordinator):
     with hoc_coordinator.transaction() as tx:
         tx.db.execute_sql("DROP TABLE decision_records")
-        record = d.emit_budget_enforcement_decision(hoc_coordinator, "run-1", 1, 2, 1, 1, 2,
-                                                    tenant_id=T)
+        record = d.emit_budget_enforcement_decision(tx, T, "run-1", 1, 2, 1, 1, 2)
         assert record is not None and record.run_id == "run-1"
-        assert d.backfill_run_id_for_request(hoc_coordinator, "req-1", "run-1", T) == 0
-        Run.insert(id="run-1", tenant_id=T).execute()
-    assert Run.select().count() == 1
+        assert d.backfill_run_id_for_request(tx, T, "req-1", "run-1") == 0
+        Run.insert(id="run-1", tenant_id=T).execute(tx.db)
+    assert Run.select().count(hoc_coordinator.db) == 1
 
 
 def test_a_failing_mirror_keeps_the_decision(hoc_coordinator):
     with hoc_coordinator.transaction() as tx:
         tx.db.execute_sql("DROP TABLE policy_decisions")
-        assert d.DecisionRecordService(hoc_coordinator).emit(d.DecisionRecord(
+        assert d.DecisionRecordService(tx).emit(d.DecisionRecord(
             decision_type="policy", decision_source="system", decision_trigger="explicit",
             decision_outcome="blocked", tenant_id=T)) is True
     assert [r["decision_outcome"] for r in rows(hoc_coordinator)] == ["blocked"]
@@ -495,27 +496,27 @@ def test_neither_decisions_nor_ledger_can_commit(hoc_no_stray_commits, hoc_coord
         assert (audit[script].transaction, audit[script].verdict) == ("Flush only", "OK")
 
     def every_path():
-        d.emit_policy_decision(hoc_coordinator, "run-1", "pol-1", True, False, tenant_id=T,
-                               request_id="req-1", causal_role="pre_run")
-        d.emit_budget_enforcement_decision(hoc_coordinator, "run-1", 1, 2, 1, 1, 2, tenant_id=T)
-        d.emit_care_optimization_decision(hoc_coordinator, "req-1", "a", "b", 0.9,
-                                          ["latency_p50"], tenant_id=T)
-        d.backfill_run_id_for_request(hoc_coordinator, "req-1", "run-9", T)
-        d.activate_care_kill_switch(hoc_coordinator)
-        ledger.emit_signal(hoc_coordinator, "table", "high_operator_access", {"n": 1}, "ops")
-        ledger.get_signals(hoc_coordinator)
-        d.list_decisions(hoc_coordinator, T)
+        with hoc_coordinator.transaction() as tx:
+            d.emit_policy_decision(tx, T, "run-1", "pol-1", True, False, request_id="req-1",
+                                   causal_role="pre_run")
+            d.emit_budget_enforcement_decision(tx, T, "run-1", 1, 2, 1, 1, 2)
+            d.emit_care_optimization_decision(tx, T, "req-1", "a", "b", 0.9, ["latency_p50"])
+            d.backfill_run_id_for_request(tx, T, "req-1", "run-9")
+            d.activate_care_kill_switch(tx)
+            ledger.emit_signal(tx, "table", "high_operator_access", {"n": 1}, "ops")
+            ledger.get_signals(tx.db)
+            d.list_decisions(tx.db, T)
 
-    every_path()  # own transactions
-    assert len(rows(hoc_coordinator)) == 3 and d.is_care_kill_switch_active(hoc_coordinator)
-    d.deactivate_care_kill_switch(hoc_coordinator)
+    every_path()  # its own transaction
+    assert len(rows(hoc_coordinator)) == 3 and d.is_care_kill_switch_active(hoc_coordinator.db)
+    in_own_transaction(hoc_coordinator, d.deactivate_care_kill_switch)
     with pytest.raises(RuntimeError):
         with hoc_coordinator.transaction():
             every_path()  # joined: nothing of it may survive the caller's rollback
             raise RuntimeError
     assert len(rows(hoc_coordinator)) == 3
-    assert not d.is_care_kill_switch_active(hoc_coordinator)
-    assert ledger.get_signals(hoc_coordinator)[0]["seen_count"] == 1
+    assert not d.is_care_kill_switch_active(hoc_coordinator.db)
+    assert ledger.get_signals(hoc_coordinator.db)[0]["seen_count"] == 1
     # hoc_no_stray_commits: the guarded database refused no commit and no write on the way
 
 
@@ -525,21 +526,21 @@ def test_neither_decisions_nor_ledger_can_commit(hoc_no_stray_commits, hoc_coord
 
 def test_backfill_binds_only_pre_run_records_without_a_run(hoc_coordinator):
     c = hoc_coordinator
-    pre = d.emit_routing_decision(c, None, True, "a", ["a"], tenant_id=T, request_id="req-1")
-    d.emit_policy_precheck_decision(c, "req-1", "strict", False, True, tenant_id=T)
-    in_run = d.emit_memory_decision(c, None, False, False, False, tenant_id=T, request_id="req-1")
-    bound = d.emit_budget_decision(c, "run-0", 1, 2, tenant_id=T, request_id="req-1")
-    other_tenant = d.emit_routing_decision(c, None, True, "a", ["a"], tenant_id="tenant-b",
-                                           request_id="req-1")
-    assert d.backfill_run_id_for_request(c, "req-1", "run-1", T) == 2
-    assert d.backfill_run_id_for_request(c, "req-1", "run-1", T) == 0
+    with c.transaction() as tx:
+        pre = d.emit_routing_decision(tx, T, None, True, "a", ["a"], request_id="req-1")
+        d.emit_policy_precheck_decision(tx, T, "req-1", "strict", False, True)
+        in_run = d.emit_memory_decision(tx, T, None, False, False, False, request_id="req-1")
+        bound = d.emit_budget_decision(tx, T, "run-0", 1, 2, request_id="req-1")
+        other_tenant = d.emit_routing_decision(tx, "tenant-b", None, True, "a", ["a"], request_id="req-1")
+    assert in_own_transaction(c, d.backfill_run_id_for_request, T, "req-1", "run-1") == 2
+    assert in_own_transaction(c, d.backfill_run_id_for_request, T, "req-1", "run-1") == 0
     by_id = {r["decision_id"]: r["run_id"] for r in rows(c)}
     assert by_id[pre.decision_id] == "run-1"
     assert by_id[in_run.decision_id] is None and by_id[bound.decision_id] == "run-0"
     assert sorted(by_id.values(), key=str) == [None, "run-0", "run-1", "run-1"]
     assert rows(c, "tenant-b")[0]["decision_id"] == other_tenant.decision_id
     assert rows(c, "tenant-b")[0]["run_id"] is None
-    assert d.backfill_run_id_for_request(c, "", "run-1", T) == 0
+    assert in_own_transaction(c, d.backfill_run_id_for_request, T, "", "run-1") == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -547,36 +548,35 @@ def test_backfill_binds_only_pre_run_records_without_a_run(hoc_coordinator):
 
 
 def _activate_in_child(path):
-    d.activate_care_kill_switch(TransactionCoordinator(connect_database(path)))
+    in_own_transaction(TransactionCoordinator(connect_database(path)), d.activate_care_kill_switch)
 
 
 def test_kill_switch_set_by_one_process_is_seen_by_another_and_after_restart(hoc_db,
                                                                             hoc_coordinator):
-    assert d.is_care_kill_switch_active(hoc_coordinator) is False
+    assert d.is_care_kill_switch_active(hoc_coordinator.db) is False
     child = multiprocessing.get_context("fork").Process(target=_activate_in_child,
                                                          args=(hoc_db.database,))
     child.start()
     child.join(30)
     assert child.exitcode == 0
-    assert d.is_care_kill_switch_active(hoc_coordinator) is True
-    assert d.emit_care_optimization_decision(hoc_coordinator, "req-1", "a", "b", 0.9,
-                                             ["latency_p50"], tenant_id=T) is None
+    assert d.is_care_kill_switch_active(hoc_coordinator.db) is True
+    assert in_own_transaction(hoc_coordinator, d.emit_care_optimization_decision, T, "req-1", "a", "b", 0.9,
+                              ["latency_p50"]) is None
     reopened = TransactionCoordinator(connect_database(hoc_db.database))
     try:
-        assert d.is_care_kill_switch_active(reopened) is True
-        assert d.deactivate_care_kill_switch(reopened) is True
+        assert d.is_care_kill_switch_active(reopened.db) is True
+        assert in_own_transaction(reopened, d.deactivate_care_kill_switch) is True
     finally:
         reopened.db.close()
-    assert d.is_care_kill_switch_active(hoc_coordinator) is False
+    assert d.is_care_kill_switch_active(hoc_coordinator.db) is False
 
 
 def test_unreadable_kill_switch_counts_as_on(hoc_coordinator):
     with hoc_coordinator.transaction() as tx:
         tx.db.execute_sql("DROP TABLE decision_settings")
-        assert d.emit_care_optimization_decision(hoc_coordinator, "req-1", "a", "b", 0.9,
-                                                 ["latency_p50"], tenant_id=T) is None
+        assert d.emit_care_optimization_decision(tx, T, "req-1", "a", "b", 0.9, ["latency_p50"]) is None
         with pytest.raises(Exception, match="decision_settings"):
-            d.activate_care_kill_switch(hoc_coordinator)  # an operator action fails loudly
+            d.activate_care_kill_switch(tx)  # an operator action fails loudly
         tx.db.execute_sql("SELECT 1")
 
 
@@ -598,47 +598,45 @@ def test_unknown_signals_raise(name):
 
 
 def test_care_checks_signals_after_the_gates_and_before_any_write(hoc_coordinator):
-    assert d.emit_care_optimization_decision(hoc_coordinator, "req-1", "a", "a", 0.9,
-                                             ["policy_outcome"], tenant_id=T) is None
+    c, care = hoc_coordinator, d.emit_care_optimization_decision
+    assert in_own_transaction(c, care, T, "req-1", "a", "a", 0.9, ["policy_outcome"]) is None
     with pytest.raises(d.CARESignalAccessError):
-        d.emit_care_optimization_decision(hoc_coordinator, "req-1", "a", "b", 0.9,
-                                          ["latency_p50", "user_feedback"], tenant_id=T)
+        in_own_transaction(c, care, T, "req-1", "a", "b", 0.9, ["latency_p50", "user_feedback"])
     assert rows(hoc_coordinator) == []
-    assert d.emit_care_optimization_decision(hoc_coordinator, "req-1", "a", "b", 0.9,
-                                             ["latency_p50"], tenant_id=T)
+    assert in_own_transaction(c, care, T, "req-1", "a", "b", 0.9, ["latency_p50"])
     # already emitted for this request: silent, even with a forbidden signal
-    assert d.emit_care_optimization_decision(hoc_coordinator, "req-1", "a", "c", 0.9,
-                                             ["user_feedback"], tenant_id=T) is None
+    assert in_own_transaction(c, care, T, "req-1", "a", "c", 0.9, ["user_feedback"]) is None
 
 
 def test_list_is_tenant_filtered_and_filters_by_run_request_and_type(hoc_coordinator):
     c = hoc_coordinator
-    d.emit_routing_decision(c, "run-1", True, "a", ["a"], tenant_id=T, request_id="req-1")
-    d.emit_policy_decision(c, "run-2", "p", True, False, tenant_id=T, request_id="req-2")
-    d.emit_policy_decision(c, "run-1", "p", True, False, tenant_id="tenant-b")
+    with c.transaction() as tx:
+        d.emit_routing_decision(tx, T, "run-1", True, "a", ["a"], request_id="req-1")
+        d.emit_policy_decision(tx, T, "run-2", "p", True, False, request_id="req-2")
+        d.emit_policy_decision(tx, "tenant-b", "run-1", "p", True, False)
     assert len(rows(c)) == 2
     assert [r["decision_type"] for r in rows(c, run_id="run-1")] == ["routing"]
     assert [r["run_id"] for r in rows(c, request_id="req-2")] == ["run-2"]
     assert [r["run_id"] for r in rows(c, decision_type=d.DecisionType.POLICY)] == ["run-2"]
-    assert len(d.list_decisions(c, T, limit=1)) == 1
+    assert len(d.list_decisions(c.db, T, limit=1)) == 1
     with pytest.raises(ValueError):
-        d.list_decisions(c, "")
+        d.list_decisions(c.db, "")
 
 
 @pytest.mark.parametrize("tenant_id", [123, None, "", "  ", ["tenant-a"]])
 def test_reads_refuse_a_missing_or_non_string_tenant(hoc_coordinator, tenant_id):
     c = hoc_coordinator
-    pre = d.emit_routing_decision(c, None, True, "a", ["a"], tenant_id=T, request_id="req-1")
+    pre = in_own_transaction(c, d.emit_routing_decision, T, None, True, "a", ["a"], request_id="req-1")
     with pytest.raises(ValueError, match="tenant_id is required"):
-        d.list_decisions(c, tenant_id)
+        d.list_decisions(c.db, tenant_id)
     with pytest.raises(ValueError, match="tenant_id is required"):
-        d.backfill_run_id_for_request(c, "req-1", "run-1", tenant_id)
+        in_own_transaction(c, d.backfill_run_id_for_request, tenant_id, "req-1", "run-1")
     assert [r["run_id"] for r in rows(c) if r["decision_id"] == pre.decision_id] == [None]
 
 
 @pytest.mark.parametrize("limit", ["10", True, 0, -1, 10_001, 2**70, 1.5, None])
 def test_list_refuses_a_bad_limit(hoc_coordinator, limit):
-    d.emit_routing_decision(hoc_coordinator, "run-1", True, "a", ["a"], tenant_id=T)
+    in_own_transaction(hoc_coordinator, d.emit_routing_decision, T, "run-1", True, "a", ["a"])
     with pytest.raises(ValueError, match="limit must be an integer from 1 to 10000"):
-        d.list_decisions(hoc_coordinator, T, limit=limit)
-    assert len(d.list_decisions(hoc_coordinator, T, limit=10_000)) == 1
+        d.list_decisions(hoc_coordinator.db, T, limit=limit)
+    assert len(d.list_decisions(hoc_coordinator.db, T, limit=10_000)) == 1

@@ -6,9 +6,10 @@ import pytest
 from freezegun import freeze_time
 
 from hoc_drivers import guard_cache as guard_cache_module
+from hoc_drivers import bus
+from hoc_drivers.facts import GuardStateChanged
 from hoc_drivers.governance_signal_driver import GovernanceSignalWriter
-from hoc_drivers.guard_cache import (GuardCache, default_ttls, get_guard_cache,
-                                     invalidate_tenant_on_commit)
+from hoc_drivers.guard_cache import SNAPSHOT, GuardCache, default_ttls, get_guard_cache
 from hoc_drivers.guard_read_driver import GuardReadDriver
 from hoc_drivers.guard_write_driver import GuardWriteDriver
 from hoc_drivers.models.base import new_id
@@ -236,8 +237,10 @@ def test_concurrent_use_from_threads(hoc_clock):
     assert cache.stats()["entries"] == 0 and cache._tenant_keys == {}
 
 
-def test_get_guard_cache_is_one_object():
-    assert get_guard_cache() is get_guard_cache()
+def test_get_guard_cache_is_one_object_per_database(hoc_db):
+    assert get_guard_cache(hoc_db) is get_guard_cache(hoc_db)
+    with pytest.raises(TypeError):  # no database given: there is no process-wide cache
+        get_guard_cache(None)
 
 
 # ------------------------------------------------------------------ invalidation after commit
@@ -245,22 +248,26 @@ def test_get_guard_cache_is_one_object():
 
 def test_invalidation_runs_after_commit_only(hoc_coordinator, shared_cache):
     shared_cache.set_status("t1", {"v": 1})
+    shared_cache.set_snapshot("t2", {"v": 1})
+    shared_cache.set_status("t2", {"v": 1})
     with hoc_coordinator.transaction() as tx:
-        invalidate_tenant_on_commit(tx, "t1")
+        tx.note(GuardStateChanged("t1"))
+        tx.note(GuardStateChanged("t2", SNAPSHOT))
         assert shared_cache.get_status("t1") == {"v": 1}   # never before the commit
     assert shared_cache.get_status("t1") is None
+    assert shared_cache.get_snapshot("t2") is None and shared_cache.get_status("t2") == {"v": 1}
 
 
 def test_a_rolled_back_transaction_invalidates_nothing(hoc_coordinator, shared_cache):
     shared_cache.set_status("t1", {"v": 1})
     with pytest.raises(RuntimeError):
         with hoc_coordinator.transaction() as tx:
-            invalidate_tenant_on_commit(tx, "t1")
+            tx.note(GuardStateChanged("t1"))
             raise RuntimeError("boom")
     with hoc_coordinator.transaction() as tx:
         with pytest.raises(RuntimeError):
             with tx.savepoint():
-                invalidate_tenant_on_commit(tx, "t1")
+                tx.note(GuardStateChanged("t1"))
                 raise RuntimeError("inner boom")
     assert shared_cache.get_status("t1") == {"v": 1}
 
@@ -271,13 +278,13 @@ def test_a_rolled_back_transaction_invalidates_nothing(hoc_coordinator, shared_c
 def _freeze(coordinator, tenant, by="ops"):
     with coordinator.transaction() as tx:
         writer = GuardWriteDriver(tx)
-        state, _ = writer.get_or_create_killswitch_state("tenant", tenant, tenant)
+        state, _ = writer.get_or_create_killswitch_state(tenant, "tenant", tenant)
         writer.freeze_killswitch(state, by, "runaway spend")
 
 
 def test_status_is_computed_on_a_miss_and_served_from_the_cache(reader, shared_cache,
                                                                  hoc_coordinator):
-    RunCompletionTransaction(hoc_coordinator).execute("run-1", "t1", "failed",
+    RunCompletionTransaction(hoc_coordinator).execute("t1", "run-1", "failed",
                                                       error_message="AGENT_CRASH")
     status = reader.get_status("t1")
     assert status["open_incidents"] == 1
@@ -304,7 +311,7 @@ def test_a_rolled_back_freeze_invalidates_nothing(reader, shared_cache, hoc_coor
     with pytest.raises(RuntimeError):
         with hoc_coordinator.transaction() as tx:
             writer = GuardWriteDriver(tx)
-            state, _ = writer.get_or_create_killswitch_state("tenant", "acme", "acme")
+            state, _ = writer.get_or_create_killswitch_state("acme", "tenant", "acme")
             writer.freeze_killswitch(state, "ops", "oops")
             raise RuntimeError("abandon the freeze")
     status = reader.get_status("acme")
@@ -324,11 +331,11 @@ def test_another_tenants_write_leaves_my_entries(reader, shared_cache, hoc_coord
 
 def test_incident_creation_and_resolution_invalidate_after_commit(reader, hoc_coordinator):
     assert reader.get_status("t1")["open_incidents"] == 0
-    RunCompletionTransaction(hoc_coordinator).execute("run-1", "t1", "failed")
+    RunCompletionTransaction(hoc_coordinator).execute("t1", "run-1", "failed")
     assert reader.get_status("t1")["open_incidents"] == 1
     assert reader.get_incidents("t1")["total"] == 1
     with hoc_coordinator.transaction() as tx:
-        incident = Incident.get(Incident.tenant_id == "t1")
+        incident = Incident.select().where(Incident.tenant_id == "t1").get(tx.db)
         GuardWriteDriver(tx).resolve_incident(incident)
     assert reader.get_status("t1")["open_incidents"] == 0
     assert reader.get_incidents("t1")["items"][0]["status"] == "resolved"
@@ -336,7 +343,7 @@ def test_incident_creation_and_resolution_invalidate_after_commit(reader, hoc_co
 
 def test_governance_block_shows_in_status(reader, hoc_coordinator, shared_cache):
     with hoc_coordinator.transaction() as tx:
-        GovernanceSignalWriter(tx).record_signal("MANUAL_OVERRIDE", "acme", "BLOCKED", "OPS",
+        GovernanceSignalWriter(tx).record_signal("acme", "MANUAL_OVERRIDE", "BLOCKED", "OPS",
                                                  reason="audit hold")
     assert reader.get_status("acme")["governance_blocked"] is True
     assert reader.get_status("other")["governance_blocked"] is False
@@ -344,7 +351,7 @@ def test_governance_block_shows_in_status(reader, hoc_coordinator, shared_cache)
 
 def test_a_new_run_or_cost_refreshes_only_the_snapshot_after_commit(reader, shared_cache,
                                                                      hoc_coordinator):
-    from hoc_drivers.idempotency import IdempotencyWriter
+    from hoc_drivers.idempotency import IdempotencyWriter, claim_or_get
     from hoc_drivers.worker_write_service_async import WorkerWriteService
 
     reader.get_status("t1")
@@ -352,13 +359,13 @@ def test_a_new_run_or_cost_refreshes_only_the_snapshot_after_commit(reader, shar
     assert (before["runs_today"], before["spend_today_cents"]) == (0, 0)
     with pytest.raises(RuntimeError):
         with hoc_coordinator.transaction() as tx:
-            IdempotencyWriter(tx).claim_or_get("key-0", "t1")
+            IdempotencyWriter(tx).claim_or_get("t1", "key-0")
             raise RuntimeError("rolled back")
     assert reader.get_snapshot("t1") == before  # still the cached value
     with hoc_coordinator.transaction() as tx:
-        IdempotencyWriter(tx).claim_or_get("key-1", "t1")
-        IdempotencyWriter(tx.db).claim_or_get("key-2", "t1")  # given the database, same rule
-        WorkerWriteService(tx).insert_cost_record("run-1", "t1", "gpt-x", 10, 20, 250)
+        IdempotencyWriter(tx).claim_or_get("t1", "key-1")
+        claim_or_get(tx, "t1", "key-2")  # the module function, same rule
+        WorkerWriteService(tx).insert_cost_record("t1", "run-1", "gpt-x", 10, 20, 250)
         assert reader.get_snapshot("t1") == before  # never before the commit
     after = reader.get_snapshot("t1")
     assert (after["runs_today"], after["spend_today_cents"]) == (2, 250)
@@ -381,8 +388,8 @@ def test_a_write_committed_during_a_miss_is_not_cached_stale(hoc_db, shared_cach
 
 
 def _add(coordinator, table, **fields):
-    with coordinator.transaction():
-        table.insert(id=new_id(), **fields).execute()
+    with coordinator.transaction() as tx:
+        table.insert(id=new_id(), **fields).execute(tx.db)
 
 
 def test_snapshot_counts_the_utc_day_only(hoc_db, hoc_coordinator, shared_cache):
@@ -434,7 +441,7 @@ def test_recording_a_signal_refreshes_the_tenants_guard_status_after_commit(hoc_
     reader = GuardReadDriver(hoc_db)  # the database's own cache, get_guard_cache(hoc_db)
     assert reader.get_status("acme")["governance_blocked"] is False
     with hoc_coordinator.transaction() as tx:
-        GovernanceSignalWriter(tx).record_signal("MANUAL_OVERRIDE", "acme", "BLOCKED", "OPS")
+        GovernanceSignalWriter(tx).record_signal("acme", "MANUAL_OVERRIDE", "BLOCKED", "OPS")
     assert reader.get_status("acme")["governance_blocked"] is True  # inside the 5 s TTL
 
 
@@ -449,7 +456,7 @@ def _frozen_tenant_db(path, frozen):
     if frozen:
         with TransactionCoordinator(db).transaction() as tx:
             writer = GuardWriteDriver(tx)
-            state, _ = writer.get_or_create_killswitch_state("tenant", "acme", "acme")
+            state, _ = writer.get_or_create_killswitch_state("acme", "tenant", "acme")
             writer.freeze_killswitch(state, "ops", "test")
     return db
 
@@ -493,7 +500,7 @@ def test_a_commit_on_another_connection_to_the_file_invalidates(tmp_path):
         assert get_guard_cache(writing) is reader.cache
         with TransactionCoordinator(writing).transaction() as tx:
             writer = GuardWriteDriver(tx)
-            state, _ = writer.get_or_create_killswitch_state("tenant", "acme", "acme")
+            state, _ = writer.get_or_create_killswitch_state("acme", "tenant", "acme")
             writer.freeze_killswitch(state, "ops", "test")
         assert reader.get_status("acme")["is_frozen"] is True  # inside the 5 s TTL
     finally:
@@ -509,10 +516,11 @@ def test_in_memory_databases_each_have_their_own_cache_and_are_forgotten():
     first, second = open_database(":memory:"), open_database(":memory:")
     assert get_guard_cache(first) is not get_guard_cache(second)
     key = database_key(first)
-    assert key in guard_cache_module._default_caches and key in guard_cache_module._serving._sets
+    assert key in guard_cache_module._default_caches and key in bus._subscriptions
     first.close()
     del first
     gc.collect()
-    assert key not in guard_cache_module._default_caches and key not in guard_cache_module._serving._sets
+    assert (key not in guard_cache_module._default_caches
+            and key not in bus._subscriptions)
     assert database_key(open_database(":memory:")) != key
     second.close()

@@ -33,31 +33,35 @@ def write(hoc_coordinator):
 def frozen_switch(write, tenant="t1", entity_type="tenant", entity_id="t1", by="admin",
                   reason="Test freeze"):
     def freeze(driver):
-        state, _ = driver.get_or_create_killswitch_state(entity_type, entity_id, tenant)
+        state, _ = driver.get_or_create_killswitch_state(tenant, entity_type, entity_id)
         return driver.freeze_killswitch(state, by, reason)
     return write(freeze)
 
 
 def open_incident(hoc_coordinator, tenant="t1", incident_id="inc-1", started_at=None):
-    with hoc_coordinator.transaction():
+    with hoc_coordinator.transaction() as tx:
         Incident.insert(id=incident_id, tenant_id=tenant, title="Spend spike", severity="high",
                         trigger_type="budget", started_at=started_at or datetime.now(timezone.utc)
-                        ).execute()
+                        ).execute(tx.db)
     return GuardReader(hoc_coordinator.db).get_incident(tenant, incident_id)
+
+
+def stored(db, model, row_id):
+    return model.select().where(model.id == row_id).get(db)
 
 
 # ---------------------------------------------------------------------------------------
 # kill switches
 
 
-def test_get_or_create_creates_once_per_tenant(write, hoc_no_stray_commits):
-    state, created = write(lambda d: d.get_or_create_killswitch_state("key", "key-1", "t1"))
-    again, created_again = write(lambda d: d.get_or_create_killswitch_state("key", "key-1", "t1"))
-    other, created_other = write(lambda d: d.get_or_create_killswitch_state("key", "key-1", "t2"))
+def test_get_or_create_creates_once_per_tenant(hoc_db, write, hoc_no_stray_commits):
+    state, created = write(lambda d: d.get_or_create_killswitch_state("t1", "key", "key-1"))
+    again, created_again = write(lambda d: d.get_or_create_killswitch_state("t1", "key", "key-1"))
+    other, created_other = write(lambda d: d.get_or_create_killswitch_state("t2", "key", "key-1"))
     assert (created, created_again, created_other) == (True, False, True)
     assert again.id == state.id != other.id
     assert (state.is_frozen, state.tenant_id, other.tenant_id) == (False, "t1", "t2")
-    assert KillSwitchState.select().count() == 2
+    assert KillSwitchState.select().count(hoc_db) == 2
 
 
 def test_freeze_records_who_when_why(write):
@@ -71,27 +75,27 @@ def test_freeze_records_who_when_why(write):
 
 def test_auto_freeze_with_trigger(write):
     def freeze(driver):
-        state, _ = driver.get_or_create_killswitch_state("key", "k1", "t1")
+        state, _ = driver.get_or_create_killswitch_state("t1", "key", "k1")
         return driver.freeze_killswitch(state, "system", "budget hit", auto=True, trigger="budget")
     state = write(freeze)
     assert (state.auto_triggered, state.trigger_type) == (True, "budget")
 
 
-def test_freezing_a_frozen_switch_is_refused_and_keeps_who_froze_it(write):
+def test_freezing_a_frozen_switch_is_refused_and_keeps_who_froze_it(hoc_db, write):
     first = frozen_switch(write, by="alice", reason="first")
     with pytest.raises(InvalidTransition, match=r"Tenant 't1' is already frozen \(by alice .*: first\)"):
         write(lambda d: d.freeze_killswitch(first, "mallory", "overwrite"))
-    stored = KillSwitchState.get_by_id(first.id)
-    assert (stored.frozen_by, stored.freeze_reason, stored.frozen_at) == ("alice", "first", first.frozen_at)
+    row = stored(hoc_db, KillSwitchState, first.id)
+    assert (row.frozen_by, row.freeze_reason, row.frozen_at) == ("alice", "first", first.frozen_at)
 
 
-def test_a_stale_state_object_cannot_refreeze(write):
-    stale, _ = write(lambda d: d.get_or_create_killswitch_state("tenant", "t1", "t1"))
+def test_a_stale_state_object_cannot_refreeze(hoc_db, write):
+    stale, _ = write(lambda d: d.get_or_create_killswitch_state("t1", "tenant", "t1"))
     write(lambda d: d.freeze_killswitch(stale, "alice", "first"))
     assert stale.is_frozen is False  # the caller's copy is out of date
     with pytest.raises(InvalidTransition, match="already frozen"):
         write(lambda d: d.freeze_killswitch(stale, "bob", "second"))
-    assert KillSwitchState.get_by_id(stale.id).frozen_by == "alice"
+    assert stored(hoc_db, KillSwitchState, stale.id).frozen_by == "alice"
 
 
 def test_unfreeze_keeps_the_freeze_as_history_and_refreeze_clears_the_unfreeze(write):
@@ -106,11 +110,11 @@ def test_unfreeze_keeps_the_freeze_as_history_and_refreeze_clears_the_unfreeze(w
         True, "ops", None, None)
 
 
-def test_unfreezing_an_unfrozen_switch_is_refused(write):
-    state, _ = write(lambda d: d.get_or_create_killswitch_state("key", "key-1", "t1"))
+def test_unfreezing_an_unfrozen_switch_is_refused(hoc_db, write):
+    state, _ = write(lambda d: d.get_or_create_killswitch_state("t1", "key", "key-1"))
     with pytest.raises(InvalidTransition, match="Key 'key-1' is not frozen"):
         write(lambda d: d.unfreeze_killswitch(state, "admin"))
-    assert KillSwitchState.get_by_id(state.id).unfrozen_at is None
+    assert stored(hoc_db, KillSwitchState, state.id).unfrozen_at is None
 
 
 def test_a_switch_of_another_tenant_cannot_be_touched(hoc_db, write):
@@ -118,7 +122,7 @@ def test_a_switch_of_another_tenant_cannot_be_touched(hoc_db, write):
     forged = KillSwitchState(id=theirs.id, tenant_id="t1", entity_type="tenant", entity_id="t2")
     with pytest.raises(InvalidTransition, match="no kill switch in tenant 't1'"):
         write(lambda d: d.unfreeze_killswitch(forged, "intruder"))
-    assert KillSwitchState.get_by_id(theirs.id).is_frozen is True
+    assert stored(hoc_db, KillSwitchState, theirs.id).is_frozen is True
     reader = GuardReader(hoc_db)
     assert reader.get_killswitch_state("t1", "tenant", "t2") is None
     assert reader.killswitch_status("t1", "tenant", "t2")["is_frozen"] is False
@@ -126,22 +130,22 @@ def test_a_switch_of_another_tenant_cannot_be_touched(hoc_db, write):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("user", "u1", "t1"), "unknown entity type 'user'"),
-    (("tenant", "", "t1"), "entity_id is required"),
-    (("tenant", "t1", None), "tenant_id is required"),
-    (("tenant", "t2", "t1"), "entity_id 't2' is not tenant_id 't1'"),
+    (("t1", "user", "u1"), "unknown entity type 'user'"),
+    (("t1", "tenant", ""), "entity_id is required"),
+    ((None, "tenant", "t1"), "tenant_id is required"),
+    (("t1", "tenant", "t2"), "entity_id 't2' is not tenant_id 't1'"),
 ])
-def test_bad_switch_arguments_write_nothing(write, args, message):
+def test_bad_switch_arguments_write_nothing(hoc_db, write, args, message):
     with pytest.raises(ValueError, match=message):
         write(lambda d: d.get_or_create_killswitch_state(*args))
-    assert KillSwitchState.select().count() == 0
+    assert KillSwitchState.select().count(hoc_db) == 0
 
 
-def test_freeze_needs_an_actor(write):
-    state, _ = write(lambda d: d.get_or_create_killswitch_state("tenant", "t1", "t1"))
+def test_freeze_needs_an_actor(hoc_db, write):
+    state, _ = write(lambda d: d.get_or_create_killswitch_state("t1", "tenant", "t1"))
     with pytest.raises(ValueError, match="by is required"):
         write(lambda d: d.freeze_killswitch(state, "", "why"))
-    assert KillSwitchState.get_by_id(state.id).is_frozen is False
+    assert stored(hoc_db, KillSwitchState, state.id).is_frozen is False
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,21 +181,22 @@ def test_resolve_an_open_incident_directly(hoc_coordinator, write):
     ("acknowledge_incident", "acknowledge_incident",
      "cannot acknowledge incident 'inc-1': it is acknowledged"),
 ])
-def test_invalid_incident_transitions_are_refused(hoc_coordinator, write, first, second, message):
+def test_invalid_incident_transitions_are_refused(hoc_db, hoc_coordinator, write, first, second,
+                                                  message):
     incident = open_incident(hoc_coordinator)
     done = write(lambda d: getattr(d, first)(incident))
     with pytest.raises(InvalidTransition, match=message):
         write(lambda d: getattr(d, second)(incident))
-    stored = Incident.get_by_id("inc-1")
-    assert (stored.status, stored.updated_at) == (done.status, done.updated_at)
+    row = stored(hoc_db, Incident, "inc-1")
+    assert (row.status, row.updated_at) == (done.status, done.updated_at)
 
 
-def test_an_incident_of_another_tenant_cannot_be_moved(hoc_coordinator, write):
+def test_an_incident_of_another_tenant_cannot_be_moved(hoc_db, hoc_coordinator, write):
     theirs = open_incident(hoc_coordinator, tenant="t2")
     forged = Incident(id=theirs.id, tenant_id="t1", started_at=theirs.started_at)
     with pytest.raises(InvalidTransition, match="incident 'inc-1' not found for tenant 't1'"):
         write(lambda d: d.resolve_incident(forged))
-    assert Incident.get_by_id("inc-1").status == "open"
+    assert stored(hoc_db, Incident, "inc-1").status == "open"
 
 
 def test_reader_is_tenant_scoped(hoc_coordinator, write):
@@ -238,7 +243,7 @@ def test_list_incidents_refuses_a_bad_offset(hoc_coordinator, offset):
 def test_demo_incident_with_timeline(hoc_db, write):
     with freeze_time(T0):
         incident, events = write(lambda d: d.create_demo_incident(
-            "inc_verify_1a2b3c4d", "t1", "Safety Test: Guardrail Blocked Malicious Input",
+            "t1", "inc_verify_1a2b3c4d", "Safety Test: Guardrail Blocked Malicious Input",
             "policy_violation", "prompt_injection_block", "block",
             [("TRIGGERED", "Prompt injection pattern detected: 'ignore all previous'"),
              ("RESOLVED", "Onboarding verification test - guardrail working correctly")],
@@ -256,7 +261,7 @@ def test_demo_incident_with_timeline(hoc_db, write):
 
 def test_demo_incident_without_call(write):
     incident, events = write(lambda d: d.create_demo_incident(
-        "inc_ks_demo_1", "t1", "Kill Switch Demo", "killswitch_demo", "killswitch", "freeze",
+        "t1", "inc_ks_demo_1", "Kill Switch Demo", "killswitch_demo", "killswitch", "freeze",
         [("TRIGGERED", "demo"), ("ACTION", "would stop traffic")], calls_affected=0,
         cost_delta_cents=Decimal("12.5")))
     assert (incident.calls_affected, incident.call_id, incident.cost_delta_cents) == (0, None, Decimal("12.5"))
@@ -269,31 +274,31 @@ def test_demo_incident_without_call(write):
     ({"events": [("TRIGGERED", "")]}, "each event must be"),
     ({"title": ""}, "title is required"),
 ])
-def test_bad_demo_incident_writes_nothing(write, kwargs, message):
+def test_bad_demo_incident_writes_nothing(hoc_db, write, kwargs, message):
     arguments = {"incident_id": "inc-d", "tenant_id": "t1", "title": "Demo",
                  "trigger_type": "killswitch_demo", "policy_id": "killswitch",
                  "auto_action": "freeze", "events": [("TRIGGERED", "x")], **kwargs}
     with pytest.raises(ValueError, match=message):
         write(lambda d: d.create_demo_incident(**arguments))
-    assert Incident.select().count() == IncidentEvent.select().count() == 0
+    assert Incident.select().count(hoc_db) == IncidentEvent.select().count(hoc_db) == 0
 
 
-def test_failed_demo_incident_undoes_only_itself(hoc_coordinator):
+def test_failed_demo_incident_undoes_only_itself(hoc_db, hoc_coordinator):
     with hoc_coordinator.transaction() as tx:
         tx.db.execute_sql("CREATE TRIGGER refuse_events BEFORE INSERT ON incident_events "
                           "WHEN NEW.event_type = 'BAD' BEGIN SELECT RAISE(ABORT, 'no'); END")
     with hoc_coordinator.transaction() as tx:
         driver = GuardWriteDriver(tx)
-        driver.create_demo_incident("kept", "t1", "Demo", "killswitch_demo", "ks", "freeze",
+        driver.create_demo_incident("t1", "kept", "Demo", "killswitch_demo", "ks", "freeze",
                                     [("TRIGGERED", "x")])
         with pytest.raises(IntegrityError):
-            driver.create_demo_incident("undone", "t1", "Demo", "killswitch_demo", "ks", "freeze",
+            driver.create_demo_incident("t1", "undone", "Demo", "killswitch_demo", "ks", "freeze",
                                         [("TRIGGERED", "x"), ("BAD", "y")])
         with pytest.raises(IntegrityError):  # a duplicate id is refused, never overwritten
-            driver.create_demo_incident("kept", "t1", "Other", "killswitch_demo", "ks", "freeze", [])
-    assert [i.id for i in Incident.select()] == ["kept"]
-    assert IncidentEvent.select().count() == 1
-    assert Incident.get_by_id("kept").title == "Demo"
+            driver.create_demo_incident("t1", "kept", "Other", "killswitch_demo", "ks", "freeze", [])
+    assert [i.id for i in Incident.select().execute(hoc_db)] == ["kept"]
+    assert IncidentEvent.select().count(hoc_db) == 1
+    assert stored(hoc_db, Incident, "kept").title == "Demo"
 
 
 # ---------------------------------------------------------------------------------------
@@ -301,38 +306,39 @@ def test_failed_demo_incident_undoes_only_itself(hoc_coordinator):
 
 
 MUTATIONS = {
-    "get_or_create_killswitch_state": lambda d, r: d.get_or_create_killswitch_state("key", "new", "t1"),
+    "get_or_create_killswitch_state": lambda d, r: d.get_or_create_killswitch_state("t1", "key", "new"),
     "freeze_killswitch": lambda d, r: d.freeze_killswitch(r["unfrozen"], "admin", "why"),
     "unfreeze_killswitch": lambda d, r: d.unfreeze_killswitch(r["frozen"], "admin"),
     "acknowledge_incident": lambda d, r: d.acknowledge_incident(r["incident"]),
     "resolve_incident": lambda d, r: d.resolve_incident(r["incident"]),
     "create_demo_incident": lambda d, r: d.create_demo_incident(
-        "demo", "t1", "Demo", "killswitch_demo", "ks", "freeze", [("TRIGGERED", "x")]),
+        "t1", "demo", "Demo", "killswitch_demo", "ks", "freeze", [("TRIGGERED", "x")]),
 }
 
 
 @pytest.fixture
 def rows(hoc_coordinator, write):
     def prepare(driver):
-        unfrozen, _ = driver.get_or_create_killswitch_state("key", "cold", "t1")
-        frozen, _ = driver.get_or_create_killswitch_state("key", "hot", "t1")
+        unfrozen, _ = driver.get_or_create_killswitch_state("t1", "key", "cold")
+        frozen, _ = driver.get_or_create_killswitch_state("t1", "key", "hot")
         return unfrozen, driver.freeze_killswitch(frozen, "admin", "setup")
     unfrozen, frozen = write(prepare)
     return {"unfrozen": unfrozen, "frozen": frozen, "incident": open_incident(hoc_coordinator)}
 
 
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
-def test_every_write_is_refused_outside_a_coordinator_transaction(hoc_coordinator, rows, name):
-    before = (KillSwitchState.select().count(), Incident.select().count(),
-              [(s.id, s.is_frozen) for s in KillSwitchState.select()],
-              [(i.id, i.status) for i in Incident.select()])
+def test_every_write_is_refused_outside_a_coordinator_transaction(hoc_db, hoc_coordinator, rows,
+                                                                   name):
+    before = (KillSwitchState.select().count(hoc_db), Incident.select().count(hoc_db),
+              [(s.id, s.is_frozen) for s in KillSwitchState.select().execute(hoc_db)],
+              [(i.id, i.status) for i in Incident.select().execute(hoc_db)])
     with hoc_coordinator.transaction() as closed:
         pass
     with pytest.raises(CommitForbidden):
         MUTATIONS[name](GuardWriteDriver(closed), rows)
-    after = (KillSwitchState.select().count(), Incident.select().count(),
-             [(s.id, s.is_frozen) for s in KillSwitchState.select()],
-             [(i.id, i.status) for i in Incident.select()])
+    after = (KillSwitchState.select().count(hoc_db), Incident.select().count(hoc_db),
+             [(s.id, s.is_frozen) for s in KillSwitchState.select().execute(hoc_db)],
+             [(i.id, i.status) for i in Incident.select().execute(hoc_db)])
     assert after == before
 
 
@@ -357,4 +363,4 @@ def test_refused_transition_registers_no_invalidation(hoc_coordinator, rows):
     with hoc_coordinator.transaction() as tx:
         with pytest.raises(InvalidTransition):
             GuardWriteDriver(tx).freeze_killswitch(rows["frozen"], "x", "y")
-        assert tx.callbacks == []
+        assert tx.facts == [] and tx.callbacks == []

@@ -26,7 +26,7 @@ def claim(hoc_coordinator, clock):
     """claim(key, tenant, agent=None, fingerprint=None, **kw): one committed claim_or_get."""
     def claim(key, tenant_id, agent_id=None, fingerprint=None, **kwargs):
         with hoc_coordinator.transaction() as tx:
-            return IdempotencyWriter(tx, clock).claim_or_get(key, tenant_id, agent_id, fingerprint, **kwargs)
+            return IdempotencyWriter(tx, clock).claim_or_get(tenant_id, key, agent_id, fingerprint, **kwargs)
     return claim
 
 
@@ -35,22 +35,26 @@ def reader(hoc_db, clock):
     return IdempotencyReader(hoc_db, clock)
 
 
-def all_runs():
-    return [(r.id, r.tenant_id, r.idempotency_key) for r in Run.select().order_by(Run.created_at, Run.id)]
+@pytest.fixture
+def all_runs(hoc_db):
+    def all_runs():
+        query = Run.select().order_by(Run.created_at, Run.id)
+        return [(r.id, r.tenant_id, r.idempotency_key) for r in query.execute(hoc_db)]
+    return all_runs
 
 
 def test_an_unknown_key_does_not_exist(reader):
-    assert reader.check_idempotency("nope", "acme") == IdempotencyResult(False, None, None, False)
-    assert reader.get_existing_run("nope", "acme") is None
+    assert reader.check_idempotency("acme", "nope") == IdempotencyResult(False, None, None, False)
+    assert reader.get_existing_run("acme", "nope") is None
 
 
 def test_a_claimed_key_is_found_with_its_run(claim, reader):
     made = claim("order-7", "acme", "billing", "fp-1")
     assert made.created and made.status == "queued" and made.replaced_run_id is None
-    result = reader.check_idempotency("order-7", "acme")
+    result = reader.check_idempotency("acme", "order-7")
     assert result == IdempotencyResult(True, made.run_id, "queued", False)
     assert should_return_cached(result)
-    run = reader.get_existing_run("order-7", "acme", "billing")
+    run = reader.get_existing_run("acme", "order-7", "billing")
     assert (run.id, run.tenant_id, run.agent_id, run.request_fingerprint) == (
         made.run_id, "acme", "billing", "fp-1")
     assert run.created_at == T0 and run.created_at.tzinfo == timezone.utc
@@ -59,10 +63,10 @@ def test_a_claimed_key_is_found_with_its_run(claim, reader):
 def test_the_key_expires_exactly_when_its_age_reaches_the_ttl(claim, reader, clock):
     claim("order-7", "acme", status="succeeded")
     clock.advance(timedelta(seconds=DAY, microseconds=-1))
-    result = reader.check_idempotency("order-7", "acme")
+    result = reader.check_idempotency("acme", "order-7")
     assert not result.is_expired and should_return_cached(result)
     clock.advance(timedelta(microseconds=1))  # age == TTL: expired
-    result = reader.check_idempotency("order-7", "acme")
+    result = reader.check_idempotency("acme", "order-7")
     assert result.exists and result.is_expired and result.status == "succeeded"
     assert not should_return_cached(result)
 
@@ -70,16 +74,16 @@ def test_the_key_expires_exactly_when_its_age_reaches_the_ttl(claim, reader, clo
 def test_the_ttl_can_be_given_or_set_on_the_module(claim, hoc_db, clock, monkeypatch):
     claim("order-7", "acme")
     clock.advance(timedelta(seconds=60))
-    assert IdempotencyReader(hoc_db, clock, ttl_seconds=60).check_idempotency("order-7", "acme").is_expired
-    assert not IdempotencyReader(hoc_db, clock, ttl_seconds=61).check_idempotency("order-7", "acme").is_expired
+    assert IdempotencyReader(hoc_db, clock, ttl_seconds=60).check_idempotency("acme", "order-7").is_expired
+    assert not IdempotencyReader(hoc_db, clock, ttl_seconds=61).check_idempotency("acme", "order-7").is_expired
     monkeypatch.setattr(idempotency, "IDEMPOTENCY_TTL_SECONDS", 60)
-    assert idempotency.check_idempotency("order-7", "acme", db=hoc_db, clock=clock).is_expired
+    assert idempotency.check_idempotency(hoc_db, "acme", "order-7", clock=clock).is_expired
 
 
 def test_a_run_created_in_the_future_is_not_expired(claim, reader, clock):
     claim("order-7", "acme")
     clock.advance(timedelta(seconds=-3600))
-    assert not reader.check_idempotency("order-7", "acme").is_expired
+    assert not reader.check_idempotency("acme", "order-7").is_expired
 
 
 @pytest.mark.parametrize("environ, ttl", [({}, 86_400), ({"IDEMPOTENCY_TTL_SECONDS": "60"}, 60),
@@ -104,22 +108,22 @@ def test_should_return_cached_statuses(status, cached):
     assert not should_return_cached(IdempotencyResult(False))
 
 
-def test_tenant_a_never_sees_tenant_b_runs(claim, reader):
+def test_tenant_a_never_sees_tenant_b_runs(claim, reader, all_runs):
     a = claim("order-7", "tenant-a", fingerprint="fp-a")
     b = claim("order-7", "tenant-b", fingerprint="fp-b")  # same key, other tenant: no conflict
     assert a.created and b.created and a.run_id != b.run_id
-    assert reader.check_idempotency("order-7", "tenant-a").run_id == a.run_id
-    assert reader.check_idempotency("order-7", "tenant-b").run_id == b.run_id
-    assert reader.get_existing_run("order-7", "tenant-b").id == b.run_id
-    assert not reader.check_idempotency("order-7", "tenant-c").exists
-    assert reader.get_existing_run("order-7", "tenant-c") is None
+    assert reader.check_idempotency("tenant-a", "order-7").run_id == a.run_id
+    assert reader.check_idempotency("tenant-b", "order-7").run_id == b.run_id
+    assert reader.get_existing_run("tenant-b", "order-7").id == b.run_id
+    assert not reader.check_idempotency("tenant-c", "order-7").exists
+    assert reader.get_existing_run("tenant-c", "order-7") is None
     assert len(all_runs()) == 2
 
 
 @pytest.mark.parametrize("tenant_id", [None, "", "  "])
-def test_the_tenant_is_mandatory(reader, claim, tenant_id):
-    for call in (lambda: reader.get_existing_run("k", tenant_id),
-                 lambda: reader.check_idempotency("k", tenant_id),
+def test_the_tenant_is_mandatory(reader, claim, tenant_id, all_runs):
+    for call in (lambda: reader.get_existing_run(tenant_id, "k"),
+                 lambda: reader.check_idempotency(tenant_id, "k"),
                  lambda: claim("k", tenant_id)):
         with pytest.raises(ValueError, match="tenant_id is required"):
             call()
@@ -128,9 +132,9 @@ def test_the_tenant_is_mandatory(reader, claim, tenant_id):
 
 @pytest.mark.parametrize("key, message", [("", "idempotency key is required"), (None, "is required"),
                                           ("k" * 256, "too long")])
-def test_bad_keys_are_rejected(reader, claim, key, message):
+def test_bad_keys_are_rejected(reader, claim, key, message, all_runs):
     with pytest.raises(ValueError, match=message):
-        reader.check_idempotency(key, "acme")
+        reader.check_idempotency("acme", key)
     with pytest.raises(ValueError, match=message):
         claim(key, "acme")
     assert all_runs() == []
@@ -138,12 +142,12 @@ def test_bad_keys_are_rejected(reader, claim, key, message):
 
 def test_the_agent_narrows_lookups(claim, reader):
     made = claim("order-7", "acme", "billing")
-    assert reader.get_existing_run("order-7", "acme", "support") is None
-    assert not reader.check_idempotency("order-7", "acme", "support").exists
-    assert reader.check_idempotency("order-7", "acme", "billing").run_id == made.run_id
+    assert reader.get_existing_run("acme", "order-7", "support") is None
+    assert not reader.check_idempotency("acme", "order-7", "support").exists
+    assert reader.check_idempotency("acme", "order-7", "billing").run_id == made.run_id
 
 
-def test_claiming_again_returns_the_same_run(claim):
+def test_claiming_again_returns_the_same_run(claim, all_runs):
     first = claim("order-7", "acme", "billing", "fp-1")
     again = claim("order-7", "acme", "billing", "fp-1")
     without_details = claim("order-7", "acme")
@@ -152,7 +156,7 @@ def test_claiming_again_returns_the_same_run(claim):
     assert len(all_runs()) == 1
 
 
-def test_a_different_fingerprint_is_a_conflict_and_writes_nothing(claim):
+def test_a_different_fingerprint_is_a_conflict_and_writes_nothing(claim, all_runs):
     first = claim("order-7", "acme", "billing", "fp-1")
     with pytest.raises(IdempotencyConflict, match="already used for a different request") as caught:
         claim("order-7", "acme", "billing", "fp-2")
@@ -172,7 +176,7 @@ def test_another_agent_is_a_conflict(claim):
         claim("order-7", "acme", "support")
 
 
-def test_an_expired_claim_is_replaced_by_a_new_run(claim, reader, clock):
+def test_an_expired_claim_is_replaced_by_a_new_run(claim, reader, clock, hoc_db):
     old = claim("order-7", "acme", "billing", "fp-1", status="succeeded")
     clock.advance(timedelta(seconds=DAY - 1))
     with pytest.raises(IdempotencyConflict):
@@ -180,8 +184,8 @@ def test_an_expired_claim_is_replaced_by_a_new_run(claim, reader, clock):
     clock.advance(timedelta(seconds=1))
     new = claim("order-7", "acme", "billing", "fp-2")
     assert new.created and new.replaced_run_id == old.run_id and new.run_id != old.run_id
-    assert reader.check_idempotency("order-7", "acme") == IdempotencyResult(True, new.run_id, "queued", False)
-    released = Run.get_by_id(old.run_id)
+    assert reader.check_idempotency("acme", "order-7") == IdempotencyResult(True, new.run_id, "queued", False)
+    released = Run.select().where(Run.id == old.run_id).get(hoc_db)
     assert released.idempotency_key is None and released.status == "succeeded"
     assert released.updated_at == clock.now
     assert claim("order-7", "acme", "billing", "fp-2").run_id == new.run_id
@@ -190,11 +194,11 @@ def test_an_expired_claim_is_replaced_by_a_new_run(claim, reader, clock):
 def test_claim_takes_a_status_and_a_run_id(claim, reader):
     made = claim("order-7", "acme", status="running", run_id="run-0007")
     assert made.run_id == "run-0007"
-    assert reader.check_idempotency("order-7", "acme").status == "running"
+    assert reader.check_idempotency("acme", "order-7").status == "running"
 
 
 @pytest.mark.parametrize("status", ["bogus", "QUEUED", "", None, 5])
-def test_claim_refuses_an_unknown_status(claim, status):
+def test_claim_refuses_an_unknown_status(claim, status, all_runs):
     with pytest.raises(ValueError, match="unknown run status"):
         claim("order-7", "acme", status=status)
     assert all_runs() == []
@@ -202,29 +206,34 @@ def test_claim_refuses_an_unknown_status(claim, status):
 
 
 @pytest.mark.parametrize("ttl", ["x", float("nan"), 1.5, True, 0, -1, 2**70])
-def test_a_bad_ttl_argument_is_refused(hoc_coordinator, hoc_db, clock, ttl):
+def test_a_bad_ttl_argument_is_refused(hoc_coordinator, hoc_db, clock, ttl, all_runs):
     with hoc_coordinator.transaction() as tx:
         with pytest.raises(ValueError, match="ttl_seconds must be a whole number of seconds"):
-            idempotency.claim_or_get(tx, "order-7", "acme", clock=clock, ttl_seconds=ttl)
+            idempotency.claim_or_get(tx, "acme", "order-7", clock=clock, ttl_seconds=ttl)
     with pytest.raises(ValueError, match="ttl_seconds must be a whole number of seconds"):
-        idempotency.check_idempotency("order-7", "acme", db=hoc_db, clock=clock, ttl_seconds=ttl)
+        idempotency.check_idempotency(hoc_db, "acme", "order-7", clock=clock, ttl_seconds=ttl)
     assert all_runs() == []
 
 
-def test_claiming_is_refused_outside_a_coordinator_transaction(hoc_db, clock):
-    with pytest.raises(CommitForbidden, match="no coordinator transaction"):
-        IdempotencyWriter(hoc_db, clock).claim_or_get("order-7", "acme")
+def test_claiming_is_refused_outside_a_coordinator_transaction(hoc_coordinator, hoc_db, clock, all_runs):
+    with hoc_coordinator.transaction() as closed:
+        pass
+    with pytest.raises(CommitForbidden, match="transaction has already ended"):
+        IdempotencyWriter(closed, clock).claim_or_get("acme", "order-7")
     with pytest.raises(CommitForbidden):
-        idempotency.claim_or_get(hoc_db, "order-7", "acme", clock=clock)
+        idempotency.claim_or_get(closed, "acme", "order-7", clock=clock)
+    with pytest.raises(TypeError, match="a writer takes the coordinator's transaction first"):
+        idempotency.claim_or_get(hoc_db, "acme", "order-7", clock=clock)
     assert all_runs() == []
 
 
 def test_the_module_functions(hoc_coordinator, hoc_db, clock):
     with hoc_coordinator.transaction() as tx:
-        made = idempotency.claim_or_get(tx, "order-7", "acme", "billing", "fp-1", clock=clock)
-    assert idempotency.get_existing_run("order-7", "acme", db=hoc_db).id == made.run_id
-    assert idempotency.get_existing_run("order-7", "acme").id == made.run_id  # the bound database
-    result = idempotency.check_idempotency("order-7", "acme", clock=clock)
+        made = idempotency.claim_or_get(tx, "acme", "order-7", "billing", "fp-1", clock=clock)
+    assert idempotency.get_existing_run(hoc_db, "acme", "order-7").id == made.run_id
+    with pytest.raises(TypeError, match="a reader takes the database first"):
+        idempotency.get_existing_run(None, "acme", "order-7")  # no bound database to fall back on
+    result = idempotency.check_idempotency(hoc_db, "acme", "order-7", clock=clock)
     assert result.to_dict() == {"exists": True, "run_id": made.run_id, "status": "queued", "is_expired": False}
     assert made.to_dict() == {"run_id": made.run_id, "status": "queued", "created": True,
                               "replaced_run_id": None}
@@ -247,7 +256,7 @@ def _claim_in_own_process(path, barrier, results):
     barrier.wait(timeout=30)
     try:
         with coordinator.transaction() as tx:
-            made = idempotency.claim_or_get(tx, "order-7", "acme", "billing", "fp-1")
+            made = idempotency.claim_or_get(tx, "acme", "order-7", "billing", "fp-1")
         results.put((made.run_id, made.created))
     except Exception as exc:
         results.put(("error", repr(exc)))
@@ -255,7 +264,7 @@ def _claim_in_own_process(path, barrier, results):
         db.close()
 
 
-def test_eight_processes_claiming_one_key_create_one_run(hoc_db):
+def test_eight_processes_claiming_one_key_create_one_run(hoc_db, all_runs):
     processes_count = 8
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(processes_count), context.Queue()

@@ -16,15 +16,19 @@ from hoc_drivers.testing import run_at_once
 ART, SIG = "prediction_events", "high_operator_access"
 
 
-def emit(coordinator, evidence=None, **kwargs):
+def emit_in(tx, evidence=None, **kwargs):
     kwargs.setdefault("detected_by", "ops")
-    return ledger.emit_signal(coordinator, kwargs.pop("artifact", ART),
-                              kwargs.pop("signal_type", SIG),
+    return ledger.emit_signal(tx, kwargs.pop("artifact", ART), kwargs.pop("signal_type", SIG),
                               {"n": 1} if evidence is None else evidence, **kwargs)
 
 
+def emit(coordinator, evidence=None, **kwargs):
+    with coordinator.transaction() as tx:
+        return emit_in(tx, evidence, **kwargs)
+
+
 def only_signal(coordinator):
-    signals = ledger.get_signals(coordinator, limit=None)
+    signals = ledger.get_signals(coordinator.db, limit=None)
     assert len(signals) == 1
     return signals[0]
 
@@ -50,7 +54,7 @@ def test_phase_and_environment_come_from_the_environment_unless_given(hoc_coordi
     emit(hoc_coordinator, artifact="a1")
     emit(hoc_coordinator, artifact="a2", phase="B", environment="")
     phases = {s["artifact"]: (s["phase"], s["environment"])
-              for s in ledger.get_signals(hoc_coordinator)}
+              for s in ledger.get_signals(hoc_coordinator.db)}
     assert phases == {"a1": ("D", "staging"), "a2": ("B", "")}
 
 
@@ -82,8 +86,8 @@ def test_confidence_is_kept_when_the_new_one_is_none(hoc_coordinator):
 
 def test_a_status_set_by_a_human_survives_new_emits(hoc_coordinator):
     emit(hoc_coordinator)
-    with hoc_coordinator.transaction():
-        DiscoveryLedgerEntry.update(status="ignored").execute()
+    with hoc_coordinator.transaction() as tx:
+        DiscoveryLedgerEntry.update(status="ignored").execute(tx.db)
     emit(hoc_coordinator)
     signal = only_signal(hoc_coordinator)
     assert (signal["status"], signal["seen_count"]) == ("ignored", 2)
@@ -95,7 +99,7 @@ def test_null_field_keys_aggregate_apart_from_named_fields(hoc_coordinator):
     emit(hoc_coordinator, field="score")
     emit(hoc_coordinator, field="score")
     emit(hoc_coordinator, field="other")
-    counts = {s["field"]: s["seen_count"] for s in ledger.get_signals(hoc_coordinator)}
+    counts = {s["field"]: s["seen_count"] for s in ledger.get_signals(hoc_coordinator.db)}
     assert counts == {None: 3, "score": 2, "other": 1}
 
 
@@ -112,16 +116,16 @@ def test_emit_is_one_upsert_statement(hoc_db, hoc_coordinator):
     try:
         emit(hoc_coordinator)
         own = list(statements)
-        with hoc_coordinator.transaction():
+        with hoc_coordinator.transaction() as tx:
             statements.clear()
-            emit(hoc_coordinator, field="f")
+            emit_in(tx, field="f")
             joined = list(statements)
     finally:
         hoc_db.connection().set_trace_callback(None)
     verbs = [s.split()[0] for s in own]
-    assert verbs == ["BEGIN", "INSERT", "COMMIT"]
+    assert verbs == ["BEGIN", "SAVEPOINT", "INSERT", "RELEASE", "COMMIT"]
     assert [s.split()[0] for s in joined] == ["SAVEPOINT", "INSERT", "RELEASE"]
-    for upsert in (own[1], joined[1]):
+    for upsert in (own[2], joined[1]):
         assert upsert.startswith('INSERT INTO "discovery_ledger"') and "ON CONFLICT" in upsert
 
 
@@ -132,21 +136,21 @@ def test_emit_in_a_rolled_back_transaction_is_gone(hoc_coordinator):
             emit(hoc_coordinator)
             emit(hoc_coordinator, artifact="other")
             raise RuntimeError
-    assert [(s["artifact"], s["seen_count"]) for s in ledger.get_signals(hoc_coordinator)] == [
+    assert [(s["artifact"], s["seen_count"]) for s in ledger.get_signals(hoc_coordinator.db)] == [
         (ART, 1)]
 
 
 def test_storage_failure_returns_none_and_leaves_the_caller_transaction_usable(hoc_coordinator,
                                                                               caplog):
     with hoc_coordinator.transaction() as tx:
-        Run.insert(id="run-1", tenant_id="t").execute()
+        Run.insert(id="run-1", tenant_id="t").execute(tx.db)
         tx.db.execute_sql("DROP TABLE discovery_ledger")
         with caplog.at_level(logging.WARNING, logger="hoc_drivers.ledger"):
-            assert emit(hoc_coordinator) is None
+            assert emit_in(tx) is None
         assert "discovery signal" in caplog.text
-        assert ledger.get_signals(hoc_coordinator) == []
-        Run.insert(id="run-2", tenant_id="t").execute()
-    assert Run.select().count() == 2
+        assert ledger.get_signals(tx.db) == []
+        Run.insert(id="run-2", tenant_id="t").execute(tx.db)
+    assert Run.select().count(hoc_coordinator.db) == 2
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -168,7 +172,7 @@ def test_invalid_input_is_a_value_error_and_writes_nothing(hoc_coordinator, kwar
     evidence = kwargs.pop("evidence", {"n": 1})
     with pytest.raises(ValueError, match=message):
         emit(hoc_coordinator, evidence, **kwargs)
-    assert ledger.get_signals(hoc_coordinator) == []
+    assert ledger.get_signals(hoc_coordinator.db) == []
 
 
 @pytest.mark.parametrize("confidence", [0, 1, 0.5])
@@ -184,17 +188,17 @@ def test_get_signals_orders_by_seen_count_then_last_seen_and_filters(hoc_coordin
     with freeze_time("2026-03-02"):
         emit(hoc_coordinator, artifact="twice", signal_type="dominant_field")
         emit(hoc_coordinator, artifact="once-new")
-    with hoc_coordinator.transaction():
+    with hoc_coordinator.transaction() as tx:
         DiscoveryLedgerEntry.update(status="promoted").where(
-            DiscoveryLedgerEntry.artifact == "once-new").execute()
-    order = [s["artifact"] for s in ledger.get_signals(hoc_coordinator)]
+            DiscoveryLedgerEntry.artifact == "once-new").execute(tx.db)
+    order = [s["artifact"] for s in ledger.get_signals(hoc_coordinator.db)]
     assert order == ["twice", "once-new", "once-old"]
-    assert [s["artifact"] for s in ledger.get_signals(hoc_coordinator, limit=2)] == order[:2]
-    assert [s["artifact"] for s in ledger.get_signals(hoc_coordinator, artifact="once-old")] == [
+    assert [s["artifact"] for s in ledger.get_signals(hoc_coordinator.db, limit=2)] == order[:2]
+    assert [s["artifact"] for s in ledger.get_signals(hoc_coordinator.db, artifact="once-old")] == [
         "once-old"]
     assert [s["artifact"] for s in ledger.get_signals(
-        hoc_coordinator, signal_type="dominant_field")] == ["twice"]
-    assert [s["artifact"] for s in ledger.get_signals(hoc_coordinator, status="promoted")] == [
+        hoc_coordinator.db, signal_type="dominant_field")] == ["twice"]
+    assert [s["artifact"] for s in ledger.get_signals(hoc_coordinator.db, status="promoted")] == [
         "once-new"]
 
 
@@ -202,9 +206,9 @@ def test_get_signals_orders_by_seen_count_then_last_seen_and_filters(hoc_coordin
 def test_get_signals_refuses_a_bad_limit(hoc_coordinator, limit):
     emit(hoc_coordinator, artifact="a")
     with pytest.raises(ValueError, match="limit must be an integer from 1 to 10000 or None"):
-        ledger.get_signals(hoc_coordinator, limit=limit)
-    assert len(ledger.get_signals(hoc_coordinator, limit=10_000)) == 1
-    assert len(ledger.get_signals(hoc_coordinator, limit=None)) == 1
+        ledger.get_signals(hoc_coordinator.db, limit=limit)
+    assert len(ledger.get_signals(hoc_coordinator.db, limit=10_000)) == 1
+    assert len(ledger.get_signals(hoc_coordinator.db, limit=None)) == 1
 
 
 def _emit_many_in_child(path, barrier):

@@ -41,7 +41,7 @@ def _child_until_killed(path, trial, kill_at_statement, kill_in_publish, report_
     transaction = RunCompletionTransaction(coordinator)
     for i in range(RUNS_PER_CHILD):
         run_id = f"t{trial}-r{i}"
-        transaction.execute(run_id, "tenant", "failed", error_message="AGENT_CRASH")
+        transaction.execute("tenant", run_id, "failed", error_message="AGENT_CRASH")
         os.write(report_fd, f"{run_id}\n".encode())
     os._exit(0)
 
@@ -93,7 +93,7 @@ def _complete_many(path, worker, count, queue):
     errors = []
     for i in range(count):
         try:
-            transaction.execute(f"w{worker}-{i}", f"tenant-{worker}", "failed",
+            transaction.execute(f"tenant-{worker}", f"w{worker}-{i}", "failed",
                                 error_message="EXECUTION_TIMEOUT")
         except Exception as exc:  # collected and asserted empty by the parent
             errors.append(repr(exc))

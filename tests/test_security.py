@@ -35,13 +35,14 @@ def seed_tenant(coordinator, tenant):
         incident = cross_domain.create_incident_from_cost_anomaly(
             tx, tenant, f"anomaly-{tenant}", "USER_SPIKE", "HIGH", 5000, 1000)
         writer = GuardWriteDriver(tx)
-        state, _ = writer.get_or_create_killswitch_state("tenant", tenant, tenant)
+        state, _ = writer.get_or_create_killswitch_state(tenant, "tenant", tenant)
         writer.freeze_killswitch(state, "ops", "test")
-        claim = claim_or_get(tx, "shared-key", tenant)
-        WorkerWriteService(tx).upsert_worker_run(f"worker-{tenant}", tenant, {"status": "queued"})
-    RunCompletionTransaction(coordinator).execute(f"run-{tenant}", tenant, "failed")
-    decisions.emit_policy_decision(coordinator, f"run-{tenant}", "p", evaluated=True,
-                                   violated=True, tenant_id=tenant)
+        claim = claim_or_get(tx, tenant, "shared-key")
+        WorkerWriteService(tx).upsert_worker_run(tenant, f"worker-{tenant}", {"status": "queued"})
+    RunCompletionTransaction(coordinator).execute(tenant, f"run-{tenant}", "failed")
+    with coordinator.transaction() as tx:
+        decisions.emit_policy_decision(tx, tenant, f"run-{tenant}", "p", evaluated=True,
+                                       violated=True)
     return {"incident": incident, "run": claim.run_id, "worker": f"worker-{tenant}"}
 
 
@@ -52,10 +53,10 @@ def test_tenants_never_see_each_other_through_the_read_apis(hoc_db, hoc_coordina
     assert {i.tenant_id for i in guard.list_incidents("tenant-a")} == {"tenant-a"}
     assert guard.get_incident("tenant-a", b["incident"]) is None
     assert guard.get_killswitch_state("tenant-a", "tenant", "tenant-b") is None
-    assert IdempotencyReader(hoc_db).check_idempotency("shared-key", "tenant-a").run_id == a["run"]
+    assert IdempotencyReader(hoc_db).check_idempotency("tenant-a", "shared-key").run_id == a["run"]
     assert a["run"] != b["run"]
-    assert {d.tenant_id for d in decisions.list_decisions(hoc_coordinator, "tenant-a")} == {"tenant-a"}
-    assert WorkerRunReader(hoc_db).get_worker_run(b["worker"], "tenant-a") is None
+    assert {d.tenant_id for d in decisions.list_decisions(hoc_db, "tenant-a")} == {"tenant-a"}
+    assert WorkerRunReader(hoc_db).get_worker_run("tenant-a", b["worker"]) is None
     with hoc_coordinator.transaction() as tx:
         GuardWriteDriver(tx).unfreeze_killswitch(
             guard.get_killswitch_state("tenant-b", "tenant", "tenant-b"), "ops")
@@ -94,16 +95,16 @@ def test_injection_strings_are_stored_verbatim_and_harmless(hoc_db, hoc_coordina
                                                                error_message=evil)
     with hoc_coordinator.transaction() as tx:
         incident = cross_domain.create_incident_from_cost_anomaly(tx, evil, evil, evil, evil, 10, 1)
-        GovernanceSignalWriter(tx).record_signal("MANUAL_OVERRIDE", evil, "BLOCKED", evil, evil)
+        GovernanceSignalWriter(tx).record_signal(evil, "MANUAL_OVERRIDE", "BLOCKED", evil, evil)
         claim = claim_or_get(tx, evil, evil, evil, evil)
-    ledger.emit_signal(hoc_coordinator, evil, evil, {evil: evil}, evil, field=evil)
+        ledger.emit_signal(tx, evil, evil, {evil: evil}, evil, field=evil)
     guard = GuardReader(hoc_db)
     stored = guard.get_incident(evil, result.incident_result.result_id)
     assert (stored.tenant_id, stored.source_run_id, stored.error_message) == (evil, evil, evil)
     assert guard.get_incident(evil, incident).trigger_value is not None
     assert GovernanceSignalReader(hoc_db).get_active_signals(evil)[0].reason == evil
     assert IdempotencyReader(hoc_db).check_idempotency(evil, evil).run_id == claim.run_id
-    signal = ledger.get_signals(hoc_coordinator, artifact=evil)[0]
+    signal = ledger.get_signals(hoc_db, artifact=evil)[0]
     assert (signal["field"], signal["evidence"]) == (evil, {evil: evil})
     assert schema_of(hoc_db.database) == before
     assert [i.tenant_id for i in guard.list_incidents("tenant-x")] == []

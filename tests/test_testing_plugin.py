@@ -11,12 +11,12 @@ DOWNSTREAM_TESTS = textwrap.dedent('''
 
     @pytest.mark.parametrize("n", range(100))
     def test_run_completion(hoc_coordinator, hoc_publisher, hoc_no_stray_commits, n):
-        RunCompletionTransaction(hoc_coordinator).execute(f"run-{n}", "acme", "failed")
+        RunCompletionTransaction(hoc_coordinator).execute("acme", f"run-{n}", "failed")
         assert hoc_publisher.published[0][0] == "run.completed"
 
     @pytest.mark.parametrize("n", range(50))
     def test_in_memory(hoc_memory_db, n):
-        assert Run.select().count() == 0
+        assert Run.select().count(hoc_memory_db) == 0
 
     @pytest.mark.parametrize("n", range(50))
     def test_cache_ttl(hoc_guard_cache, hoc_clock, n):

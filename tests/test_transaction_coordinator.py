@@ -4,23 +4,29 @@ import sqlite3
 import pytest
 
 from hoc_drivers.models.runs import Event, Incident, PreventionRecord, Run, Trace
+from hoc_drivers.run_completion import classify_failure
 from hoc_drivers.transaction_coordinator import (
-    RunCompletionTransaction, TransactionFailed, TransactionPhase, classify_failure,
-    create_transaction_coordinator)
+    RunCompletionTransaction, TransactionCoordinator, TransactionFailed, TransactionPhase,
+    create_transaction_coordinator, get_transaction_coordinator)
 
 
-def count(model):
-    return model.select().count()
+def count(model, db):
+    return model.select().count(db)
 
 
-def test_exception_rolls_back_every_write_and_publishes_nothing(hoc_coordinator, hoc_publisher):
+def by_id(model, db, key):
+    return model.select().where(model._meta.primary_key == key).get(db)
+
+
+def test_exception_rolls_back_every_write_and_publishes_nothing(hoc_db, hoc_coordinator,
+                                                                hoc_publisher):
     with pytest.raises(RuntimeError):
         with hoc_coordinator.transaction() as tx:
-            Run.insert(id="r1", tenant_id="t1").execute()
-            Trace.insert(trace_id="tr1", tenant_id="t1", run_id="r1").execute()
+            Run.insert(id="r1", tenant_id="t1").execute(tx.db)
+            Trace.insert(trace_id="tr1", tenant_id="t1", run_id="r1").execute(tx.db)
             tx.publish("run.completed", {"run_id": "r1"}, "t1")
             raise RuntimeError("boom")
-    assert (count(Run), count(Trace), count(Event)) == (0, 0, 0)
+    assert (count(Run, hoc_db), count(Trace, hoc_db), count(Event, hoc_db)) == (0, 0, 0)
     assert list(hoc_publisher.published) == []
 
 
@@ -33,7 +39,7 @@ def test_callbacks_run_after_commit_and_never_after_rollback(hoc_db, hoc_coordin
         other.close()
 
     with hoc_coordinator.transaction() as tx:
-        Run.insert(id="r1", tenant_id="t1").execute()
+        Run.insert(id="r1", tenant_id="t1").execute(tx.db)
         tx.on_commit(visible_elsewhere)
         assert seen == []
     assert seen == [1]  # ran after COMMIT: another connection already sees the row
@@ -54,40 +60,40 @@ def test_failing_callback_is_recorded_and_does_not_hide_the_others(hoc_coordinat
     assert isinstance(tx.callback_errors[0], ZeroDivisionError)
 
 
-def test_nested_transaction_joins_the_outer_one(hoc_coordinator):
+def test_nested_transaction_joins_the_outer_one(hoc_db, hoc_coordinator):
     with hoc_coordinator.transaction() as outer:
         with hoc_coordinator.transaction() as inner:
             assert inner is outer
-            Run.insert(id="r1", tenant_id="t1").execute()
+            Run.insert(id="r1", tenant_id="t1").execute(inner.db)
         with pytest.raises(KeyError):
             with hoc_coordinator.transaction() as inner:
-                Run.insert(id="r2", tenant_id="t1").execute()
+                Run.insert(id="r2", tenant_id="t1").execute(inner.db)
                 inner.on_commit(lambda: pytest.fail("callback of a rolled-back savepoint ran"))
                 raise KeyError
         # nothing is committed before the outer block ends
         assert hoc_coordinator.current() is outer
-    assert [r.id for r in Run.select()] == ["r1"]
+    assert [r.id for r in Run.select().execute(hoc_db)] == ["r1"]
 
 
-def test_savepoint_undoes_only_its_own_writes(hoc_coordinator):
+def test_savepoint_undoes_only_its_own_writes(hoc_db, hoc_coordinator):
     with hoc_coordinator.transaction() as tx:
-        Run.insert(id="kept", tenant_id="t1").execute()
+        Run.insert(id="kept", tenant_id="t1").execute(tx.db)
         with pytest.raises(RuntimeError):
             with tx.savepoint():
-                Run.insert(id="undone", tenant_id="t1").execute()
+                Run.insert(id="undone", tenant_id="t1").execute(tx.db)
                 raise RuntimeError
-    assert [r.id for r in Run.select()] == ["kept"]
+    assert [r.id for r in Run.select().execute(hoc_db)] == ["kept"]
 
 
 def failed_run(coordinator, run_id="run-0001", **kwargs):
     return RunCompletionTransaction(coordinator).execute(
-        run_id, "t1", "failed", error_message="worker hit AGENT_CRASH", **kwargs)
+        "t1", run_id, "failed", error_message="worker hit AGENT_CRASH", **kwargs)
 
 
 def test_failed_run_writes_incident_policy_and_trace_atomically(hoc_db, hoc_coordinator,
                                                                  hoc_publisher):
     with hoc_coordinator.transaction():
-        Trace.insert(trace_id="tr1", tenant_id="t1", run_id="run-0001").execute()
+        Trace.insert(trace_id="tr1", tenant_id="t1", run_id="run-0001").execute(hoc_db)
     visible_at_publish = []
     hoc_publisher.subscribe("incident.created", lambda topic, payload: visible_at_publish.append(
         sqlite3.connect(hoc_db.database).execute(
@@ -97,15 +103,15 @@ def test_failed_run_writes_incident_policy_and_trace_atomically(hoc_db, hoc_coor
 
     assert result.phase is TransactionPhase.EVENTS_PUBLISHED
     assert result.is_complete() and result.all_domains_succeeded()
-    incident = Incident.get_by_id(result.incident_result.result_id)
+    incident = by_id(Incident, hoc_db, result.incident_result.result_id)
     assert (incident.title, incident.severity, incident.category, incident.status) == (
         "Agent Crash: Run run-0001...", "critical", "EXECUTION_FAILURE", "open")
     assert incident.description == "Run run-0001 failed with error: AGENT_CRASH"
     assert (incident.trigger_type, incident.source_type, incident.impact_scope) == (
         "run_failure", "run", "single_run")
-    policy = PreventionRecord.get_by_id(result.policy_result.result_id)
+    policy = by_id(PreventionRecord, hoc_db, result.policy_result.result_id)
     assert (policy.outcome, policy.signature_match_confidence) == ("not_applicable", 0.0)
-    trace = Trace.get_by_id("tr1")
+    trace = by_id(Trace, hoc_db, "tr1")
     assert (trace.status, trace.incident_id) == ("failed", incident.id)
     assert trace.completed_at is not None
     assert visible_at_publish == [1]  # published only after COMMIT
@@ -118,44 +124,45 @@ def test_failed_run_writes_incident_policy_and_trace_atomically(hoc_db, hoc_coor
                                             "outcome": "failed"}
     assert payloads["policy.evaluated"] == {"run_id": "run-0001", "policy_id": policy.id,
                                             "outcome": "failed"}
-    assert Event.select().count() == 3
+    assert Event.select().count(hoc_db) == 3
 
 
-def test_injected_failure_at_trace_step_leaves_nothing(hoc_coordinator, hoc_publisher):
+def test_injected_failure_at_trace_step_leaves_nothing(hoc_db, hoc_coordinator, hoc_publisher):
     def broken_trace_store(*args):
         raise OSError("trace store unavailable")
 
     transaction = RunCompletionTransaction(hoc_coordinator, trace_completer=broken_trace_store)
     with pytest.raises(TransactionFailed) as failure:
-        transaction.execute("run-0002", "t1", "failed", error_message="STEP_FAILURE", trace_id="tr9")
+        transaction.execute("t1", "run-0002", "failed", error_message="STEP_FAILURE", trace_id="tr9")
     assert failure.value.phase is TransactionPhase.POLICY_EVALUATED
     assert isinstance(failure.value.cause, OSError)
     assert failure.value.partial_results["phase"] == "ROLLED_BACK"
-    assert (count(Incident), count(PreventionRecord), count(Event)) == (0, 0, 0)
+    assert (count(Incident, hoc_db), count(PreventionRecord, hoc_db),
+            count(Event, hoc_db)) == (0, 0, 0)
     assert list(hoc_publisher.published) == []
 
 
-def test_missing_trace_is_a_failed_domain_result_not_fatal(hoc_coordinator):
+def test_missing_trace_is_a_failed_domain_result_not_fatal(hoc_db, hoc_coordinator):
     result = failed_run(hoc_coordinator, trace_id="no-such-trace")
     assert result.is_complete() and not result.all_domains_succeeded()
     assert "not found" in result.trace_result.error
-    assert count(Incident) == 1
+    assert count(Incident, hoc_db) == 1
 
 
-def test_completing_a_run_twice_keeps_one_incident_and_one_policy_row(hoc_coordinator):
+def test_completing_a_run_twice_keeps_one_incident_and_one_policy_row(hoc_db, hoc_coordinator):
     first = failed_run(hoc_coordinator)
     second = failed_run(hoc_coordinator)
     assert first.incident_result.result_id == second.incident_result.result_id
-    assert (count(Incident), count(PreventionRecord)) == (1, 1)
+    assert (count(Incident, hoc_db), count(PreventionRecord, hoc_db)) == (1, 1)
     assert second.events_published == ["run.completed", "policy.evaluated"]
 
 
-def test_trace_of_another_tenant_is_not_touched(hoc_coordinator):
+def test_trace_of_another_tenant_is_not_touched(hoc_db, hoc_coordinator):
     with hoc_coordinator.transaction():
-        Trace.insert(trace_id="tr1", tenant_id="other", run_id="r").execute()
+        Trace.insert(trace_id="tr1", tenant_id="other", run_id="r").execute(hoc_db)
     result = failed_run(hoc_coordinator, trace_id="tr1")
     assert not result.trace_result.success
-    assert Trace.get_by_id("tr1").status == "running"
+    assert by_id(Trace, hoc_db, "tr1").status == "running"
 
 
 @pytest.mark.parametrize("status, outcome, confidence, incident", [
@@ -165,11 +172,12 @@ def test_trace_of_another_tenant_is_not_touched(hoc_coordinator):
     ("halted", "advisory", 0.0, False), ("blocked", "advisory", 0.0, False),
     ("cancelled", "not_applicable", 0.0, False),
 ])
-def test_policy_outcome_and_incident_rule(hoc_coordinator, status, outcome, confidence, incident):
-    result = RunCompletionTransaction(hoc_coordinator).execute("run-x", "t1", status)
-    policy = PreventionRecord.get_by_id(result.policy_result.result_id)
+def test_policy_outcome_and_incident_rule(hoc_db, hoc_coordinator, status, outcome, confidence,
+                                          incident):
+    result = RunCompletionTransaction(hoc_coordinator).execute("t1", "run-x", status)
+    policy = by_id(PreventionRecord, hoc_db, result.policy_result.result_id)
     assert (policy.outcome, policy.signature_match_confidence) == (outcome, confidence)
-    assert (count(Incident) == 1) is incident
+    assert (count(Incident, hoc_db) == 1) is incident
 
 
 @pytest.mark.parametrize("code, message, expected, severity, title, category", [
@@ -188,31 +196,31 @@ def test_policy_outcome_and_incident_rule(hoc_coordinator, status, outcome, conf
     (None, "retry_exhausted", "RETRY_EXHAUSTED", "medium", "Run Failed", "EXECUTION_FAILURE"),
     (None, "", "UNKNOWN", "medium", "Run Failed", "EXECUTION_FAILURE"),
 ])
-def test_failure_classification(hoc_coordinator, code, message, expected, severity, title,
-                                category):
+def test_failure_classification(hoc_db, hoc_coordinator, code, message, expected, severity,
+                                title, category):
     assert classify_failure(code, message) == expected
     result = RunCompletionTransaction(hoc_coordinator).execute(
-        "abcdefgh-123", "t1", "failed", agent_id="agent-7", error_code=code, error_message=message)
-    incident = Incident.get_by_id(result.incident_result.result_id)
+        "t1", "abcdefgh-123", "failed", agent_id="agent-7", error_code=code, error_message=message)
+    incident = by_id(Incident, hoc_db, result.incident_result.result_id)
     assert (incident.error_code, incident.severity, incident.category) == (expected, severity,
                                                                           category)
     assert incident.title == f"{title}: Run abcdefgh..."
     assert (incident.affected_agent_id, incident.error_message) == ("agent-7", message)
 
 
-def test_skip_events_commits_without_events(hoc_coordinator, hoc_publisher):
+def test_skip_events_commits_without_events(hoc_db, hoc_coordinator, hoc_publisher):
     result = failed_run(hoc_coordinator, skip_events=True)
     assert result.phase is TransactionPhase.COMMITTED and result.events_published == []
-    assert count(Event) == 0 and list(hoc_publisher.published) == []
+    assert count(Event, hoc_db) == 0 and list(hoc_publisher.published) == []
 
 
-def test_publisher_failure_keeps_the_commit(hoc_coordinator, hoc_publisher):
+def test_publisher_failure_keeps_the_commit(hoc_db, hoc_coordinator, hoc_publisher):
     def broken(topic, payload):
         raise ConnectionError("bus down")
     hoc_publisher.publish = broken
     result = failed_run(hoc_coordinator)
     assert result.phase is TransactionPhase.COMMITTED and result.events_published == []
-    assert count(Incident) == 1
+    assert count(Incident, hoc_db) == 1
 
 
 def test_events_left_unpublished_by_a_crash_are_published_by_flush(hoc_db, hoc_coordinator,
@@ -224,12 +232,12 @@ def test_events_left_unpublished_by_a_crash_are_published_by_flush(hoc_db, hoc_c
     raw.close()
     assert hoc_coordinator.flush_outbox() == 1
     assert list(hoc_publisher.published) == [("run.completed", {"run_id": "r"})]
-    assert Event.get_by_id("e1").published_at is not None
+    assert by_id(Event, hoc_db, "e1").published_at is not None
 
 
 def test_tenant_is_required(hoc_coordinator):
     with pytest.raises(ValueError, match="tenant_id"):
-        RunCompletionTransaction(hoc_coordinator).execute("r", "", "failed")
+        RunCompletionTransaction(hoc_coordinator).execute("", "r", "failed")
 
 
 @pytest.mark.parametrize("run_id, tenant_id, status, message", [
@@ -241,7 +249,7 @@ def test_tenant_is_required(hoc_coordinator):
 def test_ids_of_the_wrong_type_are_refused_before_any_write(hoc_db, hoc_coordinator, run_id,
                                                             tenant_id, status, message):
     with pytest.raises(ValueError, match=message):
-        RunCompletionTransaction(hoc_coordinator).execute(run_id, tenant_id, status)
+        RunCompletionTransaction(hoc_coordinator).execute(tenant_id, run_id, status)
     assert hoc_db.execute_sql("SELECT COUNT(*) FROM incidents").fetchone() == (0,)
     assert hoc_db.execute_sql("SELECT COUNT(*) FROM prevention_records").fetchone() == (0,)
 
@@ -251,22 +259,36 @@ def test_ids_of_the_wrong_type_are_refused_before_any_write(hoc_db, hoc_coordina
 def test_blank_or_wrong_typed_optional_ids_are_refused_before_any_write(hoc_db, hoc_coordinator,
                                                                          option, value):
     with pytest.raises(ValueError, match=f"{option} must be a non-empty string or None"):
-        RunCompletionTransaction(hoc_coordinator).execute("r1", "t1", "failed", **{option: value})
+        RunCompletionTransaction(hoc_coordinator).execute("t1", "r1", "failed", **{option: value})
     assert hoc_db.execute_sql("SELECT COUNT(*) FROM incidents").fetchone() == (0,)
 
 
 def test_factories_open_the_given_database(hoc_db, hoc_publisher):
-    transaction = create_transaction_coordinator(hoc_publisher, db=hoc_db)
-    transaction.execute("r1", "t1", "succeeded")
+    transaction = RunCompletionTransaction(create_transaction_coordinator(hoc_db, hoc_publisher))
+    transaction.execute("t1", "r1", "succeeded")
     assert hoc_publisher.published[0][0] == "run.completed"
 
 
-def test_a_finished_transaction_cannot_be_written_through(hoc_coordinator):
+def test_get_transaction_coordinator_wraps_the_given_database_and_creates_no_file(
+        hoc_db, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    coordinator = get_transaction_coordinator(hoc_db)
+    assert isinstance(coordinator, TransactionCoordinator)
+    assert coordinator.db is hoc_db
+    with coordinator.transaction() as tx:
+        Run.insert(id="r1", tenant_id="t1").execute(tx.db)
+    assert count(Run, hoc_db) == 1
+    assert not (cwd / "hoc.db").exists() and list(cwd.iterdir()) == []
+
+
+def test_a_finished_transaction_cannot_be_written_through(hoc_db, hoc_coordinator):
     from hoc_drivers.db import CommitForbidden
 
     with hoc_coordinator.transaction() as tx:
         pass
     with pytest.raises(CommitForbidden, match="already ended"):
         with tx.savepoint():
-            Run.insert(id="late", tenant_id="t1").execute()
-    assert Run.select().count() == 0
+            Run.insert(id="late", tenant_id="t1").execute(tx.db)
+    assert Run.select().count(hoc_db) == 0

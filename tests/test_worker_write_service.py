@@ -24,7 +24,7 @@ def write(hoc_coordinator):
 
 
 def upsert(write, data, run_id="r1", tenant="t1"):
-    return write(lambda s: s.upsert_worker_run(run_id, tenant, data))
+    return write(lambda s: s.upsert_worker_run(tenant, run_id, data))
 
 
 def test_create_running_then_complete(write, hoc_no_stray_commits):
@@ -88,12 +88,12 @@ def test_started_at_is_stamped_once(write):
     {"status": "queued"}, {"status": "running"}, {"success": False}, {"error": "later"},
     {"artifacts": {"new": 1}}, {"total_tokens_used": 99}, {"cost_cents": 50},
 ])
-def test_terminal_run_result_columns_are_immutable(write, terminal, change):
+def test_terminal_run_result_columns_are_immutable(hoc_db, write, terminal, change):
     before = upsert(write, {"task": "x", "status": terminal, "success": True, "total_tokens_used": 10,
                             "cost_cents": 3})
     with pytest.raises(WorkerRunImmutable, match=f"TRUTH_VIOLATION: cannot mutate {terminal} worker run 'r1'"):
         upsert(write, change)
-    after = WorkerRun.get_by_id("r1")
+    after = WorkerRun.select().where(WorkerRun.id == "r1").get(hoc_db)
     assert (after.status, after.success, after.error, after.output_json, after.total_tokens,
             after.cost_cents, after.completed_at) == (
         before.status, before.success, before.error, before.output_json, before.total_tokens,
@@ -118,7 +118,7 @@ def test_terminal_run_may_still_gain_bookkeeping_columns(write):
     assert (run.recoveries, run.total_latency_ms, run.status) == (2, 420, "failed")
 
 
-def test_database_trigger_refuses_raw_updates_of_terminal_runs(hoc_coordinator, write):
+def test_database_trigger_refuses_raw_updates_of_terminal_runs(hoc_coordinator, hoc_db, write):
     upsert(write, {"status": "completed", "success": True})
     with pytest.raises(IntegrityError, match="TRUTH_VIOLATION"):
         with hoc_coordinator.transaction() as tx:
@@ -126,7 +126,7 @@ def test_database_trigger_refuses_raw_updates_of_terminal_runs(hoc_coordinator, 
     with hoc_coordinator.transaction() as tx:
         tx.db.execute_sql("UPDATE worker_runs SET recoveries = 5 WHERE id = 'r1'")
         tx.db.execute_sql("UPDATE worker_runs SET status = 'completed' WHERE id = 'r1'")  # same value
-    assert WorkerRun.get_by_id("r1").recoveries == 5
+    assert WorkerRun.select().where(WorkerRun.id == "r1").get(hoc_db).recoveries == 5
 
 
 @pytest.mark.parametrize("data, message", [
@@ -136,10 +136,10 @@ def test_database_trigger_refuses_raw_updates_of_terminal_runs(hoc_coordinator, 
     ({"total_tokens_used": "10"}, "total_tokens_used must be a non-negative integer"),
     (["not", "a", "dict"], "data must be a dict"),
 ])
-def test_bad_upsert_input_writes_nothing(write, data, message):
+def test_bad_upsert_input_writes_nothing(hoc_db, write, data, message):
     with pytest.raises(ValueError, match=message):
         upsert(write, data)
-    assert WorkerRun.select().count() == 0
+    assert WorkerRun.select().count(hoc_db) == 0
 
 
 def test_runs_are_tenant_scoped(hoc_db, write):
@@ -147,25 +147,24 @@ def test_runs_are_tenant_scoped(hoc_db, write):
     with pytest.raises(ValueError, match="does not belong to tenant 't2'"):
         upsert(write, {"status": "running"}, tenant="t2")
     reader = WorkerRunReader(hoc_db)
-    assert reader.get_worker_run("r1", "t2") is None
-    assert reader.get_worker_run("r1", "t1").task == "mine"
-    assert write(lambda s: s.get_worker_run("r1", "t2")) is None
+    assert reader.get_worker_run("t2", "r1") is None
+    assert reader.get_worker_run("t1", "r1").task == "mine"
+    assert write(lambda s: s.get_worker_run("t2", "r1")) is None
     with pytest.raises(ValueError, match="tenant_id is required"):
-        reader.get_worker_run("r1", None)
-    forged = WorkerRun(id="r1", tenant_id="t2")
-    assert write(lambda s: s.delete_worker_run(forged)) is False
-    assert WorkerRun.get_by_id("r1").status == "queued"
+        reader.get_worker_run(None, "r1")
+    assert write(lambda s: s.delete_worker_run("t2", "r1")) is False  # another tenant's id
+    assert WorkerRun.select().where(WorkerRun.id == "r1").get(hoc_db).status == "queued"
 
 
-def test_delete_worker_run_even_when_terminal(write):
+def test_delete_worker_run_even_when_terminal(hoc_db, write):
     run = upsert(write, {"status": "completed"})
-    assert write(lambda s: s.delete_worker_run(run)) is True
-    assert WorkerRun.select().count() == 0
+    assert write(lambda s: s.delete_worker_run(run.tenant_id, run.id)) is True
+    assert WorkerRun.select().count(hoc_db) == 0
 
 
 def test_insert_cost_record(write):
     with freeze_time(T0):
-        record = write(lambda s: s.insert_cost_record("r1", "t1", "claude-3", 30, 70, 12))
+        record = write(lambda s: s.insert_cost_record("t1", "r1", "claude-3", 30, 70, 12))
     assert (record.tenant_id, record.request_id, record.workflow_id, record.skill_id) == (
         "t1", "r1", "business-builder", "llm_invoke")
     assert (record.model, record.input_tokens, record.output_tokens) == ("claude-3", 30, 70)
@@ -175,16 +174,16 @@ def test_insert_cost_record(write):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("r1", "t1", "", 1, 1, 1), "model is required"),
-    (("r1", "t1", "m", -1, 1, 1), "input_tokens must be a non-negative integer"),
-    (("r1", "t1", "m", 1, 1.5, 1), "output_tokens must be a non-negative integer"),
-    (("r1", "t1", "m", 1, 1, -0.5), "cost_cents must be a non-negative number"),
-    (("r1", "", "m", 1, 1, 1), "tenant_id is required"),
+    (("t1", "r1", "", 1, 1, 1), "model is required"),
+    (("t1", "r1", "m", -1, 1, 1), "input_tokens must be a non-negative integer"),
+    (("t1", "r1", "m", 1, 1.5, 1), "output_tokens must be a non-negative integer"),
+    (("t1", "r1", "m", 1, 1, -0.5), "cost_cents must be a non-negative number"),
+    (("", "r1", "m", 1, 1, 1), "tenant_id is required"),
 ])
-def test_bad_cost_record_writes_nothing(write, args, message):
+def test_bad_cost_record_writes_nothing(hoc_db, write, args, message):
     with pytest.raises(ValueError, match=message):
         write(lambda s: s.insert_cost_record(*args))
-    assert CostRecord.select().count() == 0
+    assert CostRecord.select().count(hoc_db) == 0
 
 
 def test_insert_cost_advisory_as_the_server_edition(write):
@@ -202,7 +201,7 @@ def test_insert_cost_advisory_as_the_server_edition(write):
     assert advisory.detected_at == T0
 
 
-def test_advisory_edges(write):
+def test_advisory_edges(hoc_db, write):
     zero = write(lambda s: s.insert_cost_advisory("t1", "r1", 5, 0, {"warn_threshold_pct": 80.0}))
     assert zero.deviation_pct == 0
     assert zero.message == "Daily spend (5¢) exceeds 80.0% warning threshold (0¢)"
@@ -210,27 +209,27 @@ def test_advisory_edges(write):
     assert (bare.threshold_pct, bare.deviation_pct) == (0.0, 100.0)
     with pytest.raises(ValueError, match="budget_snapshot must be a dict"):
         write(lambda s: s.insert_cost_advisory("t1", "r3", 10, 5, None))
-    assert CostAnomaly.select().count() == 2
+    assert CostAnomaly.select().count(hoc_db) == 2
 
 
 WRITES = {
-    "upsert_worker_run": lambda s: s.upsert_worker_run("r9", "t1", {"task": "x"}),
-    "update_worker_run": lambda s: s.upsert_worker_run("r1", "t1", {"status": "running"}),
-    "insert_cost_record": lambda s: s.insert_cost_record("r1", "t1", "m", 1, 2, 3),
+    "upsert_worker_run": lambda s: s.upsert_worker_run("t1", "r9", {"task": "x"}),
+    "update_worker_run": lambda s: s.upsert_worker_run("t1", "r1", {"status": "running"}),
+    "insert_cost_record": lambda s: s.insert_cost_record("t1", "r1", "m", 1, 2, 3),
     "insert_cost_advisory": lambda s: s.insert_cost_advisory("t1", "r1", 9, 8, {}),
-    "delete_worker_run": lambda s: s.delete_worker_run(WorkerRun.get_by_id("r1")),
+    "delete_worker_run": lambda s: s.delete_worker_run("t1", "r1"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(WRITES))
-def test_every_write_is_refused_outside_a_coordinator_transaction(hoc_coordinator, write, name):
+def test_every_write_is_refused_outside_a_coordinator_transaction(hoc_coordinator, hoc_db, write, name):
     upsert(write, {"task": "x"})
     with hoc_coordinator.transaction() as closed:
         pass
     with pytest.raises(CommitForbidden):
         WRITES[name](WorkerWriteService(closed))
-    assert [(r.id, r.status) for r in WorkerRun.select()] == [("r1", "queued")]
-    assert CostRecord.select().count() == CostAnomaly.select().count() == 0
+    assert [(r.id, r.status) for r in WorkerRun.select().execute(hoc_db)] == [("r1", "queued")]
+    assert CostRecord.select().count(hoc_db) == CostAnomaly.select().count(hoc_db) == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,12 +240,12 @@ def test_async_facade_runs_each_call_in_its_own_committed_transaction(hoc_coordi
     service = WorkerWriteServiceAsync(hoc_coordinator)
 
     async def scenario():
-        created = await service.upsert_worker_run("r1", "t1", {"task": "x", "status": "running"})
-        done = await service.upsert_worker_run("r1", "t1", {"status": "completed", "success": True})
-        record = await service.insert_cost_record("r1", "t1", "m", 3, 7, 4)
+        created = await service.upsert_worker_run("t1", "r1", {"task": "x", "status": "running"})
+        done = await service.upsert_worker_run("t1", "r1", {"status": "completed", "success": True})
+        record = await service.insert_cost_record("t1", "r1", "m", 3, 7, 4)
         advisory = await service.insert_cost_advisory("t1", "r1", 900, 800.0, {"warn_threshold_pct": 80})
-        fetched = await service.get_worker_run("r1", "t1")
-        hidden = await service.get_worker_run("r1", "t2")
+        fetched = await service.get_worker_run("t1", "r1")
+        hidden = await service.get_worker_run("t2", "r1")
         return created, done, record, advisory, fetched, hidden
 
     created, done, record, advisory, fetched, hidden = asyncio.run(scenario())
@@ -261,38 +260,38 @@ def test_async_facade_runs_each_call_in_its_own_committed_transaction(hoc_coordi
     other.close()
 
 
-def test_async_failure_rolls_back_its_own_transaction(hoc_coordinator, write):
+def test_async_failure_rolls_back_its_own_transaction(hoc_coordinator, hoc_db, write):
     upsert(write, {"status": "completed", "success": True})
     service = WorkerWriteServiceAsync(hoc_coordinator)
     with pytest.raises(WorkerRunImmutable):
-        asyncio.run(service.upsert_worker_run("r1", "t1", {"status": "failed"}))
-    assert WorkerRun.get_by_id("r1").status == "completed"
+        asyncio.run(service.upsert_worker_run("t1", "r1", {"status": "failed"}))
+    assert WorkerRun.select().where(WorkerRun.id == "r1").get(hoc_db).status == "completed"
 
 
-def test_async_calls_join_the_callers_transaction(hoc_coordinator):
+def test_async_calls_join_the_callers_transaction(hoc_coordinator, hoc_db):
     service = WorkerWriteServiceAsync(hoc_coordinator)
 
     async def inside_a_transaction_that_fails():
         with hoc_coordinator.transaction() as tx:
-            await service.upsert_worker_run("r1", "t1", {"task": "x"})
-            await service.insert_cost_record("r1", "t1", "m", 1, 1, 1)
-            assert (await service.get_worker_run("r1", "t1")).task == "x"  # sees its own write
+            await service.upsert_worker_run("t1", "r1", {"task": "x"})
+            await service.insert_cost_record("t1", "r1", "m", 1, 1, 1)
+            assert (await service.get_worker_run("t1", "r1")).task == "x"  # sees its own write
             assert tx.db.in_transaction()
             raise RuntimeError("caller fails after the awaits")
 
     with pytest.raises(RuntimeError):
         asyncio.run(inside_a_transaction_that_fails())
-    assert WorkerRun.select().count() == CostRecord.select().count() == 0
+    assert WorkerRun.select().count(hoc_db) == CostRecord.select().count(hoc_db) == 0
 
 
-def test_concurrent_async_writes_all_commit(hoc_coordinator):
+def test_concurrent_async_writes_all_commit(hoc_coordinator, hoc_db):
     service = WorkerWriteServiceAsync(hoc_coordinator)
 
     async def many():
-        await asyncio.gather(*(service.upsert_worker_run(f"r{i}", "t1", {"task": str(i)})
+        await asyncio.gather(*(service.upsert_worker_run("t1", f"r{i}", {"task": str(i)})
                                for i in range(12)))
-        await asyncio.gather(*(service.insert_cost_record(f"r{i}", "t1", "m", 1, 1, i)
+        await asyncio.gather(*(service.insert_cost_record("t1", f"r{i}", "m", 1, 1, i)
                                for i in range(12)))
 
     asyncio.run(many())
-    assert WorkerRun.select().count() == CostRecord.select().count() == 12
+    assert WorkerRun.select().count(hoc_db) == CostRecord.select().count(hoc_db) == 12

@@ -6,11 +6,16 @@ from datetime import timedelta
 
 import click
 
-from .common import EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, tenant_option
+from ..alert_driver import AlertQueueReader, AlertQueueWriter
+from ..alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
+from ..alert_sender import AlertDelivery, AlertSender
+from ..models.alerts import ALERT_STATUSES
+from ..models.base import utcnow
+from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, tenant_option,
+                     text_option)
 
 # A drain of at least this many due alerts shows a progress bar (on stderr).
 PROGRESS_THRESHOLD = 100
-PURGE_STEP = 1000
 
 
 @click.group()
@@ -20,13 +25,13 @@ def alerts():
 
 @alerts.command("enqueue")
 @tenant_option
-@click.option("--policy", "policy_id", required=True, help="Policy whose threshold was reached.")
-@click.option("--run", "run_id", required=True, help="Run that reached it.")
-@click.option("--metric", required=True, help="Metric, e.g. cost, token_usage, step_count.")
+@text_option("--policy", "policy_id", required=True, help="Policy whose threshold was reached.")
+@text_option("--run", "run_id", required=True, help="Run that reached it.")
+@text_option("--metric", required=True, help="Metric, e.g. cost, token_usage, step_count.")
 @click.option("--current", "current_value", type=float, required=True, help="Current value.")
 @click.option("--threshold", "threshold_value", type=float, required=True, help="Threshold value.")
 @click.option("--breach", is_flag=True, help="A breach (never throttled) instead of a near alert.")
-@click.option("--action", "action_taken", help="Action taken on a breach, e.g. pause, stop, kill.")
+@text_option("--action", "action_taken", help="Action taken on a breach, e.g. pause, stop, kill.")
 @click.option("--near-percentage", type=float, default=80.0, show_default=True,
               help="A near alert goes out from this percentage of the threshold.")
 @click.option("--channel", "channels", multiple=True, default=("ui",), show_default=True,
@@ -37,7 +42,7 @@ def alerts():
                    "Never stored, never printed.")
 @click.option("--email", "email_recipients", multiple=True, help="Recipient address (repeatable).")
 @click.option("--slack-url", "slack_webhook_url", help="Slack incoming-webhook URL.")
-@click.option("--slack-channel", help="Slack channel, e.g. #alerts.")
+@text_option("--slack-channel", help="Slack channel, e.g. #alerts.")
 @json_option
 def enqueue(tenant_id, policy_id, run_id, metric, current_value, threshold_value, breach,
             action_taken, near_percentage, channels, webhook_url, webhook_secret,
@@ -46,8 +51,6 @@ def enqueue(tenant_id, policy_id, run_id, metric, current_value, threshold_value
 
     Example: hoc-drivers alerts enqueue --tenant acme --policy budget --run run-42 --metric cost --current 85 --threshold 100 --channel webhook --webhook-url http://127.0.0.1:9000/hook
     """
-    from ..alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
-
     try:
         config = AlertConfig(policy_id=policy_id, tenant_id=tenant_id,
                              near_threshold_percentage=near_percentage,
@@ -55,29 +58,18 @@ def enqueue(tenant_id, policy_id, run_id, metric, current_value, threshold_value
                              webhook_secret=webhook_secret,
                              email_recipients=list(email_recipients),
                              slack_webhook_url=slack_webhook_url, slack_channel=slack_channel)
-        signal = ThresholdSignal(tenant_id=tenant_id, run_id=run_id, policy_id=policy_id,
-                                 metric=metric, current_value=current_value,
-                                 threshold_value=threshold_value,
-                                 signal_type="breach" if breach else "near")
+        threshold_signal = ThresholdSignal(
+            tenant_id=tenant_id, run_id=run_id, policy_id=policy_id, metric=metric,
+            current_value=current_value, threshold_value=threshold_value,
+            signal_type="breach" if breach else "near")
         if action_taken is not None and not breach:
             raise ValueError("--action applies to breach alerts only (add --breach)")
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    result = {"signal_id": signal.signal_id, "signal_type": signal.signal_type,
-              "percentage": round(signal.percentage, 3), "alert_sent": False, "channels": []}
-    if not breach and not config.should_alert(signal.percentage):
-        result["reason"] = f"below the near threshold ({near_percentage:g}%)"
-        emit(result, as_json)
-        return
     with get_coordinator().transaction() as tx:
-        emitter = AlertEmitter(tx)
-        if breach:
-            sent = emitter.emit_breach(signal, config, action_taken)
-        else:
-            sent = emitter.emit_near_threshold(signal, config)
-    result.update(alert_sent=sent, channels=list(signal.alert_channels))
+        result = AlertEmitter(tx).emit(threshold_signal, config, action_taken)
     emit(result, as_json)
-    if not sent:
+    if not result["alert_sent"] and "reason" not in result:
         raise CliError("no channel took the alert (see the log)", EXIT_FAILED)
 
 
@@ -88,8 +80,6 @@ def stats(as_json):
 
     Example: hoc-drivers alerts stats --json
     """
-    from ..alert_driver import AlertQueueReader
-
     emit(AlertQueueReader(get_db()).fetch_queue_stats(), as_json)
 
 
@@ -111,10 +101,6 @@ def send(once, watch, poll_seconds, batch_size, timeout, as_json):
     With --watch it runs until stopped (Ctrl-C or SIGTERM finish the batch in flight first).
     Example: hoc-drivers alerts send --batch 50
     """
-    from ..alert_driver import AlertQueueReader
-    from ..alert_sender import AlertDelivery, AlertSender
-    from ..models.base import utcnow
-
     if once and watch:
         raise CliError("--once and --watch cannot be combined")
     for name, seconds in (("--timeout", timeout), ("--poll", poll_seconds)):
@@ -163,11 +149,8 @@ def retry_failed(max_retries, as_json):
 
     Example: hoc-drivers alerts retry-failed --max-retries 3
     """
-    from ..alert_driver import AlertQueueWriter
-    from ..models.base import utcnow
-
     with get_coordinator().transaction() as tx:
-        revived = AlertQueueWriter(tx.db).retry_failed_alerts(max_retries, utcnow())
+        revived = AlertQueueWriter(tx).retry_failed_alerts(max_retries, utcnow())
     emit({"revived": revived}, as_json)
 
 
@@ -175,27 +158,16 @@ def retry_failed(max_retries, as_json):
 @click.option("--days", type=click.IntRange(0, 36_500), default=30, show_default=True,
               help="Delete alerts created more than this many days ago.")
 @click.option("--status", "statuses", multiple=True, default=("sent", "failed"), show_default=True,
-              type=click.Choice(["pending", "sent", "failed"]), help="Statuses to delete (repeatable).")
+              type=click.Choice(ALERT_STATUSES), help="Statuses to delete (repeatable).")
 @json_option
 def purge(days, statuses, as_json):
     """Delete old delivered and failed alerts, in steps, with a progress bar.
 
     Example: hoc-drivers alerts purge --days 30 --status sent --status failed
     """
-    from ..alert_driver import AlertQueueReader, AlertQueueWriter
-    from ..models.base import utcnow
-
     cutoff = utcnow() - timedelta(days=days)
-    coordinator = get_coordinator()
     total = AlertQueueReader(get_db()).count_old_alerts(cutoff, statuses)
-    deleted = 0
     with click.progressbar(length=total, label="purging alerts", file=sys.stderr,
                            hidden=total == 0) as bar:
-        while True:
-            with coordinator.transaction() as tx:
-                step = AlertQueueWriter(tx.db).purge_old_alerts(cutoff, statuses, limit=PURGE_STEP)
-            deleted += step
-            bar.update(step)
-            if step < PURGE_STEP:
-                break
+        deleted = AlertSender(get_coordinator()).purge_old_alerts(cutoff, statuses, on_step=bar.update)
     emit({"deleted": deleted, "cutoff": cutoff, "statuses": list(statuses)}, as_json)

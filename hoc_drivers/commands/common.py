@@ -9,6 +9,8 @@ from decimal import Decimal
 
 import click
 
+from ..validation import MAX_LIMIT
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BLOCKED = 0, 1, 2, 3
 
 
@@ -25,13 +27,31 @@ def json_option(command):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(command)
 
 
+def non_empty(ctx, param, value):
+    """Click callback: refuse empty or blank text (exit 2, naming the option)."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty")
+    return value
+
+
+def text_option(*names, **kwargs):
+    """A text option that refuses blank values: `text_option("--agent", help=...)`."""
+    return click.option(*names, callback=non_empty, **kwargs)
+
+
+def limit_option(default):
+    """`--limit N`: rows to return, 1 to MAX_LIMIT."""
+    return click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=default,
+                        show_default=True, help=f"Rows to return (1-{MAX_LIMIT}).")
+
+
 def tenant_option(command):
-    """Add the mandatory `--tenant T`."""
-    return click.option("--tenant", "tenant_id", required=True, help="Tenant id (required).")(command)
+    """Add the mandatory `--tenant T` (blank refused)."""
+    return text_option("--tenant", "tenant_id", required=True, help="Tenant id (required).")(command)
 
 
 def get_db(ctx=None, create=True):
-    """The database named by --db / $HOC_DRIVERS_DB / ./hoc.db, models bound, tables ensured.
+    """The database named by --db / $HOC_DRIVERS_DB / ./hoc.db, tables ensured.
 
     Call it only after every argument has been validated, so bad input writes nothing.
     """

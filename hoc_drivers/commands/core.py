@@ -1,8 +1,7 @@
 """CLI: init, run complete, schema check, audit."""
 import click
 
-from .common import EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, tenant_option
-from .guard import non_empty
+from .common import EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, tenant_option, text_option
 
 
 @click.command()
@@ -28,25 +27,25 @@ def run():
 @tenant_option
 @click.option("--status", "run_status", required=True,
               help="Final run status, e.g. succeeded, failed, halted.")
-@click.option("--agent", "agent_id", callback=non_empty, help="Agent that ran it.")
-@click.option("--error-code", callback=non_empty, help="Error code of a failed run.")
+@text_option("--agent", "agent_id", help="Agent that ran it.")
+@text_option("--error-code", help="Error code of a failed run.")
 @click.option("--error-message", help="Error message of a failed run.")
-@click.option("--trace-id", callback=non_empty, help="Trace to mark completed.")
+@text_option("--trace-id", help="Trace to mark completed.")
 @json_option
 def complete(run_id, tenant_id, run_status, agent_id, error_code, error_message, trace_id, as_json):
     """Complete a run: incident (if failed), policy evaluation and trace, in one transaction.
 
     Example: hoc-drivers run complete run-42 --tenant acme --status failed --error-message "AGENT_CRASH"
     """
-    from ..transaction_coordinator import RUN_STATUSES, RunCompletionTransaction, TransactionFailed
+    from ..run_completion import RUN_STATUSES, RunCompletionTransaction, TransactionFailed
 
     if run_status not in RUN_STATUSES:
         raise CliError(f"unknown status {run_status!r} (expected one of: {', '.join(RUN_STATUSES)})")
-    if not tenant_id.strip() or not run_id.strip():
-        raise CliError("run id and --tenant must not be empty")
+    if not run_id.strip():
+        raise CliError("run id must not be empty")
     transaction = RunCompletionTransaction(get_coordinator())
     try:
-        result = transaction.execute(run_id, tenant_id, run_status, agent_id=agent_id,
+        result = transaction.execute(tenant_id, run_id, run_status, agent_id=agent_id,
                                      error_code=error_code, error_message=error_message,
                                      trace_id=trace_id)
     except TransactionFailed as exc:

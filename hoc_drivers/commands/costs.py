@@ -6,8 +6,8 @@ import click
 from ..cross_domain import (ANOMALY_SEVERITY_MAP, GovernanceError, create_incident_from_cost_anomaly,
                             record_limit_breach)
 from ..models.cost import BREACH_TYPES
-from .common import EXIT_FAILED, CliError, emit, get_coordinator, json_option, parse_json_argument
-from .guard import non_empty, tenant_option
+from .common import (EXIT_FAILED, CliError, emit, get_coordinator, json_option, parse_json_argument,
+                     tenant_option, text_option)
 
 
 class NonNegativeDecimal(click.ParamType):
@@ -35,10 +35,10 @@ def anomaly():
 
 @anomaly.command("record")
 @tenant_option
-@click.option("--anomaly-id", required=True, callback=non_empty,
-              help="Id of the anomaly; recording it again returns the same incident.")
-@click.option("--type", "anomaly_type", required=True, callback=non_empty,
-              help="BUDGET_EXCEEDED, USER_SPIKE, TENANT_SPIKE, DRIFT or another type.")
+@text_option("--anomaly-id", required=True,
+             help="Id of the anomaly; recording it again returns the same incident.")
+@text_option("--type", "anomaly_type", required=True,
+             help="BUDGET_EXCEEDED, USER_SPIKE, TENANT_SPIKE, DRIFT or another type.")
 @click.option("--severity", required=True,
               type=click.Choice([s.lower() for s in ANOMALY_SEVERITY_MAP], case_sensitive=False),
               help="critical, high, medium or low (any case).")
@@ -46,9 +46,9 @@ def anomaly():
               help="Observed spend in cents.")
 @click.option("--expected-cents", required=True, type=click.IntRange(min=0),
               help="Expected spend in cents.")
-@click.option("--entity-type", callback=non_empty, help="What spiked: agent, user, feature... (default tenant).")
-@click.option("--entity-id", callback=non_empty, help="Id of that entity.")
-@click.option("--description", help="Incident description (default: generated).")
+@text_option("--entity-type", help="What spiked: agent, user, feature... (default tenant).")
+@text_option("--entity-id", help="Id of that entity.")
+@text_option("--description", help="Incident description (default: generated).")
 @json_option
 def record_anomaly(tenant_id, anomaly_id, anomaly_type, severity, current_cents, expected_cents,
                    entity_type, entity_id, description, as_json):
@@ -73,15 +73,15 @@ def breach():
 
 @breach.command("record")
 @tenant_option
-@click.option("--limit-id", required=True, callback=non_empty, help="The limit that was hit.")
+@text_option("--limit-id", required=True, help="The limit that was hit.")
 @click.option("--type", "breach_type", required=True,
               type=click.Choice(BREACH_TYPES), help="Kind of breach.")
 @click.option("--value", required=True, type=NonNegativeDecimal(),
               help="Value when the limit was hit (exact decimal).")
 @click.option("--limit", "limit_value", required=True, type=NonNegativeDecimal(),
               help="The limit (exact decimal).")
-@click.option("--run", "run_id", callback=non_empty, help="Run of this tenant that hit it.")
-@click.option("--incident", "incident_id", callback=non_empty, help="Incident of this tenant it belongs to.")
+@text_option("--run", "run_id", help="Run of this tenant that hit it.")
+@text_option("--incident", "incident_id", help="Incident of this tenant it belongs to.")
 @click.option("--details", help="Extra details: a JSON object (or @FILE).")
 @json_option
 def record_breach(tenant_id, limit_id, breach_type, value, limit_value, run_id, incident_id,

@@ -132,15 +132,16 @@ def _record_decision(module, context, trace, tenant_id):
     severity = {ActionType.DENY: "error", ActionType.ESCALATE: "warning"}.get(action, "info")
     by = f" by {trace.decided_by}" if trace.decided_by else " (no policy acted: default allow)"
     errors = [f"{r.name}: {r.error}" for stage in trace.stages for r in stage.results if r.error]
-    return emit_policy_decision(
-        get_coordinator(), _context_id(context, "run"), f"plang:{module.name}", evaluated=True,
-        violated=action in (ActionType.DENY, ActionType.ESCALATE), severity=severity,
-        reason=f"PLang {module.name}: {action.value}{by}", tenant_id=tenant_id,
-        request_id=_context_id(context, "request"),
-        details={"execution_id": trace.execution_id, "final_action": action.value,
-                 "decided_by": trace.decided_by, "final_target": trace.final_target,
-                 "stages_run": len(trace.stages), "total_stages": trace.total_stages,
-                 "errors": errors})
+    with get_coordinator().transaction() as tx:
+        return emit_policy_decision(
+            tx, tenant_id, _context_id(context, "run"), f"plang:{module.name}", evaluated=True,
+            violated=action in (ActionType.DENY, ActionType.ESCALATE), severity=severity,
+            reason=f"PLang {module.name}: {action.value}{by}",
+            request_id=_context_id(context, "request"),
+            details={"execution_id": trace.execution_id, "final_action": action.value,
+                     "decided_by": trace.decided_by, "final_target": trace.final_target,
+                     "stages_run": len(trace.stages), "total_stages": trace.total_stages,
+                     "errors": errors})
 
 
 @dag.command()

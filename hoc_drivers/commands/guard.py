@@ -5,29 +5,17 @@ from playhouse.shortcuts import model_to_dict
 from ..guard_write_driver import (INCIDENT_STATUSES, GuardReader, GuardWriteDriver, InvalidTransition,
                                   validate_switch)
 from ..models.guard import ENTITY_TYPES
-from .common import EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option
-from ..validation import MAX_LIMIT
+from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, limit_option,
+                     non_empty, tenant_option, text_option)
 
 SWITCH_COLUMNS = ["tenant_id", "entity_type", "entity_id", "is_frozen", "frozen_at", "frozen_by",
                   "freeze_reason", "trigger_type", "unfrozen_at", "unfrozen_by"]
 INCIDENT_COLUMNS = ["id", "status", "severity", "title", "trigger_type", "created_at"]
 
 
-def non_empty(ctx, param, value):
-    """Click callback: refuse blank text values."""
-    if value is not None and not value.strip():
-        raise click.BadParameter("must not be empty")
-    return value
-
-
-tenant_option = click.option("--tenant", "tenant_id", required=True, callback=non_empty,
-                             help="Tenant id (required).")
-
-
 def _switch_options(command):
     """--tenant, --entity-type and --entity-id, shared by every kill switch command."""
-    command = click.option("--entity-id", required=True, callback=non_empty,
-                           help="Id of the tenant or API key.")(command)
+    command = text_option("--entity-id", required=True, help="Id of the tenant or API key.")(command)
     command = click.option("--entity-type", required=True, type=click.Choice(ENTITY_TYPES),
                            help="What the switch stops: a whole tenant or one API key.")(command)
     return tenant_option(command)
@@ -44,7 +32,7 @@ def killswitch():
 
 @killswitch.command("freeze")
 @_switch_options
-@click.option("--by", "actor", required=True, callback=non_empty, help="Who freezes it.")
+@text_option("--by", "actor", required=True, help="Who freezes it.")
 @click.option("--reason", default="Manual freeze", show_default=True, help="Why.")
 @json_option
 def freeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
@@ -53,13 +41,13 @@ def freeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
     Example: hoc-drivers killswitch freeze --tenant acme --entity-type tenant --entity-id acme --by ops --reason "cost spike"
     """
     try:
-        validate_switch(entity_type, entity_id, tenant_id)
+        validate_switch(tenant_id, entity_type, entity_id)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:
         with get_coordinator().transaction() as tx:
             driver = GuardWriteDriver(tx)
-            state, _ = driver.get_or_create_killswitch_state(entity_type, entity_id, tenant_id)
+            state, _ = driver.get_or_create_killswitch_state(tenant_id, entity_type, entity_id)
             state = driver.freeze_killswitch(state, actor, reason)
     except InvalidTransition as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
@@ -68,7 +56,7 @@ def freeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
 
 @killswitch.command("unfreeze")
 @_switch_options
-@click.option("--by", "actor", required=True, callback=non_empty, help="Who unfreezes it.")
+@text_option("--by", "actor", required=True, help="Who unfreezes it.")
 @click.option("--reason", help="Why (logged in the output only; the switch keeps the freeze reason).")
 @json_option
 def unfreeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
@@ -115,8 +103,7 @@ def _incident_dict(incident):
 @tenant_option
 @click.option("--status", "status_filter", type=click.Choice(INCIDENT_STATUSES),
               help="Only incidents with this status.")
-@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=100, show_default=True,
-              help="At most this many (newest first).")
+@limit_option(100)
 @json_option
 def list_incidents(tenant_id, status_filter, limit, as_json):
     """List the tenant's incidents, newest first.
@@ -156,7 +143,7 @@ def ack(incident_id, tenant_id, as_json):
 @incidents.command("resolve")
 @click.argument("incident_id", callback=non_empty)
 @tenant_option
-@click.option("--by", "actor", callback=non_empty, help="Who resolved it.")
+@text_option("--by", "actor", help="Who resolved it.")
 @json_option
 def resolve(incident_id, tenant_id, actor, as_json):
     """Resolve an open or acknowledged incident; exit 1 if it is already resolved.

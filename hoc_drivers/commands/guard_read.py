@@ -1,23 +1,13 @@
 """CLI: the guard console's cached reads — status and today's snapshot of a tenant."""
 import click
 
-from .common import CliError, emit, get_db, json_option, tenant_option
+from ..guard_read_driver import GuardReadDriver
+from .common import emit, get_db, json_option, tenant_option
 
 
 @click.group()
 def guard():
     """Guard console reads (through the guard cache)."""
-
-
-def _reader():
-    from ..guard_read_driver import GuardReadDriver
-
-    return GuardReadDriver(get_db())
-
-
-def _check_tenant(tenant_id):
-    if not tenant_id.strip():
-        raise CliError("--tenant must not be empty")
 
 
 @guard.command("status")
@@ -28,8 +18,7 @@ def status(tenant_id, as_json):
 
     Example: hoc-drivers guard status --tenant acme --json
     """
-    _check_tenant(tenant_id)
-    emit(_reader().get_status(tenant_id), as_json)
+    emit(GuardReadDriver(get_db()).get_status(tenant_id), as_json)
 
 
 @guard.command("snapshot")
@@ -40,5 +29,4 @@ def snapshot(tenant_id, as_json):
 
     Example: hoc-drivers guard snapshot --tenant acme
     """
-    _check_tenant(tenant_id)
-    emit(_reader().get_snapshot(tenant_id), as_json)
+    emit(GuardReadDriver(get_db()).get_snapshot(tenant_id), as_json)

@@ -2,8 +2,8 @@
 import click
 
 from ..models.ledger import LEDGER_STATUSES
-from .common import EXIT_FAILED, CliError, emit, get_coordinator, json_option, parse_json_argument
-from ..validation import MAX_LIMIT
+from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, limit_option,
+                     parse_json_argument, text_option)
 
 _LIST_COLUMNS = ["artifact", "field", "signal_type", "seen_count", "status", "confidence",
                  "last_seen_at"]
@@ -15,10 +15,10 @@ def ledger():
 
 
 @ledger.command("emit")
-@click.option("--artifact", required=True, help="What the signal is about, e.g. a table name.")
-@click.option("--signal-type", required=True, help="Kind of signal, e.g. high_operator_access.")
-@click.option("--detected-by", required=True, help="Who or what noticed it.")
-@click.option("--field", help="Field of the artifact (omit for the artifact as a whole).")
+@text_option("--artifact", required=True, help="What the signal is about, e.g. a table name.")
+@text_option("--signal-type", required=True, help="Kind of signal, e.g. high_operator_access.")
+@text_option("--detected-by", required=True, help="Who or what noticed it.")
+@text_option("--field", help="Field of the artifact (omit for the artifact as a whole).")
 @click.option("--evidence", default="{}", show_default=True,
               help="Evidence as a JSON object (or @FILE).")
 @click.option("--confidence", type=float, help="Confidence between 0 and 1.")
@@ -37,22 +37,22 @@ def emit_command(artifact, signal_type, detected_by, field, evidence, confidence
     except ValueError as exc:
         raise CliError(str(exc)) from None
     coordinator = get_coordinator()
-    signal_id = emit_signal(coordinator, artifact, signal_type, evidence, detected_by,
-                            field=field, confidence=confidence, notes=notes)
+    with coordinator.transaction() as tx:
+        signal_id = emit_signal(tx, artifact, signal_type, evidence, detected_by, field=field,
+                                confidence=confidence, notes=notes)
     if signal_id is None:
         raise CliError("the signal could not be stored (see the log)", EXIT_FAILED)
-    row = next((s for s in get_signals(coordinator, artifact=artifact, signal_type=signal_type,
+    row = next((s for s in get_signals(coordinator.db, artifact=artifact, signal_type=signal_type,
                                        limit=None) if s["id"] == signal_id), {"id": signal_id})
     emit(row, as_json, None if as_json else ["id", *_LIST_COLUMNS])
 
 
 @ledger.command("list")
-@click.option("--artifact", help="Only signals about this artifact.")
-@click.option("--signal-type", help="Only signals of this type.")
+@text_option("--artifact", help="Only signals about this artifact.")
+@text_option("--signal-type", help="Only signals of this type.")
 @click.option("--status", type=click.Choice(LEDGER_STATUSES),
               help="Only signals with this status.")
-@click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=100, show_default=True,
-              help="At most this many signals.")
+@limit_option(100)
 @json_option
 def list_command(artifact, signal_type, status, limit, as_json):
     """List signals, most seen first, then most recently seen.
@@ -61,6 +61,6 @@ def list_command(artifact, signal_type, status, limit, as_json):
     """
     from ..ledger import get_signals
 
-    signals = get_signals(get_coordinator(), artifact=artifact, signal_type=signal_type,
+    signals = get_signals(get_db(), artifact=artifact, signal_type=signal_type,
                           status=status, limit=limit)
     emit(signals, as_json, _LIST_COLUMNS)

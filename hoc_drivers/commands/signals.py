@@ -73,11 +73,11 @@ def record(scope, signal_type, decision, recorded_by, reason, expires_in, constr
     """
     expires_at = _expiry(expires_in)
     constraints = parse_json_argument(constraints, "--constraints")
-    _validated(lambda: validate_signal(signal_type, scope, decision, recorded_by, reason,
+    _validated(lambda: validate_signal(scope, signal_type, decision, recorded_by, reason,
                                        constraints, expires_at))
     with get_coordinator().transaction() as tx:
         signal = GovernanceSignalWriter(tx).record_signal(
-            signal_type, scope, decision, recorded_by, reason, constraints, expires_at)
+            scope, signal_type, decision, recorded_by, reason, constraints, expires_at)
     emit(signal_to_dict(signal), as_json)
 
 
@@ -116,7 +116,7 @@ def clear(scope, signal_type, cleared_by, reason, as_json):
 
     Example: hoc-drivers signals clear --scope PR-42 --type CI_STATUS --by OPS
     """
-    _validated(lambda: validate_signal(signal_type, scope, "CLEAN", cleared_by, reason))
+    _validated(lambda: validate_signal(scope, signal_type, "CLEAN", cleared_by, reason))
     with get_coordinator().transaction() as tx:
         signal = GovernanceSignalWriter(tx).clear_signal(scope, signal_type, cleared_by, reason)
     emit(signal_to_dict(signal), as_json)

@@ -1,4 +1,4 @@
-"""All tables, one module per domain; `ALL_MODELS` in creation order and `bind(db)`."""
+"""All tables, one module per domain; `ALL_MODELS` in creation order."""
 from . import alerts, cost, decisions, governance, guard, ledger, runs
 
 ALL_MODELS = [
@@ -11,8 +11,3 @@ ALL_MODELS = [
     *ledger.MODELS,
 ]
 
-
-def bind(db):
-    """Bind every model to `db` (the database most recently opened by this process)."""
-    db.bind(ALL_MODELS, bind_refs=False, bind_backrefs=False)
-    return db

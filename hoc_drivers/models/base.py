@@ -6,8 +6,9 @@ from decimal import Decimal
 from peewee import DateTimeField, Model, TextField, Value
 from playhouse.sqlite_ext import JSONField
 
-__all__ = ["PLACEHOLDER", "BaseModel", "DecimalTextField", "JSONField", "PreparedQuery", "UtcDateTimeField",
-           "in_column_order", "new_id", "utcnow"]
+__all__ = ["PLACEHOLDER", "BaseModel", "DecimalTextField", "JSONField", "PreparedInsert", "PreparedQuery",
+           "UtcDateTimeField", "in_column_order", "new_id", "utcnow"]
+
 
 def utcnow():
     """The current time as an aware UTC datetime."""
@@ -61,7 +62,8 @@ class DecimalTextField(TextField):
 
 
 class BaseModel(Model):
-    """Every table's base; the database is bound by `hoc_drivers.models.bind`."""
+    """Every table's base. No model is bound to a database: every query runs on the database
+    its caller names (`query.execute(db)`, `PreparedQuery.execute(db, ...)`)."""
 
     class Meta:
         legacy_table_names = False
@@ -95,18 +97,78 @@ class PreparedQuery:
         self._build = build
         self._sql = None
 
-    def _prepare(self):
-        self._sql, template = self._build().sql()
+    def _prepare(self, db):
+        self._sql, template = self._build().bind(db).sql()  # in `db`'s SQL dialect
         self._slots = [i for i, value in enumerate(template) if value is _SLOT]
         self._template = None if len(self._slots) == len(template) else template
 
     def execute(self, db, params):
         """Run the statement on `db` (through its guard) and return the cursor."""
         if self._sql is None:
-            self._prepare()
+            self._prepare(db)
         if self._template is not None:
             merged = list(self._template)
             for index, value in zip(self._slots, params, strict=True):
                 merged[index] = value
             params = merged
         return db.execute_sql(self._sql, params)
+
+
+class PreparedInsert(PreparedQuery):
+    """A hot-path INSERT of `names` (a row each), built once by Peewee.
+
+    `execute(db, *rows)` takes each row as a dict by field name and converts every value for
+    the database (`db_value`; JSON fields as JSON text), in the column order Peewee wrote, so
+    callers never order or convert values themselves. A field with a default that a row leaves
+    out gets its default per row (never one value frozen when the statement was built).
+    `ignore_conflicts` adds ON CONFLICT DO NOTHING (on `conflict_target` when given);
+    `returning` is a field whose value comes back (None for a row that was ignored).
+    """
+
+    def __init__(self, model, names, rows=1, ignore_conflicts=False, conflict_target=None,
+                 returning=None):
+        fields = model._meta.fields
+        missing = set(names) - set(fields)
+        if missing:
+            raise ValueError(f"{model.__name__} has no field {', '.join(sorted(missing))}")
+        defaulted = {name for name, f in fields.items() if f.default is not None}
+        self.names = in_column_order(model, set(names) | defaulted)
+        self._columns = [(name, _converter(fields[name]), fields[name].default)
+                         for name in self.names]
+
+        def build():
+            row = {getattr(model, name): PLACEHOLDER for name in self.names}
+            query = model.insert_many([row] * rows) if rows > 1 else model.insert(row)
+            if conflict_target is not None:
+                query = query.on_conflict(conflict_target=conflict_target, action="NOTHING")
+            elif ignore_conflicts:
+                query = query.on_conflict_ignore()
+            return query.returning(returning) if returning is not None else query
+
+        super().__init__(build)
+
+    def values(self, *rows):
+        """The statement's parameters for `rows`: each row's values, converted, in column order."""
+        params = []
+        for row in rows:
+            for name, convert, default in self._columns:
+                value = row.get(name, _MISSING)
+                if value is _MISSING:
+                    value = default() if callable(default) else default
+                params.append(convert(value))
+        return params
+
+    def execute(self, db, *rows):
+        """Insert `rows` on `db` (through its guard) and return the cursor."""
+        return super().execute(db, self.values(*rows))
+
+
+_MISSING = object()
+
+
+def _converter(field):
+    """How a Python value becomes a bound parameter of `field` (JSON fields: JSON text)."""
+    if isinstance(field, JSONField):
+        dumps = field._json_dumps
+        return lambda value: None if value is None else dumps(value)
+    return field.db_value

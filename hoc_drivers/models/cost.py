@@ -55,19 +55,12 @@ class WorkerRun(BaseModel):
     is_synthetic = BooleanField(default=False)
     synthetic_scenario_id = CharField(null=True)
 
-    # Trigger name -> its CREATE statement (schema parity checks both).
+    # Trigger name -> its CREATE statement (init_database creates it; schema parity checks it).
     TRIGGERS = {"worker_runs_immutable_guard": _IMMUTABLE_GUARD_SQL}
 
     class Meta:
         table_name = "worker_runs"
         indexes = ((("tenant_id", "created_at"), False),)
-
-    @classmethod
-    def create_table(cls, safe=True, **options):
-        """Create the table, its indexes and the trigger guarding terminal runs."""
-        super().create_table(safe=safe, **options)
-        for sql in cls.TRIGGERS.values():
-            cls._meta.database.execute_sql(sql)
 
 
 class FeatureTag(BaseModel):

@@ -1,0 +1,65 @@
+"""The message bus of committed work: facts to the database's subscribers, events to topics.
+
+`subscribe(db, FactType, handler)` registers a handler for the facts writers note on their
+transactions (`hoc_drivers.facts`); the coordinator calls `handlers_of(db, type(fact))` after
+COMMIT. `EventPublisher` delivers outbox events by topic. Neither knows any driver.
+"""
+import logging
+import threading
+import weakref
+from collections import deque
+
+from .commit_guard import database_key, per_database_registry
+
+log = logging.getLogger(__name__)
+
+
+class EventPublisher:
+    """In-process publisher: subscribers per topic ('*' for all); keeps the recent events."""
+
+    def __init__(self, history=1000):
+        self._subscribers = {}
+        self.published = deque(maxlen=history)
+
+    def subscribe(self, topic, callback):
+        """Call `callback(topic, payload)` for each event of `topic` ('*': every topic)."""
+        self._subscribers.setdefault(topic, []).append(callback)
+
+    def publish(self, topic, payload):
+        """Deliver one event to its subscribers; a failing subscriber is logged, not raised."""
+        self.published.append((topic, payload))
+        for callback in self._subscribers.get(topic, []) + self._subscribers.get("*", []):
+            try:
+                callback(topic, payload)
+            except Exception:
+                log.exception("event subscriber failed for %s", topic)
+
+
+_subscriptions = per_database_registry()  # database key -> {fact type: [handler or weak ref]}
+_subscriptions_lock = threading.Lock()
+
+
+def subscribe(db, fact_type, handler):
+    """After every commit on `db`'s file (any connection in this process) that noted a fact of
+    `fact_type`, call `handler(fact)`. A bound method is held weakly, so a subscriber can be
+    collected. Returns a function that ends the subscription."""
+    entry = weakref.WeakMethod(handler) if hasattr(handler, "__self__") else handler
+    with _subscriptions_lock:
+        entries = _subscriptions.setdefault(database_key(db), {}).setdefault(fact_type, [])
+        entries[:] = [e for e in entries if not isinstance(e, weakref.WeakMethod) or e() is not None]
+        entries.append(entry)
+
+    def unsubscribe():
+        with _subscriptions_lock:
+            handlers = _subscriptions.get(database_key(db), {}).get(fact_type, [])
+            if entry in handlers:
+                handlers.remove(entry)
+    return unsubscribe
+
+
+def handlers_of(db, fact_type):
+    """The live handlers subscribed to `fact_type` on `db`'s file."""
+    with _subscriptions_lock:
+        entries = list(_subscriptions.get(database_key(db), {}).get(fact_type, ()))
+    handlers = (entry() if isinstance(entry, weakref.WeakMethod) else entry for entry in entries)
+    return [handler for handler in handlers if handler is not None]

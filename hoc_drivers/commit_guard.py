@@ -1,0 +1,312 @@
+"""The commit guard: SQLite itself refuses transaction control and writes from anyone but the
+transaction coordinator.
+
+Every connection of a `GuardedSqliteDatabase` is a `GuardedConnection`, which installs an
+authorizer (`sqlite3.Connection.set_authorizer`). SQLite calls it for every statement it
+prepares, after parsing, with the real action: transaction control (BEGIN, COMMIT, ROLLBACK,
+SAVEPOINT, RELEASE), a write (INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, REINDEX, ANALYZE)
+or a read. However the text is spelled (leading comments, odd case, `WITH … INSERT`), and
+whether it arrives through Peewee or through the raw `db.connection()`:
+
+- transaction control is allowed only while the coordinator is issuing it;
+- a write is allowed only while a coordinator transaction is open on the connection;
+- anything else raises `CommitForbidden` naming the caller's file:line; nothing is changed.
+
+SQLite asks the authorizer only when it prepares a statement, and Python's sqlite3 module keeps
+prepared statements in a cache keyed by their text. So the connection also remembers which
+texts SQLite classified as control or write, and refuses a cached one in the wrong state before
+it reaches SQLite. COMMIT and ROLLBACK are sent with `Connection.commit()`/`rollback()`, which
+prepare afresh every time, so no cached COMMIT exists to be replayed. (Known limit: code that
+builds a bare `sqlite3.Cursor` on the connection, skipping `GuardedConnection.cursor()`, and
+re-sends byte for byte a write the coordinator already ran, reuses that cached statement.)
+
+The public transaction methods Peewee offers (`commit`, `rollback`, `atomic`, `transaction`,
+`savepoint`, `begin`, `manual_commit`) always refuse; the coordinator uses the private
+`_control` path, which answers only to the coordinator module.
+"""
+import itertools
+import os
+import sqlite3
+import sys
+import weakref
+
+from peewee import SqliteDatabase
+
+COORDINATOR_MODULE = "hoc_drivers.transaction_coordinator"
+
+CONTROL = "transaction control"
+WRITE = "write"
+_CONTROL_ACTIONS = frozenset({sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT})
+_WRITE_ACTIONS = frozenset(getattr(sqlite3, name) for name in (
+    "SQLITE_INSERT", "SQLITE_UPDATE", "SQLITE_DELETE", "SQLITE_ALTER_TABLE", "SQLITE_REINDEX",
+    "SQLITE_ANALYZE", "SQLITE_CREATE_INDEX", "SQLITE_CREATE_TABLE", "SQLITE_CREATE_TEMP_INDEX",
+    "SQLITE_CREATE_TEMP_TABLE", "SQLITE_CREATE_TEMP_TRIGGER", "SQLITE_CREATE_TEMP_VIEW",
+    "SQLITE_CREATE_TRIGGER", "SQLITE_CREATE_VIEW", "SQLITE_CREATE_VTABLE", "SQLITE_DROP_INDEX",
+    "SQLITE_DROP_TABLE", "SQLITE_DROP_TEMP_INDEX", "SQLITE_DROP_TEMP_TABLE",
+    "SQLITE_DROP_TEMP_TRIGGER", "SQLITE_DROP_TEMP_VIEW", "SQLITE_DROP_TRIGGER", "SQLITE_DROP_VIEW",
+    "SQLITE_DROP_VTABLE") if hasattr(sqlite3, name))
+_MAX_REMEMBERED = 4096  # classified texts kept per connection before it starts afresh
+
+# Frames in these modules are plumbing between a caller and the database; the caller named
+# in a refusal is the first frame outside them.
+_PLUMBING_MODULES = frozenset({"peewee", "contextlib", __name__})
+
+
+class CommitForbidden(RuntimeError):
+    """A commit, rollback, transaction or write attempted outside the coordinator."""
+
+
+def _caller():
+    """Description of the first frame outside the database plumbing: module.function (file:line)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "?")
+        if module not in _PLUMBING_MODULES:
+            code = frame.f_code
+            return f"{module}.{code.co_name} ({code.co_filename}:{frame.f_lineno})"
+        frame = frame.f_back
+    return "unknown caller"
+
+
+def _refusal_message(kind, what):
+    if kind is CONTROL:
+        return (f"{what} refused: only the transaction coordinator may control transactions; "
+                f"called from {_caller()}")
+    return (f"{what} refused: no coordinator transaction is open "
+            f"(use TransactionCoordinator.transaction()); called from {_caller()}")
+
+
+class GuardedConnection(sqlite3.Connection):
+    """A sqlite3 connection whose authorizer enforces the commit guard (see the module text).
+
+    `unit` is the coordinator transaction open on this connection (None when none is);
+    `issuing` is True only while the coordinator sends transaction control.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unit = None
+        self.issuing = False
+        self.refusals = []
+        self._kinds = {}
+        self._sql = None
+        self._refused = None
+        self.set_authorizer(self._authorize)
+
+    def _authorize(self, action, arg1, arg2, dbname, source):
+        if action in _CONTROL_ACTIONS:
+            kind, allowed = CONTROL, self.issuing
+        elif action in _WRITE_ACTIONS:
+            kind, allowed = WRITE, self.unit is not None
+        else:
+            return sqlite3.SQLITE_OK
+        if self._sql is not None:
+            self._kinds[self._sql] = kind
+        if allowed:
+            return sqlite3.SQLITE_OK
+        self._refused = kind
+        return sqlite3.SQLITE_DENY
+
+    def _check(self, sql):
+        """Refuse a statement SQLite already classified (it may be cached) in the wrong state."""
+        kind = self._kinds.get(sql)
+        if kind is CONTROL and not self.issuing or kind is WRITE and self.unit is None:
+            self._refuse(kind, _describe(kind, sql))
+        if len(self._kinds) > _MAX_REMEMBERED:
+            self._kinds.clear()
+            self.set_authorizer(self._authorize)  # expires every cached statement
+
+    def _refuse(self, kind, what):
+        message = _refusal_message(kind, what)
+        self.refusals.append(message)
+        raise CommitForbidden(message)
+
+    def _translate(self, sql):
+        """After a failed statement: raise CommitForbidden if the authorizer refused it."""
+        kind, self._refused = self._refused, None
+        if kind is not None:
+            self._refuse(kind, _describe(kind, sql))
+
+    def cursor(self, factory=None):
+        """A cursor that keeps the guard (a `GuardedCursor` unless another factory is given)."""
+        return super().cursor(factory or GuardedCursor)
+
+    def execute(self, sql, parameters=(), /):
+        """Run one statement through a guarded cursor."""
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql, parameters, /):
+        """Run one statement for each parameter set through a guarded cursor."""
+        return self.cursor().executemany(sql, parameters)
+
+    def executescript(self, script, /):
+        """Run a script through a guarded cursor (each statement meets the authorizer)."""
+        return self.cursor().executescript(script)
+
+    def commit(self):
+        """COMMIT: only while the coordinator issues it."""
+        if not self.issuing:
+            self._refuse(CONTROL, "commit()")
+        super().commit()
+
+    def rollback(self):
+        """ROLLBACK: only while the coordinator issues it."""
+        if not self.issuing:
+            self._refuse(CONTROL, "rollback()")
+        super().rollback()
+
+
+def _describe(kind, sql):
+    text = " ".join(str(sql).split())
+    return f"raw SQL {text[:40]!r}" if kind is CONTROL else f"write {text[:40]!r}"
+
+
+class GuardedCursor(sqlite3.Cursor):
+    """A cursor that refuses statements the commit guard refuses (see the module text)."""
+
+    def execute(self, sql, parameters=(), /):
+        """Run one statement unless the guard refuses it."""
+        return self._guarded(super().execute, sql, parameters)
+
+    def executemany(self, sql, parameters, /):
+        """Run one statement per parameter set unless the guard refuses it."""
+        return self._guarded(super().executemany, sql, parameters)
+
+    def _guarded(self, run, sql, parameters):
+        conn = self.connection
+        conn._check(sql)
+        conn._sql = sql
+        try:
+            return run(sql, parameters)
+        except sqlite3.DatabaseError:
+            conn._translate(sql)
+            raise
+        finally:
+            conn._sql = None
+
+    def executescript(self, script, /):
+        """Run a script; SQLite prepares each statement afresh, so the authorizer sees each."""
+        try:
+            return super().executescript(script)
+        except sqlite3.DatabaseError:
+            self.connection._translate(script)
+            raise
+
+
+class GuardedSqliteDatabase(SqliteDatabase):
+    """A SqliteDatabase whose transactions belong to the transaction coordinator.
+
+    Every refusal is also kept in `refusals` (newest last), so a test can assert that no code
+    tried to commit behind the coordinator's back even if that code swallowed the error.
+    """
+
+    def __init__(self, database, *args, **kwargs):
+        kwargs["factory"] = GuardedConnection
+        super().__init__(database, *args, **kwargs)
+        self.refusals = []
+        self.key = _database_key(database, self)
+
+    def _connect(self):
+        conn = super()._connect()
+        conn.refusals = self.refusals
+        return conn
+
+    def _refuse(self, what):
+        message = _refusal_message(CONTROL, what)
+        self.refusals.append(message)
+        raise CommitForbidden(message)
+
+    def atomic(self, *args, **kwargs):
+        """Refused: transactions are the coordinator's (`coordinator.transaction()`)."""
+        self._refuse("atomic()")
+
+    def transaction(self, *args, **kwargs):
+        """Refused: transactions are the coordinator's (`coordinator.transaction()`)."""
+        self._refuse("transaction()")
+
+    def savepoint(self, *args, **kwargs):
+        """Refused: savepoints come from the coordinator transaction (`tx.savepoint()`)."""
+        self._refuse("savepoint()")
+
+    def manual_commit(self):
+        """Refused: manual commit mode bypasses the coordinator."""
+        self._refuse("manual_commit()")
+
+    def begin(self, *args, **kwargs):
+        """Refused: BEGIN is the coordinator's."""
+        self._refuse("begin()")
+
+    def commit(self):
+        """Refused: COMMIT is the coordinator's."""
+        self._refuse("commit()")
+
+    def rollback(self):
+        """Refused: ROLLBACK is the coordinator's."""
+        self._refuse("rollback()")
+
+    def in_transaction(self):
+        """True while a coordinator transaction is open in this thread."""
+        return self.current_unit() is not None
+
+    def current_unit(self):
+        """The coordinator transaction open on this thread's connection, or None."""
+        conn = self._state.conn
+        return None if conn is None else conn.unit
+
+    def _control(self, statement, unit=None, ending=False):
+        """Coordinator only: send transaction control. BEGIN opens `unit` on this thread's
+        connection; `ending` (COMMIT or ROLLBACK) closes it, whatever the outcome."""
+        if sys._getframe(1).f_globals.get("__name__") != COORDINATOR_MODULE:
+            self._refuse("_control()")
+        conn = self.connection()
+        conn.issuing = True
+        try:
+            if statement == "COMMIT":
+                conn.commit()
+            elif statement == "ROLLBACK":
+                conn.rollback()
+            else:
+                conn.execute(statement)
+            if unit is not None:
+                conn.unit = unit
+        finally:
+            conn.issuing = False
+            if ending:
+                conn.unit = None
+
+
+# ---------------------------------------------------------------------------------------
+# Per-database registries (guard caches, subscribers)
+
+_registries = []
+_memory_database_numbers = itertools.count(1)
+
+
+def _database_key(name, db):
+    name = str(name)
+    if name == ":memory:" or name.startswith("file::memory:") or "mode=memory" in name:
+        key = ("memory", next(_memory_database_numbers))
+        weakref.finalize(db, _forget_memory_database, key)
+        return key
+    return os.path.realpath(name)
+
+
+def database_key(db):
+    """Which database `db` is, for per-database registries: the real path of its file (every
+    connection to one file shares it), or ("memory", n) for an in-memory database, with an n
+    never reused in this process."""
+    return db.key
+
+
+def per_database_registry():
+    """A new dict to key by `database_key`; an in-memory database's entry is removed when that
+    database object is collected."""
+    registry = {}
+    _registries.append(registry)
+    return registry
+
+
+def _forget_memory_database(key):
+    # Plain dict pops, no lock: safe in whichever thread collects the database object.
+    for registry in _registries:
+        registry.pop(key, None)

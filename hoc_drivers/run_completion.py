@@ -1,0 +1,277 @@
+"""The run-completion transaction: a finished run's incident, policy evaluation and trace
+completion, written together in one coordinator transaction (SPEC §0).
+
+`RunCompletionTransaction(coordinator).execute(tenant_id, run_id, run_status, ...)` opens (or
+joins) the coordinator's transaction, writes, and reports how far it got
+(`TransactionResult`). A new incident notes `GuardStateChanged` for the tenant, so guard caches
+drop it after COMMIT. The seed's names are importable from `transaction_coordinator` too.
+"""
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from peewee import fn
+
+from .facts import GuardStateChanged
+from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
+from .models.runs import Incident, PreventionRecord, Run, Trace
+from .validation import require_tenant
+
+ACCESS = "WRITE"
+
+
+
+class TransactionPhase(str, Enum):
+    """How far a run-completion transaction got."""
+
+    NOT_STARTED = "NOT_STARTED"
+    INCIDENT_CREATED = "INCIDENT_CREATED"
+    POLICY_EVALUATED = "POLICY_EVALUATED"
+    TRACE_COMPLETED = "TRACE_COMPLETED"
+    COMMITTED = "COMMITTED"
+    EVENTS_PUBLISHED = "EVENTS_PUBLISHED"
+    ROLLED_BACK = "ROLLED_BACK"
+    FAILED = "FAILED"
+
+
+class TransactionFailed(Exception):
+    """A run-completion transaction rolled back; nothing of it was written."""
+
+    def __init__(self, message, phase, partial_results=None, cause=None):
+        super().__init__(message)
+        self.phase = phase
+        self.partial_results = partial_results or {}
+        self.cause = cause
+
+
+@dataclass
+class DomainResult:
+    """The outcome of one domain step of a run-completion transaction."""
+
+    domain: str
+    action: str
+    result_id: str | None = None
+    success: bool = False
+    error: str | None = None
+    timestamp: datetime = field(default_factory=utcnow)
+
+    def to_dict(self):
+        """JSON-ready dict (timestamp as ISO text)."""
+        return {"domain": self.domain, "action": self.action, "result_id": self.result_id,
+                "success": self.success, "error": self.error,
+                "timestamp": self.timestamp.isoformat()}
+
+
+@dataclass
+class TransactionResult:
+    """The outcome of `RunCompletionTransaction.execute`."""
+
+    run_id: str
+    incident_result: DomainResult | None = None
+    policy_result: DomainResult | None = None
+    trace_result: DomainResult | None = None
+    phase: TransactionPhase = TransactionPhase.NOT_STARTED
+    events_published: list = field(default_factory=list)
+    duration_ms: int = 0
+
+    def is_complete(self):
+        """True once committed."""
+        return self.phase in (TransactionPhase.COMMITTED, TransactionPhase.EVENTS_PUBLISHED)
+
+    def all_domains_succeeded(self):
+        """True when no domain step that ran failed."""
+        return all(r is None or r.success
+                   for r in (self.incident_result, self.policy_result, self.trace_result))
+
+    def to_dict(self):
+        """JSON-ready dict."""
+        def part(result):
+            return result.to_dict() if result else None
+        return {"run_id": self.run_id, "phase": self.phase.value,
+                "is_complete": self.is_complete(),
+                "all_domains_succeeded": self.all_domains_succeeded(),
+                "incident": part(self.incident_result), "policy": part(self.policy_result),
+                "trace": part(self.trace_result), "events_published": list(self.events_published),
+                "duration_ms": self.duration_ms}
+
+
+# Error codes in the order they are searched for; severity and category of each.
+FAILURE_CODES = ("EXECUTION_TIMEOUT", "AGENT_CRASH", "STEP_FAILURE", "SKILL_ERROR",
+                 "BUDGET_EXCEEDED", "RATE_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTION", "CANCELLED",
+                 "MANUAL_STOP", "RETRY_EXHAUSTED")
+FAILURE_SEVERITY = {"AGENT_CRASH": "critical", "EXECUTION_TIMEOUT": "high",
+                    "STEP_FAILURE": "high", "SKILL_ERROR": "high", "CANCELLED": "low",
+                    "MANUAL_STOP": "low"}
+FAILURE_CATEGORY = {"BUDGET_EXCEEDED": "BUDGET_EXCEEDED", "RATE_LIMIT_EXCEEDED": "RATE_LIMIT",
+                    "RESOURCE_EXHAUSTION": "RESOURCE_EXHAUSTION", "CANCELLED": "MANUAL",
+                    "MANUAL_STOP": "MANUAL"}
+FAILURE_TITLE = {"EXECUTION_TIMEOUT": "Execution Timeout", "AGENT_CRASH": "Agent Crash",
+                 "BUDGET_EXCEEDED": "Budget Exceeded", "RATE_LIMIT_EXCEEDED": "Rate Limit Hit",
+                 "STEP_FAILURE": "Step Failure", "SKILL_ERROR": "Skill Error"}
+POLICY_OUTCOMES = {"succeeded": "no_violation", "completed": "no_violation",
+                   "success": "no_violation", "failed": "not_applicable",
+                   "failure": "not_applicable", "error": "not_applicable",
+                   "halted": "advisory", "blocked": "advisory"}
+RUN_STATUSES = ("succeeded", "completed", "success", "failed", "failure", "error",
+                "halted", "blocked", "cancelled", "crashed")
+
+
+def classify_failure(error_code=None, error_message=None):
+    """The first known failure code in `error_code` or the upper-cased message, else UNKNOWN."""
+    haystack = f"{error_code or ''} {(error_message or '').upper()}"
+    return next((code for code in FAILURE_CODES if code in haystack), "UNKNOWN")
+
+
+_INSERT_INCIDENT = PreparedInsert(Incident, (
+    "id", "tenant_id", "title", "severity", "status", "trigger_type", "category", "description",
+    "source_type", "source_run_id", "impact_scope", "affected_agent_id", "error_code",
+    "error_message", "started_at", "created_at", "updated_at", "is_synthetic",
+    "synthetic_scenario_id"), ignore_conflicts=True, returning=Incident.id)
+_INSERT_POLICY = PreparedInsert(PreventionRecord, (
+    "id", "tenant_id", "policy_id", "pattern_id", "original_incident_id",
+    "blocked_incident_id", "run_id", "outcome", "signature_match_confidence",
+    "is_synthetic", "synthetic_scenario_id", "created_at"), ignore_conflicts=True,
+    returning=PreventionRecord.id)
+_SELECT_RUN_INCIDENT = PreparedQuery(lambda: Incident.select(Incident.id).where(
+    (Incident.tenant_id == PLACEHOLDER) & (Incident.source_type == "run")
+    & (Incident.source_run_id == PLACEHOLDER)))
+_SELECT_POLICY = PreparedQuery(lambda: PreventionRecord.select(PreventionRecord.id).where(
+    (PreventionRecord.tenant_id == PLACEHOLDER) & (PreventionRecord.policy_id == PLACEHOLDER)
+    & (PreventionRecord.run_id == PLACEHOLDER)))
+_COUNT_RUN_INCIDENT = PreparedQuery(lambda: Run.update(incident_count=Run.incident_count + 1)
+                                    .where((Run.id == PLACEHOLDER) & (Run.tenant_id == PLACEHOLDER)))
+_COMPLETE_TRACE = PreparedQuery(lambda: Trace.update(
+    {Trace.status: PLACEHOLDER, Trace.completed_at: PLACEHOLDER,
+     Trace.incident_id: fn.COALESCE(PLACEHOLDER, Trace.incident_id)})
+    .where((Trace.trace_id == PLACEHOLDER) & (Trace.tenant_id == PLACEHOLDER)))
+
+
+def _first_column(cursor):
+    row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _create_run_incident(tx, tenant_id, run_id, agent_id, error_code, error_message,
+                         is_synthetic, synthetic_scenario_id, now):
+    """One incident per failed run; returns (incident_id, created)."""
+    code = classify_failure(error_code, error_message)
+    row = {"id": new_id(), "tenant_id": tenant_id,
+           "title": f"{FAILURE_TITLE.get(code, 'Run Failed')}: Run {run_id[:8]}...",
+           "severity": FAILURE_SEVERITY.get(code, "medium"), "status": "open",
+           "trigger_type": "run_failure", "category": FAILURE_CATEGORY.get(code, "EXECUTION_FAILURE"),
+           "description": f"Run {run_id} failed with error: {code}", "source_type": "run",
+           "source_run_id": run_id, "impact_scope": "single_run", "affected_agent_id": agent_id,
+           "error_code": code, "error_message": error_message, "started_at": now,
+           "created_at": now, "updated_at": now, "is_synthetic": bool(is_synthetic),
+           "synthetic_scenario_id": synthetic_scenario_id}
+    incident_id = _first_column(_INSERT_INCIDENT.execute(tx.db, row))
+    if incident_id is not None:
+        _COUNT_RUN_INCIDENT.execute(tx.db, (run_id, tenant_id))
+        return incident_id, True
+    return _first_column(_SELECT_RUN_INCIDENT.execute(tx.db, (tenant_id, run_id))), False
+
+
+def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
+                              synthetic_scenario_id, now):
+    """One policy evaluation per run; returns its id."""
+    outcome = POLICY_OUTCOMES.get(run_status.lower(), "not_applicable")
+    policy_id = f"policy_eval_{run_id[:8]}"
+    row = {"id": new_id(), "tenant_id": tenant_id, "policy_id": policy_id,
+           "pattern_id": "policies_checked:0", "original_incident_id": run_id,
+           "blocked_incident_id": run_id, "run_id": run_id, "outcome": outcome,
+           "signature_match_confidence": 1.0 if outcome == "no_violation" else 0.0,
+           "is_synthetic": bool(is_synthetic), "synthetic_scenario_id": synthetic_scenario_id,
+           "created_at": now}
+    inserted = _first_column(_INSERT_POLICY.execute(tx.db, row))
+    if inserted is not None:
+        return inserted
+    return _first_column(_SELECT_POLICY.execute(tx.db, (tenant_id, policy_id, run_id)))
+
+
+def complete_trace(tx, tenant_id, trace_id, run_status, incident_id, now):
+    """Mark the tenant's trace completed (inside `tx`); False when there is no such trace."""
+    cursor = _COMPLETE_TRACE.execute(tx.db, (run_status, Trace.completed_at.db_value(now),
+                                          incident_id, trace_id, tenant_id))
+    return cursor.rowcount > 0
+
+
+class RunCompletionTransaction:
+    """A finished run's incident + policy evaluation + trace completion, committed together."""
+
+    def __init__(self, coordinator, trace_completer=complete_trace):
+        if not hasattr(coordinator, "transaction"):
+            raise TypeError(f"RunCompletionTransaction takes a TransactionCoordinator, "
+                            f"got {type(coordinator).__name__}")
+        self.coordinator = coordinator
+        self.trace_completer = trace_completer
+
+    def execute(self, tenant_id, run_id, run_status, agent_id=None, error_code=None,
+                error_message=None, trace_id=None, is_synthetic=False,
+                synthetic_scenario_id=None, skip_events=False):
+        """Write the run's governance records atomically, then publish its events.
+
+        Inside an enclosing coordinator transaction it joins that transaction (a savepoint)."""
+        require_tenant(tenant_id)
+        if not all(isinstance(value, str) and value.strip() for value in (run_id, run_status)):
+            raise ValueError(f"run_id and run_status are required (non-empty strings), "
+                             f"got {run_id!r} and {run_status!r}")
+        for name, value in (("agent_id", agent_id), ("error_code", error_code),
+                            ("trace_id", trace_id), ("synthetic_scenario_id", synthetic_scenario_id)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be a non-empty string or None, got {value!r}")
+        started = utcnow()
+        result = TransactionResult(run_id=run_id)
+        incident_created = False
+        try:
+            with self.coordinator.transaction() as tx:
+                now = utcnow()
+                if run_status == "failed":
+                    incident_id, incident_created = _create_run_incident(
+                        tx, tenant_id, run_id, agent_id, error_code, error_message,
+                        is_synthetic, synthetic_scenario_id, now)
+                    if incident_created:
+                        tx.note(GuardStateChanged(tenant_id))
+                    result.incident_result = DomainResult("incidents", "create_incident",
+                                                          incident_id, True)
+                    result.phase = TransactionPhase.INCIDENT_CREATED
+                policy_id = _create_policy_evaluation(tx, tenant_id, run_id, run_status,
+                                                      is_synthetic, synthetic_scenario_id, now)
+                result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True)
+                result.phase = TransactionPhase.POLICY_EVALUATED
+                if trace_id:
+                    incident_id = result.incident_result and result.incident_result.result_id
+                    if self.trace_completer(tx, tenant_id, trace_id, run_status, incident_id, now):
+                        result.trace_result = DomainResult("traces", "complete_trace", trace_id, True)
+                        result.phase = TransactionPhase.TRACE_COMPLETED
+                    else:
+                        result.trace_result = DomainResult(
+                            "traces", "complete_trace", trace_id, False,
+                            f"trace {trace_id} not found for tenant {tenant_id}")
+                if not skip_events:
+                    self._write_events(tx, result, run_status, trace_id, tenant_id,
+                                       incident_created)
+        except Exception as exc:
+            reached = result.phase
+            result.phase = TransactionPhase.ROLLED_BACK
+            raise TransactionFailed(f"Cross-domain transaction failed: {exc}", reached,
+                                    result.to_dict(), exc) from exc
+        result.phase = TransactionPhase.COMMITTED
+        result.events_published = list(tx.published_topics)
+        if not skip_events and len(tx.published_topics) == len(tx.events):
+            result.phase = TransactionPhase.EVENTS_PUBLISHED
+        result.duration_ms = int((utcnow() - started).total_seconds() * 1000)
+        return result
+
+    @staticmethod
+    def _write_events(tx, result, run_status, trace_id, tenant_id, incident_created):
+        """Put the run's events in the outbox (published after commit)."""
+        incident_id = result.incident_result.result_id if result.incident_result else None
+        policy_id = result.policy_result.result_id
+        tx.publish("run.completed", {"run_id": result.run_id, "status": run_status,
+                                     "incident_id": incident_id, "policy_id": policy_id,
+                                     "trace_id": trace_id}, tenant_id)
+        if incident_created:
+            tx.publish("incident.created", {"run_id": result.run_id, "incident_id": incident_id,
+                                            "outcome": run_status}, tenant_id)
+        tx.publish("policy.evaluated", {"run_id": result.run_id, "policy_id": policy_id,
+                                        "outcome": run_status}, tenant_id)
