@@ -218,6 +218,37 @@ def _now_text():
 
 
 # ---------------------------------------------------------------------------------------
+# the commit guard's own cost
+
+
+@workload("commit_guard")
+def bench_commit_guard(quick=False, full=False):
+    """One INSERT inside an open transaction: a guarded connection (authorizer + the check of
+    cached statements) vs a plain sqlite3 connection, both in memory (the guard's cost alone)."""
+    from .commit_guard import GuardedConnection
+
+    count = 5000 if quick else 50000
+    guarded = sqlite3.connect(":memory:", isolation_level=None, factory=GuardedConnection)
+    plain = sqlite3.connect(":memory:", isolation_level=None)
+    guarded.unit = "bench"  # as the coordinator marks its open transaction
+    for conn in (guarded, plain):
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT)")
+    guarded.issuing = True
+    guarded.execute("BEGIN")
+    guarded.issuing = False
+    plain.execute("BEGIN")
+    sql, row = "INSERT INTO t (a, b) VALUES (?, ?)", ("tenant", "value")
+    try:
+        return [measure("INSERT through the commit guard", lambda i: guarded.execute(sql, row),
+                        "plain sqlite3 connection", lambda i: plain.execute(sql, row), count,
+                        per_call=False)]
+    finally:
+        guarded.unit = None
+        guarded.close()
+        plain.close()
+
+
+# ---------------------------------------------------------------------------------------
 # cross-domain: a cost anomaly becomes an incident
 
 

@@ -127,13 +127,14 @@ class DecisionRecord:
 # Writing inside the caller's transaction
 
 
-def write_non_blocking(tx, work, failure, description, logger=log):
-    """`work(tx.db)` in a savepoint of `tx`: a storage failure undoes only its own writes, is
-    logged (as `description`) and gives `failure`; `tx` stays usable. Never commits."""
+def write_non_blocking(tx, statement, failure, description, logger=log):
+    """Run `statement(tx.db)`, which sends ONE write statement, without ever failing `tx`: a
+    storage failure is logged (as `description`) and gives `failure`. SQLite undoes a failing
+    statement by itself (its statement journal) and keeps the transaction open, so one
+    statement needs no savepoint around it. Never commits."""
     require_transaction(tx)
     try:
-        with tx.savepoint():
-            return work(tx.db)
+        return statement(tx.db)
     except Exception:
         logger.warning("%s: not written", description, exc_info=True)
         return failure
