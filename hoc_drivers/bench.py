@@ -228,7 +228,7 @@ def bench_commit_guard(quick=False, full=False):
     from .commit_guard import GuardedConnection
 
     count = 5000 if quick else 50000
-    guarded = sqlite3.connect(":memory:", isolation_level=None, factory=GuardedConnection)
+    guarded = sqlite3.connect(":memory:", isolation_level=None, factory=GuardedConnection).guard()
     plain = sqlite3.connect(":memory:", isolation_level=None)
     guarded.unit = "bench"  # as the coordinator marks its open transaction
     for conn in (guarded, plain):

@@ -15,10 +15,19 @@ whether it arrives through Peewee or through the raw `db.connection()`:
 SQLite asks the authorizer only when it prepares a statement, and Python's sqlite3 module keeps
 prepared statements in a cache keyed by their text. So the connection also remembers which
 texts SQLite classified as control or write, and refuses a cached one in the wrong state before
-it reaches SQLite. COMMIT and ROLLBACK are sent with `Connection.commit()`/`rollback()`, which
-prepare afresh every time, so no cached COMMIT exists to be replayed. (Known limit: code that
-builds a bare `sqlite3.Cursor` on the connection, skipping `GuardedConnection.cursor()`, and
-re-sends byte for byte a write the coordinator already ran, reuses that cached statement.)
+it reaches SQLite; a write or control statement prepared by a bare `sqlite3.Cursor` (which
+the connection cannot remember) is refused outright. COMMIT and ROLLBACK are sent with
+`Connection.commit()`/`rollback()`, which prepare afresh every time, so no cached COMMIT exists
+to be replayed. PRAGMAs that change the file or weaken later writes (user_version,
+journal_mode, foreign_keys, writable_schema, ...) and ATTACH count as writes; a writable
+`blobopen` needs a coordinator transaction. If a statement makes SQLite roll the whole
+transaction back (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)), every later statement of that
+coordinator block is refused and its COMMIT fails: nothing half-done is committed.
+
+Known limits (in-process code set on bypassing, not mistakes): a bare `sqlite3.Cursor` that
+re-sends byte for byte a statement the guarded path already prepared reuses the cached
+statement; another connection's `backup()` into this file, `set_authorizer(None)` and
+assigning `unit` are not seen.
 
 The public transaction methods Peewee offers (`commit`, `rollback`, `atomic`, `transaction`,
 `savepoint`, `begin`, `manual_commit`) always refuse; the coordinator uses the private
@@ -45,6 +54,13 @@ _WRITE_ACTIONS = frozenset(getattr(sqlite3, name) for name in (
     "SQLITE_DROP_TABLE", "SQLITE_DROP_TEMP_INDEX", "SQLITE_DROP_TEMP_TABLE",
     "SQLITE_DROP_TEMP_TRIGGER", "SQLITE_DROP_TEMP_VIEW", "SQLITE_DROP_TRIGGER", "SQLITE_DROP_VIEW",
     "SQLITE_DROP_VTABLE") if hasattr(sqlite3, name))
+# PRAGMAs that, given a value, change the file or weaken the guarantees of later writes.
+_PRAGMA_WRITES = frozenset({
+    "application_id", "auto_vacuum", "defer_foreign_keys", "foreign_keys",
+    "ignore_check_constraints", "journal_mode", "legacy_alter_table", "locking_mode", "page_size",
+    "query_only", "recursive_triggers", "schema_version", "secure_delete", "synchronous",
+    "trusted_schema", "user_version", "writable_schema"})
+_ATTACH_ACTIONS = frozenset({sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH})
 _MAX_REMEMBERED = 4096  # classified texts kept per connection before it starts afresh
 
 # Frames in these modules are plumbing between a caller and the database; the caller named
@@ -91,27 +107,39 @@ class GuardedConnection(sqlite3.Connection):
         self._kinds = {}
         self._sql = None
         self._refused = None
+
+    def guard(self):
+        """Install the authorizer (after the connection's own set-up PRAGMAs); every statement
+        prepared before is expired, so it meets the authorizer when it runs again."""
         self.set_authorizer(self._authorize)
+        return self
 
     def _authorize(self, action, arg1, arg2, dbname, source):
         if action in _CONTROL_ACTIONS:
             kind, allowed = CONTROL, self.issuing
-        elif action in _WRITE_ACTIONS:
+        elif (action in _WRITE_ACTIONS or action in _ATTACH_ACTIONS
+              or action == sqlite3.SQLITE_PRAGMA and arg2 is not None and arg1.lower() in _PRAGMA_WRITES):
             kind, allowed = WRITE, self.unit is not None
         else:
             return sqlite3.SQLITE_OK
         if self._sql is not None:
             self._kinds[self._sql] = kind
+        elif not self.issuing:
+            allowed = False  # prepared by a bare sqlite3.Cursor: it could not be remembered
         if allowed:
             return sqlite3.SQLITE_OK
         self._refused = kind
         return sqlite3.SQLITE_DENY
 
     def _check(self, sql):
-        """Refuse a statement SQLite already classified (it may be cached) in the wrong state."""
+        """Refuse a statement SQLite already classified (it may be cached) in the wrong state,
+        and any statement in a coordinator transaction SQLite has already rolled back."""
         kind = self._kinds.get(sql)
         if kind is CONTROL and not self.issuing or kind is WRITE and self.unit is None:
             self._refuse(kind, _describe(kind, sql))
+        if self.unit is not None and not self.in_transaction and not self.issuing:
+            self._refuse(WRITE, f"{_describe(WRITE, sql)} after SQLite rolled the transaction back "
+                                "(ON CONFLICT ROLLBACK or RAISE(ROLLBACK)); it")
         if len(self._kinds) > _MAX_REMEMBERED:
             self._kinds.clear()
             self.set_authorizer(self._authorize)  # expires every cached statement
@@ -143,10 +171,20 @@ class GuardedConnection(sqlite3.Connection):
         """Run a script through a guarded cursor (each statement meets the authorizer)."""
         return self.cursor().executescript(script)
 
+    def blobopen(self, *args, **kwargs):
+        """Incremental blob I/O: writable blobs only inside a coordinator transaction."""
+        if not kwargs.get("readonly", False) and self.unit is None:
+            self._refuse(WRITE, "blobopen()")
+        return super().blobopen(*args, **kwargs)
+
     def commit(self):
         """COMMIT: only while the coordinator issues it."""
         if not self.issuing:
             self._refuse(CONTROL, "commit()")
+        if self.unit is not None and not self.in_transaction:
+            raise sqlite3.OperationalError(
+                "cannot commit: SQLite already rolled this transaction back (ON CONFLICT ROLLBACK "
+                "or RAISE(ROLLBACK) in a statement); nothing of it was committed")
         super().commit()
 
     def rollback(self):
@@ -186,11 +224,8 @@ class GuardedCursor(sqlite3.Cursor):
 
     def executescript(self, script, /):
         """Run a script; SQLite prepares each statement afresh, so the authorizer sees each."""
-        try:
-            return super().executescript(script)
-        except sqlite3.DatabaseError:
-            self.connection._translate(script)
-            raise
+        return self._guarded(lambda script, _: super(GuardedCursor, self).executescript(script),
+                             script, None)
 
 
 class GuardedSqliteDatabase(SqliteDatabase):
@@ -207,7 +242,7 @@ class GuardedSqliteDatabase(SqliteDatabase):
         self.key = _database_key(database, self)
 
     def _connect(self):
-        conn = super()._connect()
+        conn = super()._connect().guard()
         conn.refusals = self.refusals
         return conn
 

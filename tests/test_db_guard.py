@@ -4,6 +4,7 @@ import sqlite3
 import stat
 import types
 
+import peewee
 import pytest
 
 from hoc_drivers.db import CommitForbidden, open_database
@@ -193,3 +194,53 @@ def test_refusals_are_recorded_even_when_swallowed(hoc_db, driver_module):
         pass  # a careless driver hiding the refusal
     with pytest.raises(AssertionError, match="commit\\(\\) refused"):
         assert_no_stray_commits(hoc_db)
+
+
+# Holes an attacker's review found in the first authorizer guard, each closed.
+
+def test_a_statement_rollback_inside_a_coordinator_block_cannot_commit_half(hoc_db, hoc_coordinator):
+    """INSERT OR ROLLBACK ends SQLite's transaction: later writes must not autocommit, and the
+    block must not report a commit of work SQLite threw away."""
+    committed = []
+    with pytest.raises(CommitForbidden, match="rolled the transaction back"):
+        with hoc_coordinator.transaction() as tx:
+            tx.on_commit(lambda: committed.append(True))
+            hoc_db.execute_sql(INSERT_EVENT)
+            with pytest.raises(peewee.IntegrityError):  # the duplicate id: SQLite rolls back
+                hoc_db.execute_sql(INSERT_EVENT.replace("INSERT", "INSERT OR ROLLBACK"))
+            hoc_db.execute_sql(INSERT_EVENT.replace("e1", "e2"))
+    assert committed == [] and _schema_and_rows(hoc_db)[1] == (0,)
+    with hoc_coordinator.transaction():  # the connection is usable again
+        hoc_db.execute_sql(INSERT_EVENT)
+    assert _schema_and_rows(hoc_db)[1] == (1,)
+
+
+def test_a_statement_first_prepared_by_a_bare_cursor_cannot_prime_the_cache(hoc_db, hoc_coordinator):
+    with hoc_coordinator.transaction():
+        with pytest.raises(sqlite3.DatabaseError):
+            sqlite3.Cursor(hoc_db.connection()).execute(INSERT_EVENT)
+    with pytest.raises(CommitForbidden):
+        hoc_db.execute_sql(INSERT_EVENT)
+    assert _schema_and_rows(hoc_db)[1] == (0,)
+
+
+@pytest.mark.parametrize("sql", ["PRAGMA user_version = 42", "pragma Application_ID=7",
+                                 "PRAGMA journal_mode = DELETE", "PRAGMA foreign_keys = OFF",
+                                 "PRAGMA writable_schema = ON", "ATTACH DATABASE ':memory:' AS other"])
+def test_pragmas_that_change_the_file_and_attach_are_writes(hoc_db, sql):
+    with pytest.raises(CommitForbidden, match="no coordinator transaction"):
+        hoc_db.execute_sql(sql)
+    assert hoc_db.execute_sql("PRAGMA user_version").fetchone()[0] == 0
+    assert hoc_db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert hoc_db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_a_writable_blob_needs_a_coordinator_transaction(hoc_db, hoc_coordinator):
+    with hoc_coordinator.transaction():
+        hoc_db.execute_sql("INSERT INTO events (id, topic, payload, created_at) VALUES "
+                           "('e1', 't', '{}', '2026-01-01')")
+    rowid = hoc_db.execute_sql("SELECT rowid FROM events").fetchone()[0]
+    with pytest.raises(CommitForbidden, match="blobopen"):
+        hoc_db.connection().blobopen("events", "topic", rowid)
+    with hoc_db.connection().blobopen("events", "topic", rowid, readonly=True) as blob:
+        assert blob.read() == b"t"
