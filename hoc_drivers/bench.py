@@ -230,13 +230,12 @@ def bench_commit_guard(quick=False, full=False):
     count = 5000 if quick else 50000
     guarded = sqlite3.connect(":memory:", isolation_level=None, factory=GuardedConnection).guard()
     plain = sqlite3.connect(":memory:", isolation_level=None)
-    guarded.unit = "bench"  # as the coordinator marks its open transaction
+    guarded.issuing = True  # as the coordinator opens its transaction
+    guarded.execute("BEGIN")
+    guarded.issuing, guarded.unit = False, "bench"
+    plain.execute("BEGIN")
     for conn in (guarded, plain):
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT)")
-    guarded.issuing = True
-    guarded.execute("BEGIN")
-    guarded.issuing = False
-    plain.execute("BEGIN")
     sql, row = "INSERT INTO t (a, b) VALUES (?, ?)", ("tenant", "value")
     try:
         return [measure("INSERT through the commit guard", lambda i: guarded.execute(sql, row),

@@ -20,3 +20,8 @@ def test_guard_cache_workload_shows_a_hit_far_cheaper_than_a_miss():
     assert hit.name == "GuardCache.get_status (hit)" and hit.baseline.startswith("plain dict")
     assert miss.ratio > 20 and bound.ratio > 20
     assert hit.median_us < 100 and miss.median_us > hit.median_us
+
+
+def test_the_commit_guard_workload_runs_beside_plain_sqlite3():
+    (row,) = WORKLOADS["commit_guard"](quick=True)
+    assert row.baseline == "plain sqlite3 connection" and row.ratio > 0
