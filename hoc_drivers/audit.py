@@ -40,7 +40,7 @@ DRIVERS = ("alert_driver", "alert_emitter", "cross_domain", "dag_executor", "dec
            "ledger", "schema_parity", "transaction_coordinator", "worker_write_service_async")
 COMMIT_AUTHORITY = "transaction_coordinator"
 # commit_guard.py defines the guard: it names COMMIT and ROLLBACK and calls sqlite3's commit()
-# and rollback() for the coordinator (`_control`); this module names the calls it looks for;
+# and rollback() (the coordinator sends them); this module names the calls it looks for;
 # bench.py commits on raw sqlite3 baselines over scratch files.
 NOT_SCANNED = ("commit_guard", "audit", "bench")
 ACCESS_VALUES = ("READ", "WRITE", "READ+WRITE")

@@ -30,8 +30,8 @@ statement; another connection's `backup()` into this file, `set_authorizer(None)
 assigning `unit` are not seen.
 
 The public transaction methods Peewee offers (`commit`, `rollback`, `atomic`, `transaction`,
-`savepoint`, `begin`, `manual_commit`) always refuse; the coordinator uses the private
-`_control` path, which answers only to the coordinator module.
+`savepoint`, `begin`, `manual_commit`) always refuse; the coordinator sends transaction
+control itself, on the connection, with `issuing` set while it does.
 """
 import itertools
 import os
@@ -40,8 +40,6 @@ import sys
 import weakref
 
 from peewee import SqliteDatabase
-
-COORDINATOR_MODULE = "hoc_drivers.transaction_coordinator"
 
 CONTROL = "transaction control"
 WRITE = "write"
@@ -287,27 +285,6 @@ class GuardedSqliteDatabase(SqliteDatabase):
         """The coordinator transaction open on this thread's connection, or None."""
         conn = self._state.conn
         return None if conn is None else conn.unit
-
-    def _control(self, statement, unit=None, ending=False):
-        """Coordinator only: send transaction control. BEGIN opens `unit` on this thread's
-        connection; `ending` (COMMIT or ROLLBACK) closes it, whatever the outcome."""
-        if sys._getframe(1).f_globals.get("__name__") != COORDINATOR_MODULE:
-            self._refuse("_control()")
-        conn = self.connection()
-        conn.issuing = True
-        try:
-            if statement == "COMMIT":
-                conn.commit()
-            elif statement == "ROLLBACK":
-                conn.rollback()
-            else:
-                conn.execute(statement)
-            if unit is not None:
-                conn.unit = unit
-        finally:
-            conn.issuing = False
-            if ending:
-                conn.unit = None
 
 
 # ---------------------------------------------------------------------------------------

@@ -90,6 +90,27 @@ def _mark_events_published(count):
                          .where(Event.id.in_([PLACEHOLDER] * count)))
 
 
+def _send(db, statement, unit=None, ending=False):
+    """Send transaction control on this thread's connection of `db`, the one place that does:
+    BEGIN opens `unit` there; `ending` (COMMIT or ROLLBACK) closes it, whatever the outcome.
+    COMMIT and ROLLBACK use the connection's own methods, which prepare afresh each time."""
+    conn = db.connection()
+    conn.issuing = True
+    try:
+        if statement == "COMMIT":
+            conn.commit()
+        elif statement == "ROLLBACK":
+            conn.rollback()
+        else:
+            conn.execute(statement)
+        if unit is not None:
+            conn.unit = unit
+    finally:
+        conn.issuing = False
+        if ending:
+            conn.unit = None
+
+
 class _Savepoint:
     """Context manager: SAVEPOINT on entry, RELEASE on success, ROLLBACK TO on an exception."""
 
@@ -105,7 +126,7 @@ class _Savepoint:
         tx.savepoints += 1
         self._name = f'"hoc_savepoint_{tx.savepoints}"'
         try:
-            tx.db._control(f"SAVEPOINT {self._name}")
+            _send(tx.db, f"SAVEPOINT {self._name}")
         except BaseException:
             tx.savepoints -= 1
             raise
@@ -115,8 +136,8 @@ class _Savepoint:
         tx = self.tx
         try:
             if exc_type is not None:
-                tx.db._control(f"ROLLBACK TO {self._name}")
-            tx.db._control(f"RELEASE {self._name}")
+                _send(tx.db, f"ROLLBACK TO {self._name}")
+            _send(tx.db, f"RELEASE {self._name}")
         finally:
             tx.savepoints -= 1
             if exc_type is not None:
@@ -140,7 +161,7 @@ class _TransactionScope:
             return self._inner.__enter__()
         self._inner = None
         tx = self._tx = Transaction(db)
-        db._control("BEGIN IMMEDIATE", unit=tx)
+        _send(db, "BEGIN IMMEDIATE", unit=tx)
         try:
             self.coordinator._mark_published(tx)
         except BaseException:
@@ -150,7 +171,7 @@ class _TransactionScope:
 
     def _end(self, statement):
         self._tx.is_open = False
-        self.coordinator.db._control(statement, ending=True)
+        _send(self.coordinator.db, statement, ending=True)
 
     def __exit__(self, exc_type, exc, tb):
         if self._inner is not None:
@@ -239,6 +260,4 @@ def get_transaction_coordinator(db, publisher=None):
     return TransactionCoordinator(db, publisher)
 
 
-def create_transaction_coordinator(db, publisher=None):
-    """A fresh coordinator of database `db` with its own publisher."""
-    return TransactionCoordinator(db, publisher)
+create_transaction_coordinator = get_transaction_coordinator  # the seed's other name for it
