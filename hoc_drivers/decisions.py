@@ -71,13 +71,15 @@ _ENUM_FIELDS = {"decision_type": DecisionType, "decision_source": DecisionSource
                 "decision_outcome": DecisionOutcome, "causal_role": CausalRole}
 
 
+# enum -> its members by value and by themselves (one dict lookup instead of Enum's __call__)
+_MEMBERS = {enum: {**{m.value: m for m in enum}, **{m: m for m in enum}} for enum in _ENUM_FIELDS.values()}
+
+
 def _member(enum, value, name):
     """`value` as a member of `enum`; a clear ValueError for anything else."""
-    if isinstance(value, enum):
-        return value
     try:
-        return enum(value)
-    except ValueError:
+        return _MEMBERS[enum][value]
+    except (KeyError, TypeError):  # unknown, or unhashable
         allowed = ", ".join(m.value for m in enum)
         raise ValueError(f"{name}: unknown value {value!r} (expected one of: {allowed})") from None
 
@@ -194,7 +196,8 @@ class DecisionRecordService:
         Returns WRITTEN, DUPLICATE (a record with that key exists; nothing written) or FAILED
         (storage failure, logged). A failing policy mirror is logged and keeps the record.
         """
-        row = {**record.to_dict(), "decided_at": record.decided_at, "idempotency_key": idempotency_key}
+        row = {name: getattr(record, name) for name in RECORD_FIELDS}  # enums bind as their text
+        row["idempotency_key"] = idempotency_key
         mirror = _mirror_row(record) if record.decision_type in MIRRORED_TYPES else None
 
         def write(db):
