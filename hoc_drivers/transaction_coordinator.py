@@ -6,11 +6,8 @@ through a savepoint. During the work, writers record on the transaction `tx` wha
 changed: events (`tx.publish`, written to the `events` outbox before COMMIT), facts
 (`tx.note`, see `hoc_drivers.facts`) and `tx.on_commit` callbacks. After COMMIT succeeds, and
 never after a rollback, the facts go to the database's subscribers (`bus.subscribe`), the
-events to the publisher, then the callbacks run; a failing one is logged and recorded, never hiding
-the others.
-
-The run-completion transaction lives in `run_completion`; its seed names are importable
-from here too.
+events to the publisher, then the callbacks run; a failing one is logged and recorded, never
+hiding the others. Run completion lives in `run_completion` (its seed names import from here).
 """
 import logging
 import threading
@@ -60,9 +57,10 @@ class Transaction:
 
     def publish(self, topic, payload, tenant_id=None):
         """Add an event to the outbox (written before COMMIT, published after). Returns its id."""
-        event_id = new_id()
-        self.events.append((event_id, topic, payload, tenant_id, utcnow()))
-        return event_id
+        event = {"id": new_id(), "tenant_id": tenant_id, "topic": topic, "payload": payload,
+                 "created_at": utcnow()}
+        self.events.append(event)
+        return event["id"]
 
     def savepoint(self):
         """A savepoint in this transaction: a failing block undoes only its own writes."""
@@ -71,10 +69,7 @@ class Transaction:
     def write_outbox(self):
         """Write this transaction's events to the `events` table in one statement."""
         if self.events:
-            rows = [{"id": event_id, "tenant_id": tenant_id, "topic": topic,
-                     "payload": payload, "created_at": created_at}
-                    for event_id, topic, payload, tenant_id, created_at in self.events]
-            _insert_events(len(rows)).execute(self.db, *rows)
+            _insert_events(len(self.events)).execute(self.db, *self.events)
 
 
 @lru_cache(maxsize=64)
@@ -119,12 +114,10 @@ class _Savepoint:
 
     def __enter__(self):
         tx = self.tx
-        if not tx.is_open:
-            raise CommitForbidden("savepoint refused: its transaction has already ended; "
-                                  "open a new one with coordinator.transaction()")
+        tx.require_open()
         self._marks = (len(tx.callbacks), len(tx.events), len(tx.facts))
         tx.savepoints += 1
-        self._name = f'"hoc_savepoint_{tx.savepoints}"'
+        self._name = f'"hoc_savepoint_{tx.savepoints}"'  # by depth: a handful of cached texts
         try:
             _send(tx.db, f"SAVEPOINT {self._name}")
         except BaseException:
@@ -213,11 +206,11 @@ class TransactionCoordinator:
         for fact in dict.fromkeys(tx.facts):
             for handler in handlers_of(self.db, type(fact)):
                 _run_after_commit(tx, handler, fact)
-        for event_id, topic, payload, _, _ in tx.events:
-            if _run_after_commit(tx, self.publisher.publish, topic, payload):
-                tx.published_topics.append(topic)
+        for event in tx.events:
+            if _run_after_commit(tx, self.publisher.publish, event["topic"], event["payload"]):
+                tx.published_topics.append(event["topic"])
                 with self._published_lock:
-                    self._published_unmarked.append(event_id)
+                    self._published_unmarked.append(event["id"])
         for callback in tx.callbacks:
             _run_after_commit(tx, callback)
 
