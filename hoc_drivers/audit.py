@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from peewee import SchemaManager, SqliteDatabase
+from peewee import SqliteDatabase
 
 from . import models
-from .commit_guard import _CONTROL_ACTIONS, _WRITE_ACTIONS  # the guard's own sense of both
+from .commit_guard import CONTROL, WRITE, classify  # the guard's own sense of both
 
 DRIVERS = ("alert_driver", "alert_emitter", "cross_domain", "dag_executor", "decisions",
            "governance_signal_driver", "guard_cache", "guard_write_driver", "idempotency",
@@ -49,7 +49,7 @@ _COMMIT_CALLS = {"commit", "rollback", "atomic", "manual_commit", "begin"}
 _WRITE_CALLS = {"insert", "insert_many", "insert_from", "replace", "replace_many", "save",
                 "delete_instance", "create", "bulk_create", "bulk_update", "get_or_create",
                 "update", "delete", "publish"}
-CONTROL, WRITE, READ = "transaction control", "write", "read"
+READ = "read"
 # A run-time value: a quoted name (SQLite reads it as a string where a value goes), or nothing.
 _HOLES = ('"hoc"', "")
 _NOT_SQL = re.compile(r"syntax error|incomplete input|unrecognized token")
@@ -71,12 +71,13 @@ class _SqlJudge:
     def __init__(self):
         # No statement cache: SQLite consults the authorizer only when it prepares a text.
         database = SqliteDatabase(":memory:", check_same_thread=False, cached_statements=0)
-        for model in models.ALL_MODELS:
-            SchemaManager(model, database).create_all()
-        self._actions = set()
+        models.create_schema(database)
+        self._kinds = set()
         self._lock = threading.Lock()
         self._conn = database.connection()
-        self._conn.set_authorizer(lambda action, *_: self._actions.add(action) or sqlite3.SQLITE_OK)
+        self._conn.set_authorizer(
+            lambda action, arg1, arg2, *_: self._kinds.add(classify(action, arg1, arg2) or READ)
+            or sqlite3.SQLITE_OK)
 
     def kind(self, texts):
         """CONTROL, WRITE or READ: the strongest of the SQL statements in `texts`; None if no
@@ -87,7 +88,7 @@ class _SqlJudge:
         return next((kind for kind in (CONTROL, WRITE, READ) if kind in kinds), None)
 
     def _statement_kind(self, statement):
-        self._actions.clear()
+        self._kinds.clear()
         try:
             self._conn.execute("EXPLAIN " + statement)
         except sqlite3.Error as exc:  # an unknown name, unbound parameters, … or not SQL at all
@@ -95,9 +96,9 @@ class _SqlJudge:
                 return None
         except UnicodeEncodeError:
             return None
-        if self._actions & _CONTROL_ACTIONS:
+        if CONTROL in self._kinds:
             return CONTROL
-        return WRITE if not self._actions or self._actions & _WRITE_ACTIONS else READ
+        return WRITE if not self._kinds or WRITE in self._kinds else READ
 
 
 @lru_cache(maxsize=None)

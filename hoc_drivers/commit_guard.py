@@ -90,6 +90,16 @@ def _refusal_message(kind, what):
             f"(use TransactionCoordinator.transaction()); called from {_caller()}")
 
 
+def classify(action, arg1, arg2):
+    """What an authorizer action is to the guard: CONTROL, WRITE, or None (a read)."""
+    if action in _CONTROL_ACTIONS:
+        return CONTROL
+    if (action in _WRITE_ACTIONS or action in _ATTACH_ACTIONS
+            or action == sqlite3.SQLITE_PRAGMA and arg2 is not None and arg1.lower() in _PRAGMA_WRITES):
+        return WRITE
+    return None
+
+
 class GuardedConnection(sqlite3.Connection):
     """A sqlite3 connection whose authorizer enforces the commit guard (see the module text).
 
@@ -113,13 +123,10 @@ class GuardedConnection(sqlite3.Connection):
         return self
 
     def _authorize(self, action, arg1, arg2, dbname, source):
-        if action in _CONTROL_ACTIONS:
-            kind, allowed = CONTROL, self.issuing
-        elif (action in _WRITE_ACTIONS or action in _ATTACH_ACTIONS
-              or action == sqlite3.SQLITE_PRAGMA and arg2 is not None and arg1.lower() in _PRAGMA_WRITES):
-            kind, allowed = WRITE, self.unit is not None
-        else:
+        kind = classify(action, arg1, arg2)
+        if kind is None:
             return sqlite3.SQLITE_OK
+        allowed = self.issuing if kind is CONTROL else self.unit is not None
         if self._sql is not None:
             self._kinds[self._sql] = kind
         elif not self.issuing:

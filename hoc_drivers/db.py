@@ -8,8 +8,6 @@ driver runs its statements on the database (or transaction) it is given.
 """
 import os
 
-from peewee import SchemaManager
-
 from . import models
 from .commit_guard import CommitForbidden, GuardedSqliteDatabase, database_key  # noqa: F401
 from .transaction_coordinator import TransactionCoordinator
@@ -75,10 +73,7 @@ def init_database(path=None):
     """Open the database and create missing tables, indexes and triggers (idempotent)."""
     db = open_database(path)
     with TransactionCoordinator(db).transaction():
-        for model in models.ALL_MODELS:
-            SchemaManager(model, db).create_all(safe=True)
-            for sql in getattr(model, "TRIGGERS", {}).values():
-                db.execute_sql(sql)
+        models.create_schema(db)
     return db
 
 

@@ -2,7 +2,7 @@
 
 Writers only state what happened; they never call the code that reacts. After COMMIT (never
 after a rollback) the coordinator hands each distinct fact to the subscribers of that database
-(`transaction_coordinator.subscribe`): the guard cache drops the tenant's entries, a serving
+(`bus.subscribe`): the guard cache drops the tenant's entries, a serving
 alert sender wakes up.
 """
 from dataclasses import dataclass

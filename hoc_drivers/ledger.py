@@ -14,7 +14,7 @@ from numbers import Real
 from peewee import EXCLUDED, SQL, fn
 
 from .decisions import write_non_blocking
-from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
+from .models.base import PreparedInsert, new_id, utcnow
 from .models.ledger import LEDGER_STATUSES, DiscoveryLedgerEntry as Entry
 from .validation import (optional_text, require_database, require_json_object, require_limit,
                          require_string, require_transaction)
@@ -27,10 +27,6 @@ PHASE_ENV, DEFAULT_PHASE = "AOS_PHASE", "C"
 ENVIRONMENT_ENV, DEFAULT_ENVIRONMENT = "AOS_ENVIRONMENT", "local"
 STATUSES = LEDGER_STATUSES
 
-# A new signal's row: its columns in insert order and their conversion for the database.
-_ROW = PreparedInsert(Entry, ("id", "artifact", "field", "signal_type", "evidence", "confidence",
-                              "detected_by", "phase", "environment", "notes", "status",
-                              "seen_count", "first_seen_at", "last_seen_at"))
 # What a repeated key does to the existing row.
 _AGGREGATE = {Entry.seen_count: Entry.seen_count + 1,
               Entry.last_seen_at: EXCLUDED.last_seen_at,
@@ -39,12 +35,13 @@ _AGGREGATE = {Entry.seen_count: Entry.seen_count + 1,
 
 
 def _upsert(key_columns, field_condition):
-    """The `_ROW` insert that aggregates into the row of its key (one of the two partial
-    unique keys) and returns the row's id; built once. (PreparedInsert only ignores conflicts.)"""
-    return PreparedQuery(lambda: Entry.insert({getattr(Entry, n): PLACEHOLDER for n in _ROW.names})
-                         .on_conflict(conflict_target=key_columns, conflict_where=field_condition,
-                                      update=_AGGREGATE)
-                         .returning(Entry.id))
+    """The insert of a new signal that aggregates into the row of its key (one of the two
+    partial unique keys) and returns the row's id; built once."""
+    return PreparedInsert(Entry, ("id", "artifact", "field", "signal_type", "evidence", "confidence",
+                                  "detected_by", "phase", "environment", "notes", "status",
+                                  "seen_count", "first_seen_at", "last_seen_at"),
+                          conflict_target=key_columns, conflict_where=field_condition,
+                          update=_AGGREGATE, returning=Entry.id)
 
 
 _UPSERT_WITH_FIELD = _upsert([Entry.artifact, Entry.field, Entry.signal_type],
@@ -91,16 +88,16 @@ def emit_signal(tx, artifact, signal_type, evidence, detected_by, field=None, co
     require_transaction(tx)
     confidence = validate_signal(artifact, signal_type, evidence, detected_by, field, confidence)
     now = utcnow()
-    params = _ROW.values({
+    row = {
         "id": new_id(), "artifact": artifact, "field": field, "signal_type": signal_type,
         "evidence": evidence, "confidence": confidence, "detected_by": detected_by,
         "phase": os.environ.get(PHASE_ENV, DEFAULT_PHASE) if phase is None else phase,
         "environment": (os.environ.get(ENVIRONMENT_ENV, DEFAULT_ENVIRONMENT)
                         if environment is None else environment),
         "notes": notes, "status": "observed", "seen_count": 1,
-        "first_seen_at": now, "last_seen_at": now})
+        "first_seen_at": now, "last_seen_at": now}
     statement = _UPSERT_WITHOUT_FIELD if field is None else _UPSERT_WITH_FIELD
-    return write_non_blocking(tx, lambda db: statement.execute(db, params).fetchone()[0], None,
+    return write_non_blocking(tx, lambda db: statement.execute(db, row).fetchone()[0], None,
                               f"discovery signal {artifact}/{field}/{signal_type}", log)
 
 

@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from peewee import SchemaManager, SqliteDatabase
+from peewee import SqliteDatabase
 
-from .models import ALL_MODELS
+from .models import ALL_MODELS, create_schema
 from .validation import require_database
 
 ACCESS = "READ"
@@ -88,8 +88,7 @@ def _expected_schema(models):
     """The schema Peewee creates for `models`, introspected from a private in-memory database."""
     memory = SqliteDatabase(":memory:")
     try:
-        for model in models:
-            SchemaManager(model, memory).create_all(safe=False)
+        create_schema(memory, models, safe=False)
         return {m._meta.table_name: _introspect(memory, m._meta.table_name) for m in models}
     finally:
         memory.close()

@@ -1,4 +1,6 @@
-"""All tables, one module per domain; `ALL_MODELS` in creation order."""
+"""All tables, one module per domain; `ALL_MODELS` in creation order; `create_schema`."""
+from peewee import SchemaManager
+
 from . import alerts, cost, decisions, governance, guard, ledger, runs
 
 ALL_MODELS = [
@@ -11,3 +13,12 @@ ALL_MODELS = [
     *ledger.MODELS,
 ]
 
+
+
+def create_schema(db, models=tuple(ALL_MODELS), safe=True):
+    """Create `models`' tables, indexes and triggers on `db` (missing ones only, with `safe`).
+    On a guarded database, call it inside a coordinator transaction."""
+    for model in models:
+        SchemaManager(model, db).create_all(safe=safe)
+        for sql in getattr(model, "TRIGGERS", {}).values():
+            db.execute_sql(sql)

@@ -7,7 +7,7 @@ from peewee import DateTimeField, Model, TextField, Value
 from playhouse.sqlite_ext import JSONField
 
 __all__ = ["PLACEHOLDER", "BaseModel", "DecimalTextField", "JSONField", "PreparedInsert", "PreparedQuery",
-           "UtcDateTimeField", "in_column_order", "new_id", "utcnow"]
+           "UtcDateTimeField", "new_id", "utcnow"]
 
 
 def utcnow():
@@ -121,12 +121,13 @@ class PreparedInsert(PreparedQuery):
     the database (`db_value`; JSON fields as JSON text), in the column order Peewee wrote, so
     callers never order or convert values themselves. A field with a default that a row leaves
     out gets its default per row (never one value frozen when the statement was built).
-    `ignore_conflicts` adds ON CONFLICT DO NOTHING (on `conflict_target` when given);
+    `ignore_conflicts` makes it INSERT OR IGNORE; `conflict_target` adds ON CONFLICT (those
+    columns, under `conflict_where`) DO NOTHING, or DO UPDATE SET `update` when given;
     `returning` is a field whose value comes back (None for a row that was ignored).
     """
 
     def __init__(self, model, names, rows=1, ignore_conflicts=False, conflict_target=None,
-                 returning=None):
+                 conflict_where=None, update=None, returning=None):
         fields = model._meta.fields
         missing = set(names) - set(fields)
         if missing:
@@ -140,7 +141,8 @@ class PreparedInsert(PreparedQuery):
             row = {getattr(model, name): PLACEHOLDER for name in self.names}
             query = model.insert_many([row] * rows) if rows > 1 else model.insert(row)
             if conflict_target is not None:
-                query = query.on_conflict(conflict_target=conflict_target, action="NOTHING")
+                query = query.on_conflict(conflict_target=conflict_target, conflict_where=conflict_where,
+                                          update=update, action=None if update else "NOTHING")
             elif ignore_conflicts:
                 query = query.on_conflict_ignore()
             return query.returning(returning) if returning is not None else query
