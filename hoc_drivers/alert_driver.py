@@ -22,13 +22,15 @@ from .facts import AlertQueued, GuardStateChanged
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
 from .models.runs import Incident
-from .validation import require_database, require_limit, require_tenant, require_transaction
+from .validation import optional_text, require_database, require_int, require_limit, require_transaction
 
 ACCESS = "READ+WRITE"
 
-__all__ = ["AlertQueueReader", "AlertQueueWriter", "AlertDriver", "DEFAULT_LEASE_SECONDS"]
+__all__ = ["AlertQueueReader", "AlertQueueWriter", "AlertDriver", "DEFAULT_LEASE_SECONDS", "PURGE_STEP",
+           "delete_old_alerts"]
 
 DEFAULT_LEASE_SECONDS = 300
+PURGE_STEP = 1000  # alerts `delete_old_alerts` deletes per transaction
 
 
 def _due(now):
@@ -152,8 +154,7 @@ class AlertQueueWriter:
     ACCESS = "WRITE"
 
     def __init__(self, tx):
-        self.tx = require_transaction(tx)
-        self.db = tx.db
+        self.tx = require_transaction(tx, check_open=False)
 
     def insert_alert(self, tenant_id, payload, alert_type, circuit_breaker_name=None,
                      incident_id=None, channel="alertmanager", destination=None, max_attempts=10,
@@ -164,19 +165,18 @@ class AlertQueueWriter:
         `channel` is alertmanager, webhook, slack or email; `destination` is a JSON object
         ({"url": ...} for HTTP channels, {"recipients": [...]} for e-mail, optional "headers").
         """
-        if tenant_id is not None:
-            require_tenant(tenant_id)
+        self.tx.require_open()
+        optional_text(tenant_id, "tenant_id")
         if channel not in ALERT_CHANNELS:
             raise ValueError(f"unknown alert channel {channel!r} "
                              f"(expected one of: {', '.join(ALERT_CHANNELS)})")
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
+        require_int(max_attempts, "max_attempts", 1)
         now = as_utc(now) if now else utcnow()
         values = {"id": new_id(), "tenant_id": tenant_id, "payload": payload,
                   "alert_type": alert_type, "circuit_breaker_name": circuit_breaker_name,
                   "incident_id": incident_id, "channel": channel, "destination": destination,
                   "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now}
-        _INSERT_ALERT.execute(self.db, values)
+        _INSERT_ALERT.execute(self.tx.db, values)
         self.tx.note(AlertQueued())
         return AlertQueueItem(**values, status="pending", attempts=0, last_attempt_at=None,
                               last_error=None, sent_at=None, claim_token=None)
@@ -189,24 +189,25 @@ class AlertQueueWriter:
         (sent / retry / failed) before the lease ends. Must run inside a coordinator
         transaction (BEGIN IMMEDIATE), which is what makes the claim atomic.
         """
+        self.tx.require_open()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
         due = [_alert_from_row(row)
-               for row in _SELECT_DUE.execute(self.db, (_db_time(now), batch_size))]
+               for row in _SELECT_DUE.execute(self.tx.db, (_db_time(now), batch_size))]
         if not due:
             return []
         token, lease_until = new_id(), now + timedelta(seconds=lease_seconds)
-        _LEASE.execute(self.db, (_db_time(lease_until), token,
-                                 json.dumps([alert.id for alert in due])))
+        _LEASE.execute(self.tx.db, (_db_time(lease_until), token,
+                                    json.dumps([alert.id for alert in due])))
         for alert in due:
             alert.next_attempt_at, alert.claim_token = lease_until, token
         return due
 
     def _update_claimed(self, alert, statement, params, changes):
         """Run a claimed-alert UPDATE; mirror `changes` on `alert`. False if the claim was lost."""
-        cursor = statement.execute(self.db, (*params, alert.id, alert.claim_token))
+        cursor = statement.execute(self.tx.db, (*params, alert.id, alert.claim_token))
         if cursor.rowcount != 1:
             return False
         alert.__data__.update(changes, claim_token=None)
@@ -214,11 +215,13 @@ class AlertQueueWriter:
 
     def update_alert_sent(self, alert, sent_at):
         """Mark the alert sent at `sent_at`; False when this claim no longer holds it."""
+        self.tx.require_open()
         return self._update_claimed(alert, _MARK_SENT, (_db_time(sent_at),),
                                     {"status": "sent", "sent_at": sent_at})
 
     def update_alert_retry(self, alert, last_attempt_at, next_attempt_at, last_error=None):
         """One more failed attempt; due again at `next_attempt_at` (last_error kept if empty)."""
+        self.tx.require_open()
         return self._update_claimed(
             alert, _MARK_RETRY,
             (_db_time(last_attempt_at), _db_time(next_attempt_at), last_error or None),
@@ -227,6 +230,7 @@ class AlertQueueWriter:
 
     def update_alert_failed(self, alert, last_attempt_at, last_error=None):
         """A last failed attempt: status failed (last_error kept if the new one is empty)."""
+        self.tx.require_open()
         return self._update_claimed(
             alert, _MARK_FAILED, (_db_time(last_attempt_at), last_error or None),
             {"status": "failed", "attempts": alert.attempts + 1,
@@ -235,17 +239,19 @@ class AlertQueueWriter:
     def mark_incident_alert_sent(self, tenant_id, incident_id, sent_at):
         """Set alert_sent / alert_sent_at on incident `incident_id` of tenant `tenant_id` (None:
         the alert had no tenant, so of whichever tenant it is); returns the row count."""
+        self.tx.require_open()
         condition = Incident.id == incident_id
-        if tenant_id is not None:
-            condition &= Incident.tenant_id == require_tenant(tenant_id)
+        if optional_text(tenant_id, "tenant_id") is not None:
+            condition &= Incident.tenant_id == tenant_id
         tenants = list(Incident.update(alert_sent=True, alert_sent_at=sent_at, updated_at=sent_at)
-                       .where(condition).returning(Incident.tenant_id).tuples().execute(self.db))
+                       .where(condition).returning(Incident.tenant_id).tuples().execute(self.tx.db))
         for (tenant,) in tenants:
             self.tx.note(GuardStateChanged(tenant))
         return len(tenants)
 
     def retry_failed_alerts(self, max_retries, now):
         """Failed alerts back to pending with `max_retries` more attempts, due `now`; count."""
+        self.tx.require_open()
         if max_retries < 0:
             raise ValueError(f"max_retries must not be negative, got {max_retries}")
         revived = (AlertQueueItem.update(
@@ -253,7 +259,7 @@ class AlertQueueWriter:
                        next_attempt_at=now, claim_token=None)
                    .where((AlertQueueItem.status == "failed")
                           & (AlertQueueItem.attempts < AlertQueueItem.max_attempts + max_retries))
-                   .execute(self.db))
+                   .execute(self.tx.db))
         if revived:
             self.tx.note(AlertQueued())
         return revived
@@ -263,6 +269,7 @@ class AlertQueueWriter:
 
         With `limit`, at most that many (oldest first), so a caller can purge in steps.
         """
+        self.tx.require_open()
         if not statuses:
             return 0
         condition = (AlertQueueItem.created_at < cutoff) & AlertQueueItem.status.in_(statuses)
@@ -270,7 +277,7 @@ class AlertQueueWriter:
             chosen = (AlertQueueItem.select(AlertQueueItem.id).where(condition)
                       .order_by(AlertQueueItem.created_at).limit(limit))
             condition = AlertQueueItem.id.in_(chosen)
-        return AlertQueueItem.delete().where(condition).execute(self.db)
+        return AlertQueueItem.delete().where(condition).execute(self.tx.db)
 
 
 class AlertDriver(AlertQueueWriter, AlertQueueReader):
@@ -278,3 +285,24 @@ class AlertDriver(AlertQueueWriter, AlertQueueReader):
     transaction's database."""
 
     ACCESS = "READ+WRITE"
+
+    def __init__(self, tx):
+        super().__init__(tx)
+        self.db = self.tx.db  # what the reads run on
+
+
+def delete_old_alerts(coordinator, cutoff, statuses, step=PURGE_STEP, on_step=None):
+    """Delete alerts created before `cutoff` whose status is in `statuses`, at most `step` (a
+    positive integer) per coordinator transaction, so senders are never held up for long;
+    returns how many were deleted. `on_step(count)` is called after each step (e.g. to move a
+    progress bar)."""
+    require_int(step, "step", 1)
+    deleted = 0
+    while True:
+        with coordinator.transaction() as tx:
+            count = AlertQueueWriter(tx).purge_old_alerts(cutoff, statuses, limit=step)
+        deleted += count
+        if on_step:
+            on_step(count)
+        if count < step:
+            return deleted

@@ -257,16 +257,17 @@ class AlertEmitter:
     ACCESS = "WRITE"
 
     def __init__(self, tx, clock=utcnow):
-        self.tx = require_transaction(tx)
+        self.tx = require_transaction(tx, check_open=False)
         self.clock = clock
         self.queue = AlertQueueWriter(tx)
 
     def emit(self, signal, config, action_taken=None):
         """Raise the alert `signal` calls for: a breach alert (`emit_breach`), or a near alert
-        (`emit_near_threshold`) once its percentage reached the config's near threshold.
+        (`emit_near_threshold`) when the config's `should_alert` says so.
 
         Returns {signal_id, signal_type, percentage, alert_sent, channels}, plus `reason` when a
-        near signal is below the near threshold (then nothing is written).
+        near signal calls for no alert: below the near threshold, or near alerts disabled (then
+        nothing is written).
         """
         breach = signal.signal_type == "breach"
         if action_taken is not None and not breach:
@@ -275,10 +276,11 @@ class AlertEmitter:
                   "percentage": round(signal.percentage, 3), "alert_sent": False}
         if breach:
             result["alert_sent"] = self.emit_breach(signal, config, action_taken)
-        elif signal.percentage < config.near_threshold_percentage:
-            result["reason"] = f"below the near threshold ({config.near_threshold_percentage:g}%)"
-        else:
+        elif config.should_alert(signal.percentage):
             result["alert_sent"] = self.emit_near_threshold(signal, config)
+        else:
+            result["reason"] = (f"below the near threshold ({config.near_threshold_percentage:g}%)"
+                                if config.near_threshold_enabled else "near-threshold alerts are disabled")
         result["channels"] = list(signal.alert_channels)
         return result
 
@@ -288,6 +290,7 @@ class AlertEmitter:
         On success the signal records its channels and the config its `last_alert_at` and
         `alerts_sent_count`.
         """
+        self.tx.require_open()
         self._check(signal, config)
         _non_negative(run_alert_count, "run_alert_count", integer=True)
         now = self.clock()
@@ -302,6 +305,7 @@ class AlertEmitter:
 
     def emit_breach(self, signal, config, action_taken):
         """A breach alert, never throttled and not counted for throttling; True when sent."""
+        self.tx.require_open()
         self._check(signal, config)
         if action_taken is not None:
             _header_safe_text(action_taken, "action_taken")

@@ -11,8 +11,8 @@ configuration is fixed. Nothing here raises into the caller: failures are logged
 Only the standard library talks to the network (`urllib.request`, `smtplib`), always with a
 timeout. `serve()` keeps a sender running: it delivers what is due, then waits for the next
 alert to fall due, for a commit in this process that queues one (it subscribes to the
-`AlertQueued` fact), or for `poll_seconds` (alerts queued by other processes).
-`purge_old_alerts` deletes old alerts in short steps.
+`AlertQueued` fact), or for `poll_seconds` (alerts queued by other processes). Old alerts
+are deleted by `alert_driver.delete_old_alerts`, which needs no sender.
 """
 import json
 import logging
@@ -43,7 +43,6 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_BACKOFF_SECONDS = 300
 DEFAULT_BATCH_SIZE = 10
 DEFAULT_POLL_SECONDS = 5.0
-PURGE_STEP = 1000
 USER_AGENT = "hoc-drivers-alert-sender/0.1"
 
 
@@ -306,24 +305,6 @@ class AlertSender:
         if due is None:
             return poll_seconds
         return min(max((due - self.clock()).total_seconds(), 0.0), poll_seconds)
-
-    def purge_old_alerts(self, cutoff, statuses, step=PURGE_STEP, on_step=None):
-        """Delete alerts created before `cutoff` whose status is in `statuses`, at most `step`
-        per transaction (so senders are never held up for long); returns how many were deleted.
-
-        `on_step(count)` is called after each step (e.g. to move a progress bar).
-        """
-        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-            raise ValueError(f"step must be a positive integer, got {step!r}")
-        deleted = 0
-        while True:
-            with self.coordinator.transaction() as tx:
-                count = AlertQueueWriter(tx).purge_old_alerts(cutoff, statuses, limit=step)
-            deleted += count
-            if on_step:
-                on_step(count)
-            if count < step:
-                return deleted
 
     def wake(self, fact=None):
         """Make a waiting `serve()` look at the queue now (`fact`: the `AlertQueued` that woke it)."""

@@ -3,9 +3,11 @@
 Every choice the system makes (routing, recovery, memory, policy, budget, the Phase-5 kinds)
 appends one `DecisionRecord`; policy-like ones are mirrored to `policy_decisions`. Writers take
 the coordinator's transaction `tx` first, then the tenant; readers take the database first.
-A write runs in a savepoint of `tx`: a storage failure is logged, reported (False, None or 0)
-and leaves `tx` usable; invalid input is a `ValueError`. Once-only emitters store their key in
-a unique column. The CARE kill switch is system-wide and persisted in the database.
+Each write statement is its own non-blocking unit (`write_non_blocking`), with no savepoint:
+SQLite's statement journal undoes a failing statement and keeps `tx` open, so a storage failure
+is logged, reported (False, None or 0) and leaves `tx` usable; invalid input is a `ValueError`.
+Once-only emitters store their key in a unique column. The CARE kill switch is system-wide and
+persisted in the database.
 """
 import json
 import logging
@@ -16,31 +18,14 @@ from enum import Enum
 from peewee import SQL
 
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
-from .models.decisions import DecisionRecordRow, DecisionSetting, PolicyDecision
-from .validation import (require_database, require_json_object, require_limit, require_string,
-                         require_tenant, require_text, require_transaction)
+from .models.decisions import (CausalRole, DecisionOutcome, DecisionRecordRow, DecisionSetting,  # noqa: F401
+                               DecisionSource, DecisionTrigger, DecisionType, PolicyDecision)
+from .validation import (NON_EMPTY, require_database, require_json_object, require_limit, require_tenant,
+                         require_text, require_transaction)
 
 ACCESS = "READ+WRITE"
 
 log = logging.getLogger(__name__)
-
-
-def _vocabulary(name, doc, values):
-    """A str enum of `values` (space-separated), each member named as its value in upper case."""
-    enum = Enum(name, [(value.upper(), value) for value in values.split()], module=__name__, type=str)
-    enum.__doc__ = doc
-    return enum
-
-
-# The vocabulary of SPEC §8 (the enum values are the stored strings).
-DecisionType = _vocabulary("DecisionType", "What kind of choice was made.", """routing recovery memory policy
-    budget budget_enforcement policy_pre_check recovery_evaluation care_routing_optimized""")
-DecisionSource = _vocabulary("DecisionSource", "Who decided.", "human system hybrid")
-DecisionTrigger = _vocabulary("DecisionTrigger", "Why the decision happened.", "explicit autonomous reactive")
-DecisionOutcome = _vocabulary("DecisionOutcome", "What was decided.", """selected rejected skipped
-    blocked none execution_halted policy_blocked policy_unavailable recovery_applied
-    recovery_suggested recovery_skipped baseline_selected optimized_selected""")
-CausalRole = _vocabulary("CausalRole", "When in the run's lifecycle the decision was made.", "pre_run in_run post_run")
 
 
 class CARESignalAccessError(Exception):
@@ -113,13 +98,22 @@ class DecisionRecord:
     def __post_init__(self):
         for name, enum in _ENUM_FIELDS.items():
             setattr(self, name, _member(enum, getattr(self, name), name))
-        require_string(self.tenant_id, "tenant_id")
-        require_string(self.decision_id, "decision_id")
+        require_text(self.tenant_id, "tenant_id", NON_EMPTY)
+        require_text(self.decision_id, "decision_id", NON_EMPTY)
         if not isinstance(self.decided_at, datetime):
             raise ValueError("decided_at must be a datetime")
         self.decided_at = as_utc(self.decided_at)
         require_json_object(self.decision_inputs, "decision_inputs")
         require_json_object(self.details, "details")
+
+    @classmethod
+    def _from_row(cls, row):
+        """A record read back from the database (`row`: RECORD_FIELDS by name, as peewee
+        converts them). Trusted, since it was checked when written: built without
+        `__post_init__`, enum fields looked up from their stored values."""
+        record = cls.__new__(cls)
+        vars(record).update(row, **{name: _MEMBERS[enum][row[name]] for name, enum in _ENUM_FIELDS.items()})
+        return record
 
     def to_dict(self):
         """The record's 14 fields; enums as their values, decided_at as ISO-8601 text."""
@@ -130,11 +124,15 @@ class DecisionRecord:
 
 
 def write_non_blocking(tx, statement, failure, description, logger=log):
-    """Run `statement(tx.db)`, which sends ONE write statement, without ever failing `tx`: a
-    storage failure is logged (as `description`) and gives `failure`. SQLite undoes a failing
-    statement by itself (its statement journal) and keeps the transaction open, so one
-    statement needs no savepoint around it. Never commits."""
-    require_transaction(tx)
+    """Run `statement(tx.db)` without ever failing `tx`: a storage failure is logged (as
+    `description`) and gives `failure`. Never commits.
+
+    Each write statement is its own non-blocking unit: `statement` sends at most one write
+    statement itself, and SQLite undoes a failing statement by itself (its statement journal)
+    and keeps the transaction open, so no savepoint is needed. A further write is a nested
+    `write_non_blocking` call (as `DecisionRecordService.append` writes the record, then its
+    policy mirror). `tx` is the caller's transaction, already checked (`require_transaction`).
+    """
     try:
         return statement(tx.db)
     except Exception:
@@ -178,13 +176,31 @@ class AppendResult(str, Enum):
     FAILED = "failed"
 
 
+def _append(tx, record, idempotency_key):
+    """`DecisionRecordService.append` in the checked transaction `tx`."""
+    row = {name: getattr(record, name) for name in RECORD_FIELDS}  # enums bind as their text
+    row["idempotency_key"] = idempotency_key
+    mirror = _mirror_row(record) if record.decision_type in MIRRORED_TYPES else None
+
+    def write(db):
+        if _INSERT_DECISION.execute(db, row).rowcount == 0:
+            return AppendResult.DUPLICATE
+        if mirror is not None:
+            write_non_blocking(tx, lambda db: _INSERT_MIRROR.execute(db, mirror), None,
+                               f"policy_decisions mirror of {record.decision_id}")
+        return AppendResult.WRITTEN
+
+    return write_non_blocking(tx, write, AppendResult.FAILED,
+                              f"decision record {record.decision_id} ({record.decision_type.value})")
+
+
 class DecisionRecordService:
     """Appends decision records inside the caller's transaction; never commits, never blocks."""
 
     ACCESS = "WRITE"
 
     def __init__(self, tx):
-        self.tx = require_transaction(tx)
+        self.tx = require_transaction(tx, check_open=False)
 
     def emit(self, record):
         """Append `record` (and its policy mirror). True when written, False on a storage failure."""
@@ -196,20 +212,8 @@ class DecisionRecordService:
         Returns WRITTEN, DUPLICATE (a record with that key exists; nothing written) or FAILED
         (storage failure, logged). A failing policy mirror is logged and keeps the record.
         """
-        row = {name: getattr(record, name) for name in RECORD_FIELDS}  # enums bind as their text
-        row["idempotency_key"] = idempotency_key
-        mirror = _mirror_row(record) if record.decision_type in MIRRORED_TYPES else None
-
-        def write(db):
-            if _INSERT_DECISION.execute(db, row).rowcount == 0:
-                return AppendResult.DUPLICATE
-            if mirror is not None:
-                write_non_blocking(self.tx, lambda db: _INSERT_MIRROR.execute(db, mirror), None,
-                                   f"policy_decisions mirror of {record.decision_id}")
-            return AppendResult.WRITTEN
-
-        return write_non_blocking(self.tx, write, AppendResult.FAILED,
-                                  f"decision record {record.decision_id} ({record.decision_type.value})")
+        self.tx.require_open()
+        return _append(self.tx, record, idempotency_key)
 
 
 class DecisionRecordReader:
@@ -227,14 +231,13 @@ class DecisionRecordReader:
         row = DecisionRecordRow
         if decision_type is not None:
             decision_type = _member(DecisionType, decision_type, "decision_type").value
-        query = row.select().where(row.tenant_id == tenant_id)
+        query = row.select(*(getattr(row, name) for name in RECORD_FIELDS)).where(row.tenant_id == tenant_id)
         for column, value in ((row.run_id, run_id), (row.request_id, request_id),
                               (row.decision_type, decision_type)):
             if value is not None:
                 query = query.where(column == value)
-        query = query.order_by(row.decided_at, SQL("rowid")).limit(limit)
-        return [DecisionRecord(**{name: getattr(r, name) for name in RECORD_FIELDS})
-                for r in query.execute(self.db)]
+        query = query.order_by(row.decided_at, SQL("rowid")).limit(limit).dicts()
+        return [DecisionRecord._from_row(r) for r in query.execute(self.db)]
 
     def exists(self, key):
         """True when a record holds idempotency `key`."""
@@ -270,7 +273,6 @@ def backfill_run_id_for_request(tx, tenant_id, request_id, run_id):
 
 def _set_kill_switch(tx, active):
     """Store the kill switch (raises on a storage failure: an operator must know it failed)."""
-    require_transaction(tx)
     DecisionSetting.insert(key=CARE_KILL_SWITCH_KEY, value=active, updated_at=utcnow()) \
         .on_conflict(conflict_target=[DecisionSetting.key],
                      preserve=[DecisionSetting.value, DecisionSetting.updated_at]) \
@@ -281,12 +283,12 @@ def _set_kill_switch(tx, active):
 
 def activate_care_kill_switch(tx):
     """Turn CARE optimisation off everywhere (persisted when `tx` commits); returns True."""
-    return _set_kill_switch(tx, True)
+    return _set_kill_switch(require_transaction(tx), True)
 
 
 def deactivate_care_kill_switch(tx):
     """Allow CARE optimisation again (persisted when `tx` commits); returns True."""
-    return _set_kill_switch(tx, False)
+    return _set_kill_switch(require_transaction(tx), False)
 
 
 def is_care_kill_switch_active(db):
@@ -309,14 +311,16 @@ def check_signal_access(signal_name):
 
 
 def _emit(tx, tenant_id, decision_type, outcome, reason, inputs, details, once_per=None, **fields):
-    """Append the system's record of `decision_type` and return it. With `once_per` (what
-    identifies it besides type and tenant) a repeat writes nothing and returns None."""
+    """Append the system's record of `decision_type` in the checked transaction `tx` and return
+    it. With `once_per` (what identifies it besides type and tenant) a repeat writes nothing and
+    returns None."""
+    require_transaction(tx)
     record = DecisionRecord(decision_type=decision_type, decision_source=DecisionSource.SYSTEM,
                             decision_trigger=TRIGGERS.get(decision_type, DecisionTrigger.EXPLICIT),
                             decision_outcome=outcome, decision_reason=reason, decision_inputs=inputs,
                             details=details, tenant_id=tenant_id, **fields)
     key = None if once_per is None else make_idempotency_key(decision_type, tenant_id, *once_per)
-    if DecisionRecordService(tx).append(record, key) is AppendResult.DUPLICATE:
+    if _append(tx, record, key) is AppendResult.DUPLICATE:
         return None
     if key is not None:
         log.info("%s decision emitted: tenant=%s outcome=%s key=%s", decision_type.value,

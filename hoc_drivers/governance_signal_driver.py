@@ -178,7 +178,7 @@ class GovernanceSignalWriter:
     ACCESS = "WRITE"
 
     def __init__(self, tx, clock=utcnow):
-        self.tx = require_transaction(tx)
+        self.tx = require_transaction(tx, check_open=False)
         self.clock = clock
 
     def record_signal(self, scope, signal_type, decision, recorded_by, reason=None,

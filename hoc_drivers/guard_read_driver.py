@@ -15,7 +15,7 @@ from .models.base import PLACEHOLDER, PreparedQuery, utcnow
 from .models.cost import CostRecord
 from .models.guard import KillSwitchState
 from .models.runs import Incident, Run
-from .validation import require_database, require_tenant
+from .validation import require_database, require_int, require_tenant
 
 __all__ = ["GuardReadDriver"]
 
@@ -135,5 +135,4 @@ class GuardReadDriver:
 
 def _check_page(limit, offset):
     for name, value, least in (("limit", limit, 1), ("offset", offset, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        require_int(value, name, least, message="{name} must be an integer >= {minimum}, got {value!r}")

@@ -16,7 +16,7 @@ from .facts import GuardStateChanged
 from .models.base import new_id, utcnow
 from .models.guard import ENTITY_TYPES, KillSwitchState
 from .models.runs import Incident, IncidentEvent
-from .validation import (require_database, require_limit, require_tenant, require_text,
+from .validation import (require_database, require_int, require_limit, require_tenant, require_text,
                          require_transaction)
 
 ACCESS = "READ+WRITE"
@@ -96,8 +96,7 @@ class GuardReader:
         """The tenant's incidents, newest first, optionally of one status (at most `limit`)."""
         require_tenant(tenant_id)
         require_limit(limit)
-        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
-            raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
+        require_int(offset, "offset", 0, 2**63 - 1)
         query = Incident.select().where(Incident.tenant_id == tenant_id)
         if status is not None:
             if status not in INCIDENT_STATUSES:
@@ -123,7 +122,7 @@ class GuardWriteDriver:
     ACCESS = "WRITE"
 
     def __init__(self, tx):
-        self.tx = require_transaction(tx)
+        self.tx = require_transaction(tx, check_open=False)
 
     def _changed(self, tenant_id):
         """Note that the tenant's guard state changed (its cache is dropped after COMMIT)."""
@@ -137,8 +136,8 @@ class GuardWriteDriver:
 
         Returns (state, created). Entity type is "tenant" (entity id = tenant id) or "key".
         """
-        validate_switch(tenant_id, entity_type, entity_id)
         self.tx.require_open()
+        validate_switch(tenant_id, entity_type, entity_id)
         now = utcnow()
         inserted = (KillSwitchState
                     .insert(id=new_id(), tenant_id=tenant_id, entity_type=entity_type,
@@ -163,7 +162,6 @@ class GuardWriteDriver:
         Otherwise nothing is written and InvalidTransition says why: `missing` when the row
         does not exist, `refused(current_row)` when it is in another state.
         """
-        self.tx.require_open()
         model = type(row)
         key = (model.id == row.id) & (model.tenant_id == row.tenant_id)
         updated = model.update(changes).where(key & allowed).execute(self.tx.db)
@@ -179,6 +177,7 @@ class GuardWriteDriver:
         Records who froze it, when, why and by which trigger ("manual" unless given); clears
         the last unfreeze. Returns the updated state.
         """
+        self.tx.require_open()
         require_text(by, "by")
         now = utcnow()
         return self._transition(
@@ -199,6 +198,7 @@ class GuardWriteDriver:
 
         The freeze fields stay as history. Returns the updated state.
         """
+        self.tx.require_open()
         require_text(by, "by")
         now = utcnow()
         return self._transition(
@@ -216,6 +216,7 @@ class GuardWriteDriver:
 
     def acknowledge_incident(self, incident):
         """open -> acknowledged (with acknowledged_at); any other status raises InvalidTransition."""
+        self.tx.require_open()
         now = utcnow()
         return self._move_incident(incident, ("open",), "acknowledge", {
             Incident.status: "acknowledged", Incident.acknowledged_at: now,
@@ -227,6 +228,7 @@ class GuardWriteDriver:
         Sets ended_at and resolved_at to now, duration_seconds from started_at, resolved_by
         (when given) and lifecycle_state RESOLVED.
         """
+        self.tx.require_open()
         now = utcnow()
         changes = {Incident.status: "resolved", Incident.ended_at: now,
                    Incident.resolved_at: now, Incident.lifecycle_state: "RESOLVED",
@@ -245,6 +247,7 @@ class GuardWriteDriver:
         `events` is a list of (event_type, description). With a `call_id` the incident counts
         one affected call. Returns (incident, [IncidentEvent]).
         """
+        self.tx.require_open()
         require_tenant(tenant_id)
         for value, name in ((incident_id, "incident_id"), (title, "title"),
                             (trigger_type, "trigger_type")):

@@ -34,7 +34,8 @@ from .facts import SNAPSHOT, GuardStateChanged
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
 from .models.runs import Run
 from .run_completion import RUN_STATUSES as FINAL_RUN_STATUSES
-from .validation import optional_text, require_database, require_tenant, require_text, require_transaction
+from .validation import (optional_text, require_database, require_int, require_tenant, require_text,
+                         require_transaction)
 
 ACCESS = "READ+WRITE"
 
@@ -165,11 +166,11 @@ def _ttl(ttl_seconds):
 
 def _check_ttl(ttl_seconds):
     """None (the module TTL) or a whole number of seconds from 1 to MAX_TTL_SECONDS."""
-    if ttl_seconds is not None and (isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int)
-                                    or not 1 <= ttl_seconds <= MAX_TTL_SECONDS):
-        raise ValueError(f"ttl_seconds must be a whole number of seconds from 1 to "
-                         f"{MAX_TTL_SECONDS} (or None), got {ttl_seconds!r}")
-    return ttl_seconds
+    if ttl_seconds is None:
+        return None
+    return require_int(ttl_seconds, "ttl_seconds", 1, MAX_TTL_SECONDS,
+                       "{name} must be a whole number of seconds from {minimum} to {maximum} (or None), "
+                       "got {value!r}")
 
 
 class IdempotencyReader:
@@ -206,7 +207,7 @@ class IdempotencyWriter:
     ACCESS = "WRITE"
 
     def __init__(self, tx, clock=utcnow, ttl_seconds=None):
-        self.tx = require_transaction(tx)
+        self.tx = require_transaction(tx, check_open=False)
         self.clock = clock
         self.ttl_seconds = _check_ttl(ttl_seconds)
 
@@ -217,6 +218,7 @@ class IdempotencyWriter:
         Raises IdempotencyConflict when an unexpired claim of the key was made for another
         fingerprint or agent; replaces an expired claim (see the module docstring).
         """
+        self.tx.require_open()
         validate_lookup(tenant_id, key, agent_id)
         optional_text(request_fingerprint, "request fingerprint")
         if status not in RUN_STATUSES:

@@ -2,10 +2,12 @@
 
 A passive notebook of curiosity ("operators keep querying prediction_events"): each signal
 of one key (artifact, field, signal_type; a missing field counts as one value) is one row
-whose `seen_count` grows. `emit_signal(tx, ...)` is one upsert statement in a savepoint of the
-caller's transaction; `get_signals(db, ...)` reads. The ledger is system-wide (no tenant): it
-describes our own artifacts, not customer data. Nothing depends on it, so a storage failure
-is logged and never raised into the caller; invalid input is a `ValueError`.
+whose `seen_count` grows. `emit_signal(tx, ...)` is one upsert statement in the caller's
+transaction, with no savepoint (`decisions.write_non_blocking`: SQLite's statement journal
+undoes a failing statement and keeps the transaction open); `get_signals(db, ...)` reads. The
+ledger is system-wide (no tenant): it describes our own artifacts, not customer data. Nothing
+depends on it, so a storage failure is logged and never raised into the caller; invalid input
+is a `ValueError`.
 """
 import logging
 import os
@@ -16,8 +18,8 @@ from peewee import EXCLUDED, SQL, fn
 from .decisions import write_non_blocking
 from .models.base import PreparedInsert, new_id, utcnow
 from .models.ledger import LEDGER_STATUSES, DiscoveryLedgerEntry as Entry
-from .validation import (optional_text, require_database, require_json_object, require_limit,
-                         require_string, require_transaction)
+from .validation import (NON_EMPTY, optional_text, require_database, require_json_object, require_limit,
+                         require_text, require_transaction)
 
 ACCESS = "READ+WRITE"
 
@@ -67,9 +69,9 @@ def validate_signal(artifact, signal_type, evidence, detected_by, field=None, co
     Raises ValueError for an empty artifact, signal type or detector, a field that is not a
     non-empty string, evidence that is not a JSON object, or a confidence outside 0..1.
     """
-    require_string(artifact, "artifact")
-    require_string(signal_type, "signal_type")
-    require_string(detected_by, "detected_by")
+    require_text(artifact, "artifact", NON_EMPTY)
+    require_text(signal_type, "signal_type", NON_EMPTY)
+    require_text(detected_by, "detected_by", NON_EMPTY)
     optional_text(field, "field")
     require_json_object(evidence, "evidence")
     return _unit_interval(confidence, "confidence")

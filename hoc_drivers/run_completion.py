@@ -15,10 +15,12 @@ from peewee import fn
 from .facts import GuardStateChanged
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
 from .models.runs import Incident, PreventionRecord, Run, Trace
-from .validation import require_tenant
+from .validation import optional_text, require_tenant, require_text
 
 ACCESS = "WRITE"
 
+# The wording of a missing run id or status (callers match "run_id and run_status are required").
+_RUN_ID_AND_STATUS = "run_id and run_status are required (non-empty strings), got {name}={value!r}"
 
 
 class TransactionPhase(str, Enum):
@@ -212,13 +214,11 @@ class RunCompletionTransaction:
 
         Inside an enclosing coordinator transaction it joins that transaction (a savepoint)."""
         require_tenant(tenant_id)
-        if not all(isinstance(value, str) and value.strip() for value in (run_id, run_status)):
-            raise ValueError(f"run_id and run_status are required (non-empty strings), "
-                             f"got {run_id!r} and {run_status!r}")
+        for name, value in (("run_id", run_id), ("run_status", run_status)):
+            require_text(value, name, _RUN_ID_AND_STATUS)
         for name, value in (("agent_id", agent_id), ("error_code", error_code),
                             ("trace_id", trace_id), ("synthetic_scenario_id", synthetic_scenario_id)):
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"{name} must be a non-empty string or None, got {value!r}")
+            optional_text(value, name)
         started = utcnow()
         result = TransactionResult(run_id=run_id)
         incident_created = False

@@ -5,10 +5,15 @@ import json
 MAX_LIMIT = 10_000  # rows one list call returns at most (the CLI's --limit has the same bound)
 
 
-def require_text(value, name):
-    """`value` when it is a non-empty string, else ValueError naming `name`."""
+REQUIRED = "{name} is required (a non-empty string)"
+NON_EMPTY = "{name} must be a non-empty string, got {value!r}"  # decision records, ledger signals
+
+
+def require_text(value, name, message=REQUIRED):
+    """`value` when it is a non-empty string, else ValueError: `message` with `name` and
+    `value` filled in (REQUIRED, NON_EMPTY, or a wording of the caller's)."""
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} is required (a non-empty string)")
+        raise ValueError(message.format(name=name, value=value))
     return value
 
 
@@ -31,13 +36,18 @@ def require_database(db):
     return db
 
 
-def require_transaction(tx):
+def require_transaction(tx, check_open=True):
     """`tx` when it is an open coordinator transaction (what writers take first): TypeError
-    for anything else, CommitForbidden (from `tx.require_open`) for one that has ended."""
+    for anything else, CommitForbidden (from `tx.require_open`) for one that has ended.
+
+    A writer class checks only the type in its constructor (`check_open=False`) and calls
+    `self.tx.require_open()` at the start of each public write method, so a writer kept after
+    its transaction ended still refuses; a module function checks once, on entry."""
     if not hasattr(tx, "note") or not hasattr(tx, "require_open"):
         raise TypeError(f"a writer takes the coordinator's transaction first "
                         f"(`with coordinator.transaction() as tx:`), got {type(tx).__name__}")
-    tx.require_open()
+    if check_open:
+        tx.require_open()
     return tx
 
 
@@ -48,17 +58,9 @@ def require_tenant(tenant_id):
 
 def optional_text(value, name):
     """`value` when it is None or a non-empty string, else ValueError naming `name`."""
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise ValueError(f"{name} must be a non-empty string or None, got {value!r}")
-    return value
-
-
-def require_string(value, name):
-    """`value` when it is a non-empty string, else ValueError "<name> must be a non-empty
-    string" (the wording of decision records and discovery-ledger signals)."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
-    return value
+    if value is None:
+        return None
+    return require_text(value, name, "{name} must be a non-empty string or None, got {value!r}")
 
 
 _STRICT_JSON = json.JSONEncoder(allow_nan=False)  # NaN / Infinity are not JSON
@@ -72,4 +74,19 @@ def require_json_object(value, name):
         _STRICT_JSON.encode(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} is not JSON-serialisable: {exc}") from None
+    return value
+
+
+def require_int(value, name, minimum=0, maximum=None, message=None):
+    """`value` when it is an int (not a bool) from `minimum` to `maximum` (None: no upper
+    bound), else ValueError naming `name`: "<name> must be a non-negative integer" (minimum 0),
+    "a positive integer" (1) or "an integer >= <minimum>", or `message` (formatted with name,
+    value, minimum and maximum)."""
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        if message is not None:
+            raise ValueError(message.format(name=name, value=value, minimum=minimum, maximum=maximum))
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+        most = "" if maximum is None else f" (at most {maximum})"
+        raise ValueError(f"{name} must be {kind}{most}, got {value!r}")
     return value

@@ -20,7 +20,7 @@ from .facts import SNAPSHOT, GuardStateChanged
 from .models.base import PreparedInsert, new_id, utcnow
 from .models.cost import (IMMUTABLE_WORKER_RUN_COLUMNS, TERMINAL_WORKER_RUN_STATUSES,
                           WORKER_RUN_STATUSES, CostAnomaly, CostRecord, WorkerRun)
-from .validation import require_database, require_tenant, require_text, require_transaction
+from .validation import require_database, require_int, require_tenant, require_text, require_transaction
 
 ACCESS = "READ+WRITE"
 
@@ -33,14 +33,8 @@ class WorkerRunImmutable(ValueError):
     """A terminal worker run's result columns may not change."""
 
 
-def _require_count(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return value
-
-
 def _optional_count(value, name):
-    return None if value is None else _require_count(value, name)
+    return None if value is None else require_int(value, name)
 
 
 def _require_amount(value, name):
@@ -49,7 +43,8 @@ def _require_amount(value, name):
     return value
 
 
-# The columns `_result_fields` may set; a new run stores NULL in those the caller did not send.
+# The columns `_result_fields` may set; a new run gets the model's default (status "queued",
+# recoveries and policy_violations 0, NULL otherwise) in those the caller did not send.
 _RESULT_COLUMNS = ("status", "success", "error", "output_json", "replay_token_json", "total_tokens",
                    "total_latency_ms", "policy_violations", "recoveries", "cost_cents")
 _INSERT_RUN = PreparedInsert(WorkerRun, ("id", "tenant_id", "worker_id", "task", "input_json",
@@ -82,7 +77,7 @@ def _result_fields(data):
     if "recovery_log" in data:
         fields["recoveries"] = len(data["recovery_log"] or ())
     if data.get("cost_cents") is not None:
-        fields["cost_cents"] = _require_count(data["cost_cents"], "cost_cents")
+        fields["cost_cents"] = require_int(data["cost_cents"], "cost_cents")
     return fields
 
 
@@ -108,7 +103,7 @@ class WorkerWriteService:
     ACCESS = "WRITE"
 
     def __init__(self, tx):
-        self.tx = require_transaction(tx)
+        self.tx = require_transaction(tx, check_open=False)
 
     def get_worker_run(self, tenant_id, run_id):
         """The tenant's worker run with that id, or None (read in the caller's transaction)."""
@@ -123,6 +118,7 @@ class WorkerWriteService:
         completed_at on entering a terminal status. A terminal run whose result columns would
         change raises WorkerRunImmutable; one that would not change is returned untouched.
         """
+        self.tx.require_open()
         require_tenant(tenant_id)
         require_text(run_id, "run_id")
         if not isinstance(data, dict):
@@ -140,9 +136,8 @@ class WorkerWriteService:
     def _create_run(self, tenant_id, run_id, data):
         now = utcnow()
         task = data.get("task", "")
-        fields = {**dict.fromkeys(_RESULT_COLUMNS), "recoveries": 0, "policy_violations": 0,
-                  "status": "queued", **_result_fields(data)}
-        status = fields["status"]
+        fields = _result_fields(data)  # the columns left out get their defaults (_INSERT_RUN)
+        status = fields.get("status", WorkerRun.status.default)
         row = {"id": run_id, "tenant_id": tenant_id, "worker_id": WORKER_ID, "task": task,
                "input_json": {"task": task}, "created_at": now,
                "started_at": now if status == "running" else None,
@@ -176,12 +171,13 @@ class WorkerWriteService:
     def insert_cost_record(self, tenant_id, run_id, model, input_tokens, output_tokens,
                            cost_cents):
         """Record the cost of the run's LLM usage (request_id = run_id); returns the CostRecord."""
+        self.tx.require_open()
         require_tenant(tenant_id)
         require_text(model, "model")
         row = {"id": new_id(), "tenant_id": tenant_id, "request_id": run_id,
                "workflow_id": WORKFLOW_ID, "skill_id": SKILL_ID, "model": model,
-               "input_tokens": _require_count(input_tokens, "input_tokens"),
-               "output_tokens": _require_count(output_tokens, "output_tokens"),
+               "input_tokens": require_int(input_tokens, "input_tokens"),
+               "output_tokens": require_int(output_tokens, "output_tokens"),
                "cost_cents": float(_require_amount(cost_cents, "cost_cents")),
                "created_at": utcnow()}
         _INSERT_COST_RECORD.execute(self.tx.db, row)
@@ -196,6 +192,7 @@ class WorkerWriteService:
         threshold is not positive); the message quotes the snapshot's `warn_threshold_pct`.
         Returns the CostAnomaly.
         """
+        self.tx.require_open()
         require_tenant(tenant_id)
         _require_amount(daily_spend, "daily_spend")
         _require_amount(warn_threshold, "warn_threshold")
@@ -217,6 +214,7 @@ class WorkerWriteService:
 
     def delete_worker_run(self, tenant_id, run_id):
         """Delete the tenant's worker run, terminal or not; returns True when a row was deleted."""
+        self.tx.require_open()
         require_tenant(tenant_id)
         deleted = (WorkerRun.delete()
                    .where((WorkerRun.id == run_id) & (WorkerRun.tenant_id == tenant_id))

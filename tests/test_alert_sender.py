@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from hoc_drivers.alert_driver import AlertDriver, AlertQueueReader
+from hoc_drivers.alert_driver import AlertDriver, AlertQueueReader, delete_old_alerts
 from hoc_drivers.alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
 from hoc_drivers.alert_sender import (AlertDelivery, AlertSender, SmtpSettings,
                                       backoff_seconds)
@@ -324,11 +324,11 @@ def test_purge_old_alerts_deletes_in_steps_of_one_transaction_each(hoc_coordinat
             AlertDriver(tx).insert_alert(None, {"n": n}, "test", now=T0)
         AlertQueueItem.update(status="sent").execute(tx.db)
     steps = []
-    sender = AlertSender(hoc_coordinator)
-    assert sender.purge_old_alerts(T0 + timedelta(seconds=1), ["sent"], step=2, on_step=steps.append) == 5
+    assert delete_old_alerts(hoc_coordinator, T0 + timedelta(seconds=1), ["sent"], step=2,
+                             on_step=steps.append) == 5
     assert steps == [2, 2, 1] and alert_rows(hoc_coordinator.db) == []
     with pytest.raises(ValueError, match="step must be a positive integer"):
-        sender.purge_old_alerts(T0, ["sent"], step=0)
+        delete_old_alerts(hoc_coordinator, T0, ["sent"], step=0)
 
 def test_the_sender_never_raises_into_its_caller(tmp_path):
     bare = open_database(str(tmp_path / "no-tables.db"))        # the queue table is missing

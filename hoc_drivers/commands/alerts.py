@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import click
 
-from ..alert_driver import AlertQueueReader, AlertQueueWriter
+from ..alert_driver import AlertQueueReader, AlertQueueWriter, delete_old_alerts
 from ..alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
 from ..alert_sender import AlertDelivery, AlertSender
 from ..models.alerts import ALERT_STATUSES
@@ -62,7 +62,7 @@ def enqueue(tenant_id, policy_id, run_id, metric, current_value, threshold_value
             tenant_id=tenant_id, run_id=run_id, policy_id=policy_id, metric=metric,
             current_value=current_value, threshold_value=threshold_value,
             signal_type="breach" if breach else "near")
-        if action_taken is not None and not breach:
+        if action_taken is not None and not breach:  # in option terms, before the database opens
             raise ValueError("--action applies to breach alerts only (add --breach)")
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -169,5 +169,5 @@ def purge(days, statuses, as_json):
     total = AlertQueueReader(get_db()).count_old_alerts(cutoff, statuses)
     with click.progressbar(length=total, label="purging alerts", file=sys.stderr,
                            hidden=total == 0) as bar:
-        deleted = AlertSender(get_coordinator()).purge_old_alerts(cutoff, statuses, on_step=bar.update)
+        deleted = delete_old_alerts(get_coordinator(), cutoff, statuses, on_step=bar.update)
     emit({"deleted": deleted, "cutoff": cutoff, "statuses": list(statuses)}, as_json)

@@ -1,7 +1,8 @@
 """CLI: init, run complete, schema check, audit."""
 import click
 
-from .common import EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, tenant_option, text_option
+from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, non_empty, tenant_option,
+                     text_option)
 
 
 @click.command()
@@ -23,7 +24,7 @@ def run():
 
 
 @run.command("complete")
-@click.argument("run_id")
+@click.argument("run_id", callback=non_empty)
 @tenant_option
 @click.option("--status", "run_status", required=True,
               help="Final run status, e.g. succeeded, failed, halted.")
@@ -41,8 +42,6 @@ def complete(run_id, tenant_id, run_status, agent_id, error_code, error_message,
 
     if run_status not in RUN_STATUSES:
         raise CliError(f"unknown status {run_status!r} (expected one of: {', '.join(RUN_STATUSES)})")
-    if not run_id.strip():
-        raise CliError("run id must not be empty")
     transaction = RunCompletionTransaction(get_coordinator())
     try:
         result = transaction.execute(tenant_id, run_id, run_status, agent_id=agent_id,

@@ -164,15 +164,16 @@ def run(file, context_text, record, tenant_id, as_json):
     from ..dag_executor import DAGExecutor
 
     context = _read_context(context_text)
-    if record and not (tenant_id or "").strip():
-        raise CliError("--record needs --tenant")
     if tenant_id is not None and not record:
         raise CliError("--tenant is only used with --record")
+    tenant_id = (tenant_id or "").strip()
+    if record and not tenant_id:  # not text_option: a blank --tenant gets this message too
+        raise CliError("--record needs --tenant")
     module, execution_plan = _compile_and_plan_or_fail(file)
     trace = DAGExecutor().execute(module, context, execution_plan)
     output = trace.to_dict()
     if record:
-        decision = _record_decision(module, context, trace, tenant_id.strip())
+        decision = _record_decision(module, context, trace, tenant_id)
         output["recorded_decision"] = {"decision_id": decision.decision_id,
                                        "decision_outcome": decision.decision_outcome.value}
     if as_json:
@@ -181,4 +182,4 @@ def run(file, context_text, record, tenant_id, as_json):
     _print_trace(trace)
     if record:
         click.echo(f"recorded decision {decision.decision_id} "
-                   f"(outcome {decision.decision_outcome.value}, tenant {tenant_id.strip()})")
+                   f"(outcome {decision.decision_outcome.value}, tenant {tenant_id})")

@@ -1,7 +1,28 @@
 """Decision records, policy decisions and the CARE kill switch (decisions)."""
+from enum import Enum
+
 from peewee import BooleanField, CharField, FloatField, TextField
 
 from .base import BaseModel, JSONField, UtcDateTimeField, utcnow
+
+
+def _vocabulary(name, doc, values):
+    """A str enum of `values` (space-separated), each member named as its value in upper case."""
+    enum = Enum(name, [(value.upper(), value) for value in values.split()], module="hoc_drivers.decisions",
+                type=str)
+    enum.__doc__ = doc
+    return enum
+
+
+# The vocabulary of SPEC §8 (the enum values are the stored strings).
+DecisionType = _vocabulary("DecisionType", "What kind of choice was made.", """routing recovery memory policy
+    budget budget_enforcement policy_pre_check recovery_evaluation care_routing_optimized""")
+DecisionSource = _vocabulary("DecisionSource", "Who decided.", "human system hybrid")
+DecisionTrigger = _vocabulary("DecisionTrigger", "Why the decision happened.", "explicit autonomous reactive")
+DecisionOutcome = _vocabulary("DecisionOutcome", "What was decided.", """selected rejected skipped
+    blocked none execution_halted policy_blocked policy_unavailable recovery_applied
+    recovery_suggested recovery_skipped baseline_selected optimized_selected""")
+CausalRole = _vocabulary("CausalRole", "When in the run's lifecycle the decision was made.", "pre_run in_run post_run")
 
 
 class DecisionRecordRow(BaseModel):
