@@ -15,22 +15,28 @@ log = logging.getLogger(__name__)
 
 
 class EventPublisher:
-    """In-process publisher: subscribers per topic ('*' for all); keeps the recent events."""
+    """In-process publisher: subscribers per topic ('*' for all); keeps the recent events.
+
+    Delivery is at least once: an event published just before a crash, before it was marked
+    published, is published again by `TransactionCoordinator.flush_outbox`. A subscriber that
+    must not act twice subscribes `with_event_id=True` and deduplicates on the event's id.
+    """
 
     def __init__(self, history=1000):
         self._subscribers = {}
         self.published = deque(maxlen=history)
 
-    def subscribe(self, topic, callback):
-        """Call `callback(topic, payload)` for each event of `topic` ('*': every topic)."""
-        self._subscribers.setdefault(topic, []).append(callback)
+    def subscribe(self, topic, callback, with_event_id=False):
+        """Call `callback(topic, payload)` for each event of `topic` ('*': every topic), or
+        `callback(topic, payload, event_id)` with `with_event_id`."""
+        self._subscribers.setdefault(topic, []).append((callback, with_event_id))
 
-    def publish(self, topic, payload):
+    def publish(self, topic, payload, event_id=None):
         """Deliver one event to its subscribers; a failing subscriber is logged, not raised."""
         self.published.append((topic, payload))
-        for callback in self._subscribers.get(topic, []) + self._subscribers.get("*", []):
+        for callback, with_event_id in self._subscribers.get(topic, []) + self._subscribers.get("*", []):
             try:
-                callback(topic, payload)
+                callback(topic, payload, event_id) if with_event_id else callback(topic, payload)
             except Exception:
                 log.exception("event subscriber failed for %s", topic)
 

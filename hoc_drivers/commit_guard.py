@@ -144,7 +144,7 @@ class GuardedConnection(sqlite3.Connection):
             self._refuse(kind, _describe(kind, sql))
         if self.unit is not None and not self.in_transaction and not self.issuing:
             self._refuse(WRITE, f"{_describe(WRITE, sql)} after SQLite rolled the transaction back "
-                                "(ON CONFLICT ROLLBACK or RAISE(ROLLBACK)); it")
+                                "(ON CONFLICT ROLLBACK, RAISE(ROLLBACK), a full disk, ...); it")
         if len(self._kinds) > _MAX_REMEMBERED:
             self._kinds.clear()
             self.set_authorizer(self._authorize)  # expires every cached statement
@@ -188,8 +188,8 @@ class GuardedConnection(sqlite3.Connection):
             self._refuse(CONTROL, "commit()")
         if self.unit is not None and not self.in_transaction:
             raise sqlite3.OperationalError(
-                "cannot commit: SQLite already rolled this transaction back (ON CONFLICT ROLLBACK "
-                "or RAISE(ROLLBACK) in a statement); nothing of it was committed")
+                "cannot commit: SQLite already rolled this transaction back (ON CONFLICT ROLLBACK, "
+                "RAISE(ROLLBACK), a full disk, ...); nothing of it was committed")
         super().commit()
 
     def rollback(self):

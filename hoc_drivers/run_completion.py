@@ -32,6 +32,8 @@ class TransactionPhase(str, Enum):
     TRACE_COMPLETED = "TRACE_COMPLETED"
     COMMITTED = "COMMITTED"
     EVENTS_PUBLISHED = "EVENTS_PUBLISHED"
+    JOINED = "JOINED"  # written inside the caller's transaction: commits (or not) with it
+    ALREADY_COMPLETED = "ALREADY_COMPLETED"  # the run was completed before: nothing written
     ROLLED_BACK = "ROLLED_BACK"
     FAILED = "FAILED"
 
@@ -77,8 +79,9 @@ class TransactionResult:
     duration_ms: int = 0
 
     def is_complete(self):
-        """True once committed."""
-        return self.phase in (TransactionPhase.COMMITTED, TransactionPhase.EVENTS_PUBLISHED)
+        """True once committed (by this call, or by the call that completed the run before)."""
+        return self.phase in (TransactionPhase.COMMITTED, TransactionPhase.EVENTS_PUBLISHED,
+                              TransactionPhase.ALREADY_COMPLETED)
 
     def all_domains_succeeded(self):
         """True when no domain step that ran failed."""
@@ -170,12 +173,17 @@ def _create_run_incident(tx, tenant_id, run_id, agent_id, error_code, error_mess
     if incident_id is not None:
         _COUNT_RUN_INCIDENT.execute(tx.db, (run_id, tenant_id))
         return incident_id, True
-    return _first_column(_SELECT_RUN_INCIDENT.execute(tx.db, (tenant_id, run_id))), False
+    return _run_incident(tx, tenant_id, run_id), False
+
+
+def _run_incident(tx, tenant_id, run_id):
+    """The id of the tenant's incident of the run, or None."""
+    return _first_column(_SELECT_RUN_INCIDENT.execute(tx.db, (tenant_id, run_id)))
 
 
 def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
                               synthetic_scenario_id, now):
-    """One policy evaluation per run; returns its id."""
+    """One policy evaluation per run; returns (its id, whether this call created it)."""
     outcome = POLICY_OUTCOMES.get(run_status.lower(), "not_applicable")
     policy_id = f"policy_eval_{run_id[:8]}"
     row = {"id": new_id(), "tenant_id": tenant_id, "policy_id": policy_id,
@@ -186,8 +194,8 @@ def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
            "created_at": now}
     inserted = _first_column(_INSERT_POLICY.execute(tx.db, row))
     if inserted is not None:
-        return inserted
-    return _first_column(_SELECT_POLICY.execute(tx.db, (tenant_id, policy_id, run_id)))
+        return inserted, True
+    return _first_column(_SELECT_POLICY.execute(tx.db, (tenant_id, policy_id, run_id))), False
 
 
 def complete_trace(tx, tenant_id, trace_id, run_status, incident_id, now):
@@ -212,7 +220,10 @@ class RunCompletionTransaction:
                 synthetic_scenario_id=None, skip_events=False):
         """Write the run's governance records atomically, then publish its events.
 
-        Inside an enclosing coordinator transaction it joins that transaction (a savepoint)."""
+        A run is completed once: completing it again writes and publishes nothing and reports
+        ALREADY_COMPLETED (with the existing policy evaluation and incident). Inside an
+        enclosing coordinator transaction it joins that transaction (a savepoint) and reports
+        JOINED: its rows commit, and its events are published, only when the caller's do."""
         require_tenant(tenant_id)
         for name, value in (("run_id", run_id), ("run_status", run_status)):
             require_text(value, name, _RUN_ID_AND_STATUS)
@@ -221,46 +232,60 @@ class RunCompletionTransaction:
             optional_text(value, name)
         started = utcnow()
         result = TransactionResult(run_id=run_id)
-        incident_created = False
+        joined = self.coordinator.current() is not None
         try:
             with self.coordinator.transaction() as tx:
-                now = utcnow()
-                if run_status == "failed":
-                    incident_id, incident_created = _create_run_incident(
-                        tx, tenant_id, run_id, agent_id, error_code, error_message,
-                        is_synthetic, synthetic_scenario_id, now)
-                    if incident_created:
-                        tx.note(GuardStateChanged(tenant_id))
-                    result.incident_result = DomainResult("incidents", "create_incident",
-                                                          incident_id, True)
-                    result.phase = TransactionPhase.INCIDENT_CREATED
-                policy_id = _create_policy_evaluation(tx, tenant_id, run_id, run_status,
-                                                      is_synthetic, synthetic_scenario_id, now)
-                result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True)
-                result.phase = TransactionPhase.POLICY_EVALUATED
-                if trace_id:
-                    incident_id = result.incident_result and result.incident_result.result_id
-                    if self.trace_completer(tx, tenant_id, trace_id, run_status, incident_id, now):
-                        result.trace_result = DomainResult("traces", "complete_trace", trace_id, True)
-                        result.phase = TransactionPhase.TRACE_COMPLETED
-                    else:
-                        result.trace_result = DomainResult(
-                            "traces", "complete_trace", trace_id, False,
-                            f"trace {trace_id} not found for tenant {tenant_id}")
-                if not skip_events:
-                    self._write_events(tx, result, run_status, trace_id, tenant_id,
-                                       incident_created)
+                self._write(tx, result, tenant_id, run_id, run_status, agent_id, error_code,
+                            error_message, trace_id, is_synthetic, synthetic_scenario_id, skip_events)
         except Exception as exc:
             reached = result.phase
             result.phase = TransactionPhase.ROLLED_BACK
             raise TransactionFailed(f"Cross-domain transaction failed: {exc}", reached,
                                     result.to_dict(), exc) from exc
-        result.phase = TransactionPhase.COMMITTED
-        result.events_published = list(tx.published_topics)
-        if not skip_events and len(tx.published_topics) == len(tx.events):
-            result.phase = TransactionPhase.EVENTS_PUBLISHED
+        if result.phase is not TransactionPhase.ALREADY_COMPLETED:
+            result.phase = TransactionPhase.JOINED if joined else TransactionPhase.COMMITTED
+        if not joined:
+            result.events_published = list(tx.published_topics)
+            if tx.events and len(tx.published_topics) == len(tx.events):
+                result.phase = TransactionPhase.EVENTS_PUBLISHED
         result.duration_ms = int((utcnow() - started).total_seconds() * 1000)
         return result
+
+    def _write(self, tx, result, tenant_id, run_id, run_status, agent_id, error_code,
+               error_message, trace_id, is_synthetic, synthetic_scenario_id, skip_events):
+        """The writes of one completion, recording in `result` how far they got."""
+        now = utcnow()
+        policy_id, first_time = _create_policy_evaluation(tx, tenant_id, run_id, run_status,
+                                                          is_synthetic, synthetic_scenario_id, now)
+        if not first_time:
+            incident_id = _run_incident(tx, tenant_id, run_id)
+            if incident_id is not None:
+                result.incident_result = DomainResult("incidents", "create_incident", incident_id, True)
+            result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True)
+            result.phase = TransactionPhase.ALREADY_COMPLETED
+            return
+        incident_created = False
+        if run_status == "failed":
+            incident_id, incident_created = _create_run_incident(
+                tx, tenant_id, run_id, agent_id, error_code, error_message,
+                is_synthetic, synthetic_scenario_id, now)
+            if incident_created:
+                tx.note(GuardStateChanged(tenant_id))
+            result.incident_result = DomainResult("incidents", "create_incident", incident_id, True)
+            result.phase = TransactionPhase.INCIDENT_CREATED
+        result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True)
+        result.phase = TransactionPhase.POLICY_EVALUATED
+        if trace_id:
+            incident_id = result.incident_result and result.incident_result.result_id
+            if self.trace_completer(tx, tenant_id, trace_id, run_status, incident_id, now):
+                result.trace_result = DomainResult("traces", "complete_trace", trace_id, True)
+                result.phase = TransactionPhase.TRACE_COMPLETED
+            else:
+                result.trace_result = DomainResult(
+                    "traces", "complete_trace", trace_id, False,
+                    f"trace {trace_id} not found for tenant {tenant_id}")
+        if not skip_events:
+            self._write_events(tx, result, run_status, trace_id, tenant_id, incident_created)
 
     @staticmethod
     def _write_events(tx, result, run_status, trace_id, tenant_id, incident_created):

@@ -7,10 +7,15 @@ changed: events (`tx.publish`, written to the `events` outbox before COMMIT), fa
 (`tx.note`, see `hoc_drivers.facts`) and `tx.on_commit` callbacks. After COMMIT succeeds, and
 never after a rollback, the facts go to the database's subscribers (`bus.subscribe`), the
 events to the publisher, then the callbacks run; a failing one is logged and recorded, never
-hiding the others. Run completion lives in `run_completion` (its seed names import from here).
+hiding the others. Events are delivered at least once: published ones are marked at the next
+transaction, by `mark_published()` and at a normal exit; after a crash `flush_outbox()` publishes
+the unmarked again, with the same event id for subscribers to deduplicate on. Run completion
+lives in `run_completion` (its seed names import from here).
 """
+import atexit
 import logging
 import threading
+import weakref
 from functools import lru_cache
 
 from .bus import EventPublisher, handlers_of
@@ -166,17 +171,25 @@ class _TransactionScope:
         self._tx.is_open = False
         _send(self.coordinator.db, statement, ending=True)
 
+    def _roll_back_after(self, error):
+        """ROLLBACK because of `error`, which stays the error the caller sees: a failure of the
+        ROLLBACK itself (SQLite may already have rolled back, e.g. on a full disk) is logged."""
+        try:
+            self._end("ROLLBACK")
+        except Exception:
+            log.exception("ROLLBACK after %r failed", error)
+
     def __exit__(self, exc_type, exc, tb):
         if self._inner is not None:
             return self._inner.__exit__(exc_type, exc, tb)
         if exc_type is not None:
-            self._end("ROLLBACK")
+            self._roll_back_after(exc)
             return False
         try:
             self._tx.write_outbox()
             self._end("COMMIT")
-        except BaseException:
-            self._end("ROLLBACK")
+        except BaseException as error:
+            self._roll_back_after(error)
             raise
         self.coordinator._after_commit(self._tx)
         return False
@@ -207,10 +220,11 @@ class TransactionCoordinator:
             for handler in handlers_of(self.db, type(fact)):
                 _run_after_commit(tx, handler, fact)
         for event in tx.events:
-            if _run_after_commit(tx, self.publisher.publish, event["topic"], event["payload"]):
+            if _run_after_commit(tx, self.publisher.publish, event["topic"], event["payload"], event["id"]):
                 tx.published_topics.append(event["topic"])
                 with self._published_lock:
                     self._published_unmarked.append(event["id"])
+                _unmarked_at_exit.add(self)
         for callback in tx.callbacks:
             _run_after_commit(tx, callback)
 
@@ -222,6 +236,14 @@ class TransactionCoordinator:
             _mark_events_published(len(ids)).execute(
                 tx.db, [Event.published_at.db_value(utcnow()), *ids])
 
+    def mark_published(self):
+        """Record now that the events this coordinator published are published (it is also
+        done at the start of its next transaction, and for every coordinator when the process
+        exits normally)."""
+        if self._published_unmarked:
+            with self.transaction() as tx:
+                self._mark_published(tx)
+
     def flush_outbox(self):
         """Mark published events and publish every event left unpublished (e.g. by a crash)."""
         with self.transaction():
@@ -229,12 +251,25 @@ class TransactionCoordinator:
                            .order_by(Event.created_at).execute(self.db))
         for event in pending:
             if event.id not in self._published_unmarked:
-                self.publisher.publish(event.topic, event.payload)
+                self.publisher.publish(event.topic, event.payload, event.id)
                 with self._published_lock:
                     self._published_unmarked.append(event.id)
-        with self.transaction():
-            pass
+        self.mark_published()
         return len(pending)
+
+
+_unmarked_at_exit = weakref.WeakSet()  # coordinators that published events not yet marked
+
+
+@atexit.register
+def _mark_published_at_exit():
+    """A clean exit leaves no published event unmarked (flush_outbox would publish it again)."""
+    for coordinator in list(_unmarked_at_exit):
+        try:
+            coordinator.mark_published()
+        except Exception:
+            log.warning("could not mark the published events of %s", coordinator.db.database,
+                        exc_info=True)
 
 
 def _run_after_commit(tx, work, *args):

@@ -1,6 +1,9 @@
 """The coordinator: one transaction, post-commit work only after COMMIT, atomic run completion."""
 import sqlite3
+import subprocess
+import sys
 
+import peewee
 import pytest
 
 from hoc_drivers.models.runs import Event, Incident, PreventionRecord, Run, Trace
@@ -154,7 +157,34 @@ def test_completing_a_run_twice_keeps_one_incident_and_one_policy_row(hoc_db, ho
     second = failed_run(hoc_coordinator)
     assert first.incident_result.result_id == second.incident_result.result_id
     assert (count(Incident, hoc_db), count(PreventionRecord, hoc_db)) == (1, 1)
-    assert second.events_published == ["run.completed", "policy.evaluated"]
+    # issue 13: a repeat is a no-op that says so; it publishes nothing again
+    assert second.phase is TransactionPhase.ALREADY_COMPLETED and second.is_complete()
+    assert second.events_published == [] and count(Event, hoc_db) == 3
+    assert second.policy_result.result_id == first.policy_result.result_id
+
+
+def test_a_repeat_with_another_status_changes_nothing(hoc_db, hoc_coordinator, hoc_publisher):
+    RunCompletionTransaction(hoc_coordinator).execute("t1", "run-7", "succeeded")
+    published = len(hoc_publisher.published)
+    again = RunCompletionTransaction(hoc_coordinator).execute("t1", "run-7", "failed",
+                                                              error_message="AGENT_CRASH")
+    assert again.phase is TransactionPhase.ALREADY_COMPLETED and again.incident_result is None
+    assert count(Incident, hoc_db) == 0 and len(hoc_publisher.published) == published
+
+
+def test_inside_an_enclosing_transaction_it_reports_joined_and_rolls_back_with_it(
+        hoc_db, hoc_coordinator, hoc_publisher):
+    with pytest.raises(RuntimeError):
+        with hoc_coordinator.transaction():
+            result = failed_run(hoc_coordinator)
+            assert result.phase is TransactionPhase.JOINED and not result.is_complete()
+            assert result.events_published == [] and list(hoc_publisher.published) == []
+            raise RuntimeError("the caller fails after the completion")
+    assert (count(Incident, hoc_db), count(PreventionRecord, hoc_db), count(Event, hoc_db)) == (0, 0, 0)
+    with hoc_coordinator.transaction():
+        failed_run(hoc_coordinator)
+    assert [topic for topic, _ in hoc_publisher.published] == [
+        "run.completed", "incident.created", "policy.evaluated"]  # published when the caller committed
 
 
 def test_trace_of_another_tenant_is_not_touched(hoc_db, hoc_coordinator):
@@ -292,3 +322,53 @@ def test_a_finished_transaction_cannot_be_written_through(hoc_db, hoc_coordinato
         with tx.savepoint():
             Run.insert(id="late", tenant_id="t1").execute(tx.db)
     assert Run.select().count(hoc_db) == 0
+
+
+# Issue 13: nothing is half-done, nothing lies.
+
+def test_a_full_disk_reports_sqlites_own_error_and_leaves_nothing(hoc_db, hoc_coordinator):
+    pages = hoc_db.execute_sql("PRAGMA page_count").fetchone()[0]
+    hoc_db.execute_sql(f"PRAGMA max_page_count = {pages}")  # this connection: the disk is full
+    with pytest.raises(peewee.OperationalError, match="database or disk is full"):
+        with hoc_coordinator.transaction() as tx:
+            Run.insert(id="r1", tenant_id="t1").execute(tx.db)
+            tx.db.execute_sql("INSERT INTO events (id, topic, payload, created_at) VALUES "
+                              "('e1', 't', json_object('x', ?), 'now')", ("x" * 200_000,))
+    with pytest.raises(TransactionFailed, match="database or disk is full") as failure:
+        RunCompletionTransaction(hoc_coordinator).execute("t1", "r" * 9000, "failed",
+                                                          error_message="x" * 300_000)
+    assert isinstance(failure.value.cause, peewee.OperationalError)
+    assert (count(Run, hoc_db), count(Incident, hoc_db), count(Event, hoc_db)) == (0, 0, 0)
+    with hoc_coordinator.transaction() as tx:  # the coordinator is usable again
+        Run.insert(id="r2", tenant_id="t1").execute(tx.db)
+    assert count(Run, hoc_db) == 1
+
+
+CLEAN_EXIT = """
+import sys
+from hoc_drivers.db import connect_database
+from hoc_drivers.run_completion import RunCompletionTransaction
+from hoc_drivers.transaction_coordinator import TransactionCoordinator
+transaction = RunCompletionTransaction(TransactionCoordinator(connect_database(sys.argv[1])))
+for n in range(int(sys.argv[2])):
+    transaction.execute("t1", f"run-{n}", "failed", error_message="AGENT_CRASH")
+"""
+
+
+def test_a_clean_exit_leaves_no_event_to_publish_again(hoc_db, hoc_coordinator, hoc_publisher):
+    subprocess.run([sys.executable, "-c", CLEAN_EXIT, hoc_db.database, "5"], check=True, timeout=60)
+    assert count(Event, hoc_db) == 15
+    assert hoc_coordinator.flush_outbox() == 0
+    assert list(hoc_publisher.published) == []
+
+
+def test_a_republished_event_keeps_its_id_for_subscribers_to_deduplicate(hoc_db, hoc_publisher):
+    seen = []
+    hoc_publisher.subscribe("run.completed", lambda topic, payload, event_id: seen.append(event_id),
+                            with_event_id=True)
+    crashed = TransactionCoordinator(hoc_db, hoc_publisher)
+    with crashed.transaction() as tx:
+        event_id = tx.publish("run.completed", {"run_id": "r"}, "t1")
+    assert seen == [event_id]  # published, not yet marked: as if the process died now
+    assert TransactionCoordinator(hoc_db, hoc_publisher).flush_outbox() == 1
+    assert seen == [event_id, event_id]
