@@ -1,8 +1,16 @@
 """The `hoc-drivers` command line: a thin click layer over the hoc_drivers Python API.
 
 Command groups live in `hoc_drivers/commands/` and are imported only when used, so
-`hoc-drivers --help` starts fast. Errors are one line on stderr; `--debug` shows tracebacks.
+`hoc-drivers --help` starts fast. Errors are one line on stderr; `--debug` shows tracebacks
+and logs every SQL statement with its parameters. Both redact credentials and tokens
+(`validation.redact`: URL user:password, Slack/Discord webhook paths, secret query parameters).
 Exit codes: 0 ok, 1 check failed / violation / error, 2 bad input, 3 blocked.
+
+The database: `--db PATH` (before or after the subcommand; given on the command line it always
+wins), else $HOC_DRIVERS_DB, else ./hoc.db. Only `init` and `demo` create it: any other command
+on a missing file is bad input (exit 2). Every command but `schema check` first runs the start-up
+schema guard and refuses a database that does not match the models (exit 1, one line naming the
+first difference).
 """
 import importlib
 import sys
@@ -32,7 +40,11 @@ COMMANDS = {
 }
 
 
+DB_HELP = "SQLite file (overrides env HOC_DRIVERS_DB; default ./hoc.db)."
+
+
 def _remember_db(ctx, param, value):
+    """Keep a `--db` given on the command line (the environment is read only when none is)."""
     if value is not None and not value.strip():
         raise click.BadParameter("must not be empty (leave --db out for ./hoc.db)")
     if value is not None:
@@ -47,17 +59,21 @@ def _add_db_option(command):
             _add_db_option(sub)
     elif not any(p.name == "db_path" for p in command.params):
         command.params.append(click.Option(
-            ["--db", "db_path"], envvar="HOC_DRIVERS_DB", expose_value=False,
-            callback=_remember_db, is_eager=True, metavar="PATH",
-            help="SQLite file (default ./hoc.db; env HOC_DRIVERS_DB)."))
+            ["--db", "db_path"], expose_value=False, callback=_remember_db, is_eager=True,
+            metavar="PATH", help=DB_HELP))
 
 
 def _configure_logging(debug):
-    """Library log records stay quiet on the terminal unless --debug (errors are reported once)."""
+    """Library log records stay quiet on the terminal unless --debug (errors are reported once);
+    with --debug every record is printed, credentials and tokens redacted."""
     import logging
 
     if debug:
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+        from hoc_drivers.validation import RedactingFormatter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler])
     else:
         logger = logging.getLogger("hoc_drivers")
         if not logger.handlers:
@@ -93,7 +109,10 @@ class HocGroup(click.Group):
             code = exc.exit_code
         except Exception as exc:
             if debug:
-                raise
+                import traceback
+
+                from hoc_drivers.validation import redact
+                sys.stderr.write(redact(traceback.format_exc()))
             code = _report(exc)
         if standalone_mode:
             sys.exit(code)
@@ -117,9 +136,10 @@ def _report(exc):
 
 
 @click.group(cls=HocGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", "db_path", envvar="HOC_DRIVERS_DB", metavar="PATH", callback=_remember_db,
-              expose_value=False, help="SQLite file (default ./hoc.db; env HOC_DRIVERS_DB).")
-@click.option("--debug", is_flag=True, expose_value=False, help="Show tracebacks on errors.")
+@click.option("--db", "db_path", metavar="PATH", callback=_remember_db, expose_value=False,
+              help=DB_HELP)
+@click.option("--debug", is_flag=True, expose_value=False,
+              help="Show tracebacks on errors and log SQL (credentials redacted).")
 @click.version_option("0.1.0", prog_name="hoc-drivers")
 def cli():
     """Embedded governance data layer: 13 drivers over one SQLite file.

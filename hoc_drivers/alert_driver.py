@@ -6,7 +6,9 @@ does). Claiming is atomic: the coordinator opens every transaction with BEGIN IM
 between the SELECT of due alerts and the UPDATE that leases them no other sender can write; the
 lease pushes `next_attempt_at` past the claim, so the same alert is never handed to two
 senders, and an alert whose sender crashed is due again once its lease has passed. Sent /
-retry / failed updates are applied only while the caller still holds the claim.
+retry / failed updates are fenced by the claim token: each UPDATE matches only while the row
+still carries the caller's token (an alert that was never claimed, or whose lease lapsed and
+was claimed again, matches nothing), so a stale outcome changes nothing and returns False.
 
 The queue is shared by every tenant (an alert raised by a circuit breaker has none), so only
 enqueueing and marking an incident take a tenant. What the writer changes it notes on the
@@ -16,7 +18,7 @@ COMMIT), `GuardStateChanged(tenant)` when it marks an incident alert-sent.
 import json
 from datetime import timedelta
 
-from peewee import OP, SQL, Expression, Select, fn
+from peewee import SQL, Select, fn
 
 from .facts import AlertQueued, GuardStateChanged
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
@@ -47,12 +49,12 @@ def _claimed_update(changes):
     """UPDATE of one pending alert still held by its claim, built once.
 
     Parameters: the values of `changes` in column order, then the alert id and claim token
-    (`IS`, so an unclaimed alert's NULL token matches too). The claim token is cleared.
+    (`=`, so a NULL token, an alert never claimed, matches nothing). The claim token is cleared.
     """
     return PreparedQuery(lambda: AlertQueueItem.update({**changes, AlertQueueItem.claim_token: None})
                          .where((AlertQueueItem.id == PLACEHOLDER)
                                 & (AlertQueueItem.status == "pending")
-                                & Expression(AlertQueueItem.claim_token, OP.IS, PLACEHOLDER)))
+                                & (AlertQueueItem.claim_token == PLACEHOLDER)))
 
 
 # The claim: the due alerts in index order, then their lease (ids as one JSON array).
@@ -214,13 +216,15 @@ class AlertQueueWriter:
         return True
 
     def update_alert_sent(self, alert, sent_at):
-        """Mark the alert sent at `sent_at`; False when this claim no longer holds it."""
+        """Mark the alert sent at `sent_at`; False (nothing changed) unless `alert` still holds
+        its claim (see the module docstring)."""
         self.tx.require_open()
         return self._update_claimed(alert, _MARK_SENT, (_db_time(sent_at),),
                                     {"status": "sent", "sent_at": sent_at})
 
     def update_alert_retry(self, alert, last_attempt_at, next_attempt_at, last_error=None):
-        """One more failed attempt; due again at `next_attempt_at` (last_error kept if empty)."""
+        """One more failed attempt; due again at `next_attempt_at` (last_error kept if empty).
+        False (nothing changed) unless `alert` still holds its claim."""
         self.tx.require_open()
         return self._update_claimed(
             alert, _MARK_RETRY,
@@ -229,7 +233,8 @@ class AlertQueueWriter:
              "next_attempt_at": next_attempt_at, "last_error": last_error or alert.last_error})
 
     def update_alert_failed(self, alert, last_attempt_at, last_error=None):
-        """A last failed attempt: status failed (last_error kept if the new one is empty)."""
+        """A last failed attempt: status failed (last_error kept if the new one is empty).
+        False (nothing changed) unless `alert` still holds its claim."""
         self.tx.require_open()
         return self._update_claimed(
             alert, _MARK_FAILED, (_db_time(last_attempt_at), last_error or None),

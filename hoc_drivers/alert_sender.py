@@ -8,12 +8,27 @@ marks the alert failed, otherwise it is due again after min(2 ** n, max_backoff_
 seconds (2, 4, 8, ... 256, 300). An alert with no destination is a configuration error: it is
 marked failed at once (visible in the stats) and `retry_failed_alerts` revives it once the
 configuration is fixed. Nothing here raises into the caller: failures are logged and counted.
-Only the standard library talks to the network (`urllib.request`, `smtplib`), always with a
-timeout. `serve()` keeps a sender running: it delivers what is due, then waits for the next
-alert to fall due, for a commit in this process that queues one (it subscribes to the
-`AlertQueued` fact), or for `poll_seconds` (alerts queued by other processes). Old alerts
-are deleted by `alert_driver.delete_old_alerts`, which needs no sender.
+
+Delivery deadline: `AlertDelivery(timeout=...)` (CLI `--timeout`, default 10 s) bounds each
+whole delivery — connect, TLS handshake, request and reply, HTTP and SMTP alike — not each
+socket read. When it passes, the delivery's sockets are shut down, whatever they are waiting
+for, and the attempt is a retry with the error "delivery deadline of N s passed", however
+slowly the receiver trickles its bytes. (Name resolution is left to the system resolver.)
+Lease and fencing: a batch is claimed for batch_size x (deadline + LEASE_MARGIN_SECONDS)
+seconds, i.e. every alert of the batch gets its deadline plus a 5 s margin to record the
+outcome. A delivery is started only while the lease still covers its whole deadline (the rest
+of the batch is left to be claimed again when the lease ends), and an outcome is recorded only
+while the alert still carries this sender's claim token (the UPDATE is conditional on it); an
+outcome whose claim was taken over changes nothing, is logged and counted as `lost`. So two
+senders never deliver one alert at the same time.
+
+Only the standard library talks to the network (`urllib.request`, `smtplib`). `serve()` keeps
+a sender running: it delivers what is due, then waits for the next alert to fall due, for a
+commit in this process that queues one (it subscribes to the `AlertQueued` fact), or for
+`poll_seconds` (alerts queued by other processes). Old alerts are deleted by
+`alert_driver.delete_old_alerts`, which needs no sender.
 """
+import http.client
 import json
 import logging
 import os
@@ -21,6 +36,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -35,7 +51,8 @@ from .models.alerts import canonical_json
 from .models.base import utcnow
 from .bus import subscribe
 
-__all__ = ["AlertSender", "AlertDelivery", "DeliveryResult", "SmtpSettings", "backoff_seconds"]
+__all__ = ["AlertSender", "AlertDelivery", "DeliveryResult", "SmtpSettings", "backoff_seconds",
+           "LEASE_MARGIN_SECONDS"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +60,7 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_BACKOFF_SECONDS = 300
 DEFAULT_BATCH_SIZE = 10
 DEFAULT_POLL_SECONDS = 5.0
+LEASE_MARGIN_SECONDS = 5.0  # per alert of a batch, on top of its deadline: to record the outcome
 USER_AGENT = "hoc-drivers-alert-sender/0.1"
 
 
@@ -60,6 +78,11 @@ class DeliveryResult:
     error_message: str | None = None
     status_code: int | None = None
     permanent: bool = False
+
+    @property
+    def error(self):
+        """The error recorded with a failed attempt: its message, else its type."""
+        return self.error_message or self.error_type
 
 
 @dataclass
@@ -94,48 +117,137 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+class _Deadline:
+    """One delivery's whole deadline, as a context manager.
+
+    Every socket the delivery opens goes through `connect`, which watches it (through a
+    duplicate descriptor, so TLS wrapping does not hide it); when the deadline passes, a timer
+    shuts the watched sockets down, which ends at once whatever connect, handshake, send or
+    read is waiting on them, and `expired` becomes true.
+    """
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.expired = False
+        self._ends = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._watched = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._watched:
+                sock.close()
+            self._watched = None  # a timer firing now finds nothing left to shut down
+
+    def connect(self, address, timeout=None, source_address=None):
+        """`socket.create_connection` within what is left of the deadline; the socket is watched."""
+        left = self._ends - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("delivery deadline passed")
+        sock = socket.create_connection(address, min(left, timeout or left), source_address)
+        with self._lock:
+            if self.expired:
+                sock.close()
+                raise TimeoutError("delivery deadline passed")
+            self._watched.append(sock.dup())
+        return sock
+
+    def _expire(self):
+        with self._lock:
+            if self._watched is None:
+                return
+            self.expired = True
+            for sock in self._watched:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # not connected (any more): nothing is waiting on it
+
+
+class _DeadlineHandler(urllib.request.HTTPSHandler, urllib.request.HTTPHandler):
+    """urllib's HTTP and HTTPS handler, with connections whose sockets a `_Deadline` watches."""
+
+    def __init__(self, deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class, req, **kwargs):
+        """Open `req` as urllib does, connecting through the deadline."""
+        def connection(host, **options):
+            conn = http_class(host, **options)
+            conn._create_connection = self.deadline.connect
+            return conn
+        return super().do_open(connection, req, **kwargs)
+
+
+class _DeadlineSMTP(smtplib.SMTP):
+    """An SMTP client (not yet connected) whose socket a `_Deadline` watches."""
+
+    def __init__(self, deadline):
+        self.deadline = deadline
+        super().__init__(timeout=deadline.seconds)
+
+    def _get_socket(self, host, port, timeout):
+        return self.deadline.connect((host, port), timeout, self.source_address)
 
 
 class AlertDelivery:
     """Delivers one queued alert over HTTP (webhook, Slack, Alertmanager) or SMTP.
 
+    `timeout` is the whole-delivery deadline in seconds (see the module docstring).
     `alertmanager_url` (default env ALERTMANAGER_URL) receives alerts of channel
     "alertmanager" that carry no URL of their own, at `<url>/api/v2/alerts`.
     """
 
     def __init__(self, timeout=DEFAULT_TIMEOUT_SECONDS, alertmanager_url=None, smtp=None):
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
         self.timeout = timeout
         self.alertmanager_url = alertmanager_url or os.environ.get("ALERTMANAGER_URL") or None
         self.smtp = smtp
 
     def deliver(self, alert):
-        """Try once to deliver `alert`; never raises."""
-        try:
-            destination = alert.destination or {}
-            if alert.channel == "email":
-                return self._send_email(destination.get("recipients") or [], alert.payload)
-            url = destination.get("url")
-            if url is None and alert.channel == "alertmanager" and self.alertmanager_url:
-                url = self.alertmanager_url.rstrip("/") + "/api/v2/alerts"
-            if not url:
-                return DeliveryResult(False, "configuration", "no destination configured",
-                                      permanent=True)
+        """Try once to deliver `alert` within the deadline; never raises."""
+        with _Deadline(self.timeout) as deadline:
             try:
-                validate_http_url(url, "destination url")
-            except ValueError as exc:
-                return DeliveryResult(False, "configuration", str(exc), permanent=True)
-            return self._post(url, canonical_json(alert.payload).encode("utf-8"),
-                              destination.get("headers") or {})
-        except Exception as exc:
-            log.exception("delivering alert %s failed unexpectedly", alert.id)
-            return DeliveryResult(False, "internal", f"{type(exc).__name__}: {exc}"[:500])
+                result = self._deliver(alert, deadline)
+            except Exception as exc:
+                log.exception("delivering alert %s failed unexpectedly", alert.id)
+                result = DeliveryResult(False, "internal", f"{type(exc).__name__}: {exc}"[:500])
+        if deadline.expired and not result.success:
+            return DeliveryResult(False, "timeout", f"delivery deadline of {self.timeout:g} s passed")
+        return result
 
-    def _post(self, url, body, headers):
+    def _deliver(self, alert, deadline):
+        destination = alert.destination or {}
+        if alert.channel == "email":
+            return self._send_email(destination.get("recipients") or [], alert.payload, deadline)
+        url = destination.get("url")
+        if url is None and alert.channel == "alertmanager" and self.alertmanager_url:
+            url = self.alertmanager_url.rstrip("/") + "/api/v2/alerts"
+        if not url:
+            return DeliveryResult(False, "configuration", "no destination configured",
+                                  permanent=True)
+        try:
+            validate_http_url(url, "destination url")
+        except ValueError as exc:
+            return DeliveryResult(False, "configuration", str(exc), permanent=True)
+        return self._post(url, canonical_json(alert.payload).encode("utf-8"),
+                          destination.get("headers") or {}, deadline)
+
+    def _post(self, url, body, headers, deadline):
         request = urllib.request.Request(url, data=body, method="POST", headers={
             "Content-Type": "application/json", "User-Agent": USER_AGENT, **headers})
+        opener = urllib.request.build_opener(_NoRedirect, _DeadlineHandler(deadline))
         try:
-            with _OPENER.open(request, timeout=self.timeout) as response:
+            with opener.open(request, timeout=self.timeout) as response:
                 return DeliveryResult(True, status_code=response.status)
         except urllib.error.HTTPError as exc:
             text = exc.read(200).decode("utf-8", "replace")
@@ -147,10 +259,10 @@ class AlertDelivery:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
                 return DeliveryResult(False, "timeout", f"Timeout: {exc.reason}")
             return DeliveryResult(False, "connection", str(exc.reason)[:500])
-        except OSError as exc:
-            return DeliveryResult(False, "connection", str(exc)[:500])
+        except (OSError, http.client.HTTPException) as exc:
+            return DeliveryResult(False, "connection", f"{type(exc).__name__}: {exc}"[:500])
 
-    def _send_email(self, recipients, payload):
+    def _send_email(self, recipients, payload, deadline):
         if not recipients:
             return DeliveryResult(False, "configuration", "no e-mail recipients configured",
                                   permanent=True)
@@ -161,7 +273,8 @@ class AlertDelivery:
         message["To"] = ", ".join(recipients)
         message.set_content(payload["body"])
         try:
-            with smtplib.SMTP(settings.host, settings.port, timeout=self.timeout) as smtp:
+            with _DeadlineSMTP(deadline) as smtp:
+                smtp.connect(settings.host, settings.port)
                 smtp.ehlo()
                 if smtp.has_extn("starttls"):
                     smtp.starttls(context=ssl.create_default_context())
@@ -186,13 +299,11 @@ class AlertDelivery:
 class AlertSender:
     """Delivers due alerts from the queue and records each outcome; never raises.
 
-    `clock` returns aware UTC now (inject one, or use freezegun, to test backoff).
-    `lease_seconds` is how long a claimed batch stays reserved for this sender (default:
-    long enough for every alert of the batch to time out once, plus a minute).
+    `clock` returns aware UTC now (inject one, or use freezegun, to test backoff and leases).
     """
 
     def __init__(self, coordinator, delivery=None, clock=utcnow, batch_size=DEFAULT_BATCH_SIZE,
-                 max_backoff_seconds=DEFAULT_MAX_BACKOFF_SECONDS, lease_seconds=None):
+                 max_backoff_seconds=DEFAULT_MAX_BACKOFF_SECONDS):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.coordinator = coordinator
@@ -200,26 +311,42 @@ class AlertSender:
         self.clock = clock
         self.batch_size = batch_size
         self.max_backoff_seconds = max_backoff_seconds
-        self.lease_seconds = lease_seconds or int(batch_size * self.delivery.timeout * 2) + 60
         self._wake = threading.Event()
         self._stopping = False
+
+    @property
+    def lease_seconds(self):
+        """How long a claimed batch stays reserved for this sender (see `lease_for`)."""
+        return self.lease_for(self.batch_size)
+
+    def lease_for(self, batch_size):
+        """The lease of a batch of `batch_size`: batch_size x (deadline + LEASE_MARGIN_SECONDS)."""
+        return batch_size * (self.delivery.timeout + LEASE_MARGIN_SECONDS)
 
     def process_batch(self, batch_size=None):
         """Claim and deliver one batch: {processed, sent, retried, failed, lost, errors}.
 
+        `processed` counts the deliveries started: none starts once what is left of the lease
+        would not cover its deadline (those alerts are claimed again when the lease ends).
         `lost` counts outcomes not recorded because the claim had expired and another sender
         took the alert; `errors` counts database failures (logged).
         """
         counts = dict.fromkeys(("processed", "sent", "retried", "failed", "lost", "errors"), 0)
+        batch_size = batch_size or self.batch_size
         try:
             with self.coordinator.transaction() as tx:
-                alerts = AlertQueueWriter(tx).fetch_pending_alerts(
-                    self.clock(), batch_size or self.batch_size, self.lease_seconds)
+                alerts = AlertQueueWriter(tx).fetch_pending_alerts(self.clock(), batch_size,
+                                                                   self.lease_for(batch_size))
         except Exception:
             log.exception("claiming alerts failed")
             counts["errors"] += 1
             return counts
-        for alert in alerts:
+        deadline = timedelta(seconds=self.delivery.timeout)
+        for index, alert in enumerate(alerts):
+            if self.clock() + deadline > alert.next_attempt_at:  # the end of this claim's lease
+                log.warning("lease ends before the delivery deadline: %d alert(s) left for the "
+                            "next claim", len(alerts) - index)
+                break
             counts["processed"] += 1
             result = self.delivery.deliver(alert)
             try:
@@ -230,25 +357,26 @@ class AlertSender:
         return counts
 
     def _record(self, alert, result):
-        """Write the attempt's outcome; returns the counter it belongs to."""
-        now = self.clock()
+        """Write the attempt's outcome if the claim still holds; returns the counter it belongs to."""
+        now, attempt = self.clock(), alert.attempts + 1
         with self.coordinator.transaction() as tx:
             driver = AlertQueueWriter(tx)
             if result.success:
-                if not driver.update_alert_sent(alert, now):
-                    return "lost"
-                if alert.incident_id:
+                outcome = "sent" if driver.update_alert_sent(alert, now) else "lost"
+                if outcome == "sent" and alert.incident_id:
                     driver.mark_incident_alert_sent(alert.tenant_id, alert.incident_id, now)
-                return "sent"
-            attempt = alert.attempts + 1
-            error = result.error_message or result.error_type
-            if result.permanent or attempt >= alert.max_attempts:
-                outcome = "failed" if driver.update_alert_failed(alert, now, error) else "lost"
+            elif result.permanent or attempt >= alert.max_attempts:
+                outcome = "failed" if driver.update_alert_failed(alert, now, result.error) else "lost"
             else:
                 retry_at = now + timedelta(seconds=backoff_seconds(attempt, self.max_backoff_seconds))
-                outcome = "retried" if driver.update_alert_retry(alert, now, retry_at, error) else "lost"
-        if outcome != "lost":
-            log.info("alert %s attempt %d failed (%s): %s", alert.id, attempt, outcome, error)
+                recorded = driver.update_alert_retry(alert, now, retry_at, result.error)
+                outcome = "retried" if recorded else "lost"
+        if outcome == "lost":
+            log.warning("outcome of alert %s (%s) not recorded: its claim no longer holds (the "
+                        "lease lapsed and another sender took it)", alert.id,
+                        "sent" if result.success else result.error)
+        elif not result.success:
+            log.info("alert %s attempt %d failed (%s): %s", alert.id, attempt, outcome, result.error)
         return outcome
 
     def drain(self, batch_size=None, on_batch=None):

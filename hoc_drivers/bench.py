@@ -412,6 +412,35 @@ def bench_plang_dag(quick=False, full=False):
     ]
 
 
+@workload("plang_regex")
+def bench_plang_regex(quick=False, full=False):
+    """PLang `matches()` (RE2) on 1,000-character inputs: the worst pattern found (nested
+    counted repetitions, which RE2 runs as a large automaton) and the pattern that made the
+    old backtracking engine hang (`(a|aa)+$`), each beside the trivial pattern `x`.
+
+    The inputs differ call by call (random a/b), so no search reuses another's DFA states.
+    """
+    import random
+
+    from .policy.functions import safe_matches
+
+    chooser = random.Random(13)
+    inputs = ["".join(chooser.choice("ab") for _ in range(999)) + "!" for _ in range(64)]
+
+    def searching(pattern):
+        return lambda i: safe_matches(inputs[i % len(inputs)], pattern)
+
+    trivial = searching("x")
+    return [
+        measure("matches(), worst pattern (?:.{0,99}.{0,99}){0,9}x, 1,000 chars",
+                searching("(?:.{0,99}.{0,99}){0,9}x"), "trivial pattern x, same inputs", trivial,
+                5 if quick else 20, target="<= 20x", rounds=1 if quick else 3, block=5),
+        measure("matches(), (a|aa)+$ (hung the backtracking engine), 1,000 chars",
+                searching("(a|aa)+$"), "trivial pattern x, same inputs", trivial,
+                100 if quick else 1000, target="<= 20x"),
+    ]
+
+
 # ---------------------------------------------------------------------------------------
 # governance signals and idempotency keys: lookups that must not grow with the table
 

@@ -16,7 +16,8 @@ from .facts import GuardStateChanged
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
 from .models.cost import BREACH_TYPES, LimitBreach
 from .models.runs import Incident, Run
-from .validation import optional_text, require_database, require_tenant, require_text, require_transaction
+from .validation import (optional_text, require_database, require_json_object, require_tenant, require_text,
+                         require_transaction)
 
 ACCESS = "READ+WRITE"
 
@@ -167,7 +168,8 @@ def record_limit_breach(tx, tenant_id, limit_id, breach_type, value_at_breach, l
     """Record a breach of a policy limit; returns the breach id.
 
     `breach_type` is one of BREACHED, EXHAUSTED, THROTTLED, VIOLATED; the values are stored as
-    exact Decimals; a given run or incident must belong to the tenant. Raises GovernanceError
+    exact Decimals; a given run or incident must belong to the tenant; `details` must be a JSON
+    object within the JSON limits (validation.MAX_JSON_DEPTH / MAX_JSON_BYTES). Raises GovernanceError
     (domain "Policies") on any failure.
     """
     require_transaction(tx)
@@ -183,8 +185,8 @@ def record_limit_breach(tx, tenant_id, limit_id, breach_type, value_at_breach, l
                "limit_value": _exact_decimal(limit_value, "limit_value", True),
                "run": run_id, "incident": incident_id, "details": details,
                "breached_at": utcnow()}
-        if details is not None and not isinstance(details, dict):
-            raise ValueError(f"details must be a JSON object, got {type(details).__name__}")
+        if details is not None:
+            require_json_object(details, "details")
         if run_id is not None:
             _require_owned(tx.db, Run, Run.id, run_id, tenant_id, "run")
         if incident_id is not None:

@@ -5,8 +5,10 @@ Runs a compiled `PolicyModule` stage by stage (SPEC §12): the stages come from
 (DENY > ESCALATE > ROUTE > ALLOW; nodes with no action do not count); a stage that denies
 ends the execution; the final action is the most restrictive of the executed stages', ALLOW
 when there is none. A node that errors is DENY, its stage is not successful and the error
-is in the trace. Nodes of one stage may run in a thread pool; the trace is the same as when
-they run one by one. This module never touches the database.
+is in the trace. The trace lists the context paths the executed nodes read but did not find
+(`missing_context`: each read as null, so a rule on it did not fire). Nodes of one stage may
+run in a thread pool; the trace is the same as when they run one by one. This module never
+touches the database.
 
     module = compile_file("fixtures/policies/main.plang")
     trace = DAGExecutor().execute(module, {"user": {"id": "u1", "role": "analyst"}})
@@ -86,6 +88,7 @@ class ExecutionTrace:
     safety_passed: int
     privacy_passed: int
     operational_passed: int
+    missing_context: tuple = ()
 
     def to_dict(self):
         """JSON-ready dict; `total_stages` is the planned count, `stages` the executed ones."""
@@ -100,6 +103,7 @@ class ExecutionTrace:
             "governance_summary": {"safety_passed": self.safety_passed,
                                    "privacy_passed": self.privacy_passed,
                                    "operational_passed": self.operational_passed},
+            "missing_context": list(self.missing_context),
         }
 
 
@@ -111,6 +115,14 @@ def get_execution_plan(module):
 def visualize_plan(module):
     """The plan as text: `Execution DAG:`, then each phase's nodes, priorities and dependencies."""
     return visualize(module)
+
+
+def missing_paths(results):
+    """The context paths `results` read but did not find, sorted; a path is left out when a
+    longer one under it is listed (`request.text` says that `request` is missing too)."""
+    paths = {path for result in results for path in result.missing}
+    return tuple(sorted(path for path in paths
+                        if not any(other.startswith(path + ".") for other in paths)))
 
 
 def _build_trace(identifier, plan, stages):
@@ -125,7 +137,7 @@ def _build_trace(identifier, plan, stages):
         final_target=decisive.target if decisive else None,
         total_steps=sum(result.steps for result in executed),
         safety_passed=passed[Category.SAFETY], privacy_passed=passed[Category.PRIVACY],
-        operational_passed=passed[Category.OPERATIONAL])
+        operational_passed=passed[Category.OPERATIONAL], missing_context=missing_paths(executed))
 
 
 class DAGExecutor:

@@ -3,8 +3,10 @@
 `open_database(path)` gives a `GuardedSqliteDatabase` (see `commit_guard`: only the transaction
 coordinator may commit, and SQLite's authorizer enforces it): WAL journal, foreign keys on,
 synchronous NORMAL and a busy timeout. `init_database` also creates missing tables;
-`connect_database` opens one without creating tables. No model is bound to a database: every
-driver runs its statements on the database (or transaction) it is given.
+`connect_database` opens one without creating tables; with `create=False` it (like
+`open_database`) refuses a file that does not exist (DatabaseMissing) instead of creating an
+empty one. No model is bound to a database: every driver runs its statements on the database
+(or transaction) it is given.
 """
 import os
 
@@ -28,6 +30,14 @@ class DatabaseOpenError(RuntimeError):
     """The database file cannot be created or opened."""
 
 
+class DatabaseMissing(DatabaseOpenError):
+    """The database file does not exist and was not to be created; `path` names it."""
+
+    def __init__(self, path):
+        self.path = path
+        super().__init__(f"database {path} does not exist")
+
+
 def resolve_db_path(path=None):
     """The database path: the explicit one, else $HOC_DRIVERS_DB, else ./hoc.db."""
     return path or os.environ.get(DB_ENV_VAR) or DEFAULT_DB_PATH
@@ -48,11 +58,14 @@ def _create_owner_only(path):
         raise DatabaseOpenError(f"cannot create database {path}: {exc.strerror}") from None
 
 
-def open_database(path=None):
-    """Open (creating if missing, mode 0600) the SQLite database at `path` and connect it."""
+def open_database(path=None, create=True):
+    """Open the SQLite database at `path` and connect it: a missing file is created (mode 0600),
+    or with `create=False` refused (DatabaseMissing)."""
     path = resolve_db_path(path)
     if os.path.isdir(path):
         raise DatabaseOpenError(f"cannot open database {path}: it is a directory")
+    if not create and path != ":memory:" and not os.path.exists(path):
+        raise DatabaseMissing(path)
     _create_owner_only(path)
     if path != ":memory:" and not os.access(path, os.R_OK | os.W_OK):
         raise DatabaseOpenError(f"cannot open database {path}: not readable and writable")
@@ -77,6 +90,6 @@ def init_database(path=None):
     return db
 
 
-def connect_database(path=None):
-    """Open an existing database without creating tables."""
-    return open_database(path)
+def connect_database(path=None, create=True):
+    """Open a database without creating tables (`create`: as in `open_database`)."""
+    return open_database(path, create)

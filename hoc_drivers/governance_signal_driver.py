@@ -14,14 +14,13 @@ the first argument of every read and write. A recorded signal notes `GuardStateC
 on the transaction, since a scope naming a tenant changes that tenant's guard status. Both
 take `clock=` (aware UTC now) for exact tests.
 """
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from .facts import GuardStateChanged
 from .models.base import PLACEHOLDER, PreparedQuery, new_id, utcnow
 from .models.governance import DECISIONS, SIGNAL_TYPES, GovernanceSignal
-from .validation import require_database, require_text, require_transaction
+from .validation import require_database, require_json_object, require_text, require_transaction
 
 ACCESS = "READ+WRITE"
 
@@ -57,7 +56,9 @@ def validate_signal(scope, signal_type, decision, recorded_by, reason=None, cons
                     expires_at=None, now=None):
     """Raise ValueError naming the first bad argument of a signal to record; else return None.
 
-    `expires_at`, when given, must be an aware datetime after `now` (when `now` is given).
+    `constraints`, when given, must be a JSON object within the JSON limits (validation:
+    MAX_JSON_DEPTH levels, MAX_JSON_BYTES); `expires_at`, when given, an aware datetime after
+    `now` (when `now` is given).
     """
     _require_choice(signal_type, "signal type", SIGNAL_TYPES)
     _require_choice(decision, "decision", DECISIONS)
@@ -66,12 +67,7 @@ def validate_signal(scope, signal_type, decision, recorded_by, reason=None, cons
     if reason is not None and not isinstance(reason, str):
         raise ValueError(f"reason must be a string, got {type(reason).__name__}")
     if constraints is not None:
-        if not isinstance(constraints, dict):
-            raise ValueError(f"constraints must be a JSON object, got {type(constraints).__name__}")
-        try:
-            json.dumps(constraints, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"constraints are not JSON-serialisable: {exc}") from None
+        require_json_object(constraints, "constraints")
     if expires_at is not None:
         if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
             raise ValueError("expires_at must be a timezone-aware datetime")

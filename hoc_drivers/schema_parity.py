@@ -5,12 +5,18 @@ in-memory database); both sides are read with Peewee's own introspection
 (`get_tables`, `get_columns`, `get_primary_keys`, `get_indexes`) and compared. Triggers, which
 Peewee does not model, are declared on the model (`TRIGGERS`: name -> CREATE statement) and
 compared with `sqlite_master`.
+
+The start-up guard (`run_startup_parity_check`) is cheap when nothing drifted: it first compares
+the database's CREATE statements (one query on `sqlite_master`) with the ones `init` sends, and
+only when they differ introspects table by table to name the differences. `integrity_issues`
+runs SQLite's own `quick_check` / `integrity_check` and reports corruption.
 """
 import re
+import sqlite3
 from dataclasses import dataclass
 from functools import lru_cache
 
-from peewee import SqliteDatabase
+from peewee import DatabaseError, SqliteDatabase
 
 from .models import ALL_MODELS, create_schema
 from .validation import require_database
@@ -33,7 +39,8 @@ class SchemaParityError(RuntimeError):
 class ParityIssue:
     """One difference between the models and the database."""
 
-    # TABLE_MISSING, COLUMN_MISSING, COLUMN_TYPE, COLUMN_NULL, PRIMARY_KEY, INDEX, TRIGGER, COLUMN_EXTRA
+    # TABLE_MISSING, COLUMN_MISSING, COLUMN_TYPE, COLUMN_NULL, PRIMARY_KEY, INDEX, TRIGGER,
+    # COLUMN_EXTRA (a warning), INTEGRITY (table "database": the file is corrupt)
     kind: str
     table: str
     detail: str
@@ -92,6 +99,33 @@ def _expected_schema(models):
         return {m._meta.table_name: _introspect(memory, m._meta.table_name) for m in models}
     finally:
         memory.close()
+
+
+class _StatementRecorder(SqliteDatabase):
+    """A database that keeps the statements sent to it instead of running them."""
+
+    def __init__(self):
+        super().__init__(None)
+        self.statements = []
+
+    def execute_sql(self, sql, params=None, *args, **kwargs):
+        """Record `sql` (schema statements have no parameters)."""
+        self.statements.append(sql)
+
+
+@lru_cache(maxsize=None)
+def _expected_statements(models):
+    """The CREATE statements `create_schema` sends for `models`, normalised like `_normal_sql`."""
+    recorder = _StatementRecorder()
+    create_schema(recorder, models, safe=False)
+    return frozenset(_normal_sql(sql) for sql in recorder.statements)
+
+
+def _schema_statements(db):
+    """The database's own CREATE statements (SQLite's internal objects left out), normalised."""
+    rows = db.execute_sql("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"
+                          " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'").fetchall()
+    return frozenset(_normal_sql(sql) for (sql,) in rows)
 
 
 def compare_schema(db, models=None):
@@ -158,9 +192,46 @@ def check_m26_cost_tables(db):
 
 
 def run_startup_parity_check(db):
-    """Cost tables hard-fail (SchemaParityError); every other difference is reported."""
+    """Cost tables hard-fail (SchemaParityError); every other difference is reported.
+
+    A database holding exactly the statements `init` creates passes after one query; only one
+    that differs is compared table by table."""
+    if _schema_statements(db) == _expected_statements(tuple(ALL_MODELS)):
+        return {"ok": True, "errors": [], "warnings": []}
     check_m26_cost_tables(db)
     issues = compare_schema(db)
     return {"ok": not any(i.is_error for i in issues),
             "errors": [i for i in issues if i.is_error],
             "warnings": [i for i in issues if not i.is_error]}
+
+
+_READ_ERRORS = (DatabaseError, sqlite3.DatabaseError)  # peewee wraps execute, not fetch
+
+
+def integrity_issues(db, full=False):
+    """SQLite's verdict on the file: `PRAGMA quick_check` (structure and constraints), or with
+    `full` `PRAGMA integrity_check` (also every index against its table; slower). One INTEGRITY
+    error per problem reported (SQLite stops at 100), plus one naming the error when the check
+    itself cannot read on; [] for a sound file."""
+    pragma = "integrity_check" if full else "quick_check"
+    issues = []
+    try:
+        for (message,) in db.execute_sql(f"PRAGMA {pragma}"):
+            if message != "ok":
+                issues.append(ParityIssue("INTEGRITY", "database", message))
+    except _READ_ERRORS as exc:
+        issues.append(ParityIssue("INTEGRITY", "database", f"{pragma} stopped: {exc}"))
+    return issues
+
+
+def check_database(db, full_integrity=False):
+    """What `hoc-drivers schema check` reports: `integrity_issues`, then `compare_schema`. When
+    the file is too damaged to read its schema, the INTEGRITY findings say so (the read error
+    propagates only for a file that passed its integrity check)."""
+    issues = integrity_issues(db, full_integrity)
+    try:
+        return issues + compare_schema(db)
+    except _READ_ERRORS:
+        if not issues:
+            raise
+        return issues

@@ -1,8 +1,16 @@
 """Argument checks shared by the drivers: a clear ValueError naming the argument, before any
-write. Standard library only, so the CLI can import it without loading a driver."""
+write; and `redact`, which hides credentials in text shown to people (logs, error messages).
+Standard library only, so the CLI can import it without loading a driver."""
 import json
+import logging
+import re
 
 MAX_LIMIT = 10_000  # rows one list call returns at most (the CLI's --limit has the same bound)
+# A JSON value a caller stores (constraints, evidence, details, decision inputs) nests at most
+# MAX_JSON_DEPTH objects/arrays (the value itself is level 1) and encodes as compact JSON
+# (no spaces, non-ASCII escaped) in at most MAX_JSON_BYTES bytes.
+MAX_JSON_DEPTH = 32
+MAX_JSON_BYTES = 64 * 1024
 
 
 REQUIRED = "{name} is required (a non-empty string)"
@@ -63,18 +71,39 @@ def optional_text(value, name):
     return require_text(value, name, "{name} must be a non-empty string or None, got {value!r}")
 
 
-_STRICT_JSON = json.JSONEncoder(allow_nan=False)  # NaN / Infinity are not JSON
+_STRICT_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # NaN / Infinity are not JSON
+
+
+def require_json_value(value, name):
+    """`value` when it encodes as strict JSON within MAX_JSON_DEPTH levels and MAX_JSON_BYTES,
+    else ValueError naming `name`. The depth is checked first, without recursion, so a value
+    nested thousands deep (or a cyclic one) is refused before anything tries to encode it."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"{name} is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+        stack.extend((child, depth + 1) for child in children)
+    try:
+        size = len(_STRICT_JSON.encode(value))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} is not JSON-serialisable: {exc}") from None
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"{name} is too large ({size} bytes of JSON; at most {MAX_JSON_BYTES})")
+    return value
 
 
 def require_json_object(value, name):
-    """`value` when it is a dict that encodes as strict JSON, else ValueError naming `name`."""
+    """`value` when it is a dict that passes `require_json_value`, else ValueError naming `name`."""
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a JSON object (dict), got {type(value).__name__}")
-    try:
-        _STRICT_JSON.encode(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} is not JSON-serialisable: {exc}") from None
-    return value
+    return require_json_value(value, name)
 
 
 def require_int(value, name, minimum=0, maximum=None, message=None):
@@ -90,3 +119,33 @@ def require_int(value, name, minimum=0, maximum=None, message=None):
         most = "" if maximum is None else f" (at most {maximum})"
         raise ValueError(f"{name} must be {kind}{most}, got {value!r}")
     return value
+
+
+_SECRETS = (  # (pattern, replacement): the credential part of each becomes ***
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s\"]+@"), r"\1***@"),  # user:password@ in a URL
+    (re.compile(r"(?i)\b(hooks\.slack\.com/)[^\s'\"]+"), r"\1***"),  # Slack webhook token path
+    (re.compile(r"(?i)\b(discord(?:app)?\.com/api/webhooks/)[^\s'\"]+"), r"\1***"),
+    (re.compile(r"(?i)([?&](?:access_token|api_?key|key|password|secret|sig|signature|token)=)"
+                r"[^&#\s'\"]+"), r"\1***"),  # secret query parameters
+    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]+"), "xox*-***"),  # Slack API tokens
+)
+
+
+def redact(text):
+    """`text` with credentials and tokens replaced by *** (what logs and error messages show):
+    the user:password of a URL, the token path of Slack and Discord webhook URLs, secret query
+    parameters (token=, key=, signature=...) and Slack API tokens. Everything else stays."""
+    text = str(text)
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter whose whole output (message, arguments, traceback) passes through
+    `redact`: what the CLI installs for `--debug`, which logs every SQL statement with its
+    parameters."""
+
+    def format(self, record):
+        """The formatted record, redacted."""
+        return redact(super().format(record))

@@ -100,6 +100,23 @@ def test_a_crashed_senders_lease_expires_and_the_alert_is_due_again(queue, hoc_d
     assert stored(hoc_db, alert.id).status == "sent"
 
 
+def test_an_outcome_without_the_current_claim_token_changes_nothing(queue, hoc_db):
+    (alert,) = enqueue(queue, 1)
+
+    def records_nothing(holder, when):
+        before = stored(hoc_db, alert.id).__data__
+        assert queue(lambda d: d.update_alert_sent(holder, when)) is False
+        assert queue(lambda d: d.update_alert_retry(holder, when, when + seconds(2), "x")) is False
+        assert queue(lambda d: d.update_alert_failed(holder, when, "x")) is False
+        assert stored(hoc_db, alert.id).__data__ == before
+
+    records_nothing(stored(hoc_db, alert.id), T0)            # never claimed: no token to match
+    stale = queue(lambda d: d.fetch_pending_alerts(T0, lease_seconds=30))[0]
+    current = queue(lambda d: d.fetch_pending_alerts(T0 + seconds(30), lease_seconds=30))[0]
+    records_nothing(stale, T0 + seconds(31))                 # its lease lapsed, claimed again
+    assert queue(lambda d: d.update_alert_retry(current, T0, T0 + seconds(2), "x")) is True
+
+
 def test_update_alert_sent(queue, hoc_db):
     enqueue(queue, 1)
     (alert,) = queue(lambda d: d.fetch_pending_alerts(T0))

@@ -2,11 +2,13 @@
 import hashlib
 import hmac
 import json
+import logging
 import socket
 import socketserver
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +39,7 @@ class HttpReceiver:
 
     def __init__(self, status=200):
         self.status = status
+        self.on_request = None  # called as each request arrives, before the reply
         self.requests = []
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
@@ -54,6 +57,8 @@ class HttpReceiver:
                 with receiver.lock:
                     receiver.requests.append((self.path, dict(self.headers), body))
                     receiver.arrived.notify_all()
+                if receiver.on_request:
+                    receiver.on_request()
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -127,6 +132,50 @@ class _SmtpSession(socketserver.StreamRequestHandler):
                 return
             else:
                 self.reply("250 OK")
+
+
+class TrickleReceiver(socketserver.ThreadingTCPServer):
+    """A real server on 127.0.0.1 that sends `answer` one byte every `pause` s (a receiver that
+    holds a delivery hostage); with `http`, it first reads one HTTP request into `bodies`."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, answer, http=True, pause=0.05):
+        self.answer, self.http, self.pause = answer, http, pause
+        self.bodies = []
+        self.stopping = threading.Event()
+        super().__init__(("127.0.0.1", 0), _TrickleSession)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/"
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+    def __exit__(self, *exc_info):
+        self.stopping.set()
+        self.shutdown()
+        super().__exit__(*exc_info)
+
+
+class _TrickleSession(socketserver.StreamRequestHandler):
+    def handle(self):
+        if self.server.http:
+            length = 0
+            for line in self.rfile:
+                if line == b"\r\n":
+                    break
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            self.server.bodies.append(self.rfile.read(length))
+        for byte in self.server.answer:
+            if self.server.stopping.wait(self.server.pause):
+                return
+            try:
+                self.wfile.write(bytes([byte]))
+            except OSError:
+                return  # the sender gave up
+
+
+HTTP_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"  # 40 bytes: 2 s at 0.05 s a byte
 
 
 @pytest.fixture
@@ -255,6 +304,89 @@ def test_delivery_has_a_timeout():
     finally:
         silent.close()
     assert (result.success, result.error_type) == (False, "timeout")
+
+
+@pytest.mark.parametrize("channel", ["webhook", "email"])
+def test_a_trickling_receiver_is_abandoned_at_the_deadline_and_retried(hoc_coordinator, channel):
+    # each byte comes well within any per-read timeout: only a whole-delivery deadline ends it
+    http = channel == "webhook"
+    with TrickleReceiver(HTTP_OK if http else b"220 trickle SMTP ready\r\n", http=http) as trickle:
+        with hoc_coordinator.transaction() as tx:
+            AlertDriver(tx).insert_alert(
+                None, {"n": 1} if http else {"subject": "s", "body": "b"}, "test", channel=channel,
+                destination={"url": trickle.url} if http else {"recipients": ["ops@example.com"]})
+        delivery = AlertDelivery(timeout=0.3, smtp=SmtpSettings(host="127.0.0.1",
+                                                                port=trickle.server_address[1]))
+        started = time.monotonic()
+        counts = AlertSender(hoc_coordinator, delivery).process_batch()
+        elapsed = time.monotonic() - started
+    assert counts["retried"] == 1 and elapsed < 1.0      # the whole trickle takes 1.2 s (SMTP), 2 s
+    (row,) = alert_rows(hoc_coordinator.db)
+    assert (row.status, row.attempts, row.last_error) == ("pending", 1, "delivery deadline of 0.3 s passed")
+
+
+def test_two_senders_and_a_trickling_receiver_deliver_the_alert_once(hoc_coordinator):
+    now = [T0]
+    with TrickleReceiver(HTTP_OK) as trickle:
+        with hoc_coordinator.transaction() as tx:
+            AlertDriver(tx).insert_alert(None, {"n": 1}, "test", channel="webhook",
+                                         destination={"url": trickle.url}, max_attempts=1, now=T0)
+        first, second = (AlertSender(hoc_coordinator, AlertDelivery(timeout=0.3), batch_size=1,
+                                     clock=lambda: now[0]) for _ in range(2))
+        delivering = threading.Thread(target=first.process_batch)
+        delivering.start()
+        delivering.join(1.5)            # the deadline ends it after 0.3 s; the trickle takes 2 s
+        now[0] += timedelta(seconds=first.lease_seconds)  # the first sender's lease has passed
+        assert second.process_batch()["processed"] == 0
+    delivering.join(5)
+    assert len(trickle.bodies) == 1
+    (row,) = alert_rows(hoc_coordinator.db)
+    assert (row.status, row.last_error) == ("failed", "delivery deadline of 0.3 s passed")
+
+
+def test_no_delivery_starts_once_the_lease_cannot_cover_its_deadline(hoc_coordinator, receiver):
+    now = [T0]
+    with hoc_coordinator.transaction() as tx:
+        for n in (1, 2):
+            AlertDriver(tx).insert_alert(None, {"n": n}, "test", channel="webhook",
+                                         destination={"url": receiver.url}, now=T0)
+    sender = AlertSender(hoc_coordinator, AlertDelivery(timeout=2), batch_size=2,
+                         clock=lambda: now[0])
+    lease_ends = T0 + timedelta(seconds=sender.lease_seconds)
+    # the first delivery leaves 1 s of the batch's lease: less than the 2 s deadline
+    receiver.on_request = lambda: now.__setitem__(0, lease_ends - timedelta(seconds=1))
+    assert sender.process_batch() == {"processed": 1, "sent": 1, "retried": 0, "failed": 0,
+                                      "lost": 0, "errors": 0}
+    assert len(receiver.requests) == 1
+    (left,) = [row for row in alert_rows(hoc_coordinator.db) if row.status == "pending"]
+    assert (left.attempts, left.next_attempt_at) == (0, lease_ends)   # untouched, still leased
+    receiver.on_request, now[0] = None, lease_ends
+    assert sender.process_batch()["sent"] == 1
+    assert sorted(json.loads(body)["n"] for _, _, body in receiver.requests) == [1, 2]
+
+
+def test_an_outcome_whose_claim_was_taken_over_changes_nothing_and_is_logged(
+        hoc_coordinator, receiver, caplog):
+    now = [T0]
+    with hoc_coordinator.transaction() as tx:
+        AlertDriver(tx).insert_alert(None, {"n": 1}, "test", channel="webhook",
+                                     destination={"url": receiver.url}, now=T0)
+    sender = AlertSender(hoc_coordinator, AlertDelivery(timeout=2), clock=lambda: now[0])
+    taken = []
+
+    def lease_lapses_and_another_sender_claims():
+        now[0] = T0 + timedelta(seconds=sender.lease_seconds)
+        with hoc_coordinator.transaction() as tx:
+            taken.extend(AlertDriver(tx).fetch_pending_alerts(now[0], 1, 60))
+
+    receiver.on_request = lease_lapses_and_another_sender_claims
+    with caplog.at_level(logging.WARNING, logger="hoc_drivers.alert_sender"):
+        counts = sender.process_batch()
+    assert (counts["processed"], counts["sent"], counts["lost"]) == (1, 0, 1)
+    (row,) = alert_rows(hoc_coordinator.db)
+    assert (row.status, row.sent_at, row.attempts, row.claim_token) == \
+        ("pending", None, 0, taken[0].claim_token)
+    assert f"outcome of alert {row.id} (sent) not recorded" in caplog.text
 
 
 def test_alertmanager_alert_marks_its_incident_and_refreshes_the_guard_cache(

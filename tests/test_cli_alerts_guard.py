@@ -88,6 +88,7 @@ def test_enqueue_negative_threshold(run_cli, tmp_path):
 
 def test_enqueue_queues_a_signed_webhook_and_never_prints_the_secret(run_cli, tmp_path, receiver):
     path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
     result = run_cli(path, *ENQUEUE, "--channel", "ui", "--channel", "webhook",
                      "--webhook-url", receiver.url, "--webhook-secret", SECRET, "--json")
     assert result.exit_code == 0, result.output
@@ -112,6 +113,7 @@ def test_webhook_secret_from_the_environment(tmp_path):
     import cli
 
     path = tmp_path / "hoc.db"
+    init_database(str(path)).close()
     result = CliRunner(env={"HOC_ALERT_WEBHOOK_SECRET": SECRET}).invoke(
         cli.cli, ["--db", str(path), *ENQUEUE, "--breach", "--action", "stop",
                   "--channel", "webhook", "--webhook-url", "https://hooks.example.com/x"])
@@ -124,6 +126,7 @@ def test_webhook_secret_from_the_environment(tmp_path):
 
 def test_a_near_alert_below_the_near_threshold_is_not_sent(run_cli, tmp_path):
     path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
     args = [a if a != "85" else "79.9" for a in ENQUEUE]
     result = run_cli(path, *args, "--channel", "webhook", "--webhook-url", "http://127.0.0.1:1/",
                      "--json")
@@ -179,6 +182,7 @@ def test_send_batch_must_be_positive(run_cli, tmp_path):
 
 def test_guard_status_shows_a_freeze_and_snapshot_counts_today(run_cli, tmp_path):
     path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
     before = json.loads(run_cli(path, "guard", "status", "--tenant", "acme", "--json").stdout)
     assert before["is_frozen"] is False and before["open_incidents"] == 0
     db = connect_database(str(path))

@@ -65,6 +65,7 @@ def file_checksum(path):
 def test_bad_input(command, run_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parent.parent)
     path = tmp_path / "seeded.db"
+    assert run_cli(path, "init").exit_code == 0
     assert run_cli(path, "run", "complete", "r1", "--tenant", "acme", "--status", "failed").exit_code == 0
     before = file_checksum(path)
     result = run_cli(path, *command.split(), *BAD_INPUT[command])
@@ -74,14 +75,18 @@ def test_bad_input(command, run_cli, tmp_path, monkeypatch):
     assert file_checksum(path) == before
 
 
-@pytest.mark.parametrize("command", [
+# Commands that take a JSON option (its value comes last).
+JSON_OPTION_COMMANDS = [
     ["breach", "record", "--tenant", "acme", "--limit-id", "l", "--type", "BREACHED", "--value", "1",
      "--limit", "2", "--details"],
     ["signals", "record", "--scope", "acme", "--type", "CI_STATUS", "--decision", "BLOCKED", "--by",
      "CI", "--constraints"],
     ["ledger", "emit", "--artifact", "a", "--signal-type", "s", "--detected-by", "d", "--evidence"],
     ["dag", "run", "fixtures/policies/main.plang", "--record", "--tenant", "acme", "--context"],
-])
+]
+
+
+@pytest.mark.parametrize("command", JSON_OPTION_COMMANDS)
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_json_options_refuse_nan_and_infinity(command, constant, run_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parent.parent)
@@ -145,3 +150,41 @@ def test_db_naming_a_directory_says_so(run_cli, tmp_path):
     assert result.exit_code == 1, (result.output, result.stderr)
     assert result.stderr == f"error: cannot open database {tmp_path}: it is a directory\n"
     assert list(tmp_path.iterdir()) == []
+
+
+DEEP = '{"x": ' + "[" * 300 + "]" * 300 + "}"  # what used to be stored, then fail to print
+LIMITS = [(DEEP, "is nested too deeply (more than 32 levels)"),
+          ('{"x": ' + "[" * 32 + "]" * 32 + "}", "is nested too deeply (more than 32 levels)"),
+          ('{"x": "' + "y" * 65_529 + '"}', "is too large (65537 bytes of JSON; at most 65536)"),
+          ('{"x": "' + "\u00e9" * 13_200 + '"}', "is too large (79208 bytes of JSON; at most 65536)"),
+          ('{"x": "' + "y" * 1_100_000 + '"}', ": JSON text is too large (at most 1048576 bytes)")]
+
+
+@pytest.mark.parametrize("command", JSON_OPTION_COMMANDS, ids=["details", "constraints", "evidence", "context"])
+@pytest.mark.parametrize("text, message", LIMITS, ids=["deep", "33-levels", "big", "big-escaped", "long-text"])
+def test_json_options_refuse_deep_and_huge_values_and_write_nothing(command, text, message, run_cli,
+                                                                    tmp_path, monkeypatch):
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parent.parent)
+    path = tmp_path / "seeded.db"
+    assert run_cli(path, "init").exit_code == 0
+    before = file_checksum(path)
+    result = run_cli(path, *command, text)
+    assert result.exit_code == 2, (result.output, result.stderr)
+    assert result.stderr == f"error: {command[-1]}{'' if message.startswith(':') else ' '}{message}\n"
+    assert file_checksum(path) == before
+    assert run_cli(path, "signals", "list", "--scope", "acme", "--json").exit_code == 0
+    assert run_cli(path, "ledger", "list", "--json").exit_code == 0
+
+
+def test_json_at_the_limits_is_accepted_from_a_file(run_cli, tmp_path):
+    path = tmp_path / "seeded.db"
+    assert run_cli(path, "init").exit_code == 0
+    deepest = tmp_path / "deepest.json"
+    deepest.write_text('{"x": ' + "[" * 31 + "]" * 31 + "}")
+    largest = tmp_path / "largest.json"
+    largest.write_text('{\n  "x": "' + "y" * 65_528 + '"\n}\n')  # {"x":"y..."}: exactly 65536 bytes
+    for value in (deepest, largest):
+        result = run_cli(path, "ledger", "emit", "--artifact", value.name, "--signal-type", "s",
+                         "--detected-by", "d", "--evidence", f"@{value}", "--json")
+        assert result.exit_code == 0, result.stderr
+    assert len(__import__("json").loads(run_cli(path, "ledger", "list", "--json").stdout)) == 2

@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+from conftest import alter, dump
 
 
 def test_init_is_idempotent(run_cli, tmp_path):
@@ -15,6 +16,7 @@ def test_init_is_idempotent(run_cli, tmp_path):
 
 def test_run_complete_failed_run(run_cli, tmp_path):
     path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
     result = run_cli(path, "run", "complete", "run-42", "--tenant", "acme", "--status", "failed",
                      "--error-message", "AGENT_CRASH in step 3", "--json")
     assert result.exit_code == 0, result.output
@@ -68,3 +70,125 @@ def test_database_in_read_only_place(run_cli, tmp_path):
     if result.exit_code == 0:  # running as root: permission bits do not stop us
         pytest.skip("root ignores file permissions")
     assert result.exit_code == 1 and "cannot open database" in result.stderr
+
+
+def test_db_flag_wins_over_the_environment_wherever_it_is_written(run_cli, tmp_path):
+    blocked, clear = tmp_path / "blocked.db", tmp_path / "clear.db"
+    for path in (blocked, clear):
+        assert run_cli(path, "init").exit_code == 0
+    assert run_cli(blocked, "signals", "record", "--scope", "S", "--type", "CI_STATUS", "--decision",
+                   "BLOCKED", "--by", "CI").exit_code == 0
+    runner = CliRunner(env={"HOC_DRIVERS_DB": str(clear)})
+    check = ["signals", "check", "--scope", "S"]
+    assert runner.invoke(cli.cli, check).exit_code == 0  # the environment, when no flag is given
+    assert runner.invoke(cli.cli, ["--db", str(blocked), *check]).exit_code == 3
+    assert runner.invoke(cli.cli, [*check, "--db", str(blocked)]).exit_code == 3
+
+
+@pytest.mark.parametrize("args", [
+    ["signals", "check", "--scope", "PR-42"],
+    ["guard", "status", "--tenant", "acme"],
+    ["killswitch", "status", "--tenant", "acme", "--entity-type", "tenant", "--entity-id", "acme"],
+    ["schema", "check"],
+    ["ledger", "list"],
+    ["run", "complete", "r1", "--tenant", "acme", "--status", "failed"],
+])
+def test_a_missing_database_is_bad_input_and_is_never_created(run_cli, tmp_path, args):
+    typo = tmp_path / "hoc.bd"
+    result = run_cli(typo, *args)
+    assert result.exit_code == 2, (result.output, result.stderr)
+    assert result.stderr == (f"error: database {typo} does not exist "
+                             f"(create it with `hoc-drivers --db {typo} init`)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_default_and_the_environment_path_are_not_created_either(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli.cli, ["guard", "status", "--tenant", "acme"])
+    assert result.exit_code == 2 and "database hoc.db does not exist" in result.stderr
+    result = CliRunner(env={"HOC_DRIVERS_DB": "other.db"}).invoke(cli.cli, ["signals", "list", "--scope", "S"])
+    assert result.exit_code == 2 and "database other.db does not exist" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert CliRunner().invoke(cli.cli, ["init"]).exit_code == 0 and (tmp_path / "hoc.db").exists()
+
+
+@pytest.mark.parametrize("statement, difference, init_repairs", [
+    ("ALTER TABLE incidents DROP COLUMN description",
+     "COLUMN_MISSING incidents: column description is missing", False),
+    ("DROP INDEX governance_signals_active",
+     "INDEX governance_signals: unique index governance_signals_active on (scope, signal_type) "
+     "where superseded_at is null is missing", True),
+    ("ALTER TABLE cost_records ADD COLUMN legacy TEXT",  # the cost tables must match exactly
+     "COLUMN_EXTRA cost_records: column legacy is not in the model", False),
+])
+def test_a_drifted_database_is_refused_in_one_line(run_cli, tmp_path, statement, difference, init_repairs):
+    path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
+    alter(path, statement)
+    refusal = (f"error: database {path} does not match the models: {difference}; "
+               f"`hoc-drivers schema check` lists the differences\n")
+    for args in (["signals", "check", "--scope", "PR-42"], ["guard", "status", "--tenant", "acme"]):
+        result = run_cli(path, *args)
+        assert (result.exit_code, result.stdout, result.stderr) == (1, "", refusal), args
+    assert difference in run_cli(path, "schema", "check").output
+    result = run_cli(path, "init")  # creates what is missing, cannot change what is there
+    assert result.exit_code == (0 if init_repairs else 1), (result.output, result.stderr)
+    assert run_cli(path, "signals", "check", "--scope", "PR-42").exit_code == (0 if init_repairs else 1)
+
+
+def test_a_warning_does_not_stop_the_guard(run_cli, tmp_path):
+    path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
+    alter(path, "ALTER TABLE incidents ADD COLUMN legacy TEXT", "CREATE TABLE app_notes (note TEXT)")
+    assert run_cli(path, "incidents", "list", "--tenant", "acme").exit_code == 0
+
+
+SWITCH = ["--tenant", "acme", "--entity-type", "tenant", "--entity-id", "acme"]
+WRITERS = {
+    "signals record": ["--scope", "S", "--type", "CI_STATUS", "--decision", "BLOCKED", "--by", "CI",
+                       "--constraints", '{"files": ["a.py"]}'],
+    "signals clear": ["--scope", "S", "--type", "CI_STATUS", "--by", "OPS"],
+    "ledger emit": ["--artifact", "a", "--signal-type", "s", "--detected-by", "d", "--evidence", '{"n": 1}'],
+    "anomaly record": ["--tenant", "acme", "--anomaly-id", "an-2", "--type", "DRIFT", "--severity", "low",
+                       "--current-cents", "200", "--expected-cents", "100"],
+    "breach record": ["--tenant", "acme", "--limit-id", "l", "--type", "BREACHED", "--value", "2",
+                      "--limit", "1", "--details", '{"window": "day"}'],
+    "killswitch freeze": ["--tenant", "acme", "--entity-type", "key", "--entity-id", "k1", "--by", "ops"],
+    "killswitch unfreeze": [*SWITCH, "--by", "ops"],
+    "incidents ack": ["INCIDENT", "--tenant", "acme"],
+    "incidents resolve": ["INCIDENT", "--tenant", "acme"],
+    "idempotency claim": ["order-7", "--tenant", "acme"],
+    "decisions backfill": ["req-7", "run-9", "--tenant", "acme"],
+    "care kill-switch": ["on"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(WRITERS))
+def test_a_command_failing_before_its_output_is_printed_commits_nothing(run_cli, tmp_path, monkeypatch,
+                                                                        command):
+    from hoc_drivers import decisions
+    from hoc_drivers.commands import common
+    from hoc_drivers.db import connect_database
+    from hoc_drivers.transaction_coordinator import TransactionCoordinator
+
+    path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
+    incident = json.loads(run_cli(path, "anomaly", "record", "--tenant", "acme", "--anomaly-id", "an-1",
+                                  "--type", "DRIFT", "--severity", "high", "--current-cents", "200",
+                                  "--expected-cents", "100", "--json").stdout)["incident_id"]
+    assert run_cli(path, "killswitch", "freeze", *SWITCH, "--by", "ops").exit_code == 0
+    db = connect_database(str(path))
+    with TransactionCoordinator(db).transaction() as tx:
+        decisions.emit_routing_decision(tx, "acme", None, True, "agent-a", ["agent-a"], request_id="req-7")
+    db.close()
+    before = dump(path)
+
+    def fail(value):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(common, "to_jsonable", fail)  # what printing deep JSON used to hit
+    args = [incident if a == "INCIDENT" else a for a in WRITERS[command]]
+    result = run_cli(path, *command.split(), *args, "--json")
+    assert result.exit_code == 1, (result.output, result.stderr)
+    assert result.stderr == "error: RecursionError: maximum recursion depth exceeded\n"
+    assert dump(path) == before

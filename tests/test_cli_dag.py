@@ -47,6 +47,11 @@ def test_check_ok(run_cli, db_path):
     ("policy a: ROUTING { route to b }\npolicy b: ROUTING { route to a }", "1:21",
      "route cycle: a -> b -> a"),
     ('import "absent.plang"', "1:8", "cannot import"),
+    ('import "/etc/shadow"', "1:8", "cannot import '/etc/shadow': an import is a path relative"),
+    ('policy p: SAFETY {\n  when contians(request.text, "x") then deny\n}', "2:8",
+     "unknown function 'contians' (did you mean 'contains'?)"),
+    ('policy p: SAFETY { when matches(request.text, "(?<=a)b") then deny }', "1:47",
+     "matches(): RE2 cannot compile '(?<=a)b': invalid perl operator: (?<"),
 ])
 def test_check_failure_prints_file_line_col_message(run_cli, db_path, policy_file, text, location,
                                                     message):
@@ -122,6 +127,7 @@ def test_run_record_writes_a_policy_decision(run_cli, db_path):
     from hoc_drivers.db import connect_database
     from hoc_drivers.decisions import list_decisions
 
+    assert run_cli(db_path, "init").exit_code == 0
     result = run_cli(db_path, "dag", "run", MAIN, "--context", f"@{CONTEXTS / 'pii.json'}",
                      "--record", "--tenant", "acme", "--json")
     assert result.exit_code == 0, result.stderr
@@ -146,6 +152,58 @@ def test_run_record_writes_a_policy_decision(run_cli, db_path):
     assert records[1].details["final_target"] == "finance_agent"
 
 
+def test_run_on_an_empty_context_names_what_the_policies_did_not_find(run_cli, db_path):
+    text = run_cli(db_path, "dag", "run", MAIN, "--context", "{}")
+    assert text.exit_code == 0, text.stderr
+    (line,) = [line for line in text.stdout.splitlines() if line.startswith("not in the context")]
+    assert line.startswith("not in the context (read as null): agent.environment, agent.frozen, ")
+    assert "request.text" in line and "user.role" in line
+    assert "final action: allow" in text.stdout
+    data = json.loads(run_cli(db_path, "dag", "run", MAIN, "--context", "{}", "--json").stdout)
+    assert data["final_action"] == "allow"
+    assert "request.text" in data["missing_context"] and "user.role" in data["missing_context"]
+    assert line.endswith(", ".join(data["missing_context"]))
+    complete = run_cli(db_path, "dag", "run", MAIN, "--context", f"@{CONTEXTS / 'benign.json'}")
+    assert "not in the context" not in complete.stdout
+    assert json.loads(run_cli(db_path, "dag", "run", MAIN, "--context",
+                              f"@{CONTEXTS / 'benign.json'}", "--json").stdout)[
+        "missing_context"] == []
+
+
+def test_strict_refuses_a_context_that_lacks_what_the_policies_read(run_cli, db_path):
+    result = run_cli(db_path, "dag", "run", MAIN, "--context", '{"user": {"role": "x"}}',
+                     "--strict", "--record", "--tenant", "acme", "--json")
+    assert result.exit_code == 2 and result.stdout == ""
+    line = one_error_line(result)
+    assert line.startswith("error: --strict: the context lacks agent.environment, ")
+    assert "request.text" in line and "user.role" not in line
+    assert not db_path.exists()
+    complete = run_cli(db_path, "dag", "run", MAIN, "--context", f"@{CONTEXTS / 'benign.json'}",
+                       "--strict")
+    assert complete.exit_code == 0 and "final action: route" in complete.stdout
+
+
+@pytest.mark.parametrize("context_name, fail_on, code", [
+    ("pii", "deny", 3), ("pii", "escalate", 3), ("legal", "deny", 0), ("legal", "escalate", 3),
+    ("benign", "deny", 0), ("benign", "escalate", 0),
+])
+def test_fail_on_exits_3_at_that_action_or_a_more_restrictive_one(run_cli, db_path, context_name,
+                                                                    fail_on, code):
+    result = run_cli(db_path, "dag", "run", MAIN, "--context",
+                     f"@{CONTEXTS / (context_name + '.json')}", "--fail-on", fail_on, "--json")
+    assert result.exit_code == code, result.stderr
+    assert json.loads(result.stdout)["execution_id"].startswith("exec_")
+
+
+def test_fail_on_still_records_the_decision(run_cli, db_path):
+    assert run_cli(db_path, "init").exit_code == 0
+    result = run_cli(db_path, "dag", "run", MAIN, "--context", f"@{CONTEXTS / 'pii.json'}",
+                     "--fail-on", "deny", "--record", "--tenant", "acme")
+    assert result.exit_code == 3
+    assert "final action: deny (by pii_guard)" in result.stdout
+    assert "(outcome blocked, tenant acme)" in result.stdout
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["check", "missing.plang"], 2, "does not exist"),
     (["run", MAIN], 2, "Missing option '--context'"),
@@ -156,6 +214,7 @@ def test_run_record_writes_a_policy_decision(run_cli, db_path):
     (["run", MAIN, "--context", "{}", "--record", "--tenant", " "], 2, "--record needs --tenant"),
     (["run", MAIN, "--context", "{}", "--tenant", "acme"], 2,
      "--tenant is only used with --record"),
+    (["run", MAIN, "--context", "{}", "--fail-on", "route"], 2, "Invalid value for '--fail-on'"),
     (["plan", str(FIXTURES)], 2, "is a directory"),
     (["frobnicate"], 2, "No such command"),
 ])

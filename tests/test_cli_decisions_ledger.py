@@ -36,6 +36,7 @@ def seed_decisions(path):
 
 
 def test_care_kill_switch_on_off_status_persists_between_invocations(run_cli, db_path):
+    assert run_cli(db_path, "init").exit_code == 0
     assert ok_json(run_cli(db_path, "care", "kill-switch", "status", "--json")) == {"active": False}
     assert ok_json(run_cli(db_path, "care", "kill-switch", "on", "--json")) == {"active": True}
     assert ok_json(run_cli(db_path, "care", "kill-switch", "status", "--json")) == {"active": True}
@@ -75,6 +76,7 @@ def test_decisions_backfill_binds_pre_run_records_once(run_cli, db_path):
 def test_ledger_emit_and_list(run_cli, db_path):
     args = ["ledger", "emit", "--artifact", "prediction_events", "--signal-type",
             "high_operator_access", "--detected-by", "ops"]
+    assert run_cli(db_path, "init").exit_code == 0
     first = ok_json(run_cli(db_path, *args, "--evidence", '{"queries": 12}', "--confidence",
                             "0.8", "--json"))
     second = ok_json(run_cli(db_path, *args, "--evidence", '{"joins": 3}', "--json"))

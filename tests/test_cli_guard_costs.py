@@ -3,6 +3,7 @@ import json
 import sqlite3
 
 import pytest
+from conftest import dump
 
 
 def ok(result):
@@ -22,13 +23,12 @@ def one_line_error(result, exit_code, message):
     assert "Traceback" not in result.output
 
 
-def dump(path):
-    """Every row of the database, to compare before and after a refused command."""
-    conn = sqlite3.connect(path)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
+@pytest.fixture
+def db(tmp_path, run_cli):
+    """An initialised database file (only init creates one)."""
+    path = tmp_path / "hoc.db"
+    ok(run_cli(path, "init"))
+    return path
 
 
 SWITCH = ["--tenant", "acme", "--entity-type", "tenant", "--entity-id", "acme"]
@@ -37,8 +37,7 @@ ANOMALY = ["anomaly", "record", "--tenant", "acme", "--anomaly-id", "an-1", "--t
            "--expected-cents", "10000"]
 
 
-def test_killswitch_freeze_status_unfreeze(run_cli, tmp_path):
-    db = tmp_path / "hoc.db"
+def test_killswitch_freeze_status_unfreeze(run_cli, db):
     status = as_json(run_cli(db, "killswitch", "status", *SWITCH, "--json"))
     assert status["is_frozen"] is False and status["frozen_by"] is None
     frozen = as_json(run_cli(db, "killswitch", "freeze", *SWITCH, "--by", "ops", "--reason",
@@ -52,8 +51,7 @@ def test_killswitch_freeze_status_unfreeze(run_cli, tmp_path):
     assert (unfrozen["is_frozen"], unfrozen["unfrozen_by"], unfrozen["frozen_by"]) == (False, "ops2", "ops")
 
 
-def test_killswitch_default_reason_and_key_switch(run_cli, tmp_path):
-    db = tmp_path / "hoc.db"
+def test_killswitch_default_reason_and_key_switch(run_cli, db):
     key = ["--tenant", "acme", "--entity-type", "key", "--entity-id", "key-1"]
     frozen = as_json(run_cli(db, "killswitch", "freeze", *key, "--by", "ops", "--json"))
     assert frozen["freeze_reason"] == "Manual freeze" and frozen["entity_type"] == "key"
@@ -61,8 +59,7 @@ def test_killswitch_default_reason_and_key_switch(run_cli, tmp_path):
     assert tenant_switch["is_frozen"] is False
 
 
-def test_killswitch_transitions_are_refused_without_writing(run_cli, tmp_path):
-    db = tmp_path / "hoc.db"
+def test_killswitch_transitions_are_refused_without_writing(run_cli, db):
     ok(run_cli(db, "killswitch", "freeze", *SWITCH, "--by", "alice", "--reason", "first"))
     before = dump(db)
     result = run_cli(db, "killswitch", "freeze", *SWITCH, "--by", "mallory")
@@ -77,16 +74,14 @@ def test_killswitch_transitions_are_refused_without_writing(run_cli, tmp_path):
     assert dump(db) == before
 
 
-def test_killswitch_is_tenant_scoped(run_cli, tmp_path):
-    db = tmp_path / "hoc.db"
+def test_killswitch_is_tenant_scoped(run_cli, db):
     ok(run_cli(db, "killswitch", "freeze", *SWITCH, "--by", "ops"))
     other = as_json(run_cli(db, "killswitch", "status", "--tenant", "beta", "--entity-type",
                             "tenant", "--entity-id", "acme", "--json"))
     assert other["is_frozen"] is False
 
 
-def test_anomaly_record_then_list_ack_resolve(run_cli, tmp_path):
-    db = tmp_path / "hoc.db"
+def test_anomaly_record_then_list_ack_resolve(run_cli, db):
     recorded = as_json(run_cli(db, *ANOMALY, "--json"))
     again = as_json(run_cli(db, *ANOMALY, "--json"))
     assert recorded["incident_id"] == again["incident_id"]
@@ -108,8 +103,7 @@ def test_anomaly_record_then_list_ack_resolve(run_cli, tmp_path):
     assert incident_id in table and "resolved" in table
 
 
-def test_incident_commands_refuse_other_tenants_and_bad_transitions(run_cli, tmp_path):
-    db = tmp_path / "hoc.db"
+def test_incident_commands_refuse_other_tenants_and_bad_transitions(run_cli, db):
     incident_id = as_json(run_cli(db, *ANOMALY, "--json"))["incident_id"]
     before = dump(db)
     one_line_error(run_cli(db, "incidents", "ack", incident_id, "--tenant", "beta"), 1,
@@ -126,8 +120,7 @@ def test_incident_commands_refuse_other_tenants_and_bad_transitions(run_cli, tmp
     assert dump(db) == before
 
 
-def test_anomaly_record_table_output_and_entity(run_cli, tmp_path):
-    db = tmp_path / "hoc.db"
+def test_anomaly_record_table_output_and_entity(run_cli, db):
     out = ok(run_cli(db, "anomaly", "record", "--tenant", "acme", "--anomaly-id", "an-2", "--type",
                      "USER_SPIKE", "--severity", "critical", "--current-cents", "450",
                      "--expected-cents", "100", "--entity-type", "agent", "--entity-id", "bot-1")).stdout
@@ -201,6 +194,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path, args
     assert not fresh.exists()
 
     existing = tmp_path / "hoc.db"
+    ok(run_cli(existing, "init"))
     ok(run_cli(existing, "killswitch", "freeze", *SWITCH, "--by", "ops"))
     ok(run_cli(existing, *ANOMALY))
     before = dump(existing)
@@ -208,8 +202,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path, args
     assert dump(existing) == before
 
 
-def test_governance_failure_is_one_line_exit_1_and_writes_nothing(run_cli, tmp_path):
-    db = tmp_path / "hoc.db"
+def test_governance_failure_is_one_line_exit_1_and_writes_nothing(run_cli, db):
     ok(run_cli(db, *ANOMALY))
     before = dump(db)
     result = run_cli(db, "breach", "record", "--tenant", "acme", "--limit-id", "L", "--type",

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from freezegun import freeze_time
+from conftest import dump
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -25,15 +26,6 @@ def ok_json(result, exit_code=0):
     return json.loads(result.stdout)
 
 
-def dump(path):
-    """Every row of every table, as SQL text: equal dumps mean an unchanged database."""
-    conn = sqlite3.connect(path)
-    try:
-        return "\n".join(conn.iterdump())
-    finally:
-        conn.close()
-
-
 def assert_one_line_error(result, exit_code, fragment):
     assert result.exit_code == exit_code, (result.output, result.stderr)
     lines = result.stderr.strip().splitlines()
@@ -42,6 +34,7 @@ def assert_one_line_error(result, exit_code, fragment):
 
 
 def test_record_check_clear_list_round_trip(run):
+    assert run("init").exit_code == 0
     recorded = ok_json(run("signals", "record", "--scope", "PR-42", "--type", "CI_STATUS",
                            "--decision", "BLOCKED", "--by", "CI", "--reason", "tests red",
                            "--constraints", '{"blocked_files": ["a.py"]}', "--json"))
@@ -66,6 +59,7 @@ def test_record_check_clear_list_round_trip(run):
 
 
 def test_table_output_by_default(run):
+    assert run("init").exit_code == 0
     result = run("signals", "record", "--scope", "S", "--type", "ci_status", "--decision", "warn", "--by", "CI")
     assert result.exit_code == 0 and "decision" in result.stdout and "WARN" in result.stdout
     check = run("signals", "check", "--scope", "S")
@@ -75,6 +69,7 @@ def test_table_output_by_default(run):
 
 
 def test_expires_in_stops_blocking_at_the_expiry(run):
+    assert run("init").exit_code == 0
     with freeze_time(T0):
         assert run("signals", "record", "--scope", "S", "--type", "SESSION_BLOCK", "--decision", "BLOCKED",
                    "--by", "OPS", "--expires-in", "60").exit_code == 0
@@ -114,6 +109,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run, db_path, args, fra
     with pytest.raises(sqlite3.OperationalError):  # not even an empty database file was created
         sqlite3.connect(f"file:{db_path}?mode=ro", uri=True).execute("select 1")
 
+    assert run("init").exit_code == 0
     assert run(*RECORD, "--decision", "BLOCKED").exit_code == 0
     before = dump(db_path)
     assert_one_line_error(run(*args), 2, fragment)
@@ -121,6 +117,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run, db_path, args, fra
 
 
 def test_idempotency_check_and_claim(run, db_path):
+    assert run("init").exit_code == 0
     missing = ok_json(run("idempotency", "check", "order-7", "--tenant", "acme", "--json"))
     assert missing == {"exists": False, "run_id": None, "status": None, "is_expired": False,
                        "should_return_cached": False}
@@ -146,6 +143,7 @@ def test_idempotency_check_and_claim(run, db_path):
 
 
 def test_idempotency_check_reports_expiry(run):
+    assert run("init").exit_code == 0
     with freeze_time(T0):
         assert run("idempotency", "claim", "order-7", "--tenant", "acme").exit_code == 0
     with freeze_time(T0 + timedelta(days=1)):

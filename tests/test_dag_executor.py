@@ -233,6 +233,44 @@ def test_to_dict_shape():
     assert data["stages"][1]["results"][0]["target"] == "a1"
 
 
+def test_the_trace_lists_the_context_paths_read_but_not_found():
+    source = """
+        policy p: SAFETY {
+          when is_empty(request) and false then deny
+          when request.text == "x" or user.role.inner == 1 or user.name == 1 then deny
+          when lower(agent).tier == "x" or false and budget.spent then deny
+          when is_empty(user.tags) and user.missing then deny
+        }
+        policy later: CUSTOM { when flags.beta then allow }
+    """
+    context = {"user": {"role": "analyst", "name": None, "tags": []}}
+    trace = run(source, context)
+    assert trace.stages[0].results[0].missing == (
+        "request", "request.text", "user.role.inner", "agent", "user.missing")
+    assert trace.missing_context == ("agent", "flags.beta", "request.text", "user.missing",
+                                     "user.role.inner")
+    assert trace.to_dict()["missing_context"] == list(trace.missing_context)
+    assert run(source, {"request": {"text": "y"}, "flags": {"beta": False}, "agent": {},
+                        "user": {"role": {"inner": 0}, "name": 1, "tags": [1]}}).missing_context == ()
+
+
+def test_missing_paths_come_from_executed_nodes_only_and_survive_errors():
+    trace = run("policy stop: SAFETY { when gate.open then allow deny }\n"
+                "policy broken: SAFETY { when user.id == 1 then allow rule broken }\n"
+                "policy never: CUSTOM { when unseen.field then deny }")
+    assert trace.final_action is ActionType.DENY and len(trace.stages) == 1
+    assert trace.missing_context == ("gate.open", "user.id")
+
+
+def test_fixture_policies_on_an_empty_context_allow_but_say_what_was_missing():
+    module = compile_file(str(FIXTURES / "main.plang"))
+    trace = DAGExecutor().execute(module, {})
+    assert trace.final_action is ActionType.ALLOW
+    assert {"request.text", "user.role", "agent.verified", "budget.spent_cents"} <= set(
+        trace.missing_context)
+    assert DAGExecutor(max_workers=3).execute(module, {}) == trace
+
+
 @pytest.mark.parametrize("context, expected", [
     ({}, "exec_3ae64fcb56c76d37"),
     ({"request": {"id": "req_123"}, "user": {"id": "user_456"}, "agent": {"id": "agent_789"}},

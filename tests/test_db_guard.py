@@ -242,3 +242,16 @@ def test_a_writable_blob_needs_a_coordinator_transaction(hoc_db, hoc_coordinator
         hoc_db.connection().blobopen("events", "topic", rowid)
     with hoc_db.connection().blobopen("events", "topic", rowid, readonly=True) as blob:
         assert blob.read() == b"t"
+
+
+def test_opening_without_create_refuses_a_missing_file_and_creates_nothing(tmp_path, hoc_db):
+    from hoc_drivers.db import DatabaseMissing, DatabaseOpenError, connect_database
+
+    missing = tmp_path / "typo.db"
+    with pytest.raises(DatabaseMissing, match=f"database {missing} does not exist") as error:
+        open_database(str(missing), create=False)
+    assert isinstance(error.value, DatabaseOpenError) and error.value.path == str(missing)
+    assert not missing.exists()
+    existing = connect_database(hoc_db.database, create=False)
+    assert "governance_signals" in existing.get_tables()
+    existing.close()

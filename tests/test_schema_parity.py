@@ -3,6 +3,7 @@ import json
 import sqlite3
 
 import pytest
+from conftest import alter
 
 from hoc_drivers.db import init_database
 from hoc_drivers.schema_parity import (
@@ -15,14 +16,6 @@ def fresh(tmp_path, run_cli):
     path = tmp_path / "parity.db"
     assert run_cli(path, "init").exit_code == 0
     return path
-
-
-def alter(path, *statements):
-    conn = sqlite3.connect(path)
-    for sql in statements:
-        conn.execute(sql)
-    conn.commit()
-    conn.close()
 
 
 def test_fresh_database_matches(fresh, run_cli):
@@ -125,3 +118,70 @@ def test_cost_tables_must_match_exactly_even_an_extra_column(fresh):
     assert check_schema_parity(db) == (True, [])  # elsewhere an extra column is only a warning
     with pytest.raises(SchemaParityError, match="COLUMN_EXTRA cost_records: column legacy"):
         check_m26_cost_tables(db)
+
+
+@pytest.fixture
+def populated(fresh):
+    """`fresh` with 300 governance signals (their table spans many pages), checkpointed into the
+    main file so a copy of it is the whole database."""
+    conn = sqlite3.connect(fresh)
+    with conn:
+        conn.executemany("INSERT INTO governance_signals (id, signal_type, scope, decision, reason,"
+                         " recorded_by, recorded_at) VALUES (?, 'CI_STATUS', ?, 'BLOCKED', ?, 'CI',"
+                         " '2026-01-01 00:00:00')",
+                         [(f"id-{i:05d}", f"scope-{i:05d}", "r" * 50) for i in range(300)])
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return fresh
+
+
+def corrupt_copy(path, name, offset, replacement):
+    """A copy of the database at `path` with `replacement` written over its bytes at `offset`."""
+    data = bytearray(path.read_bytes())
+    data[offset:offset + len(replacement)] = replacement
+    copy = path.with_name(name)
+    copy.write_bytes(bytes(data))
+    return copy
+
+
+def table_page_header(path):
+    """Where the governance_signals table's root b-tree page starts in the file."""
+    conn = sqlite3.connect(path)
+    page_size, root = conn.execute("SELECT (SELECT page_size FROM pragma_page_size), rootpage FROM "
+                                   "sqlite_master WHERE name = 'governance_signals'").fetchone()
+    conn.close()
+    return (root - 1) * page_size
+
+
+def test_a_corrupted_table_page_is_an_integrity_error(populated, run_cli):
+    assert run_cli(populated, "schema", "check").exit_code == 0
+    corrupted = corrupt_copy(populated, "page.db", table_page_header(populated), b"\xff" * 8)
+    result = run_cli(corrupted, "schema", "check")
+    assert result.exit_code == 1, result.output
+    assert "error   INTEGRITY database: quick_check stopped: database disk image is malformed" in result.output
+    assert "0 schema difference(s), 1 integrity problem(s)" in result.output
+    data = json.loads(run_cli(corrupted, "schema", "check", "--json").output)
+    assert data["ok"] is False and [i["kind"] for i in data["issues"]] == ["INTEGRITY"]
+
+
+def test_an_index_out_of_step_with_its_table_needs_the_full_integrity_check(populated, run_cli):
+    # row 124's scope in the table itself (followed by its decision), not in an index entry
+    offset = populated.read_bytes().index(b"scope-00123BLOCKED")
+    corrupted = corrupt_copy(populated, "index.db", offset, b"scopX")
+    assert run_cli(corrupted, "schema", "check").exit_code == 0  # quick_check does not compare indexes
+    result = run_cli(corrupted, "schema", "check", "--integrity")
+    assert result.exit_code == 1, result.output
+    assert "error   INTEGRITY database: row 124 missing from index governance_signals_active" in result.output
+
+
+def test_the_startup_guard_takes_the_fast_path_only_for_an_exact_schema(fresh):
+    from hoc_drivers.db import connect_database
+
+    alter(fresh, "CREATE TABLE app_notes (note TEXT)")  # the embedding application's own table
+    db = connect_database(str(fresh))
+    assert run_startup_parity_check(db) == {"ok": True, "errors": [], "warnings": []}
+    alter(fresh, "ALTER TABLE incidents ADD COLUMN legacy TEXT")
+    report = run_startup_parity_check(db)
+    assert report["ok"] and [str(w) for w in report["warnings"]] == [
+        "COLUMN_EXTRA incidents: column legacy is not in the model"]
+    db.close()

@@ -3,6 +3,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import stat
 
@@ -130,6 +131,7 @@ def test_webhook_secret_never_appears_in_cli_output_or_logs(hoc_db, run_cli, cap
 
 def test_new_database_files_are_owner_only(tmp_path, run_cli):
     path = tmp_path / "fresh.db"
+    assert run_cli(path, "init").exit_code == 0
     assert run_cli(path, "run", "complete", "r1", "--tenant", "t", "--status", "failed").exit_code == 0
     for name in ("fresh.db", "fresh.db-wal", "fresh.db-shm"):
         if (tmp_path / name).exists():
@@ -169,3 +171,115 @@ def test_fuzzed_cli_arguments_never_traceback(hoc_db, command, tokens):
     if result.exit_code == 2:
         assert len(result.stderr.strip().splitlines()) == 1, output
         assert database_checksum(hoc_db.database) == before, (path, tokens)
+
+
+def nested(depth):
+    """A JSON object `depth` containers deep: {"x": {"x": ... {}}}."""
+    value = {}
+    for _ in range(depth - 1):
+        value = {"x": value}
+    return value
+
+
+def cyclic():
+    value = {}
+    value["self"] = value
+    return value
+
+
+def table_rows(db):
+    tables = ("governance_signals", "discovery_ledger", "limit_breaches", "decision_records")
+    return {t: db.execute_sql(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables
+            if t in db.get_tables()}
+
+
+def write_json(tx, kind, value):
+    """Store `value` through one of the APIs taking a JSON object from the caller."""
+    if kind == "constraints":
+        GovernanceSignalWriter(tx).record_signal("S", "CI_STATUS", "BLOCKED", "CI", constraints=value)
+    elif kind == "evidence":
+        ledger.emit_signal(tx, "artifact", "type", value, "ci")
+    elif kind == "details":
+        cross_domain.record_limit_breach(tx, "acme", "limit", "BREACHED", 2, 1, details=value)
+    else:
+        decisions.emit_routing_decision(tx, "acme", None, True, "a", ["a"], details=value)
+
+
+OVER_THE_LIMITS = [(nested(33), "nested too deeply (more than 32 levels)"),
+                   (nested(400), "nested too deeply (more than 32 levels)"),
+                   (cyclic(), "nested too deeply (more than 32 levels)"),
+                   ({"x": "y" * 65_529}, "too large (65537 bytes of JSON; at most 65536)")]
+
+
+@pytest.mark.parametrize("kind", ["constraints", "evidence", "details", "decision details"])
+@pytest.mark.parametrize("value, message", OVER_THE_LIMITS, ids=["33", "400", "cyclic", "big"])
+def test_json_over_the_limits_is_refused_by_every_api_and_writes_nothing(hoc_db, hoc_coordinator, kind,
+                                                                          value, message):
+    before = table_rows(hoc_db)
+    with pytest.raises((ValueError, cross_domain.GovernanceError), match=re.escape(message)):
+        with hoc_coordinator.transaction() as tx:
+            write_json(tx, kind, value)
+    assert table_rows(hoc_db) == before
+
+
+@pytest.mark.parametrize("kind", ["constraints", "evidence", "details", "decision details"])
+def test_json_at_the_limits_is_stored(hoc_db, hoc_coordinator, kind):
+    before = sum(table_rows(hoc_db).values())
+    for value in (nested(32), {"x": "y" * 65_528}):  # {"x":"yy..."} is 65536 bytes
+        with hoc_coordinator.transaction() as tx:
+            write_json(tx, kind, value)
+    stored = 1 if kind == "evidence" else 2  # the ledger aggregates a repeated signal into one row
+    assert sum(table_rows(hoc_db).values()) == before + stored
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("https://ops:pw-1@example.com/hook", "https://***@example.com/hook"),
+    ("smtp://mailer@mail.example.com:587", "smtp://***@mail.example.com:587"),
+    ("'https://hooks.slack.com/services/T000/B000/XXXX' failed", "'https://hooks.slack.com/***' failed"),
+    ("https://discord.com/api/webhooks/123/abc-token", "https://discord.com/api/webhooks/***"),
+    ("https://example.com/hook?token=abc&keep=1&api_key=k#x", "https://example.com/hook?token=***&keep=1&api_key=***#x"),
+    ("bot token xoxb-123-456-abc", "bot token xox*-***"),
+    ("https://example.com/path and bob@example.com", "https://example.com/path and bob@example.com"),
+])
+def test_redact_hides_credentials_and_tokens_only(text, shown):
+    from hoc_drivers.validation import redact
+
+    assert redact(text) == shown
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PASSWORD, TOKEN, HMAC_SECRET, SMTP_PASSWORD = "pw-hunter2", "XXXXslackTOKENXXXX", "hmac-s3cret", "smtp-s3cret"
+
+
+def run_process(*args):
+    """The CLI as a real process (`--debug` configures logging as it does for an operator)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": "9", "SMTP_USERNAME": "mailer",
+           "SMTP_PASSWORD": SMTP_PASSWORD}
+    return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_debug_logs_and_error_messages_never_show_credentials_or_tokens(hoc_db, run_cli):
+    enqueue = ["--debug", "--db", hoc_db.database, "alerts", "enqueue", "--tenant", "acme", "--policy", "p",
+               "--run", "r", "--metric", "cost", "--current", "95", "--threshold", "100", "--breach",
+               "--webhook-secret", HMAC_SECRET, "--channel", "slack", "--slack-url",
+               f"https://hooks.slack.com/services/T000/B000/{TOKEN}", "--channel", "webhook", "--channel",
+               "email", "--email", "ops@example.com", "--webhook-url"]
+    queued = run_process(*enqueue, f"https://ops:{PASSWORD}@127.0.0.1:9/hook")
+    assert queued.returncode == 0, queued.stderr
+    assert "INSERT INTO" in queued.stderr  # --debug does log the SQL and its parameters
+    assert "https://***@127.0.0.1:9/hook" in queued.stderr and "hooks.slack.com/***" in queued.stderr
+    sent = run_process("--debug", "--db", hoc_db.database, "alerts", "send", "--once", "--json")
+    refused = run_process(*enqueue, f"ftp://ops:{PASSWORD}@127.0.0.1/hook")
+    assert refused.returncode == 2 and "Traceback" in refused.stderr
+    assert refused.stderr.endswith("error: webhook_url must be an http(s) URL, got 'ftp://***@127.0.0.1/hook'\n")
+    plain = run_cli(hoc_db.database, *enqueue[3:18], "--channel", "slack", "--slack-url",
+                    f"hooks.slack.com/services/T000/B000/{TOKEN}")
+    assert plain.exit_code == 2 and "hooks.slack.com/***" in plain.stderr
+    for output in (queued.stdout + queued.stderr, sent.stdout + sent.stderr,
+                   refused.stdout + refused.stderr, plain.output + plain.stderr):
+        for secret in (PASSWORD, TOKEN, HMAC_SECRET, SMTP_PASSWORD):
+            assert secret not in output

@@ -1,9 +1,6 @@
 """The coordinator: one transaction, post-commit work only after COMMIT, atomic run completion."""
 import sqlite3
-import subprocess
-import sys
 
-import peewee
 import pytest
 
 from hoc_drivers.models.runs import Event, Incident, PreventionRecord, Run, Trace
@@ -322,53 +319,3 @@ def test_a_finished_transaction_cannot_be_written_through(hoc_db, hoc_coordinato
         with tx.savepoint():
             Run.insert(id="late", tenant_id="t1").execute(tx.db)
     assert Run.select().count(hoc_db) == 0
-
-
-# Issue 13: nothing is half-done, nothing lies.
-
-def test_a_full_disk_reports_sqlites_own_error_and_leaves_nothing(hoc_db, hoc_coordinator):
-    pages = hoc_db.execute_sql("PRAGMA page_count").fetchone()[0]
-    hoc_db.execute_sql(f"PRAGMA max_page_count = {pages}")  # this connection: the disk is full
-    with pytest.raises(peewee.OperationalError, match="database or disk is full"):
-        with hoc_coordinator.transaction() as tx:
-            Run.insert(id="r1", tenant_id="t1").execute(tx.db)
-            tx.db.execute_sql("INSERT INTO events (id, topic, payload, created_at) VALUES "
-                              "('e1', 't', json_object('x', ?), 'now')", ("x" * 200_000,))
-    with pytest.raises(TransactionFailed, match="database or disk is full") as failure:
-        RunCompletionTransaction(hoc_coordinator).execute("t1", "r" * 9000, "failed",
-                                                          error_message="x" * 300_000)
-    assert isinstance(failure.value.cause, peewee.OperationalError)
-    assert (count(Run, hoc_db), count(Incident, hoc_db), count(Event, hoc_db)) == (0, 0, 0)
-    with hoc_coordinator.transaction() as tx:  # the coordinator is usable again
-        Run.insert(id="r2", tenant_id="t1").execute(tx.db)
-    assert count(Run, hoc_db) == 1
-
-
-CLEAN_EXIT = """
-import sys
-from hoc_drivers.db import connect_database
-from hoc_drivers.run_completion import RunCompletionTransaction
-from hoc_drivers.transaction_coordinator import TransactionCoordinator
-transaction = RunCompletionTransaction(TransactionCoordinator(connect_database(sys.argv[1])))
-for n in range(int(sys.argv[2])):
-    transaction.execute("t1", f"run-{n}", "failed", error_message="AGENT_CRASH")
-"""
-
-
-def test_a_clean_exit_leaves_no_event_to_publish_again(hoc_db, hoc_coordinator, hoc_publisher):
-    subprocess.run([sys.executable, "-c", CLEAN_EXIT, hoc_db.database, "5"], check=True, timeout=60)
-    assert count(Event, hoc_db) == 15
-    assert hoc_coordinator.flush_outbox() == 0
-    assert list(hoc_publisher.published) == []
-
-
-def test_a_republished_event_keeps_its_id_for_subscribers_to_deduplicate(hoc_db, hoc_publisher):
-    seen = []
-    hoc_publisher.subscribe("run.completed", lambda topic, payload, event_id: seen.append(event_id),
-                            with_event_id=True)
-    crashed = TransactionCoordinator(hoc_db, hoc_publisher)
-    with crashed.transaction() as tx:
-        event_id = tx.publish("run.completed", {"run_id": "r"}, "t1")
-    assert seen == [event_id]  # published, not yet marked: as if the process died now
-    assert TransactionCoordinator(hoc_db, hoc_publisher).flush_outbox() == 1
-    assert seen == [event_id, event_id]

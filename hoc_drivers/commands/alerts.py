@@ -11,7 +11,7 @@ from ..alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
 from ..alert_sender import AlertDelivery, AlertSender
 from ..models.alerts import ALERT_STATUSES
 from ..models.base import utcnow
-from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, tenant_option,
+from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, render, tenant_option,
                      text_option)
 
 # A drain of at least this many due alerts shows a progress bar (on stderr).
@@ -66,10 +66,11 @@ def enqueue(tenant_id, policy_id, run_id, metric, current_value, threshold_value
             raise ValueError("--action applies to breach alerts only (add --breach)")
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    with get_coordinator().transaction() as tx:
+    with get_coordinator().transaction() as tx:  # the output is built before COMMIT
         result = AlertEmitter(tx).emit(threshold_signal, config, action_taken)
-    emit(result, as_json)
-    if not result["alert_sent"] and "reason" not in result:
+        text = render(result, as_json)
+    click.echo(text)
+    if not result["alert_sent"] and "reason" not in result:  # nothing was written
         raise CliError("no channel took the alert (see the log)", EXIT_FAILED)
 
 
@@ -92,7 +93,8 @@ def stats(as_json):
 @click.option("--batch", "batch_size", type=click.IntRange(1, 10_000), default=10, show_default=True,
               help="Alerts claimed per batch.")
 @click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
-              help="Seconds allowed for each delivery.")
+              help="Deadline in seconds for each whole delivery (connect, send, reply), however "
+                   "slowly the receiver answers; the claim lease is derived from it.")
 @json_option
 def send(once, watch, poll_seconds, batch_size, timeout, as_json):
     """Deliver due alerts (webhook, Slack, e-mail, Alertmanager) with backoff on failure.
@@ -149,9 +151,9 @@ def retry_failed(max_retries, as_json):
 
     Example: hoc-drivers alerts retry-failed --max-retries 3
     """
-    with get_coordinator().transaction() as tx:
-        revived = AlertQueueWriter(tx).retry_failed_alerts(max_retries, utcnow())
-    emit({"revived": revived}, as_json)
+    with get_coordinator().transaction() as tx:  # the output is built before COMMIT
+        text = render({"revived": AlertQueueWriter(tx).retry_failed_alerts(max_retries, utcnow())}, as_json)
+    click.echo(text)
 
 
 @alerts.command("purge")

@@ -1,6 +1,8 @@
 """What every CLI command shares: the database, `--json`, output tables and one-line errors.
 
 Exit codes: 0 ok, 1 check failed / violation / runtime error, 2 bad input, 3 blocked.
+A command that writes renders its output inside its transaction (`render`) and only prints
+it after the COMMIT, so nothing that can fail runs once the change is committed.
 """
 import json
 import sys
@@ -9,9 +11,12 @@ from decimal import Decimal
 
 import click
 
-from ..validation import MAX_LIMIT
+from ..validation import MAX_JSON_DEPTH, MAX_LIMIT, redact, require_json_value
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BLOCKED = 0, 1, 2, 3
+# A JSON option's text (an @FILE too) is read up to this size; the parsed value must then fit
+# validation.MAX_JSON_BYTES (compact), so this leaves room for indentation.
+MAX_JSON_TEXT_BYTES = 1024 * 1024
 
 
 class CliError(click.ClickException):
@@ -50,13 +55,17 @@ def tenant_option(command):
     return text_option("--tenant", "tenant_id", required=True, help="Tenant id (required).")(command)
 
 
-def get_db(ctx=None, create=True):
-    """The database named by --db / $HOC_DRIVERS_DB / ./hoc.db, tables ensured.
+def get_db(ctx=None, create=False, check_schema=True):
+    """The database named by --db / $HOC_DRIVERS_DB / ./hoc.db, opened once per command.
 
+    A missing file is bad input (exit 2, naming the path and `hoc-drivers init`) unless
+    `create` (init and demo only): then it is created and its missing tables too. With
+    `check_schema`, a database that does not match the models is refused (exit 1, naming the
+    first difference; `hoc-drivers schema check` lists them all).
     Call it only after every argument has been validated, so bad input writes nothing.
     """
-    from ..db import DatabaseOpenError, connect_database, init_database
-    from ..models import ALL_MODELS
+    from ..db import DatabaseMissing, DatabaseOpenError, connect_database, init_database
+    from ..schema_parity import SchemaParityError, run_startup_parity_check
 
     ctx = ctx or click.get_current_context()
     root = ctx.find_root()
@@ -65,14 +74,22 @@ def get_db(ctx=None, create=True):
         return cached
     path = root.meta.get("hoc.db_path")
     try:
-        db = connect_database(path)
-        if create and not {m._meta.table_name for m in ALL_MODELS} <= set(db.get_tables()):
-            db.close()
-            db = init_database(path)
+        db = init_database(path) if create else connect_database(path, create=False)
+    except DatabaseMissing as exc:
+        raise CliError(f"{exc} (create it with `hoc-drivers --db {exc.path} init`)") from None
     except DatabaseOpenError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
-    root.meta["hoc.db"] = db
     root.call_on_close(db.close)
+    if check_schema:
+        try:
+            errors = run_startup_parity_check(db)["errors"]
+        except SchemaParityError as exc:
+            errors = exc.errors
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise CliError(f"database {db.database} does not match the models: {errors[0]}{more}; "
+                           f"`hoc-drivers schema check` lists the differences", EXIT_FAILED)
+    root.meta["hoc.db"] = db
     return db
 
 
@@ -103,22 +120,34 @@ def to_jsonable(value):
 
 
 def parse_json_argument(text, name):
-    """Parse a JSON command-line value (or @PATH to a file), naming the option on error."""
+    """Parse a JSON command-line value (or @PATH to a file), naming the option on error.
+
+    Bad input (exit 2): malformed JSON, NaN / Infinity, more than MAX_JSON_TEXT_BYTES of text, or
+    a value nested deeper than MAX_JSON_DEPTH levels or encoding to more than MAX_JSON_BYTES."""
     if text is None:
         return None
     if text.startswith("@"):
         try:
             with open(text[1:], encoding="utf-8") as handle:
-                text = handle.read()
+                text = handle.read(MAX_JSON_TEXT_BYTES + 1)
         except OSError as exc:
             raise CliError(f"{name}: cannot read {text[1:]}: {exc.strerror}") from None
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_JSON_TEXT_BYTES:
+        raise CliError(f"{name}: JSON text is too large (at most {MAX_JSON_TEXT_BYTES} bytes)")
+
     def refuse(constant):
         raise CliError(f"{name}: malformed JSON ({constant} is not a JSON number)")
 
     try:
-        return json.loads(text, parse_constant=refuse)
+        value = json.loads(text, parse_constant=refuse)
     except json.JSONDecodeError as exc:
         raise CliError(f"{name}: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise CliError(f"{name} is nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
+    try:
+        return require_json_value(value, name)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _cell(value):
@@ -142,19 +171,22 @@ def format_table(rows, columns=None):
     return "\n".join(lines)
 
 
-def emit(data, as_json, columns=None):
-    """Print `data` as JSON (`--json`) or as a table (lists) / key-value lines (dicts)."""
+def render(data, as_json, columns=None):
+    """`data` as the text `emit` prints: JSON (`--json`), a table (lists) or key-value lines (dicts)."""
     if as_json:
-        click.echo(json.dumps(to_jsonable(data), indent=2, sort_keys=True))
-    elif isinstance(data, dict):
+        return json.dumps(to_jsonable(data), indent=2, sort_keys=True)
+    if isinstance(data, dict):
         keys = columns or list(data)
         width = max((len(k) for k in keys), default=0)
-        for key in keys:
-            click.echo(f"{key.ljust(width)}  {_cell(data.get(key))}")
-    elif isinstance(data, list):
-        click.echo(format_table(data, columns))
-    else:
-        click.echo(_cell(data))
+        return "\n".join(f"{key.ljust(width)}  {_cell(data.get(key))}" for key in keys)
+    if isinstance(data, list):
+        return format_table(data, columns)
+    return _cell(data)
+
+
+def emit(data, as_json, columns=None):
+    """Print `data` as JSON (`--json`) or as a table (lists) / key-value lines (dicts)."""
+    click.echo(render(data, as_json, columns))
 
 
 def fail(message, exit_code=EXIT_FAILED):
@@ -163,6 +195,7 @@ def fail(message, exit_code=EXIT_FAILED):
 
 
 def echo_error(message):
-    """Print one line to stderr; control characters (terminal escapes, line breaks) are escaped."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+    """Print one line to stderr: credentials and tokens redacted (`validation.redact`), control
+    characters (terminal escapes, line breaks) escaped."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in redact(message))
     sys.stderr.write(f"error: {text}\n")

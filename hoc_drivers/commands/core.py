@@ -8,13 +8,16 @@ from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_
 @click.command()
 @json_option
 def init(as_json):
-    """Create the database file (mode 0600) and every table; safe to run again.
+    """Create the database file (mode 0600) and every missing table; safe to run again.
+
+    The only command (with demo) that creates a database. Exit 1 if the file still differs from
+    the models afterwards (a changed column: see `hoc-drivers schema check`).
 
     Example: hoc-drivers --db ./hoc.db init
     """
     from ..models import ALL_MODELS
 
-    db = get_db()
+    db = get_db(create=True)
     emit({"database": db.database, "tables": len(ALL_MODELS)}, as_json)
 
 
@@ -66,22 +69,28 @@ def schema():
 
 
 @schema.command("check")
+@click.option("--integrity", is_flag=True,
+              help="Full PRAGMA integrity_check (also every index against its table; reads the "
+                   "whole file) instead of the default quick_check.")
 @json_option
-def schema_check(as_json):
-    """Compare the database with the models; exit 1 listing every difference.
+def schema_check(integrity, as_json):
+    """Check the file's integrity (PRAGMA quick_check) and compare the database with the models;
+    exit 1 listing every difference and every corruption found (INTEGRITY).
 
-    Example: hoc-drivers --db ./hoc.db schema check --json
+    Example: hoc-drivers --db ./hoc.db schema check --integrity --json
     """
-    from ..schema_parity import compare_schema
+    from ..schema_parity import check_database
 
-    issues = compare_schema(get_db(create=False))
+    issues = check_database(get_db(check_schema=False), full_integrity=integrity)
     errors = [i for i in issues if i.is_error]
     if as_json:
         emit({"ok": not errors, "issues": [i.to_dict() for i in issues]}, True)
     else:
         for issue in issues:
             click.echo(("error   " if issue.is_error else "warning ") + str(issue))
-        click.echo("schema OK" if not errors else f"{len(errors)} schema difference(s)")
+        corrupt = sum(i.kind == "INTEGRITY" for i in errors)
+        click.echo("schema OK" if not errors else
+                   f"{len(errors) - corrupt} schema difference(s), {corrupt} integrity problem(s)")
     if errors:
         click.get_current_context().exit(EXIT_FAILED)
 

@@ -6,7 +6,7 @@ import click
 from ..cross_domain import (ANOMALY_SEVERITY_MAP, GovernanceError, create_incident_from_cost_anomaly,
                             record_limit_breach)
 from ..models.cost import BREACH_TYPES
-from .common import (EXIT_FAILED, CliError, emit, get_coordinator, json_option, parse_json_argument,
+from .common import (EXIT_FAILED, CliError, get_coordinator, json_option, parse_json_argument, render,
                      tenant_option, text_option)
 
 
@@ -61,9 +61,11 @@ def record_anomaly(tenant_id, anomaly_id, anomaly_type, severity, current_cents,
             incident_id = create_incident_from_cost_anomaly(
                 tx, tenant_id, anomaly_id, anomaly_type, severity, current_cents, expected_cents,
                 entity_type=entity_type, entity_id=entity_id, description=description)
+            output = render({"incident_id": incident_id, "tenant_id": tenant_id,
+                             "anomaly_id": anomaly_id}, as_json)
     except GovernanceError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
-    emit({"incident_id": incident_id, "tenant_id": tenant_id, "anomaly_id": anomaly_id}, as_json)
+    click.echo(output)
 
 
 @click.group()
@@ -98,8 +100,9 @@ def record_breach(tenant_id, limit_id, breach_type, value, limit_value, run_id, 
             breach_id = record_limit_breach(tx, tenant_id, limit_id, breach_type, value,
                                             limit_value, run_id=run_id, incident_id=incident_id,
                                             details=details)
+            output = render({"breach_id": breach_id, "tenant_id": tenant_id, "limit_id": limit_id,
+                             "breach_type": breach_type, "value_at_breach": value,
+                             "limit_value": limit_value}, as_json)
     except GovernanceError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
-    emit({"breach_id": breach_id, "tenant_id": tenant_id, "limit_id": limit_id,
-          "breach_type": breach_type, "value_at_breach": value, "limit_value": limit_value},
-         as_json)
+    click.echo(output)

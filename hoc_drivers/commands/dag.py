@@ -2,12 +2,14 @@
 
 `dag check FILE` prints `FILE:LINE:COL: message` on stderr and exits 1 when the file does
 not compile (or its routes form a cycle); `dag plan` and `dag run` fail the same way with a
-one-line error. `dag run` exits 0 whatever the policies decide.
+one-line error. `dag run` reports the context paths the policies read but did not find;
+`--strict` refuses such a run (exit 2) and `--fail-on deny|escalate` exits 3 when the final
+action is that or more restrictive; otherwise it exits 0 whatever the policies decide.
 """
 import click
 
-from .common import (EXIT_FAILED, CliError, emit, fail, get_coordinator, json_option,
-                     parse_json_argument)
+from .common import (EXIT_BLOCKED, EXIT_FAILED, CliError, emit, fail, get_coordinator,
+                     json_option, parse_json_argument, render)
 
 _POLICY_FILE = click.Path(exists=True, dir_okay=False)
 
@@ -97,21 +99,24 @@ def _read_context(text):
     return context
 
 
-def _print_trace(trace):
+def _trace_text(trace):
+    """The trace as text: a table of the stages, then errors, missing paths and the outcome."""
     rows = [{"stage": stage.index, "policies": ", ".join(stage.policies),
              "action": stage.action.value if stage.action else "-",
              "success": "yes" if stage.success else "no"} for stage in trace.stages]
-    emit(rows, False, ["stage", "policies", "action", "success"])
-    errors = [result for stage in trace.stages for result in stage.results if result.error]
-    for result in errors:
-        click.echo(f"error in {result.name}: {result.error} (counted as deny)")
+    lines = [render(rows, False, ["stage", "policies", "action", "success"])]
+    lines += [f"error in {result.name}: {result.error} (counted as deny)"
+              for stage in trace.stages for result in stage.results if result.error]
+    if trace.missing_context:
+        lines.append(f"not in the context (read as null): {', '.join(trace.missing_context)}")
     summary = f"final action: {trace.final_action.value}"
     if trace.decided_by:
         summary += f" (by {trace.decided_by}"
         summary += f", to {trace.final_target})" if trace.final_target else ")"
-    click.echo(summary)
-    click.echo(f"execution id: {trace.execution_id}; {len(trace.stages)} of "
-               f"{trace.total_stages} stages run; {trace.total_steps} steps")
+    lines.append(summary)
+    lines.append(f"execution id: {trace.execution_id}; {len(trace.stages)} of "
+                 f"{trace.total_stages} stages run; {trace.total_steps} steps")
+    return "\n".join(lines)
 
 
 def _context_id(context, key):
@@ -120,7 +125,7 @@ def _context_id(context, key):
     return None if value is None else str(value)
 
 
-def _record_decision(module, context, trace, tenant_id):
+def _record_decision(tx, module, context, trace, tenant_id):
     """Record the outcome as a policy decision: deny is blocked, escalate rejected, else selected.
 
     The run is the context's `run.id` (if any), the request its `request.id`.
@@ -132,36 +137,45 @@ def _record_decision(module, context, trace, tenant_id):
     severity = {ActionType.DENY: "error", ActionType.ESCALATE: "warning"}.get(action, "info")
     by = f" by {trace.decided_by}" if trace.decided_by else " (no policy acted: default allow)"
     errors = [f"{r.name}: {r.error}" for stage in trace.stages for r in stage.results if r.error]
-    with get_coordinator().transaction() as tx:
-        return emit_policy_decision(
-            tx, tenant_id, _context_id(context, "run"), f"plang:{module.name}", evaluated=True,
-            violated=action in (ActionType.DENY, ActionType.ESCALATE), severity=severity,
-            reason=f"PLang {module.name}: {action.value}{by}",
-            request_id=_context_id(context, "request"),
-            details={"execution_id": trace.execution_id, "final_action": action.value,
-                     "decided_by": trace.decided_by, "final_target": trace.final_target,
-                     "stages_run": len(trace.stages), "total_stages": trace.total_stages,
-                     "errors": errors})
+    return emit_policy_decision(
+        tx, tenant_id, _context_id(context, "run"), f"plang:{module.name}", evaluated=True,
+        violated=action in (ActionType.DENY, ActionType.ESCALATE), severity=severity,
+        reason=f"PLang {module.name}: {action.value}{by}",
+        request_id=_context_id(context, "request"),
+        details={"execution_id": trace.execution_id, "final_action": action.value,
+                 "decided_by": trace.decided_by, "final_target": trace.final_target,
+                 "stages_run": len(trace.stages), "total_stages": trace.total_stages,
+                 "errors": errors, "missing_context": list(trace.missing_context)})
 
 
 @dag.command()
 @click.argument("file", type=_POLICY_FILE)
 @click.option("--context", "context_text", required=True, metavar="JSON_OR_@PATH",
               help="The context as a JSON object, or @file.json.")
+@click.option("--strict", is_flag=True,
+              help="Refuse the run (exit 2) when the policies read a path the context lacks.")
+@click.option("--fail-on", type=click.Choice(["deny", "escalate"]),
+              help="Exit 3 when the final action is this or more restrictive "
+                   "(escalate: escalate or deny).")
 @click.option("--record", is_flag=True,
               help="Record the outcome as a policy decision (needs --tenant).")
 @click.option("--tenant", "tenant_id", help="Tenant the recorded decision belongs to.")
 @json_option
-def run(file, context_text, record, tenant_id, as_json):
+def run(file, context_text, strict, fail_on, record, tenant_id, as_json):
     """Execute FILE's policies against a context and print the trace.
 
-    Exits 0 whatever the policies decide. With --json the trace's to_dict() (plus
+    The trace names the context paths the policies read but did not find (each read as null,
+    so a rule on it did not fire): `missing_context` with --json. --strict makes such a run
+    an error (exit 2, nothing recorded). --fail-on deny|escalate exits 3 when the final
+    action is that or more restrictive (deny > escalate > route > allow); otherwise the exit
+    is 0 whatever the policies decide. With --json the trace's to_dict() (plus
     `recorded_decision` with --record). --record writes one policy decision for the tenant:
     deny -> blocked, escalate -> rejected, allow or route -> selected.
 
-    Example: hoc-drivers dag run main.plang --context @request.json --record --tenant acme
+    Example: hoc-drivers dag run main.plang --context @request.json --strict --fail-on deny
     """
     from ..dag_executor import DAGExecutor
+    from ..policy import ActionType
 
     context = _read_context(context_text)
     if tenant_id is not None and not record:
@@ -171,15 +185,25 @@ def run(file, context_text, record, tenant_id, as_json):
         raise CliError("--record needs --tenant")
     module, execution_plan = _compile_and_plan_or_fail(file)
     trace = DAGExecutor().execute(module, context, execution_plan)
-    output = trace.to_dict()
+    if strict and trace.missing_context:
+        raise CliError(f"--strict: the context lacks {', '.join(trace.missing_context)} "
+                       "(read by the policies)")
     if record:
-        decision = _record_decision(module, context, trace, tenant_id)
-        output["recorded_decision"] = {"decision_id": decision.decision_id,
-                                       "decision_outcome": decision.decision_outcome.value}
-    if as_json:
-        emit(output, True)
-        return
-    _print_trace(trace)
-    if record:
-        click.echo(f"recorded decision {decision.decision_id} "
-                   f"(outcome {decision.decision_outcome.value}, tenant {tenant_id})")
+        output = _record_and_render(module, context, trace, tenant_id, as_json)
+    else:
+        output = render(trace.to_dict(), True) if as_json else _trace_text(trace)
+    click.echo(output)
+    if fail_on and trace.final_action.precedence >= ActionType(fail_on).precedence:
+        click.get_current_context().exit(EXIT_BLOCKED)
+
+
+def _record_and_render(module, context, trace, tenant_id, as_json):
+    """Record the decision and render the output inside its transaction (printed after COMMIT)."""
+    with get_coordinator().transaction() as tx:
+        decision = _record_decision(tx, module, context, trace, tenant_id)
+        if as_json:
+            recorded = {"decision_id": decision.decision_id,
+                        "decision_outcome": decision.decision_outcome.value}
+            return render({**trace.to_dict(), "recorded_decision": recorded}, True)
+        return (f"{_trace_text(trace)}\nrecorded decision {decision.decision_id} "
+                f"(outcome {decision.decision_outcome.value}, tenant {tenant_id})")

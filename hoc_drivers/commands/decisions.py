@@ -2,7 +2,8 @@
 import click
 
 from ..decisions import DecisionType
-from .common import emit, get_coordinator, get_db, json_option, limit_option, non_empty, tenant_option, text_option
+from .common import (emit, get_coordinator, get_db, json_option, limit_option, non_empty, render, tenant_option,
+                     text_option)
 
 _LIST_COLUMNS = ["decided_at", "decision_type", "decision_outcome", "run_id", "request_id",
                  "causal_role", "decision_reason"]
@@ -47,7 +48,8 @@ def backfill(request_id, run_id, tenant_id, as_json):
 
     with get_coordinator().transaction() as tx:
         count = backfill_run_id_for_request(tx, tenant_id, request_id, run_id)
-    emit({"request_id": request_id, "run_id": run_id, "backfilled": count}, as_json)
+        output = render({"request_id": request_id, "run_id": run_id, "backfilled": count}, as_json)
+    click.echo(output)
 
 
 @click.group()
@@ -66,7 +68,10 @@ def kill_switch(action, as_json):
     from ..decisions import activate_care_kill_switch, deactivate_care_kill_switch, is_care_kill_switch_active
 
     setters = {"on": activate_care_kill_switch, "off": deactivate_care_kill_switch}
-    if action in setters:
-        with get_coordinator().transaction() as tx:
-            setters[action](tx)
-    emit({"active": is_care_kill_switch_active(get_db())}, as_json)
+    if action == "status":
+        emit({"active": is_care_kill_switch_active(get_db())}, as_json)
+        return
+    with get_coordinator().transaction() as tx:
+        setters[action](tx)
+        output = render({"active": is_care_kill_switch_active(tx.db)}, as_json)
+    click.echo(output)

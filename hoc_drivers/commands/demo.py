@@ -13,7 +13,7 @@ def demo(as_json):
     """
     from ..demo import run_demo
 
-    report = run_demo(get_db(), get_coordinator())
+    report = run_demo(get_db(create=True), get_coordinator())
     if as_json:
         emit(report, True)
     else:

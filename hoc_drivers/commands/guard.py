@@ -6,7 +6,7 @@ from ..guard_write_driver import (INCIDENT_STATUSES, GuardReader, GuardWriteDriv
                                   validate_switch)
 from ..models.guard import ENTITY_TYPES
 from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, limit_option,
-                     non_empty, tenant_option, text_option)
+                     non_empty, render, tenant_option, text_option)
 
 SWITCH_COLUMNS = ["tenant_id", "entity_type", "entity_id", "is_frozen", "frozen_at", "frozen_by",
                   "freeze_reason", "trigger_type", "unfrozen_at", "unfrozen_by"]
@@ -48,10 +48,10 @@ def freeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
         with get_coordinator().transaction() as tx:
             driver = GuardWriteDriver(tx)
             state, _ = driver.get_or_create_killswitch_state(tenant_id, entity_type, entity_id)
-            state = driver.freeze_killswitch(state, actor, reason)
+            output = render(_switch_dict(driver.freeze_killswitch(state, actor, reason)), as_json)
     except InvalidTransition as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
-    emit(_switch_dict(state), as_json)
+    click.echo(output)
 
 
 @killswitch.command("unfreeze")
@@ -69,13 +69,13 @@ def unfreeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
         raise CliError(f"{entity_type.title()} {entity_id!r} is not frozen", EXIT_FAILED)
     try:
         with get_coordinator().transaction() as tx:
-            state = GuardWriteDriver(tx).unfreeze_killswitch(state, actor)
+            data = _switch_dict(GuardWriteDriver(tx).unfreeze_killswitch(state, actor))
+            if reason:
+                data["unfreeze_reason"] = reason
+            output = render(data, as_json)
     except InvalidTransition as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
-    data = _switch_dict(state)
-    if reason:
-        data["unfreeze_reason"] = reason
-    emit(data, as_json)
+    click.echo(output)
 
 
 @killswitch.command("status")
@@ -114,16 +114,19 @@ def list_incidents(tenant_id, status_filter, limit, as_json):
     emit([_incident_dict(i) for i in rows], as_json, None if as_json else INCIDENT_COLUMNS)
 
 
-def _move_incident(incident_id, tenant_id, move):
-    """Load the tenant's incident, apply `move(driver, incident)` in one transaction."""
+def _move_incident(incident_id, tenant_id, move, as_json, columns):
+    """Load the tenant's incident, apply `move(driver, incident)` in one transaction and print
+    the moved incident (rendered before the COMMIT)."""
     incident = GuardReader(get_db()).get_incident(tenant_id, incident_id)
     if incident is None:
         raise CliError(f"incident {incident_id!r} not found for tenant {tenant_id!r}", EXIT_FAILED)
     try:
         with get_coordinator().transaction() as tx:
-            return move(GuardWriteDriver(tx), incident)
+            moved = move(GuardWriteDriver(tx), incident)
+            output = render(_incident_dict(moved), as_json, None if as_json else INCIDENT_COLUMNS + columns)
     except InvalidTransition as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
+    click.echo(output)
 
 
 @incidents.command("ack")
@@ -135,9 +138,8 @@ def ack(incident_id, tenant_id, as_json):
 
     Example: hoc-drivers incidents ack 3f2a9c... --tenant acme
     """
-    incident = _move_incident(incident_id, tenant_id,
-                              lambda driver, found: driver.acknowledge_incident(found))
-    emit(_incident_dict(incident), as_json, None if as_json else INCIDENT_COLUMNS + ["acknowledged_at"])
+    _move_incident(incident_id, tenant_id, lambda driver, found: driver.acknowledge_incident(found),
+                   as_json, ["acknowledged_at"])
 
 
 @incidents.command("resolve")
@@ -150,7 +152,5 @@ def resolve(incident_id, tenant_id, actor, as_json):
 
     Example: hoc-drivers incidents resolve 3f2a9c... --tenant acme --by oncall
     """
-    incident = _move_incident(incident_id, tenant_id,
-                              lambda driver, found: driver.resolve_incident(found, by=actor))
-    emit(_incident_dict(incident), as_json,
-         None if as_json else INCIDENT_COLUMNS + ["resolved_at", "duration_seconds", "resolved_by"])
+    _move_incident(incident_id, tenant_id, lambda driver, found: driver.resolve_incident(found, by=actor),
+                   as_json, ["resolved_at", "duration_seconds", "resolved_by"])

@@ -1,8 +1,8 @@
 """CLI: idempotency keys — check a key, claim a key for a new run (tenant required)."""
 import click
 
-from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, tenant_option,
-                     text_option)
+from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, render,
+                     tenant_option, text_option)
 from ..idempotency import (IdempotencyConflict, IdempotencyReader, IdempotencyWriter,
                            should_return_cached, validate_lookup)
 
@@ -53,6 +53,7 @@ def claim(key, tenant_id, agent_id, request_fingerprint, as_json):
     try:
         with get_coordinator().transaction() as tx:
             result = IdempotencyWriter(tx).claim_or_get(tenant_id, key, agent_id, request_fingerprint)
+            output = render(result.to_dict(), as_json)
     except IdempotencyConflict as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
-    emit(result.to_dict(), as_json)
+    click.echo(output)

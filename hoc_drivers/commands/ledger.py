@@ -3,7 +3,7 @@ import click
 
 from ..models.ledger import LEDGER_STATUSES
 from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, limit_option,
-                     parse_json_argument, text_option)
+                     parse_json_argument, render, text_option)
 
 _LIST_COLUMNS = ["artifact", "field", "signal_type", "seen_count", "status", "confidence",
                  "last_seen_at"]
@@ -36,15 +36,15 @@ def emit_command(artifact, signal_type, detected_by, field, evidence, confidence
         validate_signal(artifact, signal_type, evidence, detected_by, field, confidence)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    coordinator = get_coordinator()
-    with coordinator.transaction() as tx:
+    with get_coordinator().transaction() as tx:
         signal_id = emit_signal(tx, artifact, signal_type, evidence, detected_by, field=field,
                                 confidence=confidence, notes=notes)
-    if signal_id is None:
-        raise CliError("the signal could not be stored (see the log)", EXIT_FAILED)
-    row = next((s for s in get_signals(coordinator.db, artifact=artifact, signal_type=signal_type,
-                                       limit=None) if s["id"] == signal_id), {"id": signal_id})
-    emit(row, as_json, None if as_json else ["id", *_LIST_COLUMNS])
+        if signal_id is None:
+            raise CliError("the signal could not be stored (see the log)", EXIT_FAILED)
+        row = next((s for s in get_signals(tx.db, artifact=artifact, signal_type=signal_type,
+                                           limit=None) if s["id"] == signal_id), {"id": signal_id})
+        output = render(row, as_json, None if as_json else ["id", *_LIST_COLUMNS])
+    click.echo(output)
 
 
 @ledger.command("list")

@@ -5,7 +5,7 @@ from datetime import timedelta
 import click
 
 from .common import (EXIT_BLOCKED, CliError, emit, get_coordinator, get_db, json_option,
-                     parse_json_argument)
+                     parse_json_argument, render)
 from ..governance_signal_driver import (DECISIONS, SIGNAL_TYPES, GovernanceSignalReader,
                                         GovernanceSignalWriter, signal_to_dict, validate_scope,
                                         validate_signal)
@@ -78,7 +78,8 @@ def record(scope, signal_type, decision, recorded_by, reason, expires_in, constr
     with get_coordinator().transaction() as tx:
         signal = GovernanceSignalWriter(tx).record_signal(
             scope, signal_type, decision, recorded_by, reason, constraints, expires_at)
-    emit(signal_to_dict(signal), as_json)
+        output = render(signal_to_dict(signal), as_json)
+    click.echo(output)
 
 
 @signals.command("check")
@@ -119,7 +120,8 @@ def clear(scope, signal_type, cleared_by, reason, as_json):
     _validated(lambda: validate_signal(scope, signal_type, "CLEAN", cleared_by, reason))
     with get_coordinator().transaction() as tx:
         signal = GovernanceSignalWriter(tx).clear_signal(scope, signal_type, cleared_by, reason)
-    emit(signal_to_dict(signal), as_json)
+        output = render(signal_to_dict(signal), as_json)
+    click.echo(output)
 
 
 @signals.command("list")

@@ -3,15 +3,22 @@
 Every policy, top-level rule and nested rule (named `policy.rule`) becomes a `PolicyNode`.
 The checks of SPEC §12 run here, each failing with a located `PolicyCompileError`:
 duplicate names in a scope, names of builtins, undefined `rule X` references, priorities
-that are not integers, unreadable or cyclic imports, and routes to a node of a later phase.
+that are not integers, unreadable or cyclic imports, routes to a node of a later phase,
+calls to unknown functions or with the wrong number of arguments, and literal `matches()`
+patterns RE2 refuses (located at the pattern).
+
+Imports stay inside the importing file's folder and its subfolders: an absolute path, a
+path whose real location (symlinks resolved) is elsewhere, or a file not named `.plang`
+is refused before it is read, so no other file's content can reach an error message.
 """
+import difflib
 import os
 from dataclasses import dataclass, field, replace
 
 from .errors import PolicyCompileError
-from .functions import BUILTINS
+from .functions import BUILTINS, MAX_PATTERN_LENGTH, PatternError, compile_pattern
 from .grammar import parse
-from .nodes import (ActionItem, Declaration, Import, PriorityItem, RuleRef, When,
+from .nodes import (ActionItem, Call, Declaration, Import, Literal, PriorityItem, RuleRef, When,
                     expression_children)
 
 MAX_EXPRESSION_DEPTH = 100
@@ -112,8 +119,29 @@ class _SourceLoader:
     def _import(self, statement, file, directory):
         if not statement.path:
             raise _error("import path is empty", file, statement)
-        path = os.path.normpath(os.path.join(directory, statement.path))
-        self.load_file(path, file, statement)
+        refusal = _import_refusal(statement.path, directory)
+        if refusal:
+            raise _error(f"cannot import {statement.path!r}: {refusal}", file, statement)
+        self.load_file(os.path.normpath(os.path.join(directory, statement.path)), file, statement)
+
+
+def _import_refusal(target, directory):
+    """Why `import "target"` in a file of `directory` is refused (None when it is not).
+
+    Decided before the target is opened: its real path (symlinks resolved) must lie in
+    `directory` or below, and it must be a `.plang` file.
+    """
+    if "\0" in target:
+        return "the path holds a NUL character"
+    if os.path.isabs(target):
+        return "an import is a path relative to the importing file's folder"
+    real, root = os.path.realpath(os.path.join(directory, target)), os.path.realpath(directory)
+    if os.path.commonpath([real, root]) != root:
+        return ("it is outside the importing file's folder (imports stay in that folder and "
+                "its subfolders)")
+    if not real.endswith(".plang"):
+        return "not a .plang file"
+    return None
 
 
 def _read_source(path, importer, where):
@@ -165,13 +193,36 @@ def _priority(declaration, file):
         raise _error("priority is too large", file, last) from None
 
 
-def _check_depth(condition, file, item):
-    """Refuse expressions nested deeper than MAX_EXPRESSION_DEPTH (walked without recursion)."""
+def _check_call(call, file):
+    """Refuse an unknown function, a wrong number of arguments and a literal pattern RE2 refuses."""
+    entry = BUILTINS.get(call.function)
+    if entry is None:
+        close = difflib.get_close_matches(call.function, BUILTINS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise _error(f"unknown function {call.function!r}{hint}", file, call)
+    expected = entry[1]
+    if len(call.args) != expected:
+        raise _error(f"{call.function}() takes {expected} argument{'s' if expected > 1 else ''}, "
+                     f"not {len(call.args)}", file, call)
+    pattern = call.args[1] if call.function == "matches" else None
+    if (isinstance(pattern, Literal) and isinstance(pattern.value, str)
+            and len(pattern.value) <= MAX_PATTERN_LENGTH):
+        try:
+            compile_pattern(pattern.value)
+        except PatternError as error:
+            raise _error(str(error), file, pattern) from None
+
+
+def _check_condition(condition, file, item):
+    """Check every call of a condition and refuse nesting deeper than MAX_EXPRESSION_DEPTH
+    (walked without recursion)."""
     pending = [(condition, 1)]
     while pending:
         expression, depth = pending.pop()
         if depth > MAX_EXPRESSION_DEPTH:
             raise _error(f"expression nested deeper than {MAX_EXPRESSION_DEPTH} levels", file, item)
+        if isinstance(expression, Call):
+            _check_call(expression, file)
         pending.extend((child, depth + 1) for child in expression_children(expression))
 
 
@@ -207,7 +258,7 @@ class _ModuleBuilder:
                 body.append(replace(item, name=self._resolve(item, file, policy_name)))
             elif isinstance(item, (When, ActionItem)):
                 if isinstance(item, When):
-                    _check_depth(item.condition, file, item)
+                    _check_condition(item.condition, file, item)
                 action = item.action if isinstance(item, When) else item
                 routes.extend(self._route_edge(action, file, declaration))
                 body.append(item)

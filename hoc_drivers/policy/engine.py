@@ -3,13 +3,15 @@
 A node's body runs in order: `when C then A` yields A when C is truthy; a bare action
 yields itself; `rule X` evaluates X there and yields X's action if it has one. The first
 action reached is the node's result; reaching the end yields none. The context's top-level
-keys are the variables; it is only read, never written. Each node has its own step budget;
-any error (step limit, a rule that calls itself) fails closed: the result is DENY with the
-error recorded.
+keys are the variables; it is only read, never written. A variable or key the context does
+not have reads as null, and its dotted path (`request.text`) is recorded in the result's
+`missing`. Each node has its own step budget; any error (step limit, a rule that calls
+itself, a pattern RE2 refuses) fails closed: the result is DENY with the error recorded.
 """
 import hashlib
 from dataclasses import dataclass
 
+from .errors import PolicyRuntimeError
 from .functions import call_builtin, ordered, values_equal
 from .nodes import (ActionItem, ActionType, And, Attribute, Call, Compare, Literal, Not, Or,
                     RuleRef, Variable)
@@ -17,13 +19,10 @@ from .nodes import (ActionItem, ActionType, And, Attribute, Call, Compare, Liter
 DEFAULT_MAX_STEPS = 10_000
 
 
-class PolicyRuntimeError(Exception):
-    """An error while evaluating a node; the node's result becomes DENY."""
-
-
 @dataclass(frozen=True, slots=True)
 class NodeResult:
-    """What one node decided: its action and route target, steps used, and any error."""
+    """What one node decided: its action and route target, steps used, any error, and the
+    context paths it read but did not find (`missing`, in reading order)."""
 
     name: str
     category: object
@@ -31,6 +30,7 @@ class NodeResult:
     target: str | None
     steps: int
     error: str | None = None
+    missing: tuple = ()
 
     @property
     def success(self):
@@ -66,6 +66,7 @@ class _NodeEvaluation:
         self.max_steps = max_steps
         self.steps = 0
         self.calling = []
+        self.missing = {}          # dotted paths read but absent, in reading order
 
     def limit_exceeded(self):
         """The error raised when a step goes over the budget."""
@@ -109,11 +110,19 @@ class _NodeEvaluation:
         return expression.value
 
     def _variable(self, expression):
-        return self.context.get(expression.name)
+        if expression.name in self.context:
+            return self.context[expression.name]
+        self.missing[expression.name] = None
+        return None
 
     def _attribute(self, expression):
         target = self.evaluate(expression.target)
-        return target.get(expression.name) if isinstance(target, dict) else None
+        if isinstance(target, dict) and expression.name in target:
+            return target[expression.name]
+        path = _context_path(expression)
+        if path is not None:
+            self.missing[path] = None
+        return None
 
     def _call(self, expression):
         return call_builtin(expression.function, [self.evaluate(arg) for arg in expression.args])
@@ -135,6 +144,18 @@ class _NodeEvaluation:
 
     def _not(self, expression):
         return not self.evaluate(expression.operand)
+
+
+def _context_path(expression):
+    """`a.b.c` for an attribute chain that starts at a variable, else None (`lower(a).b`)."""
+    names = []
+    while type(expression) is Attribute:
+        names.append(expression.name)
+        expression = expression.target
+    if type(expression) is not Variable:
+        return None
+    names.append(expression.name)
+    return ".".join(reversed(names))
 
 
 _EVALUATORS = {Literal: _NodeEvaluation._literal, Variable: _NodeEvaluation._variable,
@@ -161,7 +182,7 @@ class DeterministicEngine:
             message = (str(error) if isinstance(error, PolicyRuntimeError)
                        else f"{type(error).__name__}: {error}")
             return NodeResult(name, node.category if node else None, ActionType.DENY, None,
-                              evaluation.steps, message)
-        if item is None:
-            return NodeResult(name, node.category, None, None, evaluation.steps)
-        return NodeResult(name, node.category, item.action, item.target, evaluation.steps)
+                              evaluation.steps, message, tuple(evaluation.missing))
+        action, target = (item.action, item.target) if item is not None else (None, None)
+        return NodeResult(name, node.category, action, target, evaluation.steps,
+                          missing=tuple(evaluation.missing))

@@ -33,3 +33,7 @@ class PolicyCycleError(PolicyCompileError):
     def __init__(self, message, file="<string>", line=1, column=1, cycle=()):
         super().__init__(message, file, line, column)
         self.cycle = tuple(cycle)
+
+
+class PolicyRuntimeError(Exception):
+    """An error while evaluating a node; the node's result becomes DENY with this message."""

@@ -1,11 +1,20 @@
 """Value semantics and the builtin functions of PLang v2.0 (SPEC §12).
 
-Values are JSON values: None (null), bool, int, float, str, list, dict. Nothing here raises
-on a value: a comparison that makes no sense is false and a builtin called with the wrong
-types or number of arguments yields None.
+Values are JSON values: None (null), bool, int, float, str, list, dict. A comparison that
+makes no sense is false and a builtin called with the wrong types yields None (the compiler
+refuses unknown functions and wrong numbers of arguments; `call_builtin` yields None for
+them). The one thing that raises on a value is `matches()` given a pattern RE2 refuses
+(`PatternError`), so that its node fails closed.
+
+`matches()` runs RE2 (google-re2, the engine behind OPA's Go regexp family): no backtracking,
+so a search takes time linear in the input (at most 1,024 characters) whatever the pattern
+(at most 128 characters); nested quantifiers run as written.
 """
-import re
 from functools import lru_cache
+
+import re2
+
+from .errors import PolicyRuntimeError
 
 MAX_PATTERN_LENGTH = 128
 MAX_MATCH_INPUT_LENGTH = 1024
@@ -83,99 +92,40 @@ def _is_empty(value):
     return len(value) == 0 if isinstance(value, (str, list, dict)) else None
 
 
-_BRACE_QUANTIFIER = re.compile(r"\{[0-9]*(,[0-9]*)?\}")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False      # RE2 would print refused patterns on stderr
+_RE2_OPTIONS.never_capture = True    # a yes/no answer needs no submatches
 
 
-def _quantifier_length(pattern, position):
-    """Length of the quantifier starting at `position` (0 when there is none)."""
-    character = pattern[position:position + 1]
-    if character in ("*", "+", "?"):
-        return 1
-    if character == "{":
-        found = _BRACE_QUANTIFIER.match(pattern, position)
-        return len(found.group()) if found else 0
-    return 0
-
-
-def _skip_character_class(pattern, position):
-    """Index just after the `[...]` class that starts at `position`."""
-    position += 1
-    if pattern[position:position + 1] == "^":
-        position += 1
-    if pattern[position:position + 1] == "]":
-        position += 1
-    while position < len(pattern) and pattern[position] != "]":
-        position += 2 if pattern[position] == "\\" else 1
-    return position + 1
-
-
-def is_dangerous_pattern(pattern):
-    """True when `pattern` has a backreference or a repeated group holding a quantifier.
-
-    Those are the shapes that make a backtracking engine take exponential time, like
-    `(a+)+` or `(\\w+\\s?)*`; `ab*ab*` and `(ab|cd)+` are fine.
-    """
-    # One flag per open group: does it contain a quantifier so far?
-    quantified = [False]
-    position = 0
-    while position < len(pattern):
-        character = pattern[position]
-        if character == "\\":
-            if pattern[position + 1:position + 2] in tuple("123456789"):
-                return True
-            position += 2
-            continue
-        if character == "[":
-            position = _skip_character_class(pattern, position)
-            continue
-        if character == "(":
-            if pattern.startswith(("(?P=", "(?("), position):
-                return True
-            quantified.append(False)
-            position += 2 if pattern[position + 1:position + 2] == "?" else 1
-            continue
-        if character == ")" and len(quantified) > 1:
-            inner = quantified.pop()
-            position += 1
-            length = _quantifier_length(pattern, position)
-            if inner and length and pattern[position] != "?":
-                return True
-            quantified[-1] = quantified[-1] or inner or bool(length)
-            position += length
-            continue
-        length = _quantifier_length(pattern, position)
-        if length:
-            quantified[-1] = True
-            position += length
-            continue
-        position += 1
-    return False
+class PatternError(PolicyRuntimeError):
+    """A `matches()` pattern RE2 refuses: a compile error when written in the policy, a node
+    error (DENY) when it comes from the context."""
 
 
 @lru_cache(maxsize=256)
-def _compiled(pattern):
-    """The compiled pattern, or None when it is refused or does not compile."""
-    if is_dangerous_pattern(pattern):
-        return None
+def compile_pattern(pattern):
+    """`pattern` compiled by RE2; `PatternError` when RE2 cannot compile it (backreferences,
+    look-arounds, bad syntax, a program over RE2's memory budget)."""
     try:
-        return re.compile(pattern)
-    except (re.error, RecursionError, OverflowError):
-        return None
+        return re2.compile(pattern.encode("utf-8", "surrogatepass"), _RE2_OPTIONS)
+    except re2.error as error:
+        reason = error.args[0]      # RE2's message: bytes in google-re2 1.1
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise PatternError(f"matches(): RE2 cannot compile {pattern!r}: {reason}") from None
 
 
 def safe_matches(text, pattern):
-    """`matches(s, pattern)`: an unanchored regex search with guards.
+    """`matches(s, pattern)`: an unanchored search by RE2, in time linear in the input.
 
-    Refused (false): a pattern over 128 characters, an input over 1,024 characters, a
-    pattern with a backreference or nested quantifiers, or one that does not compile.
-    Not two strings: null.
+    False for a pattern over 128 characters or an input over 1,024 characters; null when
+    either is not a string; `PatternError` for a pattern RE2 refuses (see `compile_pattern`).
     """
     if not (isinstance(text, str) and isinstance(pattern, str)):
         return None
     if len(pattern) > MAX_PATTERN_LENGTH or len(text) > MAX_MATCH_INPUT_LENGTH:
         return False
-    compiled = _compiled(pattern)
-    return compiled is not None and compiled.search(text) is not None
+    return compile_pattern(pattern).search(text.encode("utf-8", "surrogatepass")) is not None
 
 
 # name -> (function, number of arguments)

@@ -74,11 +74,12 @@ COMMENT: /#[^\n]*/
 _TERMINAL_NAMES = {"IDENT": "a name", "NUMBER": "a number", "STRING": "a string",
                    "COMP_OP": "a comparison operator", "$END": "end of input"}
 _TOKEN_KINDS = {"IDENT": "name", "NUMBER": "number", "STRING": "string"}
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 
 
 def unescape(body):
-    """The value of a string literal's body: `\\n \\t \\r` are control characters, `\\x` is x."""
+    """The value of a string literal's body: `\\n \\t \\r` are control characters, `\\"` and
+    `\\\\` are `"` and `\\`; a backslash before any other character is kept (`\\d` stays `\\d`)."""
     if "\\" not in body:
         return body
     characters, position = [], 0
@@ -86,7 +87,7 @@ def unescape(body):
         character = body[position]
         if character == "\\" and position + 1 < len(body):
             position += 1
-            character = _ESCAPES.get(body[position], body[position])
+            character = _ESCAPES.get(body[position], "\\" + body[position])
         characters.append(character)
         position += 1
     return "".join(characters)
@@ -153,7 +154,7 @@ class _SyntaxBuilder(Transformer):
             raise _NumberTooLong(token) from None
 
     def string(self, token):
-        return Literal(unescape(token[1:-1]))
+        return Literal(unescape(token[1:-1]), token.line, token.column)
 
     def true(self):
         return Literal(True)
@@ -165,13 +166,13 @@ class _SyntaxBuilder(Transformer):
         return Variable(str(name))
 
     def call(self, name, arguments):
-        return Call(str(name), arguments)
+        return Call(str(name), arguments, name.line, name.column)
 
     def attribute(self, target, name):
         return Attribute(target, str(name))
 
     def method_call(self, target, name, arguments):
-        return Call(str(name), (target, *arguments))
+        return Call(str(name), (target, *arguments), name.line, name.column)
 
     def arguments(self, *expressions):
         return expressions

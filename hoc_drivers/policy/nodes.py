@@ -1,9 +1,11 @@
 """The PLang v2.0 syntax tree, its categories and its actions.
 
 The parser builds these nodes; the compiler checks them and keeps the ones that run.
-Positions are 1-based lines and columns of the token that starts the construct.
+Positions are 1-based lines and columns of the token that starts the construct; among
+expressions only string literals and calls carry one (0 when built by hand), and it takes no
+part in equality.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -62,9 +64,11 @@ _PRECEDENCE = {ActionType.DENY: 100, ActionType.ESCALATE: 80, ActionType.ROUTE: 
 
 @dataclass(frozen=True, slots=True)
 class Literal:
-    """A number, string, `true` or `false`."""
+    """A number, string, `true` or `false`; a string knows where it is written."""
 
     value: object
+    line: int = field(default=0, compare=False)
+    column: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +88,12 @@ class Attribute:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """`function(args...)`; `x.f(a)` is `f(x, a)`."""
+    """`function(args...)`; `x.f(a)` is `f(x, a)`; the position is the function name's."""
 
     function: str
     args: tuple
+    line: int = field(default=0, compare=False)
+    column: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
