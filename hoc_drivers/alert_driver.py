@@ -14,6 +14,14 @@ The queue is shared by every tenant (an alert raised by a circuit breaker has no
 enqueueing and marking an incident take a tenant. What the writer changes it notes on the
 transaction: `AlertQueued()` when it queues or revives alerts (a serving sender wakes after
 COMMIT), `GuardStateChanged(tenant)` when it marks an incident alert-sent.
+
+**(ours)** The incident an alert names is a governance incident: table `incidents`, the one
+incident table of this edition (run failures, cost anomalies and kill-switch incidents, SPEC
+§0–§2). `mark_incident_alert_sent` sets its `alert_sent` and `alert_sent_at`, so the guard
+console shows that the alert went out. The server edition marks the incident of its CostSim
+circuit breaker (`costsim_cb_incidents`); this edition has no circuit breaker and no such table.
+
+`get_alert_driver(tx)` is the seed's name for `AlertDriver(tx)`.
 """
 import json
 from datetime import timedelta
@@ -29,7 +37,7 @@ from .validation import optional_text, require_database, require_int, require_li
 ACCESS = "READ+WRITE"
 
 __all__ = ["AlertQueueReader", "AlertQueueWriter", "AlertDriver", "DEFAULT_LEASE_SECONDS", "PURGE_STEP",
-           "delete_old_alerts"]
+           "delete_old_alerts", "get_alert_driver"]
 
 DEFAULT_LEASE_SECONDS = 300
 PURGE_STEP = 1000  # alerts `delete_old_alerts` deletes per transaction
@@ -242,8 +250,9 @@ class AlertQueueWriter:
              "last_attempt_at": last_attempt_at, "last_error": last_error or alert.last_error})
 
     def mark_incident_alert_sent(self, tenant_id, incident_id, sent_at):
-        """Set alert_sent / alert_sent_at on incident `incident_id` of tenant `tenant_id` (None:
-        the alert had no tenant, so of whichever tenant it is); returns the row count."""
+        """Set alert_sent / alert_sent_at on governance incident `incident_id` (table
+        `incidents`) of tenant `tenant_id` (None: the alert had no tenant, so of whichever
+        tenant it is); returns the row count (0 when there is no such incident)."""
         self.tx.require_open()
         condition = Incident.id == incident_id
         if optional_text(tenant_id, "tenant_id") is not None:
@@ -294,6 +303,11 @@ class AlertDriver(AlertQueueWriter, AlertQueueReader):
     def __init__(self, tx):
         super().__init__(tx)
         self.db = self.tx.db  # what the reads run on
+
+
+def get_alert_driver(tx):
+    """The seed's name for the alert driver: an `AlertDriver` on transaction `tx`."""
+    return AlertDriver(tx)
 
 
 def delete_old_alerts(coordinator, cutoff, statuses, step=PURGE_STEP, on_step=None):

@@ -1,13 +1,13 @@
 """Alert Emitter: near-threshold and breach alerts through UI, webhook, Slack and e-mail.
 
-`AlertEmitter(tx)` works inside the caller's coordinator transaction and never commits;
-`emit(signal, config)` decides from the signal whether it calls for an alert (a breach, or a
-near signal from the config's near threshold on). The UI channel writes a `notifications`
-row. The network channels (webhook, Slack, e-mail) are written to the alert queue in the same
-transaction and delivered after commit by the alert sender, with retry and backoff: an alert
-raised while offline goes out when the network returns, a crash loses none, and a rolled-back
-transaction sends nothing. A queued network channel counts as sent (the queue guarantees
-delivery or a visible failure).
+`AlertEmitter(tx)` (the server edition's name: `get_alert_emitter(tx)`) works inside the
+caller's coordinator transaction and never commits; `emit(signal, config)` decides from the
+signal whether it calls for an alert (a breach, or a near signal from the config's near
+threshold on). The UI channel writes a `notifications` row. The network channels (webhook,
+Slack, e-mail) are written to the alert queue in the same transaction and delivered after
+commit by the alert sender, with retry and backoff: an alert raised while offline goes out when
+the network returns, a crash loses none, and a rolled-back transaction sends nothing. A queued
+network channel counts as sent (the queue guarantees delivery or a visible failure).
 
 Webhook bodies are signed, not accompanied by the secret: when a secret is set the queued
 request carries `X-Signature: sha256=<HMAC-SHA256 of the exact body, hex>` and the secret
@@ -34,7 +34,7 @@ from .validation import require_text, require_transaction
 ACCESS = "WRITE"
 
 __all__ = ["AlertChannel", "AlertConfig", "ThresholdSignal", "AlertEmitter", "SIGNATURE_HEADER",
-           "sign_body", "validate_http_url", "validate_email_address"]
+           "get_alert_emitter", "sign_body", "validate_http_url", "validate_email_address"]
 
 log = logging.getLogger(__name__)
 
@@ -400,6 +400,11 @@ class AlertEmitter:
                    "body": "\n".join(lines) + "\n"}
         self._queue(signal, breach, "email", payload,
                     {"recipients": list(config.email_recipients)}, now)
+
+
+def get_alert_emitter(tx, clock=utcnow):
+    """The seed's name for an emitter: an `AlertEmitter` on transaction `tx`."""
+    return AlertEmitter(tx, clock)
 
 
 def _label(breach):

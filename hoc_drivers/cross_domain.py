@@ -7,6 +7,10 @@ so a `GovernanceError` that the caller lets propagate rolls its whole transactio
 transaction that has ended raises `CommitForbidden`; anything but a transaction, `TypeError`. A new
 incident notes `GuardStateChanged(tenant)` on the transaction: guard caches drop the tenant
 after COMMIT. `table_exists(db, name)` is the one reader.
+
+A cost-anomaly incident carries the overage twice, as the server edition: `cost_delta_cents`
+(current - expected, in cents) and `cost_impact` (the overage / 100, in currency units with
+two decimals: 5000 cents -> 50.00, -50 -> -0.50).
 """
 import logging
 from decimal import Decimal, InvalidOperation
@@ -28,6 +32,7 @@ ANOMALY_SEVERITY_MAP = {"CRITICAL": "critical", "HIGH": "high", "MEDIUM": "mediu
 ANOMALY_TRIGGER_TYPE_MAP = {"BUDGET_EXCEEDED": "budget_breach", "USER_SPIKE": "cost_spike",
                             "TENANT_SPIKE": "cost_spike", "DRIFT": "cost_drift"}
 DEFAULT_TRIGGER_TYPE = "cost_anomaly"
+CENT = Decimal("0.01")
 
 
 class GovernanceError(Exception):
@@ -69,7 +74,7 @@ class _Mandatory:
 # Built once (Peewee's SQL generation costs more than the INSERT itself); values bound per call.
 _INSERT_ANOMALY_INCIDENT = PreparedInsert(Incident, (
     "id", "tenant_id", "anomaly_id", "title", "severity", "status", "trigger_type",
-    "trigger_value", "cost_delta_cents", "source_type", "category", "description",
+    "trigger_value", "cost_delta_cents", "cost_impact", "source_type", "category", "description",
     "impact_scope", "affected_agent_id", "affected_count", "cause_type", "lifecycle_state",
     "domain", "started_at", "created_at", "updated_at"),
     conflict_target=(Incident.tenant_id, Incident.anomaly_id), returning=Incident.id)
@@ -97,7 +102,8 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
 
     Calling again with the same (tenant_id, anomaly_id) returns the existing incident's id
     and writes nothing. A new incident notes `GuardStateChanged(tenant_id)` on `tx`.
-    An unknown severity is stored as "medium" (SPEC §1); amounts are whole cents.
+    An unknown severity is stored as "medium" (SPEC §1); amounts are whole cents; the overage
+    is stored as `cost_delta_cents` and, in currency units with two decimals, as `cost_impact`.
     Raises GovernanceError (domain "Analytics") on any failure, bad input included.
     """
     require_transaction(tx)
@@ -125,6 +131,7 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
             "severity": ANOMALY_SEVERITY_MAP.get(severity.upper(), "medium"), "status": "open",
             "trigger_type": ANOMALY_TRIGGER_TYPE_MAP.get(anomaly_type, DEFAULT_TRIGGER_TYPE),
             "trigger_value": str(overage), "cost_delta_cents": Decimal(str(overage)),
+            "cost_impact": (Decimal(str(overage)) / 100).quantize(CENT),
             "source_type": "cost_anomaly", "category": "COST_ANOMALY", "description": description,
             "impact_scope": entity_type or "tenant",
             "affected_agent_id": entity_id if entity_type == "agent" else None,

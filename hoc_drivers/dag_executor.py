@@ -10,6 +10,15 @@ is in the trace. The trace lists the context paths the executed nodes read but d
 run in a thread pool; the trace is the same as when they run one by one. This module never
 touches the database.
 
+The trace's counters, as the server edition's `ExecutionTrace.to_dict`: `total_steps` is the
+sum, over the executed stages, of each stage's longest node (the steps a stage takes when its
+nodes run side by side; each node's own steps are in its result); `intents_count` is how many
+intents the executed nodes emitted: one for each node that ran without error and decided an
+action. **(ours)** Every decided action is an intent (deny, escalate, route, allow); the server
+edition counts only the intents its M19 validator let through (without one, only ALLOW
+intents), and its one-node stages count again the steps of every earlier stage (one counter
+shared along the run); here each node has its own step count.
+
     module = compile_file("fixtures/policies/main.plang")
     trace = DAGExecutor().execute(module, {"user": {"id": "u1", "role": "analyst"}})
     trace.final_action, trace.to_dict()
@@ -57,6 +66,16 @@ class StageResult:
         return decisive.action if decisive else None
 
     @property
+    def steps(self):
+        """The steps of the stage's longest node (0 for a stage without nodes)."""
+        return max((result.steps for result in self.results), default=0)
+
+    @property
+    def intents_count(self):
+        """How many of the stage's nodes ran without error and decided an action."""
+        return sum(1 for result in self.results if result.success and result.action is not None)
+
+    @property
     def success(self):
         """True when every node of the stage ran without error."""
         return all(result.success for result in self.results)
@@ -85,6 +104,7 @@ class ExecutionTrace:
     decided_by: str | None
     final_target: str | None
     total_steps: int
+    intents_count: int
     safety_passed: int
     privacy_passed: int
     operational_passed: int
@@ -99,6 +119,7 @@ class ExecutionTrace:
             "final_action": self.final_action.value,
             "final_target": self.final_target,
             "decided_by": self.decided_by,
+            "intents_count": self.intents_count,
             "total_steps": self.total_steps,
             "governance_summary": {"safety_passed": self.safety_passed,
                                    "privacy_passed": self.privacy_passed,
@@ -135,7 +156,8 @@ def _build_trace(identifier, plan, stages):
         final_action=decisive.action if decisive else ActionType.ALLOW,
         decided_by=decisive.name if decisive else None,
         final_target=decisive.target if decisive else None,
-        total_steps=sum(result.steps for result in executed),
+        total_steps=sum(stage.steps for stage in stages),
+        intents_count=sum(stage.intents_count for stage in stages),
         safety_passed=passed[Category.SAFETY], privacy_passed=passed[Category.PRIVACY],
         operational_passed=passed[Category.OPERATIONAL], missing_context=missing_paths(executed))
 

@@ -121,8 +121,6 @@ class DecisionRecord:
 
 
 # Writing inside the caller's transaction
-
-
 def write_non_blocking(tx, statement, failure, description, logger=log):
     """Run `statement(tx.db)` without ever failing `tx`: a storage failure is logged (as
     `description`) and gives `failure`. Never commits.
@@ -216,6 +214,11 @@ class DecisionRecordService:
         return _append(self.tx, record, idempotency_key)
 
 
+def get_decision_service(tx):
+    """The seed's name for the decision sink: a `DecisionRecordService` on transaction `tx`."""
+    return DecisionRecordService(tx)
+
+
 class DecisionRecordReader:
     """Reads decision records, always filtered by tenant."""
 
@@ -269,8 +272,6 @@ def backfill_run_id_for_request(tx, tenant_id, request_id, run_id):
 
 
 # CARE kill switch (system-wide) and signal guard
-
-
 def _set_kill_switch(tx, active):
     """Store the kill switch (raises on a storage failure: an operator must know it failed)."""
     DecisionSetting.insert(key=CARE_KILL_SWITCH_KEY, value=active, updated_at=utcnow()) \
@@ -308,8 +309,6 @@ def check_signal_access(signal_name):
 
 # Emitters: each returns the record it built (written or, on a storage failure, not); the
 # once-only ones return None when their rule or their key says not to emit.
-
-
 def _emit(tx, tenant_id, decision_type, outcome, reason, inputs, details, once_per=None, **fields):
     """Append the system's record of `decision_type` in the checked transaction `tx` and return
     it. With `once_per` (what identifies it besides type and tenant) a repeat writes nothing and

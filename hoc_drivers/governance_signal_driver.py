@@ -9,10 +9,11 @@ A signal expiring exactly now is expired. Signals are keyed by scope, which may 
 tenant, a session, a PR or a file path (the table has no tenant column, as SPEC §6 says).
 
 `GovernanceSignalReader(db)` only SELECTs; `GovernanceSignalWriter(tx)` writes inside the
-caller's coordinator transaction and never commits. The scope plays the tenant's role: it is
-the first argument of every read and write. A recorded signal notes `GuardStateChanged(scope)`
-on the transaction, since a scope naming a tenant changes that tenant's guard status. Both
-take `clock=` (aware UTC now) for exact tests.
+caller's coordinator transaction and never commits; `GovernanceSignalService(tx)`, the server
+edition's name, is both on the transaction's database (its reads see its own writes). The scope
+plays the tenant's role: it is the first argument of every read and write. A recorded signal
+notes `GuardStateChanged(scope)` on the transaction, since a scope naming a tenant changes that
+tenant's guard status. All three take `clock=` (aware UTC now) for exact tests.
 """
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,9 +26,9 @@ from .validation import require_database, require_json_object, require_text, req
 ACCESS = "READ+WRITE"
 
 __all__ = ["DECISIONS", "SIGNAL_TYPES", "GovernanceCheckResult", "GovernanceSignal",
-           "GovernanceSignalReader", "GovernanceSignalWriter", "check_governance_status",
-           "is_governance_blocked", "record_governance_signal", "signal_to_dict",
-           "validate_scope", "validate_signal"]
+           "GovernanceSignalReader", "GovernanceSignalWriter", "GovernanceSignalService",
+           "check_governance_status", "is_governance_blocked", "record_governance_signal",
+           "signal_to_dict", "validate_scope", "validate_signal"]
 
 MAX_SCOPE_LENGTH = 500
 MAX_RECORDED_BY_LENGTH = 100
@@ -204,6 +205,17 @@ class GovernanceSignalWriter:
         """Record a CLEAN signal (no constraints, no expiry); reason defaults to 'Cleared by X'."""
         return self.record_signal(scope, signal_type, "CLEAN", cleared_by,
                                   reason=reason if reason is not None else f"Cleared by {cleared_by}")
+
+
+class GovernanceSignalService(GovernanceSignalWriter, GovernanceSignalReader):
+    """The seed's one-object service: `GovernanceSignalService(tx)` records, clears and reads
+    signals on the transaction's database."""
+
+    ACCESS = "READ+WRITE"
+
+    def __init__(self, tx, clock=utcnow):
+        super().__init__(tx, clock)
+        self.db = self.tx.db  # what the reads run on
 
 
 def check_governance_status(db, scope, signal_type=None, clock=utcnow):

@@ -8,8 +8,9 @@ immutable values with `dict.copy`, anything else by pickling): a caller mutating
 back never changes the cache.
 
 A cache serves one database (`serve(db)`; `get_guard_cache(db)` keeps one per database file),
-so two databases with the same tenant id never see each other's entries. Writers never call
-the cache: they note `GuardStateChanged(tenant)` (or `GuardStateChanged(tenant, SNAPSHOT)`) on
+so two databases with the same tenant id never see each other's entries (the server edition's
+`GuardCache.get_instance(db)` is the same per-database cache). Writers never call the cache:
+they note `GuardStateChanged(tenant)` (or `GuardStateChanged(tenant, SNAPSHOT)`) on
 their transaction, and a serving cache, subscribed to that fact for its database file, drops
 the tenant's entries (or that one entry) after a COMMIT on any connection to the file in this
 process; a rollback invalidates nothing. A reader that computes a value from the database
@@ -120,6 +121,11 @@ class GuardCache:
         self._generations = {}
         self._timer = timer
         self._cache = _TenantIndexedCache(maxsize, self._forget_key)
+
+    @classmethod
+    def get_instance(cls, db):
+        """The cache of database `db`, as `get_guard_cache(db)` returns it."""
+        return get_guard_cache(db)
 
     def serve(self, db):
         """Make this the cache of database `db`: from now on it subscribes to `GuardStateChanged`

@@ -4,10 +4,13 @@ A client sends an idempotency key with a request; the key is unique per tenant (
 runs (tenant_id, idempotency_key)), and every lookup needs the tenant.
 
 Expiry rule: a key is valid for `IDEMPOTENCY_TTL_SECONDS` (env, default 86,400) from its
-run's `created_at`, and expired from the moment its age reaches the TTL: `age >= ttl`. At
-exactly the TTL it is expired — the same "a deadline reached is passed" rule as governance
-signals (the server edition expired it only one step later, at `age > ttl`). A run created in
-the future (clock skew) is not expired.
+run's `created_at`: valid while its age is below the TTL, expired from the moment its age
+reaches it (`age >= ttl`; at created_at + TTL - 1 µs valid, at exactly created_at + TTL
+expired). **(ours)** The server edition expires a key one step later, only when its age is
+over the TTL (`age > ttl`, so a key exactly TTL old is still valid there); here a deadline
+reached is a deadline passed, the rule of a governance signal expiring exactly now (SPEC §6)
+and of an alert due at its `next_attempt_at` (SPEC §4). The lookup and the claim use this one
+rule. A run created in the future (clock skew) is not expired.
 
 `claim_or_get` makes one run per (tenant, key) even under concurrency: it INSERTs with
 ON CONFLICT DO NOTHING on the unique index inside the caller's BEGIN IMMEDIATE transaction,

@@ -4,13 +4,16 @@ A passive notebook of curiosity ("operators keep querying prediction_events"): e
 of one key (artifact, field, signal_type; a missing field counts as one value) is one row
 whose `seen_count` grows. `emit_signal(tx, ...)` is one upsert statement in the caller's
 transaction, with no savepoint (`decisions.write_non_blocking`: SQLite's statement journal
-undoes a failing statement and keeps the transaction open); `get_signals(db, ...)` reads. The
+undoes a failing statement and keeps the transaction open); `get_signals(db, ...)` reads.
+`DiscoverySignal` is the server edition's checked signal input: `emit_signal` builds one from its
+arguments, and `emit_signal(tx, **signal.to_dict())` records a signal built beforehand. The
 ledger is system-wide (no tenant): it describes our own artifacts, not customer data. Nothing
 depends on it, so a storage failure is logged and never raised into the caller; invalid input
 is a `ValueError`.
 """
 import logging
 import os
+from dataclasses import asdict, dataclass
 from numbers import Real
 
 from peewee import EXCLUDED, SQL, fn
@@ -77,6 +80,30 @@ def validate_signal(artifact, signal_type, evidence, detected_by, field=None, co
     return _unit_interval(confidence, "confidence")
 
 
+@dataclass
+class DiscoverySignal:
+    """One signal to record, checked when built (`validate_signal`; confidence a float in 0..1).
+
+    The server edition's model holds confidence as a Decimal; here it is the float the ledger stores.
+    """
+
+    artifact: str
+    signal_type: str
+    evidence: dict
+    detected_by: str
+    field: str | None = None
+    confidence: float | None = None
+    notes: str | None = None
+
+    def __post_init__(self):
+        self.confidence = validate_signal(self.artifact, self.signal_type, self.evidence, self.detected_by,
+                                          self.field, self.confidence)
+
+    def to_dict(self):
+        """The signal's fields by name: `emit_signal`'s keyword arguments."""
+        return asdict(self)
+
+
 def emit_signal(tx, artifact, signal_type, evidence, detected_by, field=None, confidence=None,
                 notes=None, phase=None, environment=None):
     """Record a discovery signal in `tx`; returns the id of its (new or aggregated) row, None on
@@ -88,16 +115,14 @@ def emit_signal(tx, artifact, signal_type, evidence, detected_by, field=None, co
     phase / environment default to $AOS_PHASE ("C") / $AOS_ENVIRONMENT ("local").
     """
     require_transaction(tx)
-    confidence = validate_signal(artifact, signal_type, evidence, detected_by, field, confidence)
+    signal = DiscoverySignal(artifact, signal_type, evidence, detected_by, field, confidence, notes)
     now = utcnow()
     row = {
-        "id": new_id(), "artifact": artifact, "field": field, "signal_type": signal_type,
-        "evidence": evidence, "confidence": confidence, "detected_by": detected_by,
+        "id": new_id(), **signal.to_dict(),
         "phase": os.environ.get(PHASE_ENV, DEFAULT_PHASE) if phase is None else phase,
         "environment": (os.environ.get(ENVIRONMENT_ENV, DEFAULT_ENVIRONMENT)
                         if environment is None else environment),
-        "notes": notes, "status": "observed", "seen_count": 1,
-        "first_seen_at": now, "last_seen_at": now}
+        "status": "observed", "seen_count": 1, "first_seen_at": now, "last_seen_at": now}
     statement = _UPSERT_WITHOUT_FIELD if field is None else _UPSERT_WITH_FIELD
     return write_non_blocking(tx, lambda db: statement.execute(db, row).fetchone()[0], None,
                               f"discovery signal {artifact}/{field}/{signal_type}", log)

@@ -2,7 +2,8 @@
 
 The expected schema is what Peewee itself creates for the models (built in a private
 in-memory database); both sides are read with Peewee's own introspection
-(`get_tables`, `get_columns`, `get_primary_keys`, `get_indexes`) and compared. Triggers, which
+(`get_tables`, `get_columns`, `get_primary_keys`, `get_indexes`) and compared, column
+defaults (the text of each DEFAULT clause) included. Triggers, which
 Peewee does not model, are declared on the model (`TRIGGERS`: name -> CREATE statement) and
 compared with `sqlite_master`.
 
@@ -13,7 +14,7 @@ runs SQLite's own `quick_check` / `integrity_check` and reports corruption.
 """
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from peewee import DatabaseError, SqliteDatabase
@@ -40,7 +41,8 @@ class ParityIssue:
     """One difference between the models and the database."""
 
     # TABLE_MISSING, COLUMN_MISSING, COLUMN_TYPE, COLUMN_NULL, PRIMARY_KEY, INDEX, TRIGGER,
-    # COLUMN_EXTRA (a warning), INTEGRITY (table "database": the file is corrupt)
+    # COLUMN_EXTRA and COLUMN_DEFAULT (warnings; errors in the cost tables), INTEGRITY (table
+    # "database": the file is corrupt)
     kind: str
     table: str
     detail: str
@@ -64,8 +66,9 @@ def _predicate(sql):
 
 
 def _introspect(db, table):
-    """(columns {name: (type, null)}, primary key list, indexes {(columns, unique, where): name})."""
-    columns = {c.name: (c.data_type.upper(), c.null) for c in db.get_columns(table)}
+    """(columns {name: (type, null, default)}, primary key list,
+    indexes {(columns, unique, where): name}); a default is its DEFAULT clause's text or None."""
+    columns = {c.name: (c.data_type.upper(), c.null, c.default) for c in db.get_columns(table)}
     indexes = {(tuple(i.columns), i.unique, _predicate(i.sql)): i.name
                for i in db.get_indexes(table)}
     return columns, db.get_primary_keys(table), indexes
@@ -145,17 +148,20 @@ def compare_schema(db, models=None):
             issues.append(ParityIssue("TABLE_MISSING", table, "table does not exist"))
             continue
         actual_columns, actual_pk, actual_indexes = _introspect(db, table)
-        for name, (data_type, null) in columns.items():
+        for name, (data_type, null, default) in columns.items():
             if name not in actual_columns:
                 issues.append(ParityIssue("COLUMN_MISSING", table, f"column {name} is missing"))
                 continue
-            actual_type, actual_null = actual_columns[name]
+            actual_type, actual_null, actual_default = actual_columns[name]
             if actual_type != data_type:
                 issues.append(ParityIssue("COLUMN_TYPE", table,
                                           f"column {name} is {actual_type}, expected {data_type}"))
             if actual_null != null:
                 want = "NULL" if null else "NOT NULL"
                 issues.append(ParityIssue("COLUMN_NULL", table, f"column {name} should be {want}"))
+            if actual_default != default:
+                issues.append(ParityIssue("COLUMN_DEFAULT", table, f"column {name} has default "
+                                          f"{actual_default}, expected {default}", is_error=False))
         if actual_pk != primary_key:
             issues.append(ParityIssue("PRIMARY_KEY", table,
                                       f"primary key is {actual_pk}, expected {primary_key}"))
@@ -179,13 +185,19 @@ def check_schema_parity(db, models=None, hard_fail=True):
     return not errors, errors
 
 
+def _strict_in_cost_tables(issues):
+    """`issues`, each one on an M26 cost table made an error (those tables must match exactly)."""
+    return [replace(i, is_error=True) if i.table in M26_COST_TABLES else i for i in issues]
+
+
 def check_m26_cost_tables(db):
-    """The five M26 cost tables must match exactly (an extra column too); raises SchemaParityError."""
+    """The five M26 cost tables must match exactly (an extra column or a different default
+    too: every difference is an error); raises SchemaParityError."""
     cost_models = [m for m in ALL_MODELS if m._meta.table_name in M26_COST_TABLES]
     declared = {m._meta.table_name for m in cost_models}
     undeclared = [ParityIssue("TABLE_MISSING", t, "no model declares this table")
                   for t in M26_COST_TABLES if t not in declared]
-    errors = undeclared + compare_schema(db, cost_models)
+    errors = undeclared + _strict_in_cost_tables(compare_schema(db, cost_models))
     if errors:
         raise SchemaParityError(errors)
     return True
@@ -225,12 +237,13 @@ def integrity_issues(db, full=False):
 
 
 def check_database(db, full_integrity=False):
-    """What `hoc-drivers schema check` reports: `integrity_issues`, then `compare_schema`. When
+    """What `hoc-drivers schema check` reports: `integrity_issues`, then `compare_schema` (every
+    difference in an M26 cost table an error, as the start-up guard has it). When
     the file is too damaged to read its schema, the INTEGRITY findings say so (the read error
     propagates only for a file that passed its integrity check)."""
     issues = integrity_issues(db, full_integrity)
     try:
-        return issues + compare_schema(db)
+        return issues + _strict_in_cost_tables(compare_schema(db))
     except _READ_ERRORS:
         if not issues:
             raise

@@ -13,6 +13,12 @@ connection).
 A worker run that is completed, failed or crashed is immutable in its result columns:
 changing one raises `WorkerRunImmutable` (and the `worker_runs_immutable_guard` trigger
 refuses it at the database too); an upsert that changes nothing is a no-op.
+
+Run times, as the server edition (SPEC §11, reference §2.4): `started_at` is stamped when a run
+is created running or first updated to running; `completed_at` only when an update moves a
+run that is not yet terminal to completed or failed. A run created already terminal, and a
+run that crashed, have no `completed_at`. Re-sending a terminal status stamps nothing, so it
+stays the no-op above (the server edition re-stamps and trips its own trigger).
 """
 import asyncio
 
@@ -27,6 +33,7 @@ ACCESS = "READ+WRITE"
 WORKER_ID = "business-builder"
 WORKFLOW_ID = "business-builder"
 SKILL_ID = "llm_invoke"
+COMPLETING_STATUSES = ("completed", "failed")  # an update into one of these stamps completed_at
 
 
 class WorkerRunImmutable(ValueError):
@@ -48,7 +55,7 @@ def _require_amount(value, name):
 _RESULT_COLUMNS = ("status", "success", "error", "output_json", "replay_token_json", "total_tokens",
                    "total_latency_ms", "policy_violations", "recoveries", "cost_cents")
 _INSERT_RUN = PreparedInsert(WorkerRun, ("id", "tenant_id", "worker_id", "task", "input_json",
-                                         "created_at", "started_at", "completed_at", *_RESULT_COLUMNS))
+                                         "created_at", "started_at", *_RESULT_COLUMNS))
 _INSERT_COST_RECORD = PreparedInsert(CostRecord, (
     "id", "tenant_id", "request_id", "workflow_id", "skill_id", "model", "input_tokens",
     "output_tokens", "cost_cents", "created_at"))
@@ -114,8 +121,9 @@ class WorkerWriteService:
 
         Keys: task, status, success, error, artifacts, replay_token, total_tokens_used,
         total_latency_ms, policy_violations (list), recovery_log (list), cost_cents. On update
-        only the keys sent change anything. started_at is stamped on entering "running",
-        completed_at on entering a terminal status. A terminal run whose result columns would
+        only the keys sent change anything. started_at is stamped on entering "running"
+        (created running included), completed_at only when an update moves the run into
+        completed or failed (see the module docstring). A terminal run whose result columns would
         change raises WorkerRunImmutable; one that would not change is returned untouched.
         """
         self.tx.require_open()
@@ -140,9 +148,7 @@ class WorkerWriteService:
         status = fields.get("status", WorkerRun.status.default)
         row = {"id": run_id, "tenant_id": tenant_id, "worker_id": WORKER_ID, "task": task,
                "input_json": {"task": task}, "created_at": now,
-               "started_at": now if status == "running" else None,
-               "completed_at": now if status in TERMINAL_WORKER_RUN_STATUSES else None,
-               **fields}
+               "started_at": now if status == "running" else None, **fields}
         _INSERT_RUN.execute(self.tx.db, row)
         return self.get_worker_run(tenant_id, run_id)
 
@@ -152,7 +158,7 @@ class WorkerWriteService:
         status = fields.get("status", run.status)
         if status == "running" and run.started_at is None:
             fields["started_at"] = now
-        if status in TERMINAL_WORKER_RUN_STATUSES and run.completed_at is None:
+        if status in COMPLETING_STATUSES and run.status not in TERMINAL_WORKER_RUN_STATUSES:
             fields["completed_at"] = now
         changes = {name: value for name, value in fields.items() if getattr(run, name) != value}
         if not changes:

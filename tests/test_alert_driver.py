@@ -4,7 +4,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hoc_drivers.alert_driver import _LEASE, _SELECT_DUE, AlertDriver, AlertQueueReader
+from hoc_drivers.alert_driver import _LEASE, _SELECT_DUE, AlertDriver, AlertQueueReader, get_alert_driver
+from hoc_drivers.cross_domain import create_incident_from_cost_anomaly, table_exists
 from hoc_drivers.db import CommitForbidden
 from hoc_drivers.facts import AlertQueued, GuardStateChanged
 from hoc_drivers.models.alerts import AlertQueueItem
@@ -157,6 +158,31 @@ def test_mark_incident_alert_sent_is_tenant_filtered(queue, hoc_coordinator, hoc
     incident = Incident.select().where(Incident.id == "inc-1").get(hoc_db)
     assert incident.alert_sent is True and incident.alert_sent_at == T0
     assert queue(lambda d: d.mark_incident_alert_sent(None, "missing", T0)) == 0
+
+
+def test_the_incident_an_alert_names_is_a_governance_incident(queue, hoc_coordinator, hoc_db):
+    with hoc_coordinator.transaction() as tx:
+        incident_id = create_incident_from_cost_anomaly(tx, "t1", "an-1", "DRIFT", "HIGH", 900, 100)
+        alert = AlertDriver(tx).insert_alert("t1", [], "cost", incident_id=incident_id, now=T0)
+    (claimed,) = queue(lambda d: d.fetch_pending_alerts(T0))
+    assert queue(lambda d: d.update_alert_sent(claimed, T0 + seconds(1)))
+    assert queue(lambda d: d.mark_incident_alert_sent(alert.tenant_id, alert.incident_id, T0 + seconds(1))) == 1
+    incident = Incident.select().where(Incident.id == incident_id).get(hoc_db)
+    assert (incident.alert_sent, incident.alert_sent_at) == (True, T0 + seconds(1))
+    assert not table_exists(hoc_db, "costsim_cb_incidents")  # no circuit breaker, no table of its own
+
+
+def test_get_alert_driver_is_the_seeds_name_for_the_driver(hoc_coordinator, hoc_db):
+    with hoc_coordinator.transaction() as tx:
+        driver = get_alert_driver(tx)
+        assert type(driver) is AlertDriver and driver.tx is tx and driver.db is tx.db
+        driver.insert_alert(None, [], "test", now=T0)
+    assert get_alert_driver.__module__ == "hoc_drivers.alert_driver"
+    assert AlertQueueReader(hoc_db).fetch_queue_stats(T0)["pending"] == 1
+    with pytest.raises(TypeError, match="a writer takes the coordinator's transaction first"):
+        get_alert_driver(hoc_db)  # no hidden global database: a database is not a transaction
+    with pytest.raises(CommitForbidden):
+        driver.insert_alert(None, [], "test")  # its transaction has ended
 
 
 def test_retry_failed_alerts(queue, hoc_db):

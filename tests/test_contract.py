@@ -13,9 +13,10 @@ DRIVER_MODULES = ("alert_driver", "alert_emitter", "alert_sender", "cross_domain
                   "governance_signal_driver", "guard_cache", "guard_read_driver",
                   "guard_write_driver", "idempotency", "ledger", "run_completion", "schema_parity",
                   "transaction_coordinator", "worker_write_service_async")
-WRITER_PREFIXES = ("get_guard_write_driver", "emit_", "record_", "create_incident", "claim_",
-                   "activate_", "deactivate_", "backfill_", "mark_", "insert_", "upsert_", "complete_",
-                   "purge_", "retry_")
+# The seed's getters of writers (a `get_` name, but they take the transaction) come first.
+WRITER_PREFIXES = ("get_guard_write_driver", "get_decision_service", "get_alert_emitter", "get_alert_driver",
+                   "emit_", "record_", "create_incident", "claim_", "activate_", "deactivate_", "backfill_",
+                   "mark_", "insert_", "upsert_", "complete_", "purge_", "retry_")
 READER_PREFIXES = ("get_", "list_", "check_", "is_", "count_", "fetch_", "compare_", "table_")
 # Factories of the coordinator itself take the database it coordinates; pure checks touch no
 # database at all.

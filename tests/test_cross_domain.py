@@ -36,6 +36,7 @@ def test_docstring_example_fields(hoc_coordinator, hoc_no_stray_commits, hoc_db)
     assert (incident.severity, incident.status, incident.trigger_type) == ("high", "open", "budget_breach")
     assert incident.trigger_value == "5000"
     assert incident.cost_delta_cents == Decimal("5000")
+    assert str(incident.cost_impact) == "50.00"  # the overage in currency units, as the server
     assert incident.description == ("Detected BUDGET_EXCEEDED anomaly. Current: $150.00, "
                                      "Expected: $100.00.")
     assert (incident.source_type, incident.category, incident.impact_scope) == (
@@ -87,18 +88,20 @@ def test_agent_entity_and_generated_description(hoc_coordinator, hoc_db):
     assert given.description == "custom text"
 
 
-@pytest.mark.parametrize("current, expected, title, trigger_value", [
-    (100, 100, "(+$0.00)", "0"),
-    (50, 100, "(+$-0.50)", "-50"),
-    (Decimal("100"), 0, "(+$1.00)", "100"),
-    (15000.0, 10000, "(+$50.00)", "5000.0"),   # a whole float is accepted, as the server edition
+@pytest.mark.parametrize("current, expected, title, trigger_value, cost_impact", [
+    (100, 100, "(+$0.00)", "0", "0.00"),
+    (50, 100, "(+$-0.50)", "-50", "-0.50"),
+    (Decimal("100"), 0, "(+$1.00)", "100", "1.00"),
+    (15000.0, 10000, "(+$50.00)", "5000.0", "50.00"),  # a whole float is accepted, as the server edition
+    (123456789, 1, "(+$1234567.88)", "123456788", "1234567.88"),
 ])
-def test_overage_edges(hoc_coordinator, current, expected, title, trigger_value):
+def test_overage_edges(hoc_coordinator, current, expected, title, trigger_value, cost_impact):
     with hoc_coordinator.transaction() as tx:
         incident = by_id(tx.db, Incident, anomaly(tx, current=current, expected=expected))
     assert incident.title.endswith(title)
     assert incident.trigger_value == trigger_value
     assert incident.cost_delta_cents == Decimal(trigger_value)
+    assert str(incident.cost_impact) == cost_impact
 
 
 def test_one_incident_per_tenant_and_anomaly(hoc_coordinator, hoc_db):

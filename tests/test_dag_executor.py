@@ -215,6 +215,30 @@ def test_governance_counters_count_successful_nodes_of_three_categories():
     assert trace.final_action is ActionType.DENY and trace.decided_by == "c1"
 
 
+def test_total_steps_add_each_stages_longest_node_and_intents_count_decided_actions():
+    trace = run("""
+        policy long: SAFETY { when a and a and a then allow }
+        policy short: SAFETY { escalate }
+        policy quiet: SAFETY { when false then deny }
+        policy ops: OPERATIONAL { route to desk }
+        policy broken: CUSTOM { rule broken }
+    """, {"a": 1})
+    first, second, third = trace.stages
+    longest = max(r.steps for r in first.results)
+    assert longest > min(r.steps for r in first.results)
+    assert (first.steps, second.steps, third.steps) == (longest, second.results[0].steps,
+                                                        third.results[0].steps)
+    assert trace.total_steps == first.steps + second.steps + third.steps    # as the server edition
+    assert trace.total_steps < sum(r.steps for s in trace.stages for r in s.results)
+    # long (allow), short (escalate), ops (route); not quiet (no action) nor broken (an error)
+    assert (first.intents_count, second.intents_count, third.intents_count) == (2, 1, 0)
+    data = trace.to_dict()
+    assert (data["total_steps"], data["intents_count"]) == (trace.total_steps, 3)
+    assert list(data)[:8] == ["execution_id", "total_stages", "stages", "final_action",
+                              "final_target", "decided_by", "intents_count", "total_steps"]
+    assert run("").to_dict()["intents_count"] == 0
+
+
 def test_to_dict_shape():
     trace = run('policy p: SAFETY { when user.role == "x" then deny }\n'
                 "policy r: ROUTING { route to a1 }",

@@ -71,6 +71,23 @@ def test_the_key_expires_exactly_when_its_age_reaches_the_ttl(claim, reader, clo
     assert not should_return_cached(result)
 
 
+@pytest.mark.parametrize("age, expired", [
+    (timedelta(seconds=DAY, microseconds=-1), False),
+    (timedelta(seconds=DAY), True),                      # (ours) the server edition: not yet
+    (timedelta(seconds=DAY, microseconds=1), True),
+])
+def test_the_ttl_boundary_is_the_same_for_lookups_and_claims(claim, reader, clock, age, expired):
+    old = claim("order-7", "acme", "billing", "fp-1", status="succeeded")
+    clock.advance(age)
+    assert reader.check_idempotency("acme", "order-7").is_expired is expired
+    assert idempotency.check_idempotency(reader.db, "acme", "order-7", clock=clock).is_expired is expired
+    if expired:
+        assert claim("order-7", "acme", "billing", "fp-2").replaced_run_id == old.run_id
+    else:
+        with pytest.raises(IdempotencyConflict):
+            claim("order-7", "acme", "billing", "fp-2")
+
+
 def test_the_ttl_can_be_given_or_set_on_the_module(claim, hoc_db, clock, monkeypatch):
     claim("order-7", "acme")
     clock.advance(timedelta(seconds=60))

@@ -53,7 +53,7 @@ def test_create_defaults_and_result_fields(write):
     assert (run.success, run.error, run.output_json, run.replay_token_json) == (
         False, "boom", {"report": "r"}, {"seed": 1})
     assert (run.total_latency_ms, run.policy_violations, run.recoveries) == (12, 2, 1)
-    assert run.completed_at is not None  # created terminal: completed now
+    assert run.completed_at is None  # created terminal: not stamped (reference §2.4)
 
 
 def test_falsy_values_follow_the_server_rules(write):
@@ -110,6 +110,19 @@ def test_terminal_upsert_that_changes_nothing_is_a_no_op(write):
         again = upsert(write, {"status": "completed", "success": True, "total_tokens_used": 10,
                                "cost_cents": 3})
     assert again.completed_at == done.completed_at == T0 + timedelta(seconds=3)
+
+
+@pytest.mark.parametrize("terminal, stamped", [("completed", True), ("failed", True), ("crashed", False)])
+def test_completed_at_is_stamped_only_by_an_update_into_completed_or_failed(write, terminal, stamped):
+    with freeze_time(T0):
+        created = upsert(write, {"status": terminal}, run_id="born-terminal")
+        upsert(write, {"status": "running"})
+    with freeze_time(T0 + timedelta(seconds=7)):
+        moved = upsert(write, {"status": terminal})
+        again = upsert(write, {"status": terminal}, run_id="born-terminal")  # same status: a no-op
+    assert created.completed_at is None and again.completed_at is None
+    assert moved.completed_at == (T0 + timedelta(seconds=7) if stamped else None)
+    assert moved.started_at == T0
 
 
 def test_terminal_run_may_still_gain_bookkeeping_columns(write):

@@ -2,8 +2,11 @@
 
 Columns follow the server edition (worker_runs: migrations 036/053/073; the M26 cost tables:
 migration 046; limit_breaches: migration 088). Timestamps are aware UTC, money in cents.
+The M26 cost tables also carry the server edition's indexes and database-level defaults (flags,
+thresholds, counters, creation / update times), so a plain INSERT that leaves those columns out
+works as it does there; a time SQLite fills in has the text form `UtcDateTimeField` stores.
 """
-from peewee import (BooleanField, CharField, Check, DateField, FloatField, ForeignKeyField,
+from peewee import (SQL, BooleanField, CharField, Check, DateField, FloatField, ForeignKeyField,
                     IntegerField, TextField)
 
 from .base import BaseModel, DecimalTextField, JSONField, UtcDateTimeField, new_id, utcnow
@@ -23,6 +26,23 @@ _IMMUTABLE_GUARD_SQL = (
     "END").format(
         statuses=", ".join(f"'{s}'" for s in TERMINAL_WORKER_RUN_STATUSES),
         changes=" OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in IMMUTABLE_WORKER_RUN_COLUMNS))
+
+
+# SQLite's current UTC time as `UtcDateTimeField` stores it ('YYYY-MM-DD HH:MM:SS.ffffff';
+# SQLite's %f has milliseconds, the zeros make the microseconds).
+_SQLITE_NOW = "(strftime('%Y-%m-%d %H:%M:%f000', 'now'))"
+
+
+def _defaulted(field_class, value, **kwargs):
+    """A `field_class` field whose default `value` both Peewee and SQLite apply (the server
+    edition's server_default), so a plain INSERT that leaves the column out works."""
+    literal = int(value) if isinstance(value, bool) else value
+    return field_class(default=value, constraints=[SQL(f"DEFAULT {literal}")], **kwargs)
+
+
+def _timestamp():
+    """A creation / update time: now, from Peewee or (a plain INSERT) from SQLite."""
+    return UtcDateTimeField(default=utcnow, constraints=[SQL(f"DEFAULT {_SQLITE_NOW}")])
 
 
 class WorkerRun(BaseModel):
@@ -68,13 +88,13 @@ class FeatureTag(BaseModel):
 
     id = CharField(primary_key=True, default=new_id)
     tenant_id = CharField()
-    tag = CharField()
+    tag = CharField(index=True)
     display_name = CharField()
     description = TextField(null=True)
     budget_cents = IntegerField(null=True)
-    is_active = BooleanField(default=True)
-    created_at = UtcDateTimeField(default=utcnow)
-    updated_at = UtcDateTimeField(default=utcnow)
+    is_active = _defaulted(BooleanField, True)
+    created_at = _timestamp()
+    updated_at = _timestamp()
 
     class Meta:
         table_name = "feature_tags"
@@ -86,16 +106,16 @@ class CostRecord(BaseModel):
 
     id = CharField(primary_key=True, default=new_id)
     tenant_id = CharField()
-    user_id = CharField(null=True)
-    feature_tag = CharField(null=True)
+    user_id = CharField(null=True, index=True)
+    feature_tag = CharField(null=True, index=True)
     request_id = CharField(null=True)
     workflow_id = CharField(null=True)
     skill_id = CharField(null=True)
     model = CharField()
-    input_tokens = IntegerField(default=0)
-    output_tokens = IntegerField(default=0)
+    input_tokens = _defaulted(IntegerField, 0)
+    output_tokens = _defaulted(IntegerField, 0)
     cost_cents = FloatField()
-    created_at = UtcDateTimeField(default=utcnow)
+    created_at = _timestamp()
 
     class Meta:
         table_name = "cost_records"
@@ -118,17 +138,17 @@ class CostAnomaly(BaseModel):
     current_value_cents = FloatField()
     expected_value_cents = FloatField()
     deviation_pct = FloatField()
-    threshold_pct = FloatField(default=200.0)
+    threshold_pct = _defaulted(FloatField, 200.0)
     message = TextField()
     incident_id = CharField(null=True, index=True)
     action_taken = CharField(null=True)
-    resolved = BooleanField(default=False)
+    resolved = _defaulted(BooleanField, False)
     resolved_at = UtcDateTimeField(null=True)
     metadata_json = JSONField(null=True, column_name="metadata")
-    detected_at = UtcDateTimeField(default=utcnow)
+    detected_at = _timestamp()
     derived_cause = CharField(null=True)
-    breach_count = IntegerField(default=1)
-    snapshot_id = CharField(null=True)
+    breach_count = _defaulted(IntegerField, 1, null=True)
+    snapshot_id = CharField(null=True, index=True)
     baseline_id = CharField(null=True)
 
     class Meta:
@@ -145,11 +165,11 @@ class CostBudget(BaseModel):
     entity_id = CharField(null=True)
     daily_limit_cents = IntegerField(null=True)
     monthly_limit_cents = IntegerField(null=True)
-    warn_threshold_pct = IntegerField(default=80)
-    hard_limit_enabled = BooleanField(default=False)
-    is_active = BooleanField(default=True)
-    created_at = UtcDateTimeField(default=utcnow)
-    updated_at = UtcDateTimeField(default=utcnow)
+    warn_threshold_pct = _defaulted(IntegerField, 80)
+    hard_limit_enabled = _defaulted(BooleanField, False)
+    is_active = _defaulted(BooleanField, True)
+    created_at = _timestamp()
+    updated_at = _timestamp()
 
     class Meta:
         table_name = "cost_budgets"
@@ -165,16 +185,17 @@ class CostDailyAggregate(BaseModel):
     feature_tag = CharField(null=True)
     user_id = CharField(null=True)
     model = CharField(null=True)
-    total_cost_cents = FloatField(default=0.0)
-    request_count = IntegerField(default=0)
-    total_input_tokens = IntegerField(default=0)
-    total_output_tokens = IntegerField(default=0)
-    created_at = UtcDateTimeField(default=utcnow)
-    updated_at = UtcDateTimeField(default=utcnow)
+    total_cost_cents = _defaulted(FloatField, 0.0)
+    request_count = _defaulted(IntegerField, 0)
+    total_input_tokens = _defaulted(IntegerField, 0)
+    total_output_tokens = _defaulted(IntegerField, 0)
+    created_at = _timestamp()
+    updated_at = _timestamp()
 
     class Meta:
         table_name = "cost_daily_aggregates"
-        indexes = ((("tenant_id", "date", "feature_tag", "user_id", "model"), True),)
+        indexes = ((("tenant_id", "date", "feature_tag", "user_id", "model"), True),
+                   (("tenant_id", "feature_tag", "date"), False))
 
 
 class LimitBreach(BaseModel):

@@ -51,6 +51,7 @@ class Incident(BaseModel):
     started_at = UtcDateTimeField(default=utcnow)
     calls_affected = IntegerField(default=0)
     cost_delta_cents = DecimalTextField(default=0)
+    cost_impact = DecimalTextField(null=True)  # currency units, 2 decimals (cost anomalies)
     auto_action = CharField(null=True)
     action_details = JSONField(null=True)
     policy_id = CharField(null=True)
