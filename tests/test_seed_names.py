@@ -70,3 +70,17 @@ def test_guard_cache_get_instance_is_the_cache_of_that_database(hoc_db, hoc_memo
     assert cache.get_status("acme") is None
     with pytest.raises(TypeError):
         GuardCache.get_instance(None)
+
+
+@pytest.mark.parametrize("module, name", [
+    ("governance_signal_driver", "GovernanceSignalService"), ("decisions", "get_decision_service"),
+    ("ledger", "DiscoverySignal"), ("alert_driver", "get_alert_driver"),
+    ("alert_emitter", "get_alert_emitter"), ("guard_cache", "GuardCache.get_instance"),
+])
+def test_every_server_name_imports_from_its_seed_module(module, name):
+    import importlib
+
+    value = importlib.import_module(f"hoc_drivers.{module}")
+    for part in name.split("."):
+        value = getattr(value, part)
+    assert callable(value)
