@@ -10,10 +10,15 @@ retry / failed updates are fenced by the claim token: each UPDATE matches only w
 still carries the caller's token (an alert that was never claimed, or whose lease lapsed and
 was claimed again, matches nothing), so a stale outcome changes nothing and returns False.
 
-The queue is shared by every tenant (an alert raised by a circuit breaker has none), so only
-enqueueing and marking an incident take a tenant. What the writer changes it notes on the
-transaction: `AlertQueued()` when it queues or revives alerts (a serving sender wakes after
-COMMIT), `GuardStateChanged(tenant)` when it marks an incident alert-sent.
+The queue is shared by every tenant (an alert raised by a circuit breaker has none). Reads an
+operator makes (stats, list, get) and changes to one alert (retry, delete) take a tenant, or
+`ALL_TENANTS` to look across tenants (alerts of no tenant included); the sender's claim works on
+the whole queue. An alert claimed by a sender whose lease has not ended is being delivered: it
+cannot be retried or deleted (`AlertBusy`) until its outcome is recorded or its lease lapses.
+
+What the writer changes it notes on the transaction: `AlertQueued()` when it queues or revives
+alerts (a serving sender wakes after COMMIT), `GuardStateChanged(tenant)` when it marks an
+incident alert-sent.
 
 **(ours)** The incident an alert names is a governance incident: table `incidents`, the one
 incident table of this edition (run failures, cost anomalies and kill-switch incidents, SPEC
@@ -32,15 +37,36 @@ from .facts import AlertQueued, GuardStateChanged
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
 from .models.runs import Incident
-from .validation import optional_text, require_database, require_int, require_limit, require_transaction
+from .validation import (optional_text, require_database, require_int, require_limit, require_tenant,
+                         require_text, require_transaction)
 
 ACCESS = "READ+WRITE"
 
-__all__ = ["AlertQueueReader", "AlertQueueWriter", "AlertDriver", "DEFAULT_LEASE_SECONDS", "PURGE_STEP",
+__all__ = ["ALL_TENANTS", "AlertBusy", "AlertQueueReader", "AlertQueueWriter", "AlertDriver",
+           "DEFAULT_LEASE_SECONDS", "PURGE_STEP",
            "delete_old_alerts", "get_alert_driver"]
 
 DEFAULT_LEASE_SECONDS = 300
 PURGE_STEP = 1000  # alerts `delete_old_alerts` deletes per transaction
+ALL_TENANTS = "*all-tenants*"  # a queue read across every tenant, asked for by name
+
+
+class AlertBusy(RuntimeError):
+    """The alert cannot be changed now: it is being delivered (a live claim) or already sent."""
+
+
+def _scope(tenant_id):
+    """The WHERE condition of a queue read of `tenant_id` (or of `ALL_TENANTS`)."""
+    if tenant_id == ALL_TENANTS:
+        return AlertQueueItem.id.is_null(False)
+    return AlertQueueItem.tenant_id == require_tenant(tenant_id)
+
+
+def _require_choice(value, choices, what):
+    """`value` when it is None or one of `choices`, else ValueError naming `what`."""
+    if value is not None and value not in choices:
+        raise ValueError(f"unknown alert {what} {value!r} (expected one of: {', '.join(choices)})")
+    return value
 
 
 def _due(now):
@@ -108,19 +134,26 @@ class AlertQueueReader:
         self.db = require_database(db)
 
     def fetch_queue_stats(self, now=None):
-        """{pending, sent, failed, oldest_pending, oldest_pending_age_seconds}.
+        """`fetch_stats` of the whole queue (every tenant, and alerts of none): what the sender
+        drains."""
+        return self.fetch_stats(ALL_TENANTS, now)
+
+    def fetch_stats(self, tenant_id, now=None):
+        """{pending, sent, failed, oldest_pending, oldest_pending_age_seconds} of the alerts of
+        `tenant_id` (`ALL_TENANTS`: of the whole queue).
 
         `oldest_pending` is the creation time of the oldest pending alert (None when nothing
         is pending); its age is measured from `now` (default: the current time).
         """
+        scope = _scope(tenant_id)
         counts = dict.fromkeys(ALERT_STATUSES, 0)
         query = (AlertQueueItem.select(AlertQueueItem.status, fn.COUNT(AlertQueueItem.id))
-                 .where(AlertQueueItem.status.in_(ALERT_STATUSES))
+                 .where(AlertQueueItem.status.in_(ALERT_STATUSES) & scope)
                  .group_by(AlertQueueItem.status).tuples())
         for status, count in query.execute(self.db):
             counts[status] = count
         oldest = (AlertQueueItem.select(AlertQueueItem.created_at)
-                  .where(AlertQueueItem.status == "pending")
+                  .where((AlertQueueItem.status == "pending") & scope)
                   .order_by(AlertQueueItem.created_at).limit(1).scalar(self.db))
         age = None
         if oldest is not None:
@@ -146,16 +179,36 @@ class AlertQueueReader:
                 .where((AlertQueueItem.created_at < cutoff) & AlertQueueItem.status.in_(statuses))
                 .count(self.db))
 
-    def list_alerts(self, status=None, limit=50):
-        """The most recently created alerts (optionally of one status), newest first."""
-        query = (AlertQueueItem.select().order_by(AlertQueueItem.created_at.desc())
+    def list_alerts(self, tenant_id, status=None, channel=None, destination=None, since=None, limit=50):
+        """The alerts of `tenant_id` (or `ALL_TENANTS`), newest first, at most `limit`.
+
+        Filters: `status`, `channel`, `destination` (text the destination's URL or one of its
+        e-mail recipients contains), `since` (created at or after this datetime).
+        """
+        condition = _scope(tenant_id)
+        if _require_choice(status, ALERT_STATUSES, "status") is not None:
+            condition &= AlertQueueItem.status == status
+        if _require_choice(channel, ALERT_CHANNELS, "channel") is not None:
+            condition &= AlertQueueItem.channel == channel
+        if optional_text(destination, "destination") is not None:
+            # coerce(False): the paths are JSON paths, not values of the destination column;
+            # recipients are matched in their JSON array text (json_each in a read is refused
+            # by the commit guard: SQLite reports its first use as a schema write)
+            targets = [fn.json_extract(AlertQueueItem.destination, path).coerce(False)
+                       for path in ("$.url", "$.recipients")]
+            condition &= (fn.instr(targets[0], destination) > 0) | (fn.instr(targets[1], destination) > 0)
+        if since is not None:
+            condition &= AlertQueueItem.created_at >= as_utc(since)
+        query = (AlertQueueItem.select().where(condition)
+                 .order_by(AlertQueueItem.created_at.desc(), AlertQueueItem.id.desc())
                  .limit(require_limit(limit)))
-        if status is not None:
-            if status not in ALERT_STATUSES:
-                raise ValueError(f"unknown alert status {status!r} "
-                                 f"(expected one of: {', '.join(ALERT_STATUSES)})")
-            query = query.where(AlertQueueItem.status == status)
         return list(query.execute(self.db))
+
+    def get_alert(self, tenant_id, alert_id):
+        """The alert `alert_id` of `tenant_id` (or `ALL_TENANTS`); None if there is none."""
+        require_text(alert_id, "alert_id")
+        query = AlertQueueItem.select().where(_scope(tenant_id) & (AlertQueueItem.id == alert_id))
+        return next(iter(query.execute(self.db)), None)
 
 
 class AlertQueueWriter:
@@ -277,6 +330,41 @@ class AlertQueueWriter:
         if revived:
             self.tx.note(AlertQueued())
         return revived
+
+    def _load_changeable(self, tenant_id, alert_id, now):
+        """The alert `alert_id` of `tenant_id` (None if there is none); AlertBusy while a sender's
+        claim on it is live."""
+        self.tx.require_open()
+        alert = AlertQueueReader(self.tx.db).get_alert(tenant_id, alert_id)
+        if alert is not None and alert.claim_token is not None and alert.status == "pending" \
+                and alert.next_attempt_at > now:
+            raise AlertBusy(f"alert {alert_id} is being delivered (claimed until "
+                            f"{alert.next_attempt_at.isoformat()}); try again after its outcome")
+        return alert
+
+    def retry_alert(self, tenant_id, alert_id, now):
+        """Make a pending or failed alert of `tenant_id` (or `ALL_TENANTS`) due `now`, pending,
+        with at least one attempt left; returns it (None if there is none). AlertBusy for a
+        sent alert or one being delivered."""
+        alert = self._load_changeable(tenant_id, alert_id, now)
+        if alert is None:
+            return None
+        if alert.status == "sent":
+            raise AlertBusy(f"alert {alert_id} was already sent at {alert.sent_at.isoformat()}")
+        changes = {"status": "pending", "next_attempt_at": now, "claim_token": None,
+                   "max_attempts": max(alert.max_attempts, alert.attempts + 1)}
+        AlertQueueItem.update(changes).where(AlertQueueItem.id == alert.id).execute(self.tx.db)
+        alert.__data__.update(changes)
+        self.tx.note(AlertQueued())
+        return alert
+
+    def delete_alert(self, tenant_id, alert_id, now):
+        """Delete the alert `alert_id` of `tenant_id` (or `ALL_TENANTS`); returns it (None if
+        there is none). AlertBusy while it is being delivered."""
+        alert = self._load_changeable(tenant_id, alert_id, now)
+        if alert is not None:
+            AlertQueueItem.delete().where(AlertQueueItem.id == alert.id).execute(self.tx.db)
+        return alert
 
     def purge_old_alerts(self, cutoff, statuses, limit=None):
         """Delete alerts created before `cutoff` whose status is in `statuses`; count.

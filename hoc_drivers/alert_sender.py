@@ -45,7 +45,7 @@ from email.message import EmailMessage
 from email.utils import formataddr
 
 from .alert_driver import AlertQueueReader, AlertQueueWriter
-from .alert_emitter import validate_http_url
+from .alert_config import validate_http_url
 from .facts import AlertQueued
 from .models.alerts import canonical_json
 from .models.base import utcnow

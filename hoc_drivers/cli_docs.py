@@ -12,7 +12,7 @@ HEADING = re.compile(r"^## `(hoc-drivers(?: [\w-]+)*)`$", re.MULTILINE)
 
 def command_paths(group=None):
     """Every leaf command as (path, command), e.g. ('hoc-drivers signals record', cmd)."""
-    import cli
+    from . import cli
 
     root = group or cli.cli
     found = []
@@ -33,8 +33,9 @@ def render(group=None):
     """The whole reference as Markdown: one section per command with its --help text."""
     lines = ["# hoc-drivers command reference", "",
              "Generated from the commands themselves (`python -m hoc_drivers.cli_docs > docs/cli.md`).",
-             "Every command takes `--db PATH` (or `HOC_DRIVERS_DB`) and `--json`. Exit codes: 0 ok,",
-             "1 check failed / violation / error, 2 bad input, 3 blocked.", ""]
+             "Every command that opens a database takes `--db PATH` (else `HOC_DRIVERS_DB`, else",
+             "./hoc.db); most take `--json`. Exit codes: 0 ok, 1 check failed / violation / error,",
+             "2 bad input, 3 blocked.", ""]
     for path, command in command_paths(group):
         ctx = click.Context(command, info_name=path)
         lines += [f"## `{path}`", "", "```text", command.get_help(ctx), "```", ""]

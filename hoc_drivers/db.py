@@ -2,7 +2,8 @@
 
 `open_database(path)` gives a `GuardedSqliteDatabase` (see `commit_guard`: only the transaction
 coordinator may commit, and SQLite's authorizer enforces it): WAL journal, foreign keys on,
-synchronous NORMAL and a busy timeout. `init_database` also creates missing tables;
+synchronous NORMAL and a busy timeout. `init_database` also creates missing tables and records
+the schema version (`PRAGMA user_version`; a file of an older version is refused: `migrate`);
 `connect_database` opens one without creating tables; with `create=False` it (like
 `open_database`) refuses a file that does not exist (DatabaseMissing) instead of creating an
 empty one. No model is bound to a database: every driver runs its statements on the database
@@ -12,6 +13,7 @@ import os
 
 from . import models
 from .commit_guard import CommitForbidden, GuardedSqliteDatabase, database_key  # noqa: F401
+from .schema_parity import SCHEMA_VERSION, check_schema_version
 from .transaction_coordinator import TransactionCoordinator
 
 DEFAULT_DB_PATH = "hoc.db"
@@ -58,9 +60,10 @@ def _create_owner_only(path):
         raise DatabaseOpenError(f"cannot create database {path}: {exc.strerror}") from None
 
 
-def open_database(path=None, create=True):
+def open_database(path=None, create=True, foreign_keys=True):
     """Open the SQLite database at `path` and connect it: a missing file is created (mode 0600),
-    or with `create=False` refused (DatabaseMissing)."""
+    or with `create=False` refused (DatabaseMissing). `foreign_keys=False` (for `migrate`'s
+    table rebuilds only) leaves foreign-key enforcement off on this connection."""
     path = resolve_db_path(path)
     if os.path.isdir(path):
         raise DatabaseOpenError(f"cannot open database {path}: it is a directory")
@@ -71,7 +74,7 @@ def open_database(path=None, create=True):
         raise DatabaseOpenError(f"cannot open database {path}: not readable and writable")
     db = GuardedSqliteDatabase(
         path,
-        pragmas=PRAGMAS,
+        pragmas={**dict(PRAGMAS), "foreign_keys": int(foreign_keys)},
         timeout=BUSY_TIMEOUT_MS / 1000,
         check_same_thread=False,
     )
@@ -83,10 +86,13 @@ def open_database(path=None, create=True):
 
 
 def init_database(path=None):
-    """Open the database and create missing tables, indexes and triggers (idempotent)."""
+    """Open the database, create missing tables, indexes and triggers and record the schema
+    version (idempotent); a file of an older schema version is refused (OlderSchema)."""
     db = open_database(path)
     with TransactionCoordinator(db).transaction():
+        check_schema_version(db)
         models.create_schema(db)
+        db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
 
 

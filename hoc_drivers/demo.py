@@ -1,16 +1,24 @@
 """The demo scenario: one realistic pass through all 13 drivers, as a narrative and as data.
 
 The scenario's inputs live in `fixtures/demo_scenario.json` (shared with the tests). It works
-offline and on an existing database: every step is either idempotent or uses fresh ids.
+offline and on an existing database: every step is either idempotent or uses fresh ids. It
+leaves no pending work behind: its webhook alerts go to a receiver it starts on 127.0.0.1 (the
+scenario's webhook URL is replaced by the receiver's), the sender delivers what is due, and the
+receiver checks each request's HMAC signature.
 """
 import asyncio
+import hmac
 import json
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from decimal import Decimal
 from pathlib import Path
 
 from . import cross_domain, decisions, ledger
 from .alert_driver import AlertQueueReader
-from .alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
+from .alert_emitter import SIGNATURE_HEADER, AlertConfig, AlertEmitter, ThresholdSignal, sign_body
+from .alert_sender import AlertSender
 from .audit import audit_package
 from .dag_executor import DAGExecutor, get_execution_plan
 from .governance_signal_driver import GovernanceSignalReader, GovernanceSignalWriter
@@ -36,6 +44,37 @@ def load_scenario(path=SCENARIO):
     if not Path(path).exists():
         raise FileNotFoundError(f"demo scenario not found: {path} (reinstall hoc-drivers)")
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+@contextmanager
+def webhook_receiver(secret):
+    """A webhook receiver on 127.0.0.1 (a free port) for the duration of the block.
+
+    Yields (url, received): each request that arrives appends {"path", "event_type", "verified"}
+    to `received`, `verified` being whether its signature header is the HMAC of its body."""
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            verified = hmac.compare_digest(self.headers.get(SIGNATURE_HEADER, ""), sign_body(secret, body))
+            received.append({"path": self.path, "verified": verified,
+                             "event_type": json.loads(body).get("event_type")})
+            self.send_response(204 if verified else 401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            """Quiet: the demo reports what arrived."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hoc-alerts", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 class _Narrative:
@@ -142,11 +181,18 @@ def _alerts(coordinator, s, say, incident_id):
     say("alert_emitter", f"near-threshold alert at {near.percentage:.0f}%: sent={sent[0]}, "
         f"repeat throttled={not sent[1]}; breach alert (bypasses throttling): sent={breach_sent}",
         near_sent=sent[0], repeat_throttled=not sent[1], breach_sent=breach_sent)
+    return sent[0] and not sent[1] and breach_sent
+
+
+def _delivery(coordinator, say, url, received):
+    totals = AlertSender(coordinator).drain()
+    ours = [r for r in received if r["verified"]]
     stats = AlertQueueReader(coordinator.db).fetch_queue_stats()
-    say("alert_driver", f"alert queue: {stats['pending']} pending for {t['webhook_url']} "
-        "(delivered by `hoc-drivers alerts send` when it answers), "
-        f"{stats['sent']} sent, {stats['failed']} failed", queue=stats)
-    return sent[0] and not sent[1] and breach_sent and stats["pending"] >= 2
+    say("alert_driver", f"alert sender delivered {totals['sent']} alert(s); the demo's receiver at "
+        f"{url} got {len(received)} signed request(s) ({', '.join(r['event_type'] for r in received)}), "
+        f"{len(ours)} with a valid {SIGNATURE_HEADER}; queue: {stats['pending']} pending, "
+        f"{stats['sent']} sent, {stats['failed']} failed", delivered=totals, received=received, queue=stats)
+    return len(received) >= 2 and len(ours) == len(received)
 
 
 def _kill_switch(coordinator, s, say):
@@ -237,7 +283,10 @@ def run_demo(db, coordinator, scenario=None):
               "idempotency": _submission(coordinator, s, say),
               "policies": _policies(coordinator, s, say)}
     incident_id = _costs(coordinator, s, say)
-    checks["alerts"] = _alerts(coordinator, s, say, incident_id)
+    with webhook_receiver(s["threshold"]["webhook_secret"]) as (url, received):
+        s = {**s, "threshold": {**s["threshold"], "webhook_url": url}}
+        checks["alerts"] = _alerts(coordinator, s, say, incident_id)
+        checks["alert_delivery"] = _delivery(coordinator, say, url, received)
     checks["kill_switch"] = _kill_switch(coordinator, s, say)
     checks["run_completion"] = _failed_run(coordinator, s, say)
     checks["ledger"] = _ledger(coordinator, s, say)

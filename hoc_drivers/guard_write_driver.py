@@ -5,16 +5,20 @@ commits; each mutation notes `GuardStateChanged(tenant)` on the transaction, so 
 cache drops the tenant's entries after COMMIT. State transitions are checked with conditional
 UPDATEs, so a frozen switch is never re-frozen over the record of who froze it, and a
 resolved incident is never re-resolved. A switch or incident passed back in is scoped by its
-own tenant_id. `GuardReader(db)` gives the tenant-scoped reads the guard console and the CLI
-need. Every call naming a tenant takes it first.
+own tenant_id. Every freeze and unfreeze is also kept as a `KillSwitchEvent` (who, why, when,
+until when). A timed freeze (`until`) ends by itself: readers and the transition checks compare
+its end time with now (the injected `clock`), so no process has to run at that time.
+`GuardReader(db)` gives the tenant-scoped reads the guard console and the CLI need. Every call
+naming a tenant takes it first.
 """
+from datetime import datetime
 from decimal import Decimal
 
 from peewee import SQL
 
 from .facts import GuardStateChanged
-from .models.base import new_id, utcnow
-from .models.guard import ENTITY_TYPES, KillSwitchState
+from .models.base import as_utc, new_id, utcnow
+from .models.guard import ENTITY_TYPES, KillSwitchEvent, KillSwitchState
 from .models.runs import Incident, IncidentEvent
 from .validation import (require_database, require_int, require_limit, require_tenant, require_text,
                          require_transaction)
@@ -53,6 +57,29 @@ def _describe_switch(state):
     return f"{state.entity_type.title()} {state.entity_id!r}"
 
 
+def _require_until(until, now):
+    """`until` as an aware UTC datetime after `now` (naive means UTC), else ValueError."""
+    if not isinstance(until, datetime):
+        raise ValueError(f"until must be a datetime, got {until!r}")
+    until = as_utc(until)
+    if until <= now:
+        raise ValueError(f"until must be in the future, got {until.isoformat()} "
+                         f"(now is {now.isoformat()})")
+    return until
+
+
+SWITCH_FIELDS = ("tenant_id", "entity_type", "entity_id", "is_frozen", "frozen_at", "frozen_by",
+                 "freeze_reason", "frozen_until", "auto_triggered", "trigger_type", "unfrozen_at",
+                 "unfrozen_by", "unfreeze_reason")
+
+
+def switch_status(state, now):
+    """The switch as a dict of SWITCH_FIELDS; `is_frozen` is whether it is frozen at `now`."""
+    status = {key: getattr(state, key) for key in SWITCH_FIELDS}
+    status["is_frozen"] = state.is_frozen_at(now)
+    return status
+
+
 def _switch_missing(state):
     return f"{_describe_switch(state)} has no kill switch in tenant {state.tenant_id!r}"
 
@@ -62,8 +89,9 @@ class GuardReader:
 
     ACCESS = "READ"
 
-    def __init__(self, db):
+    def __init__(self, db, clock=utcnow):
         self.db = require_database(db)
+        self.clock = clock
 
     def get_killswitch_state(self, tenant_id, entity_type, entity_id):
         """The tenant's kill switch state of (entity_type, entity_id), or None."""
@@ -75,15 +103,52 @@ class GuardReader:
                 .first(self.db))
 
     def killswitch_status(self, tenant_id, entity_type, entity_id):
-        """The switch's state as a dict; an entity never frozen reports `is_frozen` False."""
+        """The switch's state as a dict (see `switch_status`); `is_frozen` is False once a timed
+        freeze has ended, and for an entity never frozen."""
         state = self.get_killswitch_state(tenant_id, entity_type, entity_id)
-        status = {"tenant_id": tenant_id, "entity_type": entity_type, "entity_id": entity_id,
-                  "is_frozen": False, "frozen_at": None, "frozen_by": None,
-                  "freeze_reason": None, "auto_triggered": False, "trigger_type": None,
-                  "unfrozen_at": None, "unfrozen_by": None}
-        if state is not None:
-            status.update({key: getattr(state, key) for key in status})
-        return status
+        if state is None:
+            state = KillSwitchState(tenant_id=tenant_id, entity_type=entity_type,
+                                    entity_id=entity_id)
+        return switch_status(state, self.clock())
+
+    def is_frozen(self, tenant_id, entity_type, entity_id):
+        """True when the tenant's switch of (entity_type, entity_id) is frozen now."""
+        state = self.get_killswitch_state(tenant_id, entity_type, entity_id)
+        return state is not None and state.is_frozen_at(self.clock())
+
+    def list_killswitches(self, tenant_id, frozen_only=False, limit=100, offset=0):
+        """The tenant's switches as status dicts, last changed first (only those frozen now
+        with `frozen_only`)."""
+        require_tenant(tenant_id)
+        return self._list_switches(KillSwitchState.tenant_id == tenant_id, frozen_only, limit,
+                                   offset)
+
+    def list_frozen_killswitches(self, limit=100, offset=0):
+        """Every tenant's switches frozen now, last changed first: a read across tenants,
+        for operators only."""
+        return self._list_switches(True, True, limit, offset)
+
+    def _list_switches(self, where, frozen_only, limit, offset):
+        require_limit(limit)
+        require_int(offset, "offset", 0, 2**63 - 1)
+        now = self.clock()
+        if frozen_only:
+            where = where & KillSwitchState.frozen_where(now)
+        query = (KillSwitchState.select().where(where)
+                 .order_by(KillSwitchState.updated_at.desc(), KillSwitchState.id)
+                 .limit(limit).offset(offset))
+        return [switch_status(state, now) for state in query.execute(self.db)]
+
+    def killswitch_history(self, tenant_id, entity_type, entity_id, limit=100):
+        """The freezes and unfreezes of the tenant's switch, newest first (at most `limit`)."""
+        require_tenant(tenant_id)
+        require_limit(limit)
+        return list(KillSwitchEvent.select()
+                    .where((KillSwitchEvent.tenant_id == tenant_id)
+                           & (KillSwitchEvent.entity_type == _require_entity_type(entity_type))
+                           & (KillSwitchEvent.entity_id == entity_id))
+                    .order_by(KillSwitchEvent.created_at.desc(), SQL("rowid DESC"))
+                    .limit(limit).execute(self.db))
 
     def get_incident(self, tenant_id, incident_id):
         """The tenant's incident with that id, or None (another tenant's is never returned)."""
@@ -117,12 +182,14 @@ class GuardReader:
 
 
 class GuardWriteDriver:
-    """Kill switch and incident writes inside the caller's coordinator transaction."""
+    """Kill switch and incident writes inside the caller's coordinator transaction;
+    `clock` gives aware UTC now (the time written, and the time a timed freeze is compared with)."""
 
     ACCESS = "WRITE"
 
-    def __init__(self, tx):
+    def __init__(self, tx, clock=utcnow):
         self.tx = require_transaction(tx, check_open=False)
+        self.clock = clock
 
     def _changed(self, tenant_id):
         """Note that the tenant's guard state changed (its cache is dropped after COMMIT)."""
@@ -138,7 +205,7 @@ class GuardWriteDriver:
         """
         self.tx.require_open()
         validate_switch(tenant_id, entity_type, entity_id)
-        now = utcnow()
+        now = self.clock()
         inserted = (KillSwitchState
                     .insert(id=new_id(), tenant_id=tenant_id, entity_type=entity_type,
                             entity_id=entity_id, created_at=now, updated_at=now)
@@ -171,41 +238,65 @@ class GuardWriteDriver:
         self._changed(row.tenant_id)
         return current
 
-    def freeze_killswitch(self, state, by, reason, auto=False, trigger=None):
-        """Freeze an unfrozen switch; freezing a frozen one raises InvalidTransition.
+    def _record(self, state, action, by, reason, now, until=None):
+        """Keep one freeze or unfreeze of `state` in its switch's history."""
+        KillSwitchEvent.insert(
+            id=new_id(), switch_id=state.id, tenant_id=state.tenant_id,
+            entity_type=state.entity_type, entity_id=state.entity_id, action=action, actor=by,
+            reason=reason, until=until, trigger_type=state.trigger_type,
+            created_at=now).execute(self.tx.db)
 
-        Records who froze it, when, why and by which trigger ("manual" unless given); clears
-        the last unfreeze. Returns the updated state.
+    def freeze_killswitch(self, state, by, reason, auto=False, trigger=None, until=None):
+        """Freeze a switch not frozen now; freezing a frozen one raises InvalidTransition.
+
+        Records who froze it, when, why and by which trigger ("manual" unless given), in the
+        state and in its history; clears the last unfreeze. With `until` (an aware datetime
+        after now) the freeze ends by itself then. Returns the updated state.
         """
         self.tx.require_open()
         require_text(by, "by")
-        now = utcnow()
-        return self._transition(
-            state, KillSwitchState.is_frozen == False,  # noqa: E712
+        now = self.clock()
+        if until is not None:
+            until = _require_until(until, now)
+        current = self._transition(
+            state, ~KillSwitchState.frozen_where(now),
             {KillSwitchState.is_frozen: True, KillSwitchState.frozen_at: now,
              KillSwitchState.frozen_by: by, KillSwitchState.freeze_reason: reason,
+             KillSwitchState.frozen_until: until,
              KillSwitchState.auto_triggered: bool(auto),
              KillSwitchState.trigger_type: trigger or "manual",
              KillSwitchState.unfrozen_at: None, KillSwitchState.unfrozen_by: None,
-             KillSwitchState.updated_at: now},
+             KillSwitchState.unfreeze_reason: None, KillSwitchState.updated_at: now},
             _switch_missing(state),
             lambda current: (f"{_describe_switch(state)} is already frozen (by {current.frozen_by} "
-                             f"at {current.frozen_at.isoformat()}: "
-                             f"{current.freeze_reason or 'no reason'})"))
+                             f"at {current.frozen_at.isoformat()}"
+                             + (f" until {current.frozen_until.isoformat()}"
+                                if current.frozen_until else "")
+                             + f": {current.freeze_reason or 'no reason'})"))
+        self._record(current, "freeze", by, reason, now, until)
+        return current
 
-    def unfreeze_killswitch(self, state, by):
-        """Unfreeze a frozen switch; unfreezing an unfrozen one raises InvalidTransition.
+    def unfreeze_killswitch(self, state, by, reason=None):
+        """Unfreeze a switch frozen now; unfreezing one that is not (or whose timed freeze has
+        ended) raises InvalidTransition.
 
-        The freeze fields stay as history. Returns the updated state.
+        Records who unfroze it, when and why, in the state and in its history; the freeze
+        fields stay. Returns the updated state.
         """
         self.tx.require_open()
         require_text(by, "by")
-        now = utcnow()
-        return self._transition(
-            state, KillSwitchState.is_frozen == True,  # noqa: E712
+        now = self.clock()
+        current = self._transition(
+            state, KillSwitchState.frozen_where(now),
             {KillSwitchState.is_frozen: False, KillSwitchState.unfrozen_at: now,
-             KillSwitchState.unfrozen_by: by, KillSwitchState.updated_at: now},
-            _switch_missing(state), lambda current: f"{_describe_switch(state)} is not frozen")
+             KillSwitchState.unfrozen_by: by, KillSwitchState.unfreeze_reason: reason,
+             KillSwitchState.updated_at: now},
+            _switch_missing(state),
+            lambda current: f"{_describe_switch(state)} is not frozen" + (
+                f" (its freeze ended at {current.frozen_until.isoformat()})"
+                if current.is_frozen else ""))
+        self._record(current, "unfreeze", by, reason, now)
+        return current
 
     def _move_incident(self, incident, allowed_from, action, changes):
         """Apply `changes` if the incident's status is in `allowed_from`; else InvalidTransition."""
@@ -217,7 +308,7 @@ class GuardWriteDriver:
     def acknowledge_incident(self, incident):
         """open -> acknowledged (with acknowledged_at); any other status raises InvalidTransition."""
         self.tx.require_open()
-        now = utcnow()
+        now = self.clock()
         return self._move_incident(incident, ("open",), "acknowledge", {
             Incident.status: "acknowledged", Incident.acknowledged_at: now,
             Incident.lifecycle_state: "ACKED", Incident.updated_at: now})
@@ -229,7 +320,7 @@ class GuardWriteDriver:
         (when given) and lifecycle_state RESOLVED.
         """
         self.tx.require_open()
-        now = utcnow()
+        now = self.clock()
         changes = {Incident.status: "resolved", Incident.ended_at: now,
                    Incident.resolved_at: now, Incident.lifecycle_state: "RESOLVED",
                    Incident.updated_at: now}
@@ -261,7 +352,7 @@ class GuardWriteDriver:
             if (not isinstance(event, (tuple, list)) or len(event) != 2
                     or not all(isinstance(part, str) and part for part in event)):
                 raise ValueError(f"each event must be (event_type, description), got {event!r}")
-        now = utcnow()
+        now = self.clock()
         with self.tx.savepoint():
             Incident.insert(
                 id=incident_id, tenant_id=tenant_id, title=title, severity=severity,

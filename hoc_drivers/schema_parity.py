@@ -9,7 +9,8 @@ compared with `sqlite_master`.
 
 The start-up guard (`run_startup_parity_check`) is cheap when nothing drifted: it first compares
 the database's CREATE statements (one query on `sqlite_master`) with the ones `init` sends, and
-only when they differ introspects table by table to name the differences. `integrity_issues`
+only when they differ introspects table by table to name the differences; before that it refuses
+a file of an older schema version (`OlderSchema`: run `hoc-drivers migrate`). `integrity_issues`
 runs SQLite's own `quick_check` / `integrity_check` and reports corruption.
 """
 import re
@@ -26,6 +27,39 @@ ACCESS = "READ"
 
 M26_COST_TABLES = ("feature_tags", "cost_records", "cost_anomalies", "cost_budgets",
                    "cost_daily_aggregates")
+
+
+# The schema version `init` records in the file (PRAGMA user_version) and `migrate` brings a file
+# to. 1: the schema before it was recorded (user_version 0 on a file holding tables); 2: the M26
+# cost-table indexes and defaults, incidents.cost_impact and the tables added with them.
+SCHEMA_VERSION = 2
+
+
+class OlderSchema(RuntimeError):
+    """The file was written by an older schema version; `hoc-drivers migrate` upgrades it."""
+
+    def __init__(self, path, version):
+        self.version = version
+        super().__init__(f"database {path} has an older schema (version {version}); "
+                         f"run `hoc-drivers migrate`")
+
+
+def schema_version(db):
+    """The file's schema version: its user_version, else 1 for a file with tables written before
+    versions were recorded, else 0 (no tables yet)."""
+    (version,) = db.execute_sql("PRAGMA user_version").fetchone()
+    if version:
+        return version
+    (tables,) = db.execute_sql("SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                               " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'").fetchone()
+    return 1 if tables else 0
+
+
+def check_schema_version(db):
+    """Raise OlderSchema for a file of an older schema version (an empty file passes)."""
+    version = schema_version(db)
+    if 0 < version < SCHEMA_VERSION:
+        raise OlderSchema(db.database, version)
 
 
 class SchemaParityError(RuntimeError):
@@ -204,10 +238,13 @@ def check_m26_cost_tables(db):
 
 
 def run_startup_parity_check(db):
-    """Cost tables hard-fail (SchemaParityError); every other difference is reported.
+    """An older schema version is refused (OlderSchema); then cost tables hard-fail
+    (SchemaParityError); every other difference is reported.
 
-    A database holding exactly the statements `init` creates passes after one query; only one
-    that differs is compared table by table."""
+    A database holding exactly the statements `init` creates passes after two queries (its
+    user_version, its CREATE statements); only one that differs is compared table by table
+    (a migrated file: columns added by ALTER TABLE sit last, so its statements differ)."""
+    check_schema_version(db)
     if _schema_statements(db) == _expected_statements(tuple(ALL_MODELS)):
         return {"ok": True, "errors": [], "warnings": []}
     check_m26_cost_tables(db)

@@ -2,6 +2,7 @@
 write; and `redact`, which hides credentials in text shown to people (logs, error messages).
 Standard library only, so the CLI can import it without loading a driver."""
 import json
+import math
 import logging
 import re
 
@@ -149,3 +150,12 @@ class RedactingFormatter(logging.Formatter):
     def format(self, record):
         """The formatted record, redacted."""
         return redact(super().format(record))
+
+
+def require_non_negative(value, name, integer=False):
+    """A finite number >= 0 (an int when `integer`); ValueError otherwise."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0:
+        kind = "integer" if integer else "number"
+        raise ValueError(f"{name} must be a non-negative {kind}, got {value!r}")
+    return value

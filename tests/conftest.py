@@ -1,4 +1,5 @@
 """Shared test helpers (fixtures come from the hoc_drivers.testing plugin)."""
+import json
 import sqlite3
 
 import pytest
@@ -32,3 +33,31 @@ def alter(path, *statements):
         conn.execute(sql)
     conn.commit()
     conn.close()
+
+
+@pytest.fixture
+def db(tmp_path, run_cli):
+    """An initialised database file (only init creates one)."""
+    path = tmp_path / "hoc.db"
+    ok(run_cli(path, "init"))
+    return path
+
+
+def ok(result):
+    """`result` of a CLI call that must succeed quietly (exit 0, nothing on stderr)."""
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    return result
+
+
+def as_json(result):
+    """The JSON a successful `--json` CLI call printed."""
+    return json.loads(ok(result).stdout)
+
+
+def one_line_error(result, exit_code, message):
+    """Assert a CLI failure: `exit_code`, one `error:` line containing `message`, no traceback."""
+    assert result.exit_code == exit_code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.output

@@ -4,7 +4,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hoc_drivers.alert_driver import _LEASE, _SELECT_DUE, AlertDriver, AlertQueueReader, get_alert_driver
+from hoc_drivers.alert_driver import (_LEASE, _SELECT_DUE, ALL_TENANTS, AlertBusy, AlertDriver, AlertQueueReader,
+                                     AlertQueueWriter, get_alert_driver)
 from hoc_drivers.cross_domain import create_incident_from_cost_anomaly, table_exists
 from hoc_drivers.db import CommitForbidden
 from hoc_drivers.facts import AlertQueued, GuardStateChanged
@@ -237,8 +238,8 @@ def test_list_alerts_refuses_a_bad_limit(queue, hoc_db, limit):
     enqueue(queue)
     reader = AlertQueueReader(hoc_db)
     with pytest.raises(ValueError, match="limit must be an integer from 1 to 10000"):
-        reader.list_alerts(limit=limit)
-    assert len(reader.list_alerts(limit=10_000)) == 1
+        reader.list_alerts(ALL_TENANTS, limit=limit)
+    assert len(reader.list_alerts(ALL_TENANTS, limit=10_000)) == 1
 
 
 def test_the_claim_walks_the_indexes_and_never_sorts(hoc_db, hoc_coordinator):
@@ -281,8 +282,9 @@ def test_list_alerts_refuses_an_unknown_status(queue, hoc_db):
     enqueue(queue)
     reader = AlertQueueReader(hoc_db)
     with pytest.raises(ValueError, match="unknown alert status 'PENDING'"):
-        reader.list_alerts(status="PENDING")
-    assert len(reader.list_alerts(status="pending")) == 1 and reader.list_alerts(status="sent") == []
+        reader.list_alerts(ALL_TENANTS, status="PENDING")
+    assert len(reader.list_alerts(ALL_TENANTS, status="pending")) == 1
+    assert reader.list_alerts(ALL_TENANTS, status="sent") == []
 
 
 
@@ -298,3 +300,48 @@ def test_the_writer_notes_what_it_changed(queue, hoc_coordinator):
         assert tx.facts == []
         AlertDriver(tx).insert_alert("t1", [], "test")
         assert tx.facts == [AlertQueued()]
+
+
+def test_operator_reads_are_tenant_scoped_and_filtered(queue, hoc_db):
+    queue(lambda d: d.insert_alert("acme", {}, "t", channel="webhook",
+                                   destination={"url": "https://hooks.acme.test/a"}, now=T0))
+    mail = queue(lambda d: d.insert_alert("acme", {}, "t", channel="email",
+                                          destination={"recipients": ["ops@acme.test"]}, now=T0 + seconds(5)))
+    queue(lambda d: d.insert_alert("globex", {}, "t", channel="webhook", now=T0 + seconds(9)))
+    queue(lambda d: d.insert_alert(None, {}, "t", now=T0 + seconds(10)))
+    reader = AlertQueueReader(hoc_db)
+    assert [a.tenant_id for a in reader.list_alerts("acme")] == ["acme", "acme"]
+    assert [a.tenant_id for a in reader.list_alerts(ALL_TENANTS)] == [None, "globex", "acme", "acme"]
+    assert [a.id for a in reader.list_alerts("acme", channel="email")] == [mail.id]
+    assert [a.id for a in reader.list_alerts("acme", destination="ops@acme")] == [mail.id]
+    assert len(reader.list_alerts("acme", destination="hooks.acme")) == 1
+    assert [a.id for a in reader.list_alerts("acme", since=T0 + seconds(1))] == [mail.id]
+    assert reader.fetch_stats("acme", T0)["pending"] == 2
+    assert reader.fetch_queue_stats(T0)["pending"] == 4
+    assert reader.get_alert("globex", mail.id) is None and reader.get_alert("acme", mail.id).id == mail.id
+    with pytest.raises(ValueError, match="tenant_id is required"):
+        reader.list_alerts(None)
+
+
+def test_an_alert_being_delivered_cannot_be_deleted_or_retried(queue, hoc_db):
+    (alert,) = enqueue(queue, at=T0)
+    (claimed,) = queue(lambda d: d.fetch_pending_alerts(T0, lease_seconds=60))
+    for change in (AlertQueueWriter.delete_alert, AlertQueueWriter.retry_alert):
+        with pytest.raises(AlertBusy, match="being delivered"):
+            queue(lambda d, change=change: change(d, ALL_TENANTS, alert.id, T0 + seconds(30)))
+    assert stored(hoc_db, alert.id).claim_token == claimed.claim_token
+    revived = queue(lambda d: d.retry_alert(ALL_TENANTS, alert.id, T0 + seconds(61)))  # the lease lapsed
+    assert (revived.claim_token, revived.next_attempt_at) == (None, T0 + seconds(61))
+    assert queue(lambda d: d.delete_alert(ALL_TENANTS, alert.id, T0 + seconds(62))).id == alert.id
+    assert AlertQueueReader(hoc_db).get_alert(ALL_TENANTS, alert.id) is None
+
+
+def test_retry_refuses_a_sent_alert_and_gives_a_spent_one_an_attempt(queue, hoc_db):
+    a, b = enqueue(queue, 2)
+    queue(lambda d: AlertQueueItem.update(status="sent", sent_at=T0).where(AlertQueueItem.id == a.id).execute(d.db))
+    queue(lambda d: AlertQueueItem.update(status="failed", attempts=10).where(AlertQueueItem.id == b.id)
+          .execute(d.db))
+    with pytest.raises(AlertBusy, match="already sent"):
+        queue(lambda d: d.retry_alert(ALL_TENANTS, a.id, T0))
+    queue(lambda d: d.retry_alert(ALL_TENANTS, b.id, T0 + seconds(5)))
+    assert [x.id for x in queue(lambda d: d.fetch_pending_alerts(T0 + seconds(5)))] == [b.id]

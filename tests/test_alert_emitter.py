@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from freezegun import freeze_time
 
-from hoc_drivers.alert_emitter import AlertConfig, AlertEmitter, ThresholdSignal
+from hoc_drivers.alert_emitter import (AlertConfig, AlertConfigReader, AlertConfigWriter, AlertEmitter,
+                                      NotificationReader, NotificationWriter, ThresholdSignal)
 from hoc_drivers.models.alerts import AlertQueueItem, Notification, canonical_json
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -265,3 +266,54 @@ def test_emit_decides_from_the_signal(hoc_coordinator, hoc_db):
     assert (near["alert_sent"], near["channels"], near["percentage"]) == (True, ["ui"], 80.0)
     assert (breach["alert_sent"], breach["signal_type"], "reason" in breach) == (True, "breach", False)
     assert Notification.select().count(hoc_db) == 2
+
+
+def test_a_stored_config_throttles_across_transactions_and_keeps_the_signals(hoc_coordinator, hoc_db):
+    with hoc_coordinator.transaction() as tx:
+        AlertConfigWriter(tx).save("tenant-001", "tokens", config(max_alerts_per_run=2,
+                                                                  min_alert_interval_seconds=60))
+
+    def emit_at(moment, **fields):
+        with freeze_time(moment), hoc_coordinator.transaction() as tx:  # a fresh emitter each time
+            return AlertEmitter(tx).emit_stored("tokens", signal(**fields))
+
+    assert emit_at(T0)["alert_sent"] is True
+    throttled = emit_at(T0 + timedelta(seconds=59))
+    assert throttled["alert_sent"] is False and throttled["reason"].startswith("throttled")
+    assert emit_at(T0 + timedelta(seconds=60))["alert_sent"] is True
+    assert emit_at(T0 + timedelta(seconds=200))["alert_sent"] is False  # the run had its 2
+    assert emit_at(T0 + timedelta(seconds=201), run_id="run-2")["alert_sent"] is True
+    stored = AlertConfigReader(hoc_db).get("tenant-001", "tokens")
+    assert (stored["alerts_sent_count"], stored["last_alert_at"]) == (3, T0 + timedelta(seconds=201))
+    history = AlertConfigReader(hoc_db).list_signals("tenant-001", run_id="run-1")
+    assert [s.alert_sent for s in history] == [False, True, False, True]
+    assert Notification.select().count(hoc_db) == 3
+    with pytest.raises(LookupError, match="no alert config 'other'"), hoc_coordinator.transaction() as tx:
+        AlertEmitter(tx).emit_stored("other", signal())
+
+
+def test_saving_a_config_again_replaces_settings_and_keeps_throttling_state(hoc_coordinator, hoc_db):
+    with hoc_coordinator.transaction() as tx:
+        AlertConfigWriter(tx).save("tenant-001", "tokens", config())
+        AlertEmitter(tx).emit_stored("tokens", signal())
+        AlertConfigWriter(tx).save("tenant-001", "tokens", config(near_threshold_percentage=90))
+    stored = AlertConfigReader(hoc_db).get("tenant-001", "tokens")
+    assert (stored["near_threshold_percentage"], stored["alerts_sent_count"]) == (90, 1)
+    assert AlertConfigReader(hoc_db).get("tenant-002", "tokens") is None
+
+
+def test_notifications_are_read_per_tenant_and_acknowledged_once(hoc_coordinator, hoc_db, emit):
+    emit("near", signal(), config())
+    emit("breach", signal(signal_type="breach"), config(), "stop")
+    emit("near", signal(tenant_id="other"), config(tenant_id="other"))
+    reader = NotificationReader(hoc_db)
+    newest, oldest = reader.list("tenant-001")
+    assert (newest.notification_type, oldest.notification_type) == ("breach", "near_threshold")
+    with freeze_time(T0), hoc_coordinator.transaction() as tx:
+        assert NotificationWriter(tx).ack("tenant-001", oldest.id).read_at == T0
+        assert NotificationWriter(tx).ack("other", oldest.id) is None
+    with hoc_coordinator.transaction() as tx:
+        assert NotificationWriter(tx).ack("tenant-001", oldest.id).read_at == T0  # kept
+    assert [n.id for n in reader.list("tenant-001", unread=True)] == [newest.id]
+    with pytest.raises(ValueError, match="tenant_id is required"):
+        reader.list("")

@@ -59,12 +59,12 @@ def add_alerts(path, count, **fields):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--channel", "webhook", "--webhook-url", "ftp://example.com/hook"], "webhook_url must be an http(s) URL"),
-    (["--channel", "webhook", "--webhook-url", "example.com/hook"], "webhook_url must be an http(s) URL"),
+    (["--channel", "webhook", "--webhook-url", "ftp://example.com/hook"], "--webhook-url must be an http(s) URL"),
+    (["--channel", "webhook", "--webhook-url", "example.com/hook"], "--webhook-url must be an http(s) URL"),
     (["--channel", "email", "--email", "ops@"], "invalid e-mail address 'ops@'"),
     (["--channel", "email", "--email", "ops@example.com", "--email", "x y@z.com"], "invalid e-mail address"),
     (["--channel", "pager"], "unknown alert channel 'pager'"),
-    (["--channel", "webhook"], "webhook_url must be an http(s) URL, got None"),
+    (["--channel", "webhook"], "--webhook-url must be an http(s) URL, got None"),
     (["--near-percentage", "-5"], "near_threshold_percentage must be a non-negative number"),
     (["--action", "stop"], "--action applies to breach alerts only"),
 ])
@@ -82,8 +82,16 @@ def test_enqueue_negative_threshold(run_cli, tmp_path):
     args = [a if a != "100" else "-100" for a in ENQUEUE]
     result = run_cli(path, *args)
     assert result.exit_code == 2
-    assert result.stderr.strip() == "error: threshold_value must be a non-negative number, got -100.0"
+    assert result.stderr.strip() == "error: --threshold must be a non-negative number, got -100.0"
     assert not path.exists()
+
+
+def test_enqueue_zero_threshold_is_bad_input_not_a_silent_nothing(run_cli, tmp_path):
+    path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
+    result = run_cli(path, *[a if a != "100" else "0" for a in ENQUEUE])
+    assert result.exit_code == 2 and result.stderr.strip() == "error: --threshold must be above 0"
+    assert queue_rows(path) == []
 
 
 def test_enqueue_queues_a_signed_webhook_and_never_prints_the_secret(run_cli, tmp_path, receiver):
@@ -100,7 +108,7 @@ def test_enqueue_queues_a_signed_webhook_and_never_prints_the_secret(run_cli, tm
         "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     sent = run_cli(path, "alerts", "send", "--once", "--json")
     assert sent.exit_code == 0 and json.loads(sent.stdout)["sent"] == 1
-    stats = run_cli(path, "alerts", "stats")
+    stats = run_cli(path, "alerts", "stats", "--all-tenants")
     for output in (result.output, sent.output, stats.output):
         assert SECRET not in output
     ((headers, received),) = receiver.bodies
@@ -141,7 +149,7 @@ def test_stats_send_with_progress_retry_failed(run_cli, tmp_path, receiver):
     add_alerts(path, 150, channel="webhook", destination={"url": receiver.url})
     add_alerts(path, 1, channel="slack", destination={"url": receiver.url}, status="failed",
                attempts=10)
-    stats = json.loads(run_cli(path, "alerts", "stats", "--json").stdout)
+    stats = json.loads(run_cli(path, "alerts", "stats", "--all-tenants", "--json").stdout)
     assert (stats["pending"], stats["sent"], stats["failed"]) == (150, 0, 1)
     assert stats["oldest_pending_age_seconds"] >= 0
     sent = run_cli(path, "alerts", "send", "--batch", "40", "--json")
@@ -155,7 +163,7 @@ def test_stats_send_with_progress_retry_failed(run_cli, tmp_path, receiver):
     small = run_cli(path, "alerts", "send")
     assert small.exit_code == 0 and "sending alerts" not in small.stderr
     assert "sent       1" in small.stdout
-    stats = json.loads(run_cli(path, "alerts", "stats", "--json").stdout)
+    stats = json.loads(run_cli(path, "alerts", "stats", "--all-tenants", "--json").stdout)
     assert (stats["pending"], stats["sent"], stats["failed"], stats["oldest_pending"]) == (0, 151, 0, None)
 
 
@@ -213,3 +221,69 @@ def test_guard_bad_input(run_cli, tmp_path, args, message):
     result = run_cli(path, *args)
     assert result.exit_code == 2 and message in result.stderr
     assert not path.exists()
+
+
+def test_an_operator_sees_which_alerts_failed_for_a_tenant_and_why(run_cli, tmp_path):
+    path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
+    add_alerts(path, 1, tenant_id="acme", status="failed", attempts=10, channel="webhook",
+               destination={"url": "https://hooks.acme.test/x"}, last_error="HTTP 503 from receiver")
+    add_alerts(path, 1, tenant_id="acme", channel="email", destination={"recipients": ["ops@acme.test"]},
+               created_at=utcnow() - timedelta(days=3))
+    add_alerts(path, 1, tenant_id="globex", status="failed", last_error="globex's own")
+    refused = run_cli(path, "alerts", "list")
+    assert refused.exit_code == 2 and "--all-tenants" in refused.stderr
+    failed = json.loads(run_cli(path, "alerts", "list", "--tenant", "acme", "--status", "failed", "--json").stdout)
+    assert [(a["tenant_id"], a["attempts"], a["last_error"]) for a in failed] == \
+        [("acme", 10, "HTTP 503 from receiver")]
+    table = run_cli(path, "alerts", "list", "--tenant", "acme").stdout
+    assert "NEXT_ATTEMPT_AT" in table and "HTTP 503 from receiver" in table and "globex" not in table
+    for args, count in ((["--channel", "email"], 1), (["--destination", "hooks.acme"], 1),
+                        (["--since", "1d"], 1), (["--since", "2000-01-01"], 2)):
+        listed = run_cli(path, "alerts", "list", "--tenant", "acme", *args, "--json")
+        assert len(json.loads(listed.stdout)) == count, args
+    assert len(json.loads(run_cli(path, "alerts", "list", "--all-tenants", "--json").stdout)) == 3
+    bad = run_cli(path, "alerts", "list", "--tenant", "acme", "--since", "yesterday")
+    assert bad.exit_code == 2 and "neither an ISO time" in bad.stderr
+    stats = json.loads(run_cli(path, "alerts", "stats", "--tenant", "acme", "--json").stdout)
+    assert (stats["failed"], stats["pending"]) == (1, 1)
+    shown = json.loads(run_cli(path, "alerts", "show", failed[0]["id"], "--tenant", "acme", "--json").stdout)
+    assert shown["destination"] == {"url": "https://hooks.acme.test/x"} and shown["being_delivered"] is False
+    other = run_cli(path, "alerts", "show", failed[0]["id"], "--tenant", "globex")
+    assert other.exit_code == 1 and "not found for tenant 'globex'" in other.stderr
+
+
+def test_retry_and_delete_one_alert_but_not_one_being_delivered(run_cli, tmp_path):
+    path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
+    add_alerts(path, 1, tenant_id="acme", status="failed", attempts=10, last_error="boom")
+    add_alerts(path, 1, tenant_id="acme", claim_token="sender-1", next_attempt_at=utcnow() + timedelta(minutes=5))
+    busy, failed = sorted(queue_rows(path), key=lambda a: a.status != "pending")
+    retried = json.loads(run_cli(path, "alerts", "retry", failed.id, "--tenant", "acme", "--json").stdout)
+    assert (retried["status"], retried["max_attempts"]) == ("pending", 11)
+    for command in ("retry", "delete"):
+        result = run_cli(path, "alerts", command, busy.id, "--tenant", "acme")
+        assert result.exit_code == 1 and "is being delivered" in result.stderr, result.stderr
+    assert run_cli(path, "alerts", "delete", failed.id, "--tenant", "acme").exit_code == 0
+    assert [a.id for a in queue_rows(path)] == [busy.id]
+
+
+def test_two_cli_enqueues_with_a_stored_config_throttle_the_second(run_cli, tmp_path):
+    path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
+    args = [a for a in ENQUEUE if a not in ("--policy", "budget")]
+    missing = run_cli(path, *args, "--config", "budget-ui")
+    assert missing.exit_code == 1 and "alerts config set" in missing.stderr
+    stored = run_cli(path, "alerts", "config", "set", "budget-ui", "--tenant", "acme", "--policy", "budget",
+                     "--min-interval", "300", "--json")
+    assert stored.exit_code == 0 and json.loads(stored.stdout)["min_alert_interval_seconds"] == 300
+    first = json.loads(run_cli(path, *args, "--config", "budget-ui", "--json").stdout)
+    second = run_cli(path, *args, "--config", "budget-ui", "--json")
+    assert first["alert_sent"] is True and second.exit_code == 0
+    assert json.loads(second.stdout)["alert_sent"] is False and "throttled" in json.loads(second.stdout)["reason"]
+    shown = json.loads(run_cli(path, "alerts", "config", "show", "budget-ui", "--tenant", "acme", "--json").stdout)
+    assert shown["alerts_sent_count"] == 1 and shown["last_alert_at"] is not None
+    history = json.loads(run_cli(path, "alerts", "history", "--tenant", "acme", "--json").stdout)
+    assert [h["alert_sent"] for h in history] == [False, True]
+    mixed = run_cli(path, *args, "--config", "budget-ui", "--channel", "webhook")
+    assert mixed.exit_code == 2 and "drop --channel" in mixed.stderr

@@ -192,3 +192,60 @@ def test_a_command_failing_before_its_output_is_printed_commits_nothing(run_cli,
     assert result.exit_code == 1, (result.output, result.stderr)
     assert result.stderr == "error: RecursionError: maximum recursion depth exceeded\n"
     assert dump(path) == before
+
+
+def test_schema_check_counts_every_finding_it_lists(run_cli, tmp_path):
+    path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
+    alter(path, "ALTER TABLE incidents DROP COLUMN description", "DROP INDEX governance_signals_active",
+          "ALTER TABLE incidents ADD COLUMN legacy TEXT")
+    result = run_cli(path, "schema", "check")
+    lines = result.output.splitlines()
+    assert sorted(line.split()[0] for line in lines[:-1]) == ["error", "error", "warning"]
+    assert lines[-1] == "2 schema difference(s), 0 integrity problem(s), 1 warning(s)"
+
+
+def test_debug_after_the_subcommand_shows_the_traceback(tmp_path):
+    missing = str(tmp_path / "missing.db")
+    for args in (["--debug", "schema", "check", "--db", missing], ["schema", "check", "--db", missing, "--debug"]):
+        result = CliRunner().invoke(cli.cli, args)
+        assert result.exit_code == 2 and "Traceback" in result.stderr, args
+        assert result.stderr.endswith(f"error: database {missing} does not exist "
+                                      f"(create it with `hoc-drivers --db {missing} init`)\n")
+
+
+@pytest.mark.parametrize("args", [[], ["killswitch"], ["dag"]])
+def test_a_bare_command_prints_its_help_as_written(args):
+    result = CliRunner().invoke(cli.cli, args)
+    assert result.exit_code == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Usage: ") and "Commands:" in lines and len(lines) > 8
+
+
+@pytest.mark.parametrize("args, message", [
+    (["killswitch", "status", "--tenant", "a", "--entity-id", "x"],
+     "error: Missing option '--entity-type'. Choose from: tenant, key"),
+    (["demi"], "error: No such command 'demi'. Did you mean 'demo'? (`hoc-drivers --help` lists them)"),
+    (["sinals", "list"], "error: No such command 'sinals'. Did you mean 'signals'?"),
+    (["alerts", "enqueue", "--tenant", "a", "--policy", "p", "--run", "r", "--metric", "m", "--current", "1",
+      "--threshold", "2", "--channel", "webhook"], "error: --webhook-url must be an http(s) URL"),
+    (["alerts", "enqueue", "--tenant", "a", "--policy", "p", "--run", "r", "--metric", "m", "--current", "1",
+      "--threshold", "2", "--channel", "email"], "error: the email channel is enabled but --email is empty"),
+    (["care", "kill-switch", "maybe"],
+     "error: Invalid value for 'ACTION': 'maybe' is not one of 'on', 'off', 'status'."),
+])
+def test_errors_name_options_plainly(run_cli, tmp_path, args, message):
+    path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
+    result = run_cli(path, *args)
+    assert result.exit_code == 2 and result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [["audit"], ["bench", "--quick"], ["dag", "check", "x.plang"],
+                                  ["dag", "plan", "x.plang"]])
+def test_commands_without_a_database_take_no_db(args, tmp_path):
+    result = CliRunner().invoke(cli.cli, [*args, "--db", str(tmp_path / "x.db")])
+    assert result.exit_code == 2 and "No such option '--db'" in result.stderr
+    command = [word for word in args if word.isalpha()]
+    assert "--db" not in CliRunner().invoke(cli.cli, [*command, "--help"]).stdout

@@ -3,32 +3,7 @@ import json
 import sqlite3
 
 import pytest
-from conftest import dump
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    assert result.stderr == ""
-    return result
-
-
-def as_json(result):
-    return json.loads(ok(result).stdout)
-
-
-def one_line_error(result, exit_code, message):
-    assert result.exit_code == exit_code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
-    assert "Traceback" not in result.output
-
-
-@pytest.fixture
-def db(tmp_path, run_cli):
-    """An initialised database file (only init creates one)."""
-    path = tmp_path / "hoc.db"
-    ok(run_cli(path, "init"))
-    return path
+from conftest import as_json, dump, ok, one_line_error
 
 
 SWITCH = ["--tenant", "acme", "--entity-type", "tenant", "--entity-id", "acme"]
@@ -160,7 +135,7 @@ def test_breach_record(run_cli, tmp_path):
      "Invalid value for '--entity-type'"),
     (["killswitch", "freeze", *SWITCH], "Missing option '--by'"),
     (["killswitch", "freeze", "--tenant", "acme", "--entity-type", "tenant", "--entity-id", "other",
-      "--by", "ops"], "entity_id 'other' is not tenant_id 'acme'"),
+      "--by", "ops"], "--entity-id 'other' is not --tenant 'acme'"),
     (["killswitch", "unfreeze", *SWITCH, "--by", ""], "must not be empty"),
     (["killswitch", "status", "--tenant", "acme", "--entity-type", "org", "--entity-id", "a"],
      "Invalid value for '--entity-type'"),

@@ -9,7 +9,7 @@ import pytest
 from hoc_drivers.db import init_database
 from hoc_drivers.transaction_coordinator import TransactionCoordinator
 
-DRIVER_MODULES = ("alert_driver", "alert_emitter", "alert_sender", "cross_domain", "decisions",
+DRIVER_MODULES = ("alert_config", "alert_driver", "alert_emitter", "alert_sender", "cross_domain", "decisions",
                   "governance_signal_driver", "guard_cache", "guard_read_driver",
                   "guard_write_driver", "idempotency", "ledger", "run_completion", "schema_parity",
                   "transaction_coordinator", "worker_write_service_async")

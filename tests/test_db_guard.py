@@ -9,6 +9,7 @@ import pytest
 
 from hoc_drivers.db import CommitForbidden, open_database
 from hoc_drivers.models.runs import Run
+from hoc_drivers.schema_parity import SCHEMA_VERSION
 from hoc_drivers.transaction_coordinator import RunCompletionTransaction, TransactionCoordinator
 
 DRIVER_CODE = """
@@ -228,7 +229,7 @@ def test_a_statement_first_prepared_by_a_bare_cursor_cannot_prime_the_cache(hoc_
 def test_pragmas_that_change_the_file_and_attach_are_writes(hoc_db, sql):
     with pytest.raises(CommitForbidden, match="no coordinator transaction"):
         hoc_db.execute_sql(sql)
-    assert hoc_db.execute_sql("PRAGMA user_version").fetchone()[0] == 0
+    assert hoc_db.execute_sql("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert hoc_db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert hoc_db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
 

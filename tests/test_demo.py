@@ -37,6 +37,10 @@ def test_demo_runs_twice_and_every_driver_leaves_its_mark(run_cli, tmp_path):
     assert steps["guard_cache"]["before"] is False and steps["guard_cache"]["after"] is True
     assert steps["dag_executor"]["outcomes"] == {"benign": "route", "pii": "deny"}
     assert steps["schema_parity"]["ok"]
+    delivery = steps["alert_driver"]  # delivered to the demo's own receiver, signature checked
+    assert delivery["queue"]["pending"] == 0 and delivery["delivered"]["sent"] == 2
+    assert [(r["event_type"], r["verified"]) for r in delivery["received"]] == [
+        ("threshold_near", True), ("threshold_breach", True)]
 
     second = run_cli(path, "demo")
     assert second.exit_code == 0, second.output + second.stderr

@@ -43,4 +43,5 @@ def test_every_command_takes_json_and_db():
 
     for path, command in command_paths():
         options = {option for param in command.params for option in param.opts}
-        assert {"--json", "--db"} <= options, path
+        uses_db = path.removeprefix("hoc-drivers ") not in cli.NO_DATABASE
+        assert {"--json", "--debug"} <= options and ("--db" in options) == uses_db, path

@@ -524,3 +524,67 @@ def test_in_memory_databases_each_have_their_own_cache_and_are_forgotten():
             and key not in bus._subscriptions)
     assert database_key(open_database(":memory:")) != key
     second.close()
+
+
+# ------------------------------------------------------------------ timed freezes (issue 15)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def _freeze_until(coordinator, tenant, entity_type, entity_id, until):
+    with coordinator.transaction() as tx:
+        writer = GuardWriteDriver(tx, clock=lambda: T0)
+        state, _ = writer.get_or_create_killswitch_state(tenant, entity_type, entity_id)
+        writer.freeze_killswitch(state, "ops", "cost spike", until=until)
+
+
+@pytest.fixture
+def timer():
+    return ManualClock(start=0.0)
+
+
+@pytest.fixture
+def timed_reader(hoc_db, timer):
+    """A read driver whose wall clock (T0 + timer seconds) moves with its cache's timer."""
+    return GuardReadDriver(hoc_db, GuardCache(timer=timer).serve(hoc_db),
+                           clock=lambda: T0 + timedelta(seconds=timer()))
+
+
+def test_status_honours_the_end_of_timed_freezes(hoc_db, hoc_coordinator, timed_reader, timer):
+    _freeze_until(hoc_coordinator, "acme", "tenant", "acme", T0 + timedelta(hours=1))
+    _freeze_until(hoc_coordinator, "acme", "key", "k1", T0 + timedelta(minutes=30))
+    _freeze_until(hoc_coordinator, "acme", "key", "k2", None)
+    status = timed_reader.compute_status("acme")
+    assert (status["is_frozen"], status["frozen_until"], status["frozen_keys"],
+            status["next_unfreeze_at"]) == (True, T0 + timedelta(hours=1), 2, T0 + timedelta(minutes=30))
+    timer.advance(1800)
+    status = timed_reader.compute_status("acme")
+    assert (status["is_frozen"], status["frozen_keys"], status["next_unfreeze_at"]) == (
+        True, 1, T0 + timedelta(hours=1))
+    timer.advance(1800)
+    status = timed_reader.compute_status("acme")
+    assert (status["is_frozen"], status["frozen_by"], status["frozen_until"], status["frozen_keys"],
+            status["next_unfreeze_at"]) == (False, None, None, 1, None)
+
+
+def test_a_cached_frozen_status_is_never_served_past_the_end_time(hoc_coordinator, timed_reader,
+                                                                  timer):
+    assert timed_reader.cache.ttls["status"] == 5
+    _freeze_until(hoc_coordinator, "acme", "tenant", "acme", T0 + timedelta(seconds=2))
+    assert timed_reader.get_status("acme")["is_frozen"] is True      # a miss, cached
+    timer.advance(1.999)
+    assert timed_reader.get_status("acme")["is_frozen"] is True      # a hit before the end
+    timer.advance(0.001)
+    assert timed_reader.get_status("acme")["is_frozen"] is False     # the entry ended with it
+    assert timed_reader.cache.stats()["hits"] == {"status": 1}
+    assert timed_reader.cache.stats()["misses"] == {"status": 2}
+
+
+def test_a_key_freeze_ending_caps_the_status_entry_too(hoc_coordinator, timed_reader, timer):
+    _freeze_until(hoc_coordinator, "acme", "key", "k1", T0 + timedelta(seconds=1))
+    assert timed_reader.get_status("acme")["frozen_keys"] == 1
+    timer.advance(1)
+    assert timed_reader.get_status("acme")["frozen_keys"] == 0
+    timer.advance(4.9)  # no timed freeze left: the status TTL (5 s) applies again
+    assert timed_reader.get_status("acme")["frozen_keys"] == 0
+    assert timed_reader.cache.stats()["hits"] == {"status": 1}

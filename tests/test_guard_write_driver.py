@@ -364,3 +364,124 @@ def test_refused_transition_registers_no_invalidation(hoc_coordinator, rows):
         with pytest.raises(InvalidTransition):
             GuardWriteDriver(tx).freeze_killswitch(rows["frozen"], "x", "y")
         assert tx.facts == [] and tx.callbacks == []
+
+
+# ---------------------------------------------------------------------------------------
+# kill switch history and timed freezes (issue 15)
+
+
+class WallClock:
+    """An aware UTC clock that moves only when told."""
+
+    def __init__(self, start=T0):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **delta):
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock():
+    return WallClock()
+
+
+@pytest.fixture
+def timed(hoc_coordinator, clock):
+    """timed(fn) runs fn(driver) in one transaction, the driver on the test's clock."""
+    def run(fn):
+        with hoc_coordinator.transaction() as tx:
+            return fn(GuardWriteDriver(tx, clock=clock))
+    return run
+
+
+def _freeze_for(driver, until, tenant="t1", entity_type="tenant", entity_id="t1", by="ops"):
+    state, _ = driver.get_or_create_killswitch_state(tenant, entity_type, entity_id)
+    return driver.freeze_killswitch(state, by, "cost spike", until=until)
+
+
+def test_every_freeze_and_unfreeze_is_kept_with_who_why_and_when(hoc_db, timed, clock):
+    state = timed(lambda d: _freeze_for(d, None))
+    clock.advance(minutes=5)
+    state = timed(lambda d: d.unfreeze_killswitch(state, "oncall", "false alarm"))
+    assert (state.unfrozen_by, state.unfreeze_reason, state.unfrozen_at) == (
+        "oncall", "false alarm", T0 + timedelta(minutes=5))
+    clock.advance(minutes=5)
+    timed(lambda d: d.freeze_killswitch(state, "bob", "again", until=T0 + timedelta(hours=1)))
+    reader = GuardReader(hoc_db, clock=clock)
+    events = [(e.action, e.actor, e.reason, e.created_at, e.until)
+              for e in reader.killswitch_history("t1", "tenant", "t1")]
+    assert events == [  # newest first
+        ("freeze", "bob", "again", T0 + timedelta(minutes=10), T0 + timedelta(hours=1)),
+        ("unfreeze", "oncall", "false alarm", T0 + timedelta(minutes=5), None),
+        ("freeze", "ops", "cost spike", T0, None)]
+    assert reader.killswitch_history("t2", "tenant", "t1") == []  # tenant-scoped
+    assert len(reader.killswitch_history("t1", "tenant", "t1", limit=1)) == 1
+    assert reader.killswitch_status("t1", "tenant", "t1")["unfreeze_reason"] is None  # new freeze
+
+
+def test_a_refused_transition_records_no_history(hoc_db, timed):
+    state = timed(lambda d: _freeze_for(d, None))
+    with pytest.raises(InvalidTransition):
+        timed(lambda d: d.freeze_killswitch(state, "mallory", "overwrite"))
+    assert len(GuardReader(hoc_db).killswitch_history("t1", "tenant", "t1")) == 1
+
+
+def test_a_timed_freeze_ends_by_itself(hoc_db, timed, clock):
+    until = T0 + timedelta(hours=2)
+    state = timed(lambda d: _freeze_for(d, until))
+    reader = GuardReader(hoc_db, clock=clock)
+    status = reader.killswitch_status("t1", "tenant", "t1")
+    assert (status["is_frozen"], status["frozen_until"]) == (True, until)
+    clock.advance(hours=2, microseconds=-1)
+    assert reader.is_frozen("t1", "tenant", "t1") is True
+    with pytest.raises(InvalidTransition, match="already frozen .* until 2026-03-01T14:00:00"):
+        timed(lambda d: d.freeze_killswitch(state, "bob", "again"))
+    clock.advance(microseconds=1)  # the end time itself: no longer frozen, no process ran
+    assert reader.is_frozen("t1", "tenant", "t1") is False
+    assert reader.killswitch_status("t1", "tenant", "t1")["is_frozen"] is False
+    assert reader.list_killswitches("t1", frozen_only=True) == []
+    with pytest.raises(InvalidTransition, match=r"not frozen \(its freeze ended at 2026-03-01T14:00"):
+        timed(lambda d: d.unfreeze_killswitch(state, "oncall"))
+    refrozen = timed(lambda d: d.freeze_killswitch(state, "bob", "again"))  # allowed once ended
+    assert (refrozen.is_frozen, refrozen.frozen_by, refrozen.frozen_until) == (True, "bob", None)
+    assert reader.is_frozen("t1", "tenant", "t1") is True
+
+
+@pytest.mark.parametrize("until, message", [
+    (T0, "until must be in the future"),
+    (T0 - timedelta(seconds=1), "until must be in the future"),
+    ("2030-01-01", "until must be a datetime"),
+])
+def test_a_freeze_until_now_or_earlier_is_refused(hoc_db, timed, until, message):
+    state = timed(lambda d: d.get_or_create_killswitch_state("t1", "tenant", "t1")[0])
+    with pytest.raises(ValueError, match=message):
+        timed(lambda d: d.freeze_killswitch(state, "ops", "why", until=until))
+    assert stored(hoc_db, KillSwitchState, state.id).is_frozen is False
+    assert GuardReader(hoc_db).killswitch_history("t1", "tenant", "t1") == []
+
+
+def test_a_naive_until_is_utc(hoc_db, timed):
+    state = timed(lambda d: _freeze_for(d, datetime(2026, 3, 1, 13, 0)))
+    assert state.frozen_until == T0 + timedelta(hours=1)
+
+
+def test_list_switches_of_a_tenant_or_every_frozen_one(hoc_db, timed, clock):
+    timed(lambda d: _freeze_for(d, T0 + timedelta(hours=1)))
+    timed(lambda d: d.get_or_create_killswitch_state("t1", "key", "k-idle"))
+    clock.advance(seconds=1)
+    timed(lambda d: _freeze_for(d, None, "t2", "key", "k-2"))
+    reader = GuardReader(hoc_db, clock=clock)
+
+    def keys(rows):
+        return [(r["tenant_id"], r["entity_id"], r["is_frozen"]) for r in rows]
+
+    assert sorted(keys(reader.list_killswitches("t1"))) == [("t1", "k-idle", False), ("t1", "t1", True)]
+    assert keys(reader.list_killswitches("t1", frozen_only=True)) == [("t1", "t1", True)]
+    assert keys(reader.list_frozen_killswitches()) == [("t2", "k-2", True), ("t1", "t1", True)]
+    clock.advance(hours=1)
+    assert keys(reader.list_frozen_killswitches()) == [("t2", "k-2", True)]
+    with pytest.raises(ValueError):
+        reader.list_killswitches("")

@@ -275,7 +275,7 @@ def test_debug_logs_and_error_messages_never_show_credentials_or_tokens(hoc_db, 
     sent = run_process("--debug", "--db", hoc_db.database, "alerts", "send", "--once", "--json")
     refused = run_process(*enqueue, f"ftp://ops:{PASSWORD}@127.0.0.1/hook")
     assert refused.returncode == 2 and "Traceback" in refused.stderr
-    assert refused.stderr.endswith("error: webhook_url must be an http(s) URL, got 'ftp://***@127.0.0.1/hook'\n")
+    assert refused.stderr.endswith("error: --webhook-url must be an http(s) URL, got 'ftp://***@127.0.0.1/hook'\n")
     plain = run_cli(hoc_db.database, *enqueue[3:18], "--channel", "slack", "--slack-url",
                     f"hooks.slack.com/services/T000/B000/{TOKEN}")
     assert plain.exit_code == 2 and "hooks.slack.com/***" in plain.stderr

@@ -4,6 +4,7 @@ Exit codes: 0 ok, 1 check failed / violation / runtime error, 2 bad input, 3 blo
 A command that writes renders its output inside its transaction (`render`) and only prints
 it after the COMMIT, so nothing that can fail runs once the change is committed.
 """
+import functools
 import json
 import sys
 from datetime import datetime
@@ -50,6 +51,21 @@ def limit_option(default):
                         show_default=True, help=f"Rows to return (1-{MAX_LIMIT}).")
 
 
+def tenant_scope_option(all_help):
+    """`--tenant T` or `--all-tenants` (exactly one, else exit 2): the command gets `tenant_id`
+    (None with --all-tenants) and `all_tenants`. Reads across tenants are asked for by name."""
+    def decorate(command):
+        @text_option("--tenant", "tenant_id", help="Tenant id.")
+        @click.option("--all-tenants", is_flag=True, help=all_help)
+        @functools.wraps(command)
+        def scoped(tenant_id, all_tenants, **kwargs):
+            if (tenant_id is None) == (not all_tenants):
+                raise CliError("give --tenant T, or --all-tenants to look across tenants")
+            return command(tenant_id=tenant_id, all_tenants=all_tenants, **kwargs)
+        return scoped
+    return decorate
+
+
 def tenant_option(command):
     """Add the mandatory `--tenant T` (blank refused)."""
     return text_option("--tenant", "tenant_id", required=True, help="Tenant id (required).")(command)
@@ -65,7 +81,7 @@ def get_db(ctx=None, create=False, check_schema=True):
     Call it only after every argument has been validated, so bad input writes nothing.
     """
     from ..db import DatabaseMissing, DatabaseOpenError, connect_database, init_database
-    from ..schema_parity import SchemaParityError, run_startup_parity_check
+    from ..schema_parity import OlderSchema, SchemaParityError, run_startup_parity_check
 
     ctx = ctx or click.get_current_context()
     root = ctx.find_root()
@@ -77,7 +93,7 @@ def get_db(ctx=None, create=False, check_schema=True):
         db = init_database(path) if create else connect_database(path, create=False)
     except DatabaseMissing as exc:
         raise CliError(f"{exc} (create it with `hoc-drivers --db {exc.path} init`)") from None
-    except DatabaseOpenError as exc:
+    except (DatabaseOpenError, OlderSchema) as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     root.call_on_close(db.close)
     if check_schema:
@@ -85,6 +101,8 @@ def get_db(ctx=None, create=False, check_schema=True):
             errors = run_startup_parity_check(db)["errors"]
         except SchemaParityError as exc:
             errors = exc.errors
+        except OlderSchema as exc:
+            raise CliError(str(exc), EXIT_FAILED) from None
         if errors:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise CliError(f"database {db.database} does not match the models: {errors[0]}{more}; "

@@ -89,8 +89,9 @@ def schema_check(integrity, as_json):
         for issue in issues:
             click.echo(("error   " if issue.is_error else "warning ") + str(issue))
         corrupt = sum(i.kind == "INTEGRITY" for i in errors)
-        click.echo("schema OK" if not errors else
-                   f"{len(errors) - corrupt} schema difference(s), {corrupt} integrity problem(s)")
+        warnings = f"{len(issues) - len(errors)} warning(s)"
+        click.echo(f"schema OK, {warnings}" if not errors else
+                   f"{len(errors) - corrupt} schema difference(s), {corrupt} integrity problem(s), {warnings}")
     if errors:
         click.get_current_context().exit(EXIT_FAILED)
 

@@ -1,15 +1,42 @@
-"""CLI: kill switches (freeze / unfreeze / status) and incidents (list / ack / resolve)."""
+"""CLI: kill switches (freeze / unfreeze / status / list / history) and incidents
+(list / ack / resolve)."""
+import re
+from datetime import timedelta
+
 import click
 from playhouse.shortcuts import model_to_dict
 
-from ..guard_write_driver import (INCIDENT_STATUSES, GuardReader, GuardWriteDriver, InvalidTransition,
-                                  validate_switch)
+from ..guard_write_driver import (INCIDENT_STATUSES, SWITCH_FIELDS, GuardReader, GuardWriteDriver,
+                                  InvalidTransition, switch_status, validate_switch)
+from ..models.base import utcnow
 from ..models.guard import ENTITY_TYPES
 from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, limit_option,
-                     non_empty, render, tenant_option, text_option)
+                     non_empty, render, tenant_option, tenant_scope_option, text_option)
 
-SWITCH_COLUMNS = ["tenant_id", "entity_type", "entity_id", "is_frozen", "frozen_at", "frozen_by",
-                  "freeze_reason", "trigger_type", "unfrozen_at", "unfrozen_by"]
+SWITCH_COLUMNS = [key for key in SWITCH_FIELDS if key != "auto_triggered"]
+LIST_COLUMNS = ["tenant_id", "entity_type", "entity_id", "is_frozen", "frozen_by", "frozen_at",
+                "frozen_until", "freeze_reason"]
+HISTORY_COLUMNS = ["created_at", "action", "actor", "reason", "until", "trigger_type"]
+_DURATION_PART = re.compile(r"(\d+)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType):
+    """A positive duration such as 90s, 30m, 2h, 1d or 1h30m, as a timedelta."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        """Parse `value` ("2h", "1h30m") or fail naming the option (exit 2)."""
+        if isinstance(value, timedelta):
+            return value
+        text = value.strip().lower()
+        parts = _DURATION_PART.findall(text)
+        seconds = sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+        if not parts or "".join(n + u for n, u in parts) != text or seconds <= 0:
+            self.fail(f"{value!r} is not a positive duration such as 90s, 30m, 2h, 1d or 1h30m",
+                      param, ctx)
+        return timedelta(seconds=seconds)
 INCIDENT_COLUMNS = ["id", "status", "severity", "title", "trigger_type", "created_at"]
 
 
@@ -22,7 +49,8 @@ def _switch_options(command):
 
 
 def _switch_dict(state):
-    return {key: getattr(state, key) for key in SWITCH_COLUMNS}
+    return {key: value for key, value in switch_status(state, utcnow()).items()
+            if key in SWITCH_COLUMNS}
 
 
 @click.group()
@@ -34,21 +62,27 @@ def killswitch():
 @_switch_options
 @text_option("--by", "actor", required=True, help="Who freezes it.")
 @click.option("--reason", default="Manual freeze", show_default=True, help="Why.")
+@click.option("--for", "duration", type=Duration(),
+              help="End the freeze by itself after this long (90s, 30m, 2h, 1d, 1h30m).")
 @json_option
-def freeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
-    """Freeze a kill switch (stop the traffic); exit 1 if it is already frozen.
+def freeze(tenant_id, entity_type, entity_id, actor, reason, duration, as_json):
+    """Freeze a kill switch (stop the traffic), for good or `--for` a while; exit 1 if it is
+    already frozen. A timed freeze shows its end (frozen_until) and ends by itself then.
 
-    Example: hoc-drivers killswitch freeze --tenant acme --entity-type tenant --entity-id acme --by ops --reason "cost spike"
+    Example: hoc-drivers killswitch freeze --tenant acme --entity-type tenant --entity-id acme --by ops --reason "cost spike" --for 2h
     """
     try:
         validate_switch(tenant_id, entity_type, entity_id)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:
+        now = utcnow()  # one now: a timed freeze ends exactly `duration` after it starts
         with get_coordinator().transaction() as tx:
-            driver = GuardWriteDriver(tx)
+            driver = GuardWriteDriver(tx, clock=lambda: now)
             state, _ = driver.get_or_create_killswitch_state(tenant_id, entity_type, entity_id)
-            output = render(_switch_dict(driver.freeze_killswitch(state, actor, reason)), as_json)
+            until = None if duration is None else now + duration
+            output = render(_switch_dict(driver.freeze_killswitch(state, actor, reason, until=until)),
+                            as_json)
     except InvalidTransition as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     click.echo(output)
@@ -57,7 +91,7 @@ def freeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
 @killswitch.command("unfreeze")
 @_switch_options
 @text_option("--by", "actor", required=True, help="Who unfreezes it.")
-@click.option("--reason", help="Why (logged in the output only; the switch keeps the freeze reason).")
+@click.option("--reason", help="Why (kept in the switch's history).")
 @json_option
 def unfreeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
     """Unfreeze a frozen kill switch (resume the traffic); exit 1 if it is not frozen.
@@ -69,10 +103,8 @@ def unfreeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
         raise CliError(f"{entity_type.title()} {entity_id!r} is not frozen", EXIT_FAILED)
     try:
         with get_coordinator().transaction() as tx:
-            data = _switch_dict(GuardWriteDriver(tx).unfreeze_killswitch(state, actor))
-            if reason:
-                data["unfreeze_reason"] = reason
-            output = render(data, as_json)
+            output = render(_switch_dict(GuardWriteDriver(tx).unfreeze_killswitch(state, actor, reason)),
+                            as_json)
     except InvalidTransition as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     click.echo(output)
@@ -88,6 +120,38 @@ def status(tenant_id, entity_type, entity_id, as_json):
     """
     data = GuardReader(get_db()).killswitch_status(tenant_id, entity_type, entity_id)
     emit({key: data[key] for key in SWITCH_COLUMNS}, as_json)
+
+
+@killswitch.command("list")
+@tenant_scope_option("Every tenant's switches frozen now, instead of one tenant's (a read across tenants).")
+@click.option("--frozen", "frozen_only", is_flag=True, help="Only switches frozen now.")
+@limit_option(100)
+@json_option
+def list_switches(tenant_id, frozen_only, all_tenants, limit, as_json):
+    """List a tenant's kill switches (or, with --all-tenants, every frozen one), last changed
+    first; a timed freeze shows its end (frozen_until).
+
+    Example: hoc-drivers killswitch list --tenant acme --frozen
+    """
+    reader = GuardReader(get_db())
+    if all_tenants:
+        rows = reader.list_frozen_killswitches(limit=limit)
+    else:
+        rows = reader.list_killswitches(tenant_id, frozen_only, limit=limit)
+    emit(rows, as_json, None if as_json else LIST_COLUMNS)
+
+
+@killswitch.command("history")
+@_switch_options
+@limit_option(100)
+@json_option
+def history(tenant_id, entity_type, entity_id, limit, as_json):
+    """Show every freeze and unfreeze of a kill switch, newest first: who, why, when, until when.
+
+    Example: hoc-drivers killswitch history --tenant acme --entity-type tenant --entity-id acme
+    """
+    events = GuardReader(get_db()).killswitch_history(tenant_id, entity_type, entity_id, limit)
+    emit([model_to_dict(event) for event in events], as_json, None if as_json else HISTORY_COLUMNS)
 
 
 @click.group()

@@ -1,7 +1,7 @@
 """Alert queue and UI notifications (alert_driver, alert_emitter, alert_sender)."""
 import json
 
-from peewee import CharField, FloatField, IntegerField, TextField
+from peewee import BooleanField, CharField, FloatField, IntegerField, TextField
 
 from .base import BaseModel, JSONField, UtcDateTimeField, new_id, utcnow
 
@@ -99,4 +99,60 @@ class Notification(BaseModel):
         indexes = ((("tenant_id", "created_at"), False),)
 
 
-MODELS = [AlertQueueItem, Notification]
+class StoredAlertConfig(BaseModel):
+    """A named alert config of a tenant (`alerts config set`), with its throttling state.
+
+    The columns are `alert_emitter.AlertConfig`'s fields; the webhook secret is never stored.
+    """
+
+    id = CharField(primary_key=True, default=new_id)
+    tenant_id = CharField()
+    name = CharField()
+    policy_id = CharField()
+    near_threshold_enabled = BooleanField(default=True)
+    near_threshold_percentage = FloatField(default=80)
+    breach_alert_enabled = BooleanField(default=True)
+    enabled_channels = JSONField()
+    webhook_url = TextField(null=True)
+    email_recipients = JSONField()
+    slack_webhook_url = TextField(null=True)
+    slack_channel = CharField(null=True)
+    min_alert_interval_seconds = FloatField(default=60)
+    max_alerts_per_run = IntegerField(default=10)
+    last_alert_at = UtcDateTimeField(null=True)
+    alerts_sent_count = IntegerField(default=0)
+    created_at = UtcDateTimeField(default=utcnow)
+    updated_at = UtcDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "alert_configs"
+        indexes = ((("tenant_id", "name"), True),)
+
+
+class StoredThresholdSignal(BaseModel):
+    """The history of threshold signals emitted with a stored config (one row per signal)."""
+
+    id = CharField(primary_key=True)  # the signal id (SIG-...)
+    tenant_id = CharField()
+    config_name = CharField()
+    run_id = CharField()
+    policy_id = CharField()
+    metric = CharField()
+    current_value = FloatField()
+    threshold_value = FloatField()
+    signal_type = CharField()
+    percentage = FloatField()
+    action_taken = CharField(null=True)
+    step_index = IntegerField(null=True)
+    timestamp = UtcDateTimeField()
+    alert_sent = BooleanField(default=False)
+    alert_channels = JSONField()
+    alert_sent_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        table_name = "threshold_signals"
+        indexes = ((("tenant_id", "run_id", "policy_id"), False),
+                   (("tenant_id", "timestamp"), False))
+
+
+MODELS = [AlertQueueItem, Notification, StoredAlertConfig, StoredThresholdSignal]

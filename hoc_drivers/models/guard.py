@@ -1,13 +1,18 @@
-"""Kill switches (guard_write_driver)."""
+"""Kill switches (guard_write_driver): each switch's state and the history of its changes."""
 from peewee import BooleanField, CharField, TextField
 
 from .base import BaseModel, UtcDateTimeField, new_id, utcnow
 
 ENTITY_TYPES = ("tenant", "key")
+SWITCH_ACTIONS = ("freeze", "unfreeze")
 
 
 class KillSwitchState(BaseModel):
-    """Freeze state of a tenant or an API key; one row per (tenant, entity type, entity)."""
+    """Freeze state of a tenant or an API key; one row per (tenant, entity type, entity).
+
+    A timed freeze has `frozen_until`: from then on the switch counts as unfrozen although
+    `is_frozen` is still stored True (readers compare `frozen_until` with now).
+    """
 
     id = CharField(primary_key=True, default=new_id)
     tenant_id = CharField()
@@ -17,10 +22,12 @@ class KillSwitchState(BaseModel):
     frozen_at = UtcDateTimeField(null=True)
     frozen_by = CharField(null=True)
     freeze_reason = TextField(null=True)
+    frozen_until = UtcDateTimeField(null=True)
     auto_triggered = BooleanField(default=False)
     trigger_type = CharField(null=True)
     unfrozen_at = UtcDateTimeField(null=True)
     unfrozen_by = CharField(null=True)
+    unfreeze_reason = TextField(null=True)
     created_at = UtcDateTimeField(default=utcnow)
     updated_at = UtcDateTimeField(default=utcnow)
 
@@ -31,5 +38,34 @@ class KillSwitchState(BaseModel):
             (("is_frozen", "tenant_id"), False),
         )
 
+    @classmethod
+    def frozen_where(cls, now):
+        """SQL condition: the switch is frozen at `now` (frozen, and its end time not reached)."""
+        return cls.is_frozen & (cls.frozen_until.is_null() | (cls.frozen_until > now))
 
-MODELS = [KillSwitchState]
+    def is_frozen_at(self, now):
+        """True when this switch is frozen at `now` (a timed freeze ends at `frozen_until`)."""
+        return bool(self.is_frozen) and (self.frozen_until is None or self.frozen_until > now)
+
+
+class KillSwitchEvent(BaseModel):
+    """One freeze or unfreeze of a kill switch: who, why, when (and until when); never updated."""
+
+    id = CharField(primary_key=True, default=new_id)
+    switch_id = CharField()
+    tenant_id = CharField()
+    entity_type = CharField()
+    entity_id = CharField()
+    action = CharField()
+    actor = CharField()
+    reason = TextField(null=True)
+    until = UtcDateTimeField(null=True)
+    trigger_type = CharField(null=True)
+    created_at = UtcDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "killswitch_events"
+        indexes = ((("tenant_id", "entity_type", "entity_id", "created_at"), False),)
+
+
+MODELS = [KillSwitchState, KillSwitchEvent]

@@ -1,0 +1,128 @@
+"""Upgrades and backups of a database file.
+
+`backup_database(db, dest)` copies the database with SQLite's online backup API
+(`sqlite3.Connection.backup` from the database's own connection to a new file): one consistent
+snapshot, taken as a reader while other processes keep writing, never a file copy that could
+catch a write half-done. The copy is a new file (mode 0600); an existing `dest` is refused.
+
+`migrate_database(path)` brings a file of an older schema version (`schema_parity.schema_version`)
+to `SCHEMA_VERSION` in place, after an automatic backup next to it, with Peewee's
+`playhouse.migrate.SqliteMigrator`, in one coordinator transaction: a missing column is added
+(`add_column`); a column whose NULL-ness or DEFAULT differs from the model gets the model's
+(`drop_not_null` / `add_not_null`, `drop_column_default` / `add_column_default`: SQLite cannot
+change a column, so playhouse rebuilds the table: a new table, every row copied, the old one
+dropped, the new one renamed, its indexes recreated); then missing tables, indexes and
+triggers are created as `init` creates them. (A changed column type is not migrated: playhouse's
+`alter_column_type` writes the column name twice on SQLite; such a difference is reported.) The
+migration's own connection has foreign-key enforcement off (dropping a rebuilt table must not
+cascade), so `PRAGMA foreign_key_check` must find nothing, and schema parity no difference,
+before the COMMIT. Any failure rolls everything back: the file is left as it was.
+"""
+import ast
+import os
+import sqlite3
+from datetime import datetime, timezone
+
+from playhouse.migrate import SqliteMigrator
+
+from . import models
+from .db import open_database
+from .schema_parity import (SCHEMA_VERSION, _expected_schema, _introspect, compare_schema,
+                            schema_version)
+from .transaction_coordinator import TransactionCoordinator
+
+
+class MigrationError(RuntimeError):
+    """The file cannot be migrated (empty, newer than the package, or the upgrade left
+    differences); nothing was changed."""
+
+
+def backup_database(db, dest):
+    """Copy the open database `db` to the new file `dest` (mode 0600) with SQLite's online
+    backup API: a consistent copy while writers run. FileExistsError for an existing `dest`."""
+    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    target = sqlite3.connect(dest)
+    try:
+        db.connection().backup(target)
+    except BaseException:
+        target.close()
+        os.remove(dest)
+        raise
+    target.close()
+    return dest
+
+
+def _literal(default):
+    """A DEFAULT clause's text as `add_column_default` takes it: numbers and quoted text as
+    Python values (it writes them back as SQL literals), an expression in parentheses (SQLite
+    reports it without them)."""
+    try:
+        return ast.literal_eval(default)
+    except (ValueError, SyntaxError):
+        return f"({default})"
+
+
+def _column_operations(migrator, table, name, actual, expected):
+    """The playhouse operations giving column `name` the model's NULL-ness and DEFAULT."""
+    (_, actual_null, actual_default), (_, null, default) = actual, expected
+    if actual_null != null:
+        yield migrator.drop_not_null(table, name) if null else migrator.add_not_null(table, name)
+    if actual_default != default:
+        if actual_default is not None:
+            yield migrator.drop_column_default(table, name)
+        if default is not None:
+            yield migrator.add_column_default(table, name, _literal(default))
+
+
+def _upgrade(db):
+    """Bring every existing table's columns to the models (playhouse), then create what is
+    missing as `init` does."""
+    migrator = SqliteMigrator(db)
+    expected = _expected_schema(tuple(models.ALL_MODELS))
+    present = set(db.get_tables())
+    for model in models.ALL_MODELS:
+        table = model._meta.table_name
+        if table not in present:
+            continue
+        actual = _introspect(db, table)[0]
+        for name, field in model._meta.columns.items():
+            if name not in actual:
+                migrator.add_column(table, name, field).run()
+                continue
+            for operation in _column_operations(migrator, table, name, actual[name],
+                                                expected[table][0][name]):
+                operation.run()
+    models.create_schema(db)
+
+
+def migrate_database(path, backup_path=None, now=None):
+    """Upgrade the file at `path` to SCHEMA_VERSION in place, after an online backup to
+    `backup_path` (default `<path>.v<N>-<UTC time>.bak`). Returns what was done: versions,
+    the backup's path and the differences fixed (MigrationError when it cannot be done)."""
+    db = open_database(path, create=False, foreign_keys=False)
+    try:
+        version = schema_version(db)
+        result = {"database": path, "from_version": version, "to_version": SCHEMA_VERSION,
+                  "backup": None, "fixed": []}
+        if version == SCHEMA_VERSION:
+            return result
+        if version == 0:
+            raise MigrationError(f"database {path} has no tables to migrate (create them with "
+                                 f"`hoc-drivers init`)")
+        if version > SCHEMA_VERSION:
+            raise MigrationError(f"database {path} has schema version {version}, newer than "
+                                 f"this package's {SCHEMA_VERSION}")
+        now = now or datetime.now(timezone.utc)
+        result["backup"] = backup_database(db, backup_path or f"{path}.v{version}-{now:%Y%m%dT%H%M%SZ}.bak")
+        with TransactionCoordinator(db).transaction():
+            result["fixed"] = [str(issue) for issue in compare_schema(db)]
+            _upgrade(db)
+            left = [str(issue) for issue in compare_schema(db)]
+            broken = db.execute_sql("PRAGMA foreign_key_check").fetchall()
+            if left or broken:
+                raise MigrationError(f"migrating {path} left differences, nothing changed: "
+                                     + "; ".join(left + [f"foreign key violation in {row[0]}" for row in broken]))
+            db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return result
+    finally:
+        db.close()

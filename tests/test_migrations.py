@@ -1,0 +1,137 @@
+"""Schema versions, `migrate` (a schema-1 fixture upgraded in place) and `backup` (online, under writers)."""
+import multiprocessing
+import shutil
+import sqlite3
+from pathlib import Path
+
+from conftest import alter, dump
+
+from hoc_drivers.schema_parity import SCHEMA_VERSION
+
+SCHEMA_V1 = Path(__file__).resolve().parent.parent / "fixtures" / "schema_v1.db"
+WRITERS, WRITES_PER_WRITER = 4, 400
+
+
+def _v1_copy(tmp_path):
+    path = tmp_path / "old.db"
+    shutil.copyfile(SCHEMA_V1, path)
+    return path
+
+
+def _rows(path):
+    """{table: sorted rows as dicts} of every table of the file at `path`."""
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    rows = {t: sorted((dict(r) for r in conn.execute(f'SELECT * FROM "{t}"')), key=repr) for t in tables}
+    conn.close()
+    return rows
+
+
+def _user_version(path):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_init_records_the_schema_version(run_cli, tmp_path):
+    assert run_cli(tmp_path / "new.db", "init").exit_code == 0
+    assert _user_version(tmp_path / "new.db") == SCHEMA_VERSION
+
+
+def test_commands_on_an_older_file_say_to_run_migrate_and_change_nothing(run_cli, tmp_path):
+    path = _v1_copy(tmp_path)
+    before = dump(path)
+    for args in (["incidents", "list", "--tenant", "acme"], ["init"]):
+        result = run_cli(path, *args)
+        assert result.exit_code == 1
+        assert "older schema (version 1); run `hoc-drivers migrate`" in result.stderr
+    assert dump(path) == before
+
+
+def test_migrate_keeps_every_row_and_passes_schema_check(run_cli, tmp_path):
+    path = _v1_copy(tmp_path)
+    before, before_dump = _rows(path), dump(path)
+    result = run_cli(path, "migrate", "--json")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert '"from_version": 1' in result.output and "COLUMN_MISSING incidents" in result.output
+    after = _rows(path)
+    assert sum(map(len, before.values())) >= 25
+    for table, rows in before.items():  # every row kept, every old column unchanged
+        columns = rows[0].keys() if rows else ()
+        assert sorted(({c: row[c] for c in columns} for row in after[table]), key=repr) == rows, table
+    assert all(row["cost_impact"] is None for row in after["incidents"])
+    assert _user_version(path) == SCHEMA_VERSION
+    (backup,) = tmp_path.glob("old.db.v1-*.bak")
+    assert dump(backup) == before_dump
+    assert run_cli(path, "schema", "check", "--integrity").exit_code == 0
+    assert run_cli(path, "incidents", "list", "--tenant", "acme").exit_code == 0
+    again = run_cli(path, "migrate")
+    assert again.exit_code == 0 and "already current" in again.output
+    assert len(list(tmp_path.glob("*.bak"))) == 1
+
+
+def test_a_migration_that_cannot_finish_changes_nothing(run_cli, tmp_path):
+    path = _v1_copy(tmp_path)
+    alter(path, "ALTER TABLE incidents ADD COLUMN cost_impact INTEGER")  # a type migrate cannot change
+    before = dump(path)
+    result = run_cli(path, "migrate", "--backup", str(tmp_path / "b.db"))
+    assert result.exit_code == 1
+    assert "left differences, nothing changed: COLUMN_TYPE incidents" in result.stderr
+    assert dump(path) == before
+    assert dump(tmp_path / "b.db") == before
+
+
+def test_backup_refuses_an_existing_file(run_cli, tmp_path):
+    path = tmp_path / "hoc.db"
+    run_cli(path, "init")
+    (tmp_path / "taken.db").write_text("keep me")
+    result = run_cli(path, "backup", str(tmp_path / "taken.db"))
+    assert result.exit_code == 2 and "cannot write backup" in result.stderr
+    assert (tmp_path / "taken.db").read_text() == "keep me"
+
+
+def _write_in_a_loop(path, name, started, stop):
+    """A writer process: coordinator transactions (one cost record each) until `stop` or the bound."""
+    from hoc_drivers.db import connect_database
+    from hoc_drivers.models.cost import CostRecord
+    from hoc_drivers.transaction_coordinator import TransactionCoordinator
+
+    db = connect_database(path, create=False)
+    coordinator = TransactionCoordinator(db)
+    for i in range(WRITES_PER_WRITER):
+        with coordinator.transaction():
+            CostRecord.insert(tenant_id=name, model="m", cost_cents=float(i)).execute(db)
+        started.set()
+        if stop.is_set():
+            break
+    db.close()
+
+
+def test_a_backup_taken_while_four_processes_write_is_consistent(run_cli, tmp_path):
+    path = tmp_path / "hoc.db"
+    assert run_cli(path, "init").exit_code == 0
+    context = multiprocessing.get_context("fork")
+    stop = context.Event()
+    started = [context.Event() for _ in range(WRITERS)]
+    writers = [context.Process(target=_write_in_a_loop, args=(str(path), f"w{n}", started[n], stop))
+               for n in range(WRITERS)]
+    for writer in writers:
+        writer.start()
+    try:
+        assert all(event.wait(60) for event in started), "a writer never committed"
+        result = run_cli(path, "backup", str(tmp_path / "copy.db"))
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join(60)
+    assert result.exit_code == 0, result.stderr
+    assert [w.exitcode for w in writers] == [0] * WRITERS
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    assert copy.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    copied = copy.execute("SELECT count(*) FROM cost_records").fetchone()[0]
+    copy.close()
+    total = sqlite3.connect(path).execute("SELECT count(*) FROM cost_records").fetchone()[0]
+    assert WRITERS <= copied <= total
