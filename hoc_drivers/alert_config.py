@@ -15,9 +15,10 @@ from datetime import datetime
 from enum import Enum
 from urllib.parse import urlsplit
 
+from .listing import page
 from .models.alerts import StoredAlertConfig, StoredThresholdSignal
 from .models.base import as_utc, new_id, utcnow
-from .validation import (require_database, require_limit, require_non_negative, require_tenant, require_text,
+from .validation import (require_database, require_non_negative, require_tenant, require_text,
                          require_transaction)
 
 ACCESS = "READ+WRITE"
@@ -247,14 +248,14 @@ class AlertConfigReader:
             return None
         return {"name": row.name, **_config_from_row(row).to_dict(), "updated_at": row.updated_at}
 
-    def list_signals(self, tenant_id, run_id=None, limit=50):
-        """The tenant's stored threshold signals (of one run, with `run_id`), newest first."""
+    def list_signals(self, tenant_id, run_id=None, limit=50, since=None, until=None, offset=0):
+        """The tenant's stored threshold signals (of one run, with `run_id`), newest first
+        (window: listing.page)."""
         condition = StoredThresholdSignal.tenant_id == require_tenant(tenant_id)
         if run_id is not None:
             condition &= StoredThresholdSignal.run_id == run_id
-        return list(StoredThresholdSignal.select().where(condition)
-                    .order_by(StoredThresholdSignal.timestamp.desc()).limit(require_limit(limit))
-                    .execute(self.db))
+        return list(page(StoredThresholdSignal.select().where(condition), StoredThresholdSignal.timestamp,
+                         since, until, offset, limit).execute(self.db))
 
 
 class AlertConfigWriter:

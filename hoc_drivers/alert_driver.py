@@ -34,10 +34,11 @@ from datetime import timedelta
 from peewee import SQL, Select, fn
 
 from .facts import AlertQueued, GuardStateChanged
+from .listing import page
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
 from .models.runs import Incident
-from .validation import (optional_text, require_database, require_int, require_limit, require_tenant,
+from .validation import (optional_text, require_database, require_int, require_tenant,
                          require_text, require_transaction)
 
 ACCESS = "READ+WRITE"
@@ -179,11 +180,13 @@ class AlertQueueReader:
                 .where((AlertQueueItem.created_at < cutoff) & AlertQueueItem.status.in_(statuses))
                 .count(self.db))
 
-    def list_alerts(self, tenant_id, status=None, channel=None, destination=None, since=None, limit=50):
-        """The alerts of `tenant_id` (or `ALL_TENANTS`), newest first, at most `limit`.
+    def list_alerts(self, tenant_id, status=None, channel=None, destination=None, since=None, limit=50,
+                    until=None, offset=0):
+        """The alerts of `tenant_id` (or `ALL_TENANTS`), newest first, at most `limit` after
+        skipping `offset`.
 
         Filters: `status`, `channel`, `destination` (text the destination's URL or one of its
-        e-mail recipients contains), `since` (created at or after this datetime).
+        e-mail recipients contains), `since` / `until` (created at or after / before).
         """
         condition = _scope(tenant_id)
         if _require_choice(status, ALERT_STATUSES, "status") is not None:
@@ -197,11 +200,8 @@ class AlertQueueReader:
             targets = [fn.json_extract(AlertQueueItem.destination, path).coerce(False)
                        for path in ("$.url", "$.recipients")]
             condition &= (fn.instr(targets[0], destination) > 0) | (fn.instr(targets[1], destination) > 0)
-        if since is not None:
-            condition &= AlertQueueItem.created_at >= as_utc(since)
-        query = (AlertQueueItem.select().where(condition)
-                 .order_by(AlertQueueItem.created_at.desc(), AlertQueueItem.id.desc())
-                 .limit(require_limit(limit)))
+        query = page(AlertQueueItem.select().where(condition), AlertQueueItem.created_at, since, until,
+                     offset, limit)
         return list(query.execute(self.db))
 
     def get_alert(self, tenant_id, alert_id):

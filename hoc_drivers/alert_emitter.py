@@ -30,9 +30,10 @@ import logging
 from .alert_config import (AlertChannel, AlertConfig, AlertConfigReader, AlertConfigWriter,  # noqa: F401
                            ThresholdSignal, require_header_text, validate_email_address, validate_http_url)
 from .alert_driver import AlertQueueWriter
+from .listing import page
 from .models.alerts import Notification, canonical_json
 from .models.base import PreparedInsert, new_id, utcnow
-from .validation import (require_database, require_limit, require_non_negative, require_tenant, require_text,
+from .validation import (require_database, require_non_negative, require_tenant, require_text,
                          require_transaction)
 
 ACCESS = "WRITE"
@@ -232,14 +233,14 @@ class NotificationReader:
     def __init__(self, db):
         self.db = require_database(db)
 
-    def list(self, tenant_id, unread=False, limit=50):
-        """The tenant's notifications (only unacknowledged ones with `unread`), newest first."""
+    def list(self, tenant_id, unread=False, limit=50, since=None, until=None, offset=0):
+        """The tenant's notifications (only unacknowledged ones with `unread`), newest first
+        (window: listing.page)."""
         condition = Notification.tenant_id == require_tenant(tenant_id)
         if unread:
             condition &= Notification.read_at.is_null()
-        return list(Notification.select().where(condition)
-                    .order_by(Notification.created_at.desc(), Notification.id.desc())
-                    .limit(require_limit(limit)).execute(self.db))
+        return list(page(Notification.select().where(condition), Notification.created_at, since, until,
+                         offset, limit).execute(self.db))
 
 
 class NotificationWriter:

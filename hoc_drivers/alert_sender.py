@@ -31,7 +31,6 @@ commit in this process that queues one (it subscribes to the `AlertQueued` fact)
 import http.client
 import json
 import logging
-import os
 import smtplib
 import socket
 import ssl
@@ -39,7 +38,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formataddr
@@ -50,6 +49,7 @@ from .facts import AlertQueued
 from .models.alerts import canonical_json
 from .models.base import utcnow
 from .bus import subscribe
+from . import settings
 
 __all__ = ["AlertSender", "AlertDelivery", "DeliveryResult", "SmtpSettings", "backoff_seconds",
            "LEASE_MARGIN_SECONDS"]
@@ -87,27 +87,20 @@ class DeliveryResult:
 
 @dataclass
 class SmtpSettings:
-    """Where e-mail goes: SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM_*."""
+    """Where e-mail goes: the `smtp.*` settings (SMTP_HOST, SMTP_PORT, SMTP_USERNAME,
+    SMTP_PASSWORD, SMTP_FROM_*; see `hoc_drivers.settings`)."""
 
-    host: str = "localhost"
-    port: int = 25
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    from_address: str = "noreply@example.com"
-    from_name: str = "AOS Notifications"
+    host: str = settings.default("smtp.host")
+    port: int = settings.default("smtp.port")
+    username: str | None = settings.default("smtp.username")
+    password: str | None = field(default=settings.default("smtp.password"), repr=False)
+    from_address: str = settings.default("smtp.from_address")
+    from_name: str = settings.default("smtp.from_name")
 
     @classmethod
     def from_env(cls):
-        """Settings from the SMTP_* environment variables (defaults for the unset ones)."""
-        env = os.environ
-        port = env.get("SMTP_PORT", "25")
-        if not port.isdigit():
-            raise ValueError(f"SMTP_PORT must be a port number, got {port!r}")
-        return cls(host=env.get("SMTP_HOST", "localhost"), port=int(port),
-                   username=env.get("SMTP_USERNAME") or None,
-                   password=env.get("SMTP_PASSWORD") or None,
-                   from_address=env.get("SMTP_FROM_ADDRESS", "noreply@example.com"),
-                   from_name=env.get("SMTP_FROM_NAME", "AOS Notifications"))
+        """The `smtp.*` settings: environment, else settings file, else defaults."""
+        return cls(**{f.name: settings.get(f"smtp.{f.name}") for f in fields(cls)})
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -202,7 +195,8 @@ class AlertDelivery:
     """Delivers one queued alert over HTTP (webhook, Slack, Alertmanager) or SMTP.
 
     `timeout` is the whole-delivery deadline in seconds (see the module docstring).
-    `alertmanager_url` (default env ALERTMANAGER_URL) receives alerts of channel
+    `alertmanager_url` (default: setting alerts.alertmanager_url, env ALERTMANAGER_URL) receives
+    alerts of channel
     "alertmanager" that carry no URL of their own, at `<url>/api/v2/alerts`.
     """
 
@@ -210,7 +204,7 @@ class AlertDelivery:
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
         self.timeout = timeout
-        self.alertmanager_url = alertmanager_url or os.environ.get("ALERTMANAGER_URL") or None
+        self.alertmanager_url = settings.get("alerts.alertmanager_url", alertmanager_url or None)
         self.smtp = smtp
 
     def deliver(self, alert):

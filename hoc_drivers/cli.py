@@ -12,6 +12,10 @@ given on the command line it always wins), else $HOC_DRIVERS_DB, else ./hoc.db. 
 `demo` create it: any other command on a missing file is bad input (exit 2). Every command but
 `schema check` first runs the start-up schema guard and refuses a database that does not match
 the models (exit 1, one line naming the first difference).
+
+Settings (hoc_drivers.settings): flag > environment > settings file > default. The file is
+`--config FILE` (before the subcommand), else $HOC_DRIVERS_CONFIG, else ./hoc-drivers.toml if it
+exists; it is checked before any command runs (an invalid value or unknown key: exit 2).
 """
 import difflib
 import importlib
@@ -43,6 +47,7 @@ COMMANDS = {
     "bench": ("hoc_drivers.commands.bench", "bench", "Benchmarks against raw sqlite3, as ratios."),
     "migrate": ("hoc_drivers.commands.maintenance", "migrate", "Upgrade an older database in place (after a backup)."),
     "backup": ("hoc_drivers.commands.maintenance", "backup", "Copy the database online, while writers run."),
+    "settings": ("hoc_drivers.commands.settings", "settings", "Show every setting, its value and its source."),
 }
 
 # Leaf commands that never open a database: no `--db` of their own.
@@ -57,6 +62,14 @@ def _remember_db(ctx, param, value):
         raise click.BadParameter("must not be empty (leave --db out for ./hoc.db)")
     if value is not None:
         ctx.find_root().meta["hoc.db_path"] = value
+    return value
+
+
+def _use_config(ctx, param, value):
+    """Read settings from `--config FILE` (instead of $HOC_DRIVERS_CONFIG / ./hoc-drivers.toml)."""
+    from hoc_drivers import settings
+
+    settings.use_file(value)
     return value
 
 
@@ -145,6 +158,8 @@ class HocGroup(click.Group):
                 from hoc_drivers.validation import redact
                 sys.stderr.write(redact(traceback.format_exc()))
             code = _report(exc, self.leaf_context)
+        finally:
+            _use_config(None, None, None)  # a --config holds for this invocation only
         if standalone_mode:
             sys.exit(code)
         return code
@@ -181,6 +196,10 @@ def _report(exc, ctx=None):
 @click.group(cls=HocGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", "db_path", metavar="PATH", callback=_remember_db, expose_value=False,
               help=DB_HELP)
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), callback=_use_config,
+              expose_value=False, is_eager=True,
+              help="Settings file (TOML; overrides env HOC_DRIVERS_CONFIG; default ./hoc-drivers.toml "
+                   "if present). Flags and environment variables win over it.")
 @click.option("--debug", is_flag=True, expose_value=False,
               help="Show tracebacks on errors and log SQL (credentials redacted).")
 @click.version_option("0.1.0", prog_name="hoc-drivers")
@@ -189,6 +208,10 @@ def cli():
 
     Example: hoc-drivers --db ./hoc.db demo
     """
+    from hoc_drivers import settings
+
+    settings.check_file()
+    click.get_current_context().default_map = settings.option_defaults()
 
 
 def main():

@@ -1,4 +1,5 @@
-"""The command reference (docs/cli.md), generated from the click command tree itself.
+"""The command reference (docs/cli.md), generated from the click command tree itself and (its
+last section) from the settings' declarations in hoc_drivers.settings.
 
 `python -m hoc_drivers.cli_docs > docs/cli.md` regenerates it; `undocumented_commands` and
 `documented_but_absent` are what the documentation test checks.
@@ -30,7 +31,10 @@ def command_paths(group=None):
 
 
 def render(group=None):
-    """The whole reference as Markdown: one section per command with its --help text."""
+    """The whole reference as Markdown: one section per command with its --help text, then the
+    settings."""
+    from .settings import reference
+
     lines = ["# hoc-drivers command reference", "",
              "Generated from the commands themselves (`python -m hoc_drivers.cli_docs > docs/cli.md`).",
              "Every command that opens a database takes `--db PATH` (else `HOC_DRIVERS_DB`, else",
@@ -39,7 +43,7 @@ def render(group=None):
     for path, command in command_paths(group):
         ctx = click.Context(command, info_name=path)
         lines += [f"## `{path}`", "", "```text", command.get_help(ctx), "```", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + [reference()])
 
 
 def documented_commands(markdown):

@@ -11,13 +11,11 @@ empty one. No model is bound to a database: every driver runs its statements on 
 """
 import os
 
-from . import models
+from . import models, settings
 from .commit_guard import CommitForbidden, GuardedSqliteDatabase, database_key  # noqa: F401
 from .schema_parity import SCHEMA_VERSION, check_schema_version
 from .transaction_coordinator import TransactionCoordinator
 
-DEFAULT_DB_PATH = "hoc.db"
-DB_ENV_VAR = "HOC_DRIVERS_DB"
 BUSY_TIMEOUT_MS = 30_000
 PRAGMAS = (
     ("journal_mode", "wal"),
@@ -41,8 +39,9 @@ class DatabaseMissing(DatabaseOpenError):
 
 
 def resolve_db_path(path=None):
-    """The database path: the explicit one, else $HOC_DRIVERS_DB, else ./hoc.db."""
-    return path or os.environ.get(DB_ENV_VAR) or DEFAULT_DB_PATH
+    """The database path: the explicit one, else setting `database.path` ($HOC_DRIVERS_DB, the
+    settings file, ./hoc.db)."""
+    return path or settings.get("database.path")
 
 
 def _create_owner_only(path):

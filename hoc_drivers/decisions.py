@@ -17,10 +17,11 @@ from enum import Enum
 
 from peewee import SQL
 
+from .listing import page
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
 from .models.decisions import (CausalRole, DecisionOutcome, DecisionRecordRow, DecisionSetting,  # noqa: F401
                                DecisionSource, DecisionTrigger, DecisionType, PolicyDecision)
-from .validation import (NON_EMPTY, require_database, require_json_object, require_limit, require_tenant,
+from .validation import (NON_EMPTY, require_database, require_json_object, require_tenant,
                          require_text, require_transaction)
 
 ACCESS = "READ+WRITE"
@@ -227,10 +228,10 @@ class DecisionRecordReader:
     def __init__(self, db):
         self.db = require_database(db)
 
-    def list(self, tenant_id, run_id=None, request_id=None, decision_type=None, limit=1000):
-        """The tenant's records, oldest first (decided_at, then insertion order), at most `limit`."""
+    def list(self, tenant_id, run_id=None, request_id=None, decision_type=None, limit=1000, *,
+             since=None, until=None, offset=0, newest_first=False):
+        """The tenant's records by decided_at, oldest (or `newest_first`) first; window: listing.page."""
         require_tenant(tenant_id)
-        require_limit(limit)
         row = DecisionRecordRow
         if decision_type is not None:
             decision_type = _member(DecisionType, decision_type, "decision_type").value
@@ -239,7 +240,7 @@ class DecisionRecordReader:
                               (row.decision_type, decision_type)):
             if value is not None:
                 query = query.where(column == value)
-        query = query.order_by(row.decided_at, SQL("rowid")).limit(limit).dicts()
+        query = page(query, row.decided_at, since, until, offset, limit, newest_first).dicts()
         return [DecisionRecord._from_row(r) for r in query.execute(self.db)]
 
     def exists(self, key):
@@ -247,9 +248,9 @@ class DecisionRecordReader:
         return _DECISION_WITH_KEY.execute(self.db, [key]).fetchone() is not None
 
 
-def list_decisions(db, tenant_id, run_id=None, request_id=None, decision_type=None, limit=1000):
-    """The tenant's decision records, optionally by run, request and type; oldest first."""
-    return DecisionRecordReader(db).list(tenant_id, run_id, request_id, decision_type, limit)
+def list_decisions(db, tenant_id, run_id=None, request_id=None, decision_type=None, limit=1000, **window):
+    """The tenant's decision records, by run, request and type; as DecisionRecordReader.list."""
+    return DecisionRecordReader(db).list(tenant_id, run_id, request_id, decision_type, limit, **window)
 
 
 def backfill_run_id_for_request(tx, tenant_id, request_id, run_id):

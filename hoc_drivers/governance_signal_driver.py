@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .facts import GuardStateChanged
+from .listing import page
 from .models.base import PLACEHOLDER, PreparedQuery, new_id, utcnow
 from .models.governance import DECISIONS, SIGNAL_TYPES, GovernanceSignal
 from .validation import require_database, require_json_object, require_text, require_transaction
@@ -162,6 +163,13 @@ class GovernanceSignalReader:
         """The scope's active, unexpired signals (any decision), oldest first."""
         validate_scope(scope, signal_type)
         return self._active(scope, signal_type, self.clock())
+
+    def list_active_signals(self, scope, signal_type=None, since=None, until=None, offset=0, limit=None):
+        """The scope's active, unexpired signals, newest first (window on recorded_at: listing.page)."""
+        validate_scope(scope, signal_type)
+        query = GovernanceSignal.select().where(_active_where(scope, signal_type, self.clock()))
+        query = page(query, GovernanceSignal.recorded_at, since, until, offset, limit, allow_all=True)
+        return list(query.execute(self.db))
 
     def _active(self, scope, signal_type, now):
         query = (GovernanceSignal.select().where(_active_where(scope, signal_type, now))

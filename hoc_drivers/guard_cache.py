@@ -23,7 +23,6 @@ first, which with TTLs of seconds is the one closest to expiring. A FIFO cache d
 itself on a read (an LRU or TTL cache does), so a hit takes no lock: it is one dict lookup, a
 clock read and a copy. Writes, invalidations and evictions take the lock.
 """
-import os
 import pickle
 import sys
 import threading
@@ -37,6 +36,7 @@ from cachetools import FIFOCache
 from .commit_guard import database_key, per_database_registry
 from .facts import INCIDENTS, SNAPSHOT, STATUS, GuardStateChanged
 from .bus import subscribe
+from . import settings
 from .validation import require_database
 
 ACCESS = "READ"
@@ -44,9 +44,9 @@ ACCESS = "READ"
 __all__ = ["GuardCache", "get_guard_cache", "default_ttls", "STATUS", "SNAPSHOT", "INCIDENTS"]
 
 
-# Endpoint -> (environment variable overriding its TTL, default TTL in seconds).
-_TTL_SETTINGS = {STATUS: ("GUARD_STATUS_TTL", 5), SNAPSHOT: ("GUARD_SNAPSHOT_TTL", 10),
-                 INCIDENTS: ("GUARD_INCIDENTS_TTL", 5)}
+# Endpoint -> the setting of its TTL.
+_TTL_SETTINGS = {STATUS: "guard_cache.status_ttl", SNAPSHOT: "guard_cache.snapshot_ttl",
+                 INCIDENTS: "guard_cache.incidents_ttl"}
 
 # With the GIL, `counts[key] += 1` on a dict with str keys runs no Python code between its read
 # and its write, so no other thread can interleave and a hit is counted without the lock. A
@@ -55,20 +55,9 @@ _COUNT_HITS_WITHOUT_LOCK = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 def default_ttls():
-    """TTL in seconds per endpoint: SPEC §3 defaults, overridden by GUARD_*_TTL variables."""
-    ttls = {}
-    for endpoint, (variable, default) in _TTL_SETTINGS.items():
-        raw = os.environ.get(variable)
-        if raw is None or raw.strip() == "":
-            ttls[endpoint] = default
-            continue
-        try:
-            ttls[endpoint] = float(raw)
-        except ValueError:
-            raise ValueError(f"{variable} must be a number of seconds, got {raw!r}") from None
-        if ttls[endpoint] < 0:
-            raise ValueError(f"{variable} must not be negative, got {raw!r}")
-    return ttls
+    """TTL in seconds per endpoint: the `guard_cache.*_ttl` settings (GUARD_*_TTL variables,
+    the settings file, SPEC §3's defaults)."""
+    return {endpoint: settings.get(name) for endpoint, name in _TTL_SETTINGS.items()}
 
 
 class _TenantIndexedCache(FIFOCache):
@@ -111,7 +100,7 @@ class GuardCache:
     def __init__(self, maxsize=10_000, timer=monotonic, ttls=None, enabled=None):
         self.ttls = default_ttls() if ttls is None else {**default_ttls(), **ttls}
         if enabled is None:
-            enabled = os.environ.get("GUARD_CACHE_ENABLED", "true").strip().lower() == "true"
+            enabled = settings.get("guard_cache.enabled")
         self.enabled = enabled
         self.database = None
         self._hits = {}

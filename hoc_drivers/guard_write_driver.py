@@ -17,10 +17,11 @@ from decimal import Decimal
 from peewee import SQL
 
 from .facts import GuardStateChanged
+from .listing import expand_id, page
 from .models.base import as_utc, new_id, utcnow
 from .models.guard import ENTITY_TYPES, KillSwitchEvent, KillSwitchState
 from .models.runs import Incident, IncidentEvent
-from .validation import (require_database, require_int, require_limit, require_tenant, require_text,
+from .validation import (require_database, require_tenant, require_text,
                          require_transaction)
 
 ACCESS = "READ+WRITE"
@@ -116,60 +117,55 @@ class GuardReader:
         state = self.get_killswitch_state(tenant_id, entity_type, entity_id)
         return state is not None and state.is_frozen_at(self.clock())
 
-    def list_killswitches(self, tenant_id, frozen_only=False, limit=100, offset=0):
+    def list_killswitches(self, tenant_id, frozen_only=False, limit=100, offset=0, since=None, until=None):
         """The tenant's switches as status dicts, last changed first (only those frozen now
-        with `frozen_only`)."""
+        with `frozen_only`; window on the last change: listing.page)."""
         require_tenant(tenant_id)
         return self._list_switches(KillSwitchState.tenant_id == tenant_id, frozen_only, limit,
-                                   offset)
+                                   offset, since, until)
 
-    def list_frozen_killswitches(self, limit=100, offset=0):
+    def list_frozen_killswitches(self, limit=100, offset=0, since=None, until=None):
         """Every tenant's switches frozen now, last changed first: a read across tenants,
         for operators only."""
-        return self._list_switches(True, True, limit, offset)
+        return self._list_switches(True, True, limit, offset, since, until)
 
-    def _list_switches(self, where, frozen_only, limit, offset):
-        require_limit(limit)
-        require_int(offset, "offset", 0, 2**63 - 1)
+    def _list_switches(self, where, frozen_only, limit, offset, since, until):
         now = self.clock()
         if frozen_only:
             where = where & KillSwitchState.frozen_where(now)
-        query = (KillSwitchState.select().where(where)
-                 .order_by(KillSwitchState.updated_at.desc(), KillSwitchState.id)
-                 .limit(limit).offset(offset))
+        query = page(KillSwitchState.select().where(where), KillSwitchState.updated_at, since, until,
+                     offset, limit)
         return [switch_status(state, now) for state in query.execute(self.db)]
 
-    def killswitch_history(self, tenant_id, entity_type, entity_id, limit=100):
-        """The freezes and unfreezes of the tenant's switch, newest first (at most `limit`)."""
+    def killswitch_history(self, tenant_id, entity_type, entity_id, limit=100, since=None, until=None,
+                           offset=0):
+        """The freezes and unfreezes of the tenant's switch, newest first (window: listing.page)."""
         require_tenant(tenant_id)
-        require_limit(limit)
-        return list(KillSwitchEvent.select()
-                    .where((KillSwitchEvent.tenant_id == tenant_id)
-                           & (KillSwitchEvent.entity_type == _require_entity_type(entity_type))
-                           & (KillSwitchEvent.entity_id == entity_id))
-                    .order_by(KillSwitchEvent.created_at.desc(), SQL("rowid DESC"))
-                    .limit(limit).execute(self.db))
+        return list(page(KillSwitchEvent.select()
+                         .where((KillSwitchEvent.tenant_id == tenant_id)
+                                & (KillSwitchEvent.entity_type == _require_entity_type(entity_type))
+                                & (KillSwitchEvent.entity_id == entity_id)),
+                         KillSwitchEvent.created_at, since, until, offset, limit).execute(self.db))
 
     def get_incident(self, tenant_id, incident_id):
-        """The tenant's incident with that id, or None (another tenant's is never returned)."""
+        """The tenant's incident with that id or unique id prefix, or None (another tenant's is
+        never returned); listing.AmbiguousId when the prefix names several."""
         require_tenant(tenant_id)
-        return (Incident.select()
-                .where((Incident.tenant_id == tenant_id) & (Incident.id == incident_id))
-                .first(self.db))
+        scope = Incident.select().where(Incident.tenant_id == tenant_id)
+        full = expand_id(self.db, scope, Incident.id, require_text(incident_id, "incident_id"))
+        return scope.where(Incident.id == full).first(self.db) if full else None
 
-    def list_incidents(self, tenant_id, status=None, limit=100, offset=0):
-        """The tenant's incidents, newest first, optionally of one status (at most `limit`)."""
+    def list_incidents(self, tenant_id, status=None, limit=100, offset=0, since=None, until=None):
+        """The tenant's incidents, newest first (by creation), optionally of one status (window:
+        listing.page)."""
         require_tenant(tenant_id)
-        require_limit(limit)
-        require_int(offset, "offset", 0, 2**63 - 1)
         query = Incident.select().where(Incident.tenant_id == tenant_id)
         if status is not None:
             if status not in INCIDENT_STATUSES:
                 raise ValueError(f"unknown incident status {status!r} "
                                  f"(expected one of: {', '.join(INCIDENT_STATUSES)})")
             query = query.where(Incident.status == status)
-        query = query.order_by(Incident.created_at.desc(), Incident.id).limit(limit).offset(offset)
-        return list(query.execute(self.db))
+        return list(page(query, Incident.created_at, since, until, offset, limit).execute(self.db))
 
     def list_incident_events(self, tenant_id, incident_id):
         """The timeline of the tenant's incident, in the order it was written."""

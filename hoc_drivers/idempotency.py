@@ -3,7 +3,8 @@
 A client sends an idempotency key with a request; the key is unique per tenant (index on
 runs (tenant_id, idempotency_key)), and every lookup needs the tenant.
 
-Expiry rule: a key is valid for `IDEMPOTENCY_TTL_SECONDS` (env, default 86,400) from its
+Expiry rule: a key is valid for setting `idempotency.ttl_seconds` (env IDEMPOTENCY_TTL_SECONDS,
+default 86,400) from its
 run's `created_at`: valid while its age is below the TTL, expired from the moment its age
 reaches it (`age >= ttl`; at created_at + TTL - 1 µs valid, at exactly created_at + TTL
 expired). **(ours)** The server edition expires a key one step later, only when its age is
@@ -29,10 +30,10 @@ coordinator transaction and never commits. A claim that creates a run notes
 cached snapshot is dropped after COMMIT. Both take the tenant first: `claim_or_get(tenant_id,
 key, ...)`, `check_idempotency(tenant_id, key, ...)`.
 """
-import os
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
+from . import settings
 from .facts import SNAPSHOT, GuardStateChanged
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
 from .models.runs import Run
@@ -47,33 +48,24 @@ __all__ = ["CACHEABLE_STATUSES", "DEFAULT_TTL_SECONDS", "IDEMPOTENCY_TTL_SECONDS
            "IdempotencyWriter", "RUN_STATUSES", "check_idempotency", "claim_or_get", "get_existing_run",
            "should_return_cached", "ttl_from_environment", "validate_lookup"]
 
-TTL_ENV_VAR = "IDEMPOTENCY_TTL_SECONDS"
-DEFAULT_TTL_SECONDS = 86_400
+DEFAULT_TTL_SECONDS = settings.default("idempotency.ttl_seconds")
 MAX_KEY_LENGTH = 255
 # Statuses whose run is returned to a repeated request (exact, case-sensitive).
 CACHEABLE_STATUSES = frozenset({"succeeded", "failed", "queued", "running", "retry"})
 # The statuses a claimed run may start with: in flight, or any final status of a completed run.
 RUN_STATUSES = ("queued", "running", "retry", *FINAL_RUN_STATUSES)
-MAX_TTL_SECONDS = 100 * 365 * 86_400  # a century; far longer TTLs overflow date arithmetic
+MAX_TTL_SECONDS = settings.MAX_TTL_SECONDS
 
 
 def ttl_from_environment(environ=None):
-    """The TTL in seconds from $IDEMPOTENCY_TTL_SECONDS (default 86,400); a positive integer."""
-    raw = (os.environ if environ is None else environ).get(TTL_ENV_VAR)
-    if raw is None or raw.strip() == "":
-        return DEFAULT_TTL_SECONDS
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{TTL_ENV_VAR} must be a whole number of seconds, got {raw!r}") from None
-    if not 0 < value <= MAX_TTL_SECONDS:
-        raise ValueError(f"{TTL_ENV_VAR} must be positive and at most {MAX_TTL_SECONDS} "
-                         f"(a century), got {value}")
-    return value
+    """The TTL in seconds, a positive integer: setting `idempotency.ttl_seconds`, from
+    $IDEMPOTENCY_TTL_SECONDS in `environ` (default: the process environment), else the settings
+    file, else 86,400."""
+    return settings.get("idempotency.ttl_seconds", environ=environ)
 
 
-# Read once at import; tests and embedders may set the module attribute instead.
-IDEMPOTENCY_TTL_SECONDS = ttl_from_environment()
+# None: the setting, read when a TTL is needed; tests and embedders may set a number instead.
+IDEMPOTENCY_TTL_SECONDS = None
 
 
 class IdempotencyConflict(Exception):
@@ -164,7 +156,9 @@ def _key_holder(db, tenant_id, key):
 
 
 def _ttl(ttl_seconds):
-    return IDEMPOTENCY_TTL_SECONDS if ttl_seconds is None else ttl_seconds
+    if ttl_seconds is not None:
+        return ttl_seconds
+    return IDEMPOTENCY_TTL_SECONDS if IDEMPOTENCY_TTL_SECONDS is not None else ttl_from_environment()
 
 
 def _check_ttl(ttl_seconds):

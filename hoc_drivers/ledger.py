@@ -12,24 +12,23 @@ depends on it, so a storage failure is logged and never raised into the caller; 
 is a `ValueError`.
 """
 import logging
-import os
 from dataclasses import asdict, dataclass
 from numbers import Real
 
 from peewee import EXCLUDED, SQL, fn
 
+from . import settings
 from .decisions import write_non_blocking
+from .listing import page
 from .models.base import PreparedInsert, new_id, utcnow
 from .models.ledger import LEDGER_STATUSES, DiscoveryLedgerEntry as Entry
-from .validation import (NON_EMPTY, optional_text, require_database, require_json_object, require_limit,
-                         require_text, require_transaction)
+from .validation import (NON_EMPTY, optional_text, require_database, require_json_object, require_text,
+                         require_transaction)
 
 ACCESS = "READ+WRITE"
 
 log = logging.getLogger(__name__)
 
-PHASE_ENV, DEFAULT_PHASE = "AOS_PHASE", "C"
-ENVIRONMENT_ENV, DEFAULT_ENVIRONMENT = "AOS_ENVIRONMENT", "local"
 STATUSES = LEDGER_STATUSES
 
 # What a repeated key does to the existing row.
@@ -112,16 +111,16 @@ def emit_signal(tx, artifact, signal_type, evidence, detected_by, field=None, co
     A repeated key increments seen_count, refreshes last_seen_at, merges the evidence (SQLite
     `json_patch`: new keys win, old-only keys stay) and keeps the old confidence when the new
     one is None; detected_by, phase, environment, notes and status keep their first values.
-    phase / environment default to $AOS_PHASE ("C") / $AOS_ENVIRONMENT ("local").
+    phase / environment default to settings ledger.phase / ledger.environment ($AOS_PHASE,
+    $AOS_ENVIRONMENT, the settings file, else "C" / "local").
     """
     require_transaction(tx)
     signal = DiscoverySignal(artifact, signal_type, evidence, detected_by, field, confidence, notes)
     now = utcnow()
     row = {
         "id": new_id(), **signal.to_dict(),
-        "phase": os.environ.get(PHASE_ENV, DEFAULT_PHASE) if phase is None else phase,
-        "environment": (os.environ.get(ENVIRONMENT_ENV, DEFAULT_ENVIRONMENT)
-                        if environment is None else environment),
+        "phase": settings.get("ledger.phase", phase),
+        "environment": settings.get("ledger.environment", environment),
         "status": "observed", "seen_count": 1, "first_seen_at": now, "last_seen_at": now}
     statement = _UPSERT_WITHOUT_FIELD if field is None else _UPSERT_WITH_FIELD
     return write_non_blocking(tx, lambda db: statement.execute(db, row).fetchone()[0], None,
@@ -138,14 +137,16 @@ def _signal_dict(entry):
             "first_seen_at": entry.first_seen_at, "last_seen_at": entry.last_seen_at}
 
 
-def get_signals(db, artifact=None, signal_type=None, status=None, limit=100):
-    """Signals, most seen first, then most recently seen; filters apply when given.
+def get_signals(db, artifact=None, signal_type=None, status=None, limit=100, *, since=None, until=None,
+                offset=0, newest_first=False):
+    """Signals, most seen first, then most recently seen; filters apply when given. With
+    `newest_first`, most recently seen first; `since` / `until` / `offset` window on
+    last_seen_at (listing.page).
 
     `limit` is an integer from 1 to 10,000 (anything else is a ValueError) or None for no
     limit. A storage failure is logged and gives [].
     """
     require_database(db)
-    require_limit(limit, allow_none=True)
     query = Entry.select()
     if artifact:
         query = query.where(Entry.artifact == artifact)
@@ -153,9 +154,11 @@ def get_signals(db, artifact=None, signal_type=None, status=None, limit=100):
         query = query.where(Entry.signal_type == signal_type)
     if status:
         query = query.where(Entry.status == status)
-    query = query.order_by(Entry.seen_count.desc(), Entry.last_seen_at.desc(), SQL("rowid"))
+    query = page(query, Entry.last_seen_at, since, until, offset, limit, allow_all=True)
+    if not newest_first:
+        query = query.order_by(Entry.seen_count.desc(), Entry.last_seen_at.desc(), SQL("rowid"))
     try:
-        return [_signal_dict(e) for e in query.limit(limit).execute(db)]
+        return [_signal_dict(e) for e in query.execute(db)]
     except Exception:
         log.warning("Failed to query discovery signals", exc_info=True)
         return []

@@ -21,6 +21,7 @@ BAD_INPUT = {
     "killswitch unfreeze": ["--tenant", "acme", "--entity-type", "planet", "--entity-id", "x", "--by", "o"],
     "incidents ack": ["inc-1"],
     "incidents list": ["--tenant", "acme", "--status", "bogus"],
+    "incidents show": ["inc-1", "--tenant", " "],
     "incidents resolve": ["inc-1", "--tenant", ""],
     "anomaly record": ["--tenant", "acme", "--anomaly-id", "a", "--type", "DRIFT", "--severity", "high",
                        "--current-cents", "-5", "--expected-cents", "1"],
@@ -59,6 +60,7 @@ BAD_INPUT = {
     "bench": ["--only", "no-such-workload"],
     "migrate": ["--bogus"],
     "backup": [],
+    "settings": ["smtp.prot"],
 }
 
 

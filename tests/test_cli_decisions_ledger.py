@@ -49,7 +49,7 @@ def test_care_kill_switch_on_off_status_persists_between_invocations(run_cli, db
 def test_decisions_list_is_a_tenant_filtered_list_of_to_dicts(run_cli, db_path):
     records = seed_decisions(db_path)
     listed = ok_json(run_cli(db_path, "decisions", "list", "--tenant", "acme", "--json"))
-    assert listed == [r.to_dict() for r in records[:3]]
+    assert listed == [r.to_dict() for r in reversed(records[:3])]  # newest first
     by_run = ok_json(run_cli(db_path, "decisions", "list", "--tenant", "acme", "--run", "run-1",
                              "--json"))
     assert [r["decision_id"] for r in by_run] == [records[2].decision_id]
@@ -70,7 +70,7 @@ def test_decisions_backfill_binds_pre_run_records_once(run_cli, db_path):
     assert again["backfilled"] == 0
     bound = ok_json(run_cli(db_path, "decisions", "list", "--tenant", "acme", "--run", "run-9",
                             "--json"))
-    assert [r["decision_type"] for r in bound] == ["routing", "policy_pre_check"]
+    assert [r["decision_type"] for r in bound] == ["policy_pre_check", "routing"]  # newest first
 
 
 def test_ledger_emit_and_list(run_cli, db_path):
@@ -86,8 +86,9 @@ def test_ledger_emit_and_list(run_cli, db_path):
     ok_json(run_cli(db_path, "ledger", "emit", "--artifact", "runs", "--signal-type",
                     "dominant_field", "--detected-by", "ci", "--json"))
     listed = ok_json(run_cli(db_path, "ledger", "list", "--json"))
-    assert [(s["artifact"], s["field"], s["signal_type"], s["seen_count"]) for s in listed][0] == (
-        "prediction_events", None, "high_operator_access", 2)
+    assert ("prediction_events", None, "high_operator_access", 2) in [
+        (s["artifact"], s["field"], s["signal_type"], s["seen_count"]) for s in listed]
+    assert listed[0]["artifact"] == "runs"  # the most recently seen first
     assert len(listed) == 3
     only = ok_json(run_cli(db_path, "ledger", "list", "--artifact", "runs", "--json"))
     assert [(s["artifact"], s["seen_count"]) for s in only] == [("runs", 1)]

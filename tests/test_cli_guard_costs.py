@@ -117,7 +117,7 @@ def test_breach_record(run_cli, tmp_path):
                            "--type", "EXHAUSTED", "--value", "150.0000", "--limit", "100.00",
                            "--run", "run-1", "--details", '{"window": "day"}', "--json"))
     assert (data["value_at_breach"], data["limit_value"], data["breach_type"]) == (
-        "150.0000", "100.00", "EXHAUSTED")
+        150, 100, "EXHAUSTED")  # Decimals are JSON numbers
     conn = sqlite3.connect(db)
     row = conn.execute("SELECT tenant_id, limit_id, run_id, value_at_breach, limit_value, details "
                        "FROM limit_breaches WHERE id = ?", (data["breach_id"],)).fetchone()

@@ -45,3 +45,11 @@ def test_every_command_takes_json_and_db():
         options = {option for param in command.params for option in param.opts}
         uses_db = path.removeprefix("hoc-drivers ") not in cli.NO_DATABASE
         assert {"--json", "--debug"} <= options and ("--db" in options) == uses_db, path
+
+
+def test_the_settings_section_is_generated_from_the_declarations():
+    from hoc_drivers.settings import SETTINGS, reference
+
+    markdown = DOCS.read_text(encoding="utf-8")
+    assert reference() in markdown, "run: python -m hoc_drivers.cli_docs > docs/cli.md"
+    assert all(f"| `{s.name}` | `{s.env}` |" in markdown for s in SETTINGS.values())

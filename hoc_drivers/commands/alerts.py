@@ -2,7 +2,6 @@
 invocations), list / show / retry / delete alerts, stats, send, retry-failed, purge, configs."""
 import functools
 import math
-import re
 import signal
 import sys
 from datetime import timedelta
@@ -14,17 +13,15 @@ from ..alert_driver import ALL_TENANTS, AlertBusy, AlertQueueReader, AlertQueueW
 from ..alert_emitter import AlertConfig, AlertConfigReader, AlertConfigWriter, AlertEmitter, ThresholdSignal
 from ..alert_sender import AlertDelivery, AlertSender
 from ..models.alerts import ALERT_CHANNELS, ALERT_STATUSES
-from ..models.base import as_utc, utcnow
+from ..models.base import utcnow
 from ..validation import redact
-from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, limit_option,
-                     non_empty, render, tenant_option, tenant_scope_option, text_option)
+from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, list_options, non_empty,
+                     render, tenant_option, tenant_scope_option, text_option)
 
 LIST_COLUMNS = ["id", "tenant_id", "channel", "status", "attempts", "next_attempt_at", "last_error",
                 "created_at"]
 SIGNAL_COLUMNS = ["id", "run_id", "policy_id", "signal_type", "percentage", "alert_sent",
                   "alert_channels", "timestamp"]
-_AGO = re.compile(r"(\d+)([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 # Options that describe a config; `alerts enqueue --config NAME` takes them from the config.
 _CONFIG_PARAMS = ("near_percentage", "channels", "webhook_url", "email_recipients",
                   "slack_webhook_url", "slack_channel")
@@ -69,20 +66,6 @@ def _scope_options(command):
     def scoped(tenant_id, all_tenants, **kwargs):
         return command(tenant_id=ALL_TENANTS if all_tenants else tenant_id, **kwargs)
     return scoped
-
-
-def _since(ctx, param, value):
-    """Click callback: an ISO 8601 time (naive = UTC) or an age like 30m, 2h, 7d -> aware UTC."""
-    if value is None:
-        return None
-    match = _AGO.fullmatch(value.strip())
-    if match:
-        return utcnow() - timedelta(**{_UNITS[match[2]]: int(match[1])})
-    try:
-        return as_utc(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither an ISO time (2026-01-31T09:00) nor an age "
-                                 f"(30m, 2h, 7d)") from None
 
 
 @alerts.command("enqueue")
@@ -172,17 +155,14 @@ def stats(tenant_id, as_json):
 @click.option("--status", type=click.Choice(ALERT_STATUSES), help="Only alerts with this status.")
 @click.option("--channel", type=click.Choice(ALERT_CHANNELS), help="Only alerts on this channel.")
 @text_option("--destination", help="Only alerts whose URL or an e-mail recipient contains this text.")
-@click.option("--since", callback=_since,
-              help="Only alerts created since: an ISO time (UTC) or an age (30m, 2h, 7d).")
-@limit_option(50)
-@json_option
-def list_alerts(tenant_id, status, channel, destination, since, limit, as_json):
+@list_options(50, "alerts created")
+def list_alerts(tenant_id, status, channel, destination, window, as_json):
     """List alerts newest first, with attempts, next attempt and last error.
 
     Example: hoc-drivers alerts list --tenant acme --status failed --since 1d
     """
-    rows = AlertQueueReader(get_db()).list_alerts(tenant_id, status, channel, destination, since, limit)
-    emit([row.to_dict() for row in rows], as_json, None if as_json else LIST_COLUMNS)
+    rows = AlertQueueReader(get_db()).list_alerts(tenant_id, status, channel, destination, **window)
+    emit([row.to_dict() for row in rows], as_json, LIST_COLUMNS)
 
 
 def _alert_detail(alert, now):
@@ -311,15 +291,14 @@ def config_show(name, tenant_id, as_json):
 @alerts.command("history")
 @tenant_option
 @text_option("--run", "run_id", help="Only the signals of this run.")
-@limit_option(50)
-@json_option
-def history(tenant_id, run_id, limit, as_json):
+@list_options(50, "signals raised")
+def history(tenant_id, run_id, window, as_json):
     """The threshold signals raised with stored configs (throttled ones too), newest first.
 
     Example: hoc-drivers alerts history --tenant acme --run run-42
     """
-    rows = AlertConfigReader(get_db()).list_signals(tenant_id, run_id, limit)
-    emit([row.__data__ for row in rows], as_json, None if as_json else SIGNAL_COLUMNS)
+    rows = AlertConfigReader(get_db()).list_signals(tenant_id, run_id, **window)
+    emit([row.__data__ for row in rows], as_json, SIGNAL_COLUMNS)
 
 
 @alerts.command("send")

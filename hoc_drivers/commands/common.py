@@ -1,13 +1,24 @@
-"""What every CLI command shares: the database, `--json`, output tables and one-line errors.
+"""What every CLI command shares: the database, the output formats, list options and one-line errors.
+
+Output: a table (fitted to the terminal, timestamps to the second), `--json`, and on lists
+`--csv` and `--nl` (one JSON object a line). In JSON, Decimals are numbers: integral ones
+ints, others floats when the float reads back as the same decimal, else strings (exactness
+before type). Lists are newest first, with `--since`/`--until`/`--offset`/`--limit`; commands
+taking an id accept a unique prefix of it (exit 1 when none matches, 2 when several do).
 
 Exit codes: 0 ok, 1 check failed / violation / runtime error, 2 bad input, 3 blocked.
 A command that writes renders its output inside its transaction (`render`) and only prints
 it after the COMMIT, so nothing that can fail runs once the change is committed.
 """
+import csv
 import functools
+import io
 import json
+import os
+import re
+import shutil
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import click
@@ -28,9 +39,69 @@ class CliError(click.ClickException):
         self.exit_code = exit_code
 
 
+_AGO = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
 def json_option(command):
     """Add `--json` (machine-readable output) to a command."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(command)
+
+
+def output_options(command):
+    """Add `--json`, `--csv` and `--nl` (one JSON object a line) to a list command; it gets
+    `as_json` holding the format name (None: a table) for `emit` / `render`."""
+    for flag, text in reversed((("json", "a JSON array"), ("csv", "CSV with a header line"),
+                                ("nl", "one JSON object a line"))):
+        command = click.option(f"--{flag}", "as_json", flag_value=flag, help=f"Print {text}.")(command)
+    return command
+
+
+def parse_when(ctx, param, value):
+    """Click callback: an ISO 8601 time (naive = UTC) or an age like 30m, 2h, 7d -> aware UTC."""
+    from ..models.base import as_utc, utcnow
+
+    if value is None:
+        return None
+    match = _AGO.fullmatch(value.strip())
+    if match:
+        return utcnow() - timedelta(**{_UNITS[match[2]]: int(match[1])})
+    try:
+        return as_utc(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither an ISO time (2026-01-31T09:00) nor an age "
+                                 f"(30m, 2h, 7d)") from None
+
+
+def list_options(default_limit, what="rows"):
+    """`--since`, `--until`, `--offset`, `--limit` and the output formats of a list command; it
+    gets `window` = {since, until, offset, limit} for the reader (see listing.page)."""
+    def decorate(command):
+        @click.option("--since", callback=parse_when,
+                      help=f"Only {what} from this time: an ISO time (UTC) or an age (30m, 2h, 7d).")
+        @click.option("--until", callback=parse_when,
+                      help=f"Only {what} before this time: an ISO time (UTC) or an age.")
+        @click.option("--offset", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+                      help="Skip this many rows (newest first) before listing.")
+        @limit_option(default_limit)
+        @output_options
+        @functools.wraps(command)
+        def listed(since, until, offset, limit, **kwargs):
+            return command(window={"since": since, "until": until, "offset": offset, "limit": limit},
+                           **kwargs)
+        return listed
+    return decorate
+
+
+def full_id(query_id):
+    """Run `query_id()` (a listing.expand_id call): the full id, or exit 2 on an ambiguous prefix.
+    A prefix matching nothing gives None; the caller reports it (exit 1)."""
+    from ..listing import AmbiguousId
+
+    try:
+        return query_id()
+    except AmbiguousId as exc:
+        raise CliError(str(exc)) from None
 
 
 def non_empty(ctx, param, value):
@@ -122,8 +193,17 @@ def get_coordinator(ctx=None):
     return root.meta["hoc.coordinator"]
 
 
+def _decimal(value):
+    """A Decimal as JSON: an int when integral, a float when it reads back the same, else text."""
+    if value == value.to_integral_value():
+        return int(value)
+    as_float = float(value)
+    return as_float if Decimal(repr(as_float)) == value else str(value)
+
+
 def to_jsonable(value):
-    """Datetimes as ISO text, Decimals as strings, enums as values; containers recursively."""
+    """Datetimes as ISO text, Decimals as numbers (`_decimal`), enums as values; containers
+    recursively."""
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -131,7 +211,7 @@ def to_jsonable(value):
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return str(value)
+        return _decimal(value) if value.is_finite() else str(value)
     if hasattr(value, "value") and not isinstance(value, (str, int, float, bool)):
         return value.value
     return value
@@ -169,30 +249,64 @@ def parse_json_argument(text, name):
 
 
 def _cell(value):
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
     value = to_jsonable(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     return "" if value is None else str(value)
 
 
+def _fit(widths, room):
+    """Column widths narrowed (widest first, none below 8) until the row fits `room` columns."""
+    widths = list(widths)
+    while sum(widths) + 2 * (len(widths) - 1) > room and max(widths) > 8:
+        widths[widths.index(max(widths))] -= 1
+    return widths
+
+
 def format_table(rows, columns=None):
-    """Rows (dicts) as an aligned text table with a header line."""
+    """Rows (dicts) as an aligned text table with a header line, fitted to the terminal width
+    (when printing to a terminal, or $COLUMNS is set): long cells end in an ellipsis."""
     rows = list(rows)
     if not rows:
         return "(no rows)"
     columns = columns or list(rows[0].keys())
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    room = shutil.get_terminal_size((0, 0)).columns if sys.stdout.isatty() or "COLUMNS" in os.environ else 0
+    if room:
+        widths = _fit(widths, room)
+    cells = [[v if len(v) <= w else v[:w - 1] + "\u2026" for v, w in zip(r, widths, strict=True)]
+             for r in [[c.upper() for c in columns], *cells]]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
+def _csv(rows):
+    """Rows (dicts) as CSV: a header of every key, cells as in the table but timestamps in full."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(to_jsonable(row.get(c))) for c in columns])
+    return out.getvalue().rstrip("\n")
+
+
 def render(data, as_json, columns=None):
-    """`data` as the text `emit` prints: JSON (`--json`), a table (lists) or key-value lines (dicts)."""
-    if as_json:
+    """`data` as the text `emit` prints. `as_json` is True/"json" (JSON), "csv", "nl" (one JSON
+    object a line) or False/"table" (a table for lists, key-value lines for dicts); `columns`
+    picks the table's columns (the other formats carry every key)."""
+    fmt = {True: "json", False: "table", None: "table"}.get(as_json, as_json)
+    rows = data if isinstance(data, list) else [data]
+    if fmt == "json":
         return json.dumps(to_jsonable(data), indent=2, sort_keys=True)
+    if fmt == "nl":
+        return "\n".join(json.dumps(to_jsonable(row), sort_keys=True) for row in rows)
+    if fmt == "csv":
+        return _csv(rows)
     if isinstance(data, dict):
         keys = columns or list(data)
         width = max((len(k) for k in keys), default=0)
@@ -203,7 +317,7 @@ def render(data, as_json, columns=None):
 
 
 def emit(data, as_json, columns=None):
-    """Print `data` as JSON (`--json`) or as a table (lists) / key-value lines (dicts)."""
+    """Print `data` in the chosen format (see `render`)."""
     click.echo(render(data, as_json, columns))
 
 

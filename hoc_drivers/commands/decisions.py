@@ -2,7 +2,7 @@
 import click
 
 from ..decisions import DecisionType
-from .common import (emit, get_coordinator, get_db, json_option, limit_option, non_empty, render, tenant_option,
+from .common import (emit, get_coordinator, get_db, json_option, list_options, non_empty, render, tenant_option,
                      text_option)
 
 _LIST_COLUMNS = ["decided_at", "decision_type", "decision_outcome", "run_id", "request_id",
@@ -19,18 +19,17 @@ def decisions():
 @text_option("--request", "request_id", help="Only records of this request.")
 @click.option("--type", "decision_type", type=click.Choice([t.value for t in DecisionType]),
               help="Only this decision type.")
-@limit_option(100)
+@list_options(100, "records decided")
 @tenant_option
-@json_option
-def list_command(run_id, request_id, decision_type, limit, tenant_id, as_json):
-    """List the tenant's decision records, oldest first.
+def list_command(run_id, request_id, decision_type, window, tenant_id, as_json):
+    """List the tenant's decision records, newest first.
 
     Example: hoc-drivers decisions list --tenant acme --run run-42 --json
     """
     from ..decisions import list_decisions
 
     records = list_decisions(get_db(), tenant_id, run_id=run_id, request_id=request_id,
-                             decision_type=decision_type, limit=limit)
+                             decision_type=decision_type, newest_first=True, **window)
     emit([r.to_dict() for r in records], as_json, _LIST_COLUMNS)
 
 

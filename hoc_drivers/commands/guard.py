@@ -6,11 +6,11 @@ from datetime import timedelta
 import click
 from playhouse.shortcuts import model_to_dict
 
-from ..guard_write_driver import (INCIDENT_STATUSES, SWITCH_FIELDS, GuardReader, GuardWriteDriver,
-                                  InvalidTransition, switch_status, validate_switch)
+from ..guard_write_driver import (INCIDENT_STATUSES, SWITCH_FIELDS, GuardReader, GuardWriteDriver, InvalidTransition,
+                                  switch_status, validate_switch)
 from ..models.base import utcnow
 from ..models.guard import ENTITY_TYPES
-from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, limit_option,
+from .common import (EXIT_FAILED, CliError, emit, full_id, get_coordinator, get_db, json_option, list_options,
                      non_empty, render, tenant_option, tenant_scope_option, text_option)
 
 SWITCH_COLUMNS = [key for key in SWITCH_FIELDS if key != "auto_triggered"]
@@ -125,9 +125,8 @@ def status(tenant_id, entity_type, entity_id, as_json):
 @killswitch.command("list")
 @tenant_scope_option("Every tenant's switches frozen now, instead of one tenant's (a read across tenants).")
 @click.option("--frozen", "frozen_only", is_flag=True, help="Only switches frozen now.")
-@limit_option(100)
-@json_option
-def list_switches(tenant_id, frozen_only, all_tenants, limit, as_json):
+@list_options(100, "switches last changed")
+def list_switches(tenant_id, frozen_only, all_tenants, window, as_json):
     """List a tenant's kill switches (or, with --all-tenants, every frozen one), last changed
     first; a timed freeze shows its end (frozen_until).
 
@@ -135,23 +134,22 @@ def list_switches(tenant_id, frozen_only, all_tenants, limit, as_json):
     """
     reader = GuardReader(get_db())
     if all_tenants:
-        rows = reader.list_frozen_killswitches(limit=limit)
+        rows = reader.list_frozen_killswitches(**window)
     else:
-        rows = reader.list_killswitches(tenant_id, frozen_only, limit=limit)
-    emit(rows, as_json, None if as_json else LIST_COLUMNS)
+        rows = reader.list_killswitches(tenant_id, frozen_only, **window)
+    emit(rows, as_json, LIST_COLUMNS)
 
 
 @killswitch.command("history")
 @_switch_options
-@limit_option(100)
-@json_option
-def history(tenant_id, entity_type, entity_id, limit, as_json):
+@list_options(100, "changes made")
+def history(tenant_id, entity_type, entity_id, window, as_json):
     """Show every freeze and unfreeze of a kill switch, newest first: who, why, when, until when.
 
     Example: hoc-drivers killswitch history --tenant acme --entity-type tenant --entity-id acme
     """
-    events = GuardReader(get_db()).killswitch_history(tenant_id, entity_type, entity_id, limit)
-    emit([model_to_dict(event) for event in events], as_json, None if as_json else HISTORY_COLUMNS)
+    events = GuardReader(get_db()).killswitch_history(tenant_id, entity_type, entity_id, **window)
+    emit([model_to_dict(event) for event in events], as_json, HISTORY_COLUMNS)
 
 
 @click.group()
@@ -167,23 +165,44 @@ def _incident_dict(incident):
 @tenant_option
 @click.option("--status", "status_filter", type=click.Choice(INCIDENT_STATUSES),
               help="Only incidents with this status.")
-@limit_option(100)
-@json_option
-def list_incidents(tenant_id, status_filter, limit, as_json):
+@list_options(100, "incidents created")
+def list_incidents(tenant_id, status_filter, window, as_json):
     """List the tenant's incidents, newest first.
 
     Example: hoc-drivers incidents list --tenant acme --status open --json
     """
-    rows = GuardReader(get_db()).list_incidents(tenant_id, status_filter, limit=limit)
-    emit([_incident_dict(i) for i in rows], as_json, None if as_json else INCIDENT_COLUMNS)
+    rows = GuardReader(get_db()).list_incidents(tenant_id, status_filter, **window)
+    emit([_incident_dict(i) for i in rows], as_json, INCIDENT_COLUMNS)
+
+
+def _incident(tenant_id, incident_id):
+    """The tenant's incident with that id or unique id prefix: exit 1 when none, 2 when the
+    prefix is ambiguous."""
+    incident = full_id(lambda: GuardReader(get_db()).get_incident(tenant_id, incident_id))
+    if incident is None:
+        raise CliError(f"incident {incident_id!r} not found for tenant {tenant_id!r}", EXIT_FAILED)
+    return incident
+
+
+@incidents.command("show")
+@click.argument("incident_id", callback=non_empty)
+@tenant_option
+@json_option
+def show_incident(incident_id, tenant_id, as_json):
+    """Show one incident (a unique id prefix will do) with its timeline.
+
+    Example: hoc-drivers incidents show 3f2a --tenant acme
+    """
+    reader = GuardReader(get_db())
+    incident = _incident(tenant_id, incident_id)
+    events = [model_to_dict(e, recurse=False) for e in reader.list_incident_events(tenant_id, incident.id)]
+    emit({**_incident_dict(incident), "events": events}, as_json)
 
 
 def _move_incident(incident_id, tenant_id, move, as_json, columns):
     """Load the tenant's incident, apply `move(driver, incident)` in one transaction and print
     the moved incident (rendered before the COMMIT)."""
-    incident = GuardReader(get_db()).get_incident(tenant_id, incident_id)
-    if incident is None:
-        raise CliError(f"incident {incident_id!r} not found for tenant {tenant_id!r}", EXIT_FAILED)
+    incident = _incident(tenant_id, incident_id)
     try:
         with get_coordinator().transaction() as tx:
             moved = move(GuardWriteDriver(tx), incident)

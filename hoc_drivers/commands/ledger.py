@@ -2,7 +2,7 @@
 import click
 
 from ..models.ledger import LEDGER_STATUSES
-from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, limit_option,
+from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, list_options,
                      parse_json_argument, render, text_option)
 
 _LIST_COLUMNS = ["artifact", "field", "signal_type", "seen_count", "status", "confidence",
@@ -52,15 +52,14 @@ def emit_command(artifact, signal_type, detected_by, field, evidence, confidence
 @text_option("--signal-type", help="Only signals of this type.")
 @click.option("--status", type=click.Choice(LEDGER_STATUSES),
               help="Only signals with this status.")
-@limit_option(100)
-@json_option
-def list_command(artifact, signal_type, status, limit, as_json):
-    """List signals, most seen first, then most recently seen.
+@list_options(100, "signals last seen")
+def list_command(artifact, signal_type, status, window, as_json):
+    """List signals, most recently seen first.
 
     Example: hoc-drivers ledger list --artifact prediction_events --json
     """
     from ..ledger import get_signals
 
     signals = get_signals(get_db(), artifact=artifact, signal_type=signal_type,
-                          status=status, limit=limit)
+                          status=status, newest_first=True, **window)
     emit(signals, as_json, _LIST_COLUMNS)

@@ -3,8 +3,8 @@ import click
 from playhouse.shortcuts import model_to_dict
 
 from ..alert_emitter import NotificationReader, NotificationWriter
-from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, limit_option,
-                     non_empty, render, tenant_option)
+from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, list_options, non_empty,
+                     render, tenant_option)
 
 COLUMNS = ["id", "notification_type", "title", "run_id", "policy_id", "percentage", "action_taken",
            "created_at", "read_at"]
@@ -18,15 +18,14 @@ def notifications():
 @notifications.command("list")
 @tenant_option
 @click.option("--unread", is_flag=True, help="Only notifications not yet acknowledged.")
-@limit_option(50)
-@json_option
-def list_notifications(tenant_id, unread, limit, as_json):
+@list_options(50, "notifications created")
+def list_notifications(tenant_id, unread, window, as_json):
     """List the tenant's notifications, newest first.
 
     Example: hoc-drivers notifications list --tenant acme --unread
     """
-    rows = NotificationReader(get_db()).list(tenant_id, unread=unread, limit=limit)
-    emit([model_to_dict(row) for row in rows], as_json, None if as_json else COLUMNS)
+    rows = NotificationReader(get_db()).list(tenant_id, unread=unread, **window)
+    emit([model_to_dict(row) for row in rows], as_json, COLUMNS)
 
 
 @notifications.command("ack")

@@ -4,12 +4,11 @@ from datetime import timedelta
 
 import click
 
-from .common import (EXIT_BLOCKED, CliError, emit, get_coordinator, get_db, json_option,
-                     parse_json_argument, render)
-from ..governance_signal_driver import (DECISIONS, SIGNAL_TYPES, GovernanceSignalReader,
-                                        GovernanceSignalWriter, signal_to_dict, validate_scope,
-                                        validate_signal)
+from ..governance_signal_driver import (DECISIONS, SIGNAL_TYPES, GovernanceSignalReader, GovernanceSignalWriter,
+                                        signal_to_dict, validate_scope, validate_signal)
 from ..models.base import utcnow
+from .common import (EXIT_BLOCKED, CliError, emit, get_coordinator, get_db, json_option, list_options,
+                     parse_json_argument, render)
 
 SIGNAL_COLUMNS = ["id", "signal_type", "decision", "recorded_by", "recorded_at", "expires_at", "reason"]
 
@@ -127,12 +126,12 @@ def clear(scope, signal_type, cleared_by, reason, as_json):
 @signals.command("list")
 @_scope_option
 @_type_option(required=False)
-@json_option
-def list_signals(scope, signal_type, as_json):
-    """List the scope's active (not superseded, not expired) signals, oldest first.
+@list_options(100, "signals recorded")
+def list_signals(scope, signal_type, window, as_json):
+    """List the scope's active (not superseded, not expired) signals, newest first.
 
     Example: hoc-drivers signals list --scope PR-42 --json
     """
     _validated(lambda: validate_scope(scope, signal_type))
-    active = GovernanceSignalReader(get_db()).get_active_signals(scope, signal_type)
+    active = GovernanceSignalReader(get_db()).list_active_signals(scope, signal_type, **window)
     emit([signal_to_dict(s) for s in active], as_json, SIGNAL_COLUMNS)
