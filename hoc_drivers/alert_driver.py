@@ -34,7 +34,7 @@ from datetime import timedelta
 from peewee import SQL, Select, fn
 
 from .facts import AlertQueued, GuardStateChanged
-from .listing import page
+from .listing import expand_id, page
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
 from .models.runs import Incident
@@ -203,6 +203,12 @@ class AlertQueueReader:
         query = page(AlertQueueItem.select().where(condition), AlertQueueItem.created_at, since, until,
                      offset, limit)
         return list(query.execute(self.db))
+
+    def full_alert_id(self, tenant_id, prefix):
+        """The id of `tenant_id`'s alert (or `ALL_TENANTS`') starting with `prefix`; None when
+        none does; listing.AmbiguousId when several do."""
+        return expand_id(self.db, AlertQueueItem.select().where(_scope(tenant_id)), AlertQueueItem.id,
+                         require_text(prefix, "alert_id"))
 
     def get_alert(self, tenant_id, alert_id):
         """The alert `alert_id` of `tenant_id` (or `ALL_TENANTS`); None if there is none."""

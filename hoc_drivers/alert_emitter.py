@@ -30,7 +30,7 @@ import logging
 from .alert_config import (AlertChannel, AlertConfig, AlertConfigReader, AlertConfigWriter,  # noqa: F401
                            ThresholdSignal, require_header_text, validate_email_address, validate_http_url)
 from .alert_driver import AlertQueueWriter
-from .listing import page
+from .listing import expand_id, page
 from .models.alerts import Notification, canonical_json
 from .models.base import PreparedInsert, new_id, utcnow
 from .validation import (require_database, require_non_negative, require_tenant, require_text,
@@ -241,6 +241,13 @@ class NotificationReader:
             condition &= Notification.read_at.is_null()
         return list(page(Notification.select().where(condition), Notification.created_at, since, until,
                          offset, limit).execute(self.db))
+
+
+    def full_id(self, tenant_id, prefix):
+        """The id of the tenant's notification starting with `prefix`; None when none does;
+        listing.AmbiguousId when several do."""
+        return expand_id(self.db, Notification.select().where(Notification.tenant_id == require_tenant(tenant_id)),
+                         Notification.id, require_text(prefix, "notification_id"))
 
 
 class NotificationWriter:

@@ -119,3 +119,27 @@ def test_an_operator_answers_the_daily_questions_without_sqlite3(run_cli, db):
         assert [i["anomaly_id"] for i in _json(run_cli(db, "incidents", "list", *since))] == ["an-new"]
         recent = _json(run_cli(db, "signals", "list", "--scope", "acme", "--since", "1d", "--json"))
         assert [s["decision"] for s in recent] == ["BLOCKED"]
+
+
+def test_alert_and_notification_commands_take_a_unique_id_prefix(run_cli, db):
+    from hoc_drivers.alert_driver import AlertQueueWriter
+    from hoc_drivers.db import connect_database
+    from hoc_drivers.models.alerts import Notification
+    from hoc_drivers.transaction_coordinator import TransactionCoordinator
+
+    library = connect_database(str(db))
+    with TransactionCoordinator(library).transaction() as tx:
+        ids = [AlertQueueWriter(tx).insert_alert("acme", {"n": n}, "threshold").id for n in range(2)]
+        for note_id in ("note-1234", "note-5678"):
+            Notification.insert(id=note_id, tenant_id="acme", notification_type="near_threshold",
+                                title="t").execute(tx.db)
+    library.close()
+    shown = _json(run_cli(db, "alerts", "show", ids[0][:12], "--tenant", "acme", "--json"))
+    assert shown["id"] == ids[0]
+    assert _json(run_cli(db, "alerts", "retry", ids[1][:12], "--tenant", "acme", "--json"))["id"] == ids[1]
+    ambiguous = run_cli(db, "notifications", "ack", "note-", "--tenant", "acme")
+    assert ambiguous.exit_code == 2 and "ambiguous" in ambiguous.stderr
+    assert run_cli(db, "alerts", "show", "zz-none", "--tenant", "acme").exit_code == 1
+    assert _json(run_cli(db, "notifications", "ack", "note-1", "--tenant", "acme", "--json"))["id"] == "note-1234"
+    assert run_cli(db, "alerts", "delete", ids[0][:12], "--tenant", "acme").exit_code == 0
+    assert run_cli(db, "alerts", "show", ids[0][:12], "--tenant", "other").exit_code == 1  # never another tenant's

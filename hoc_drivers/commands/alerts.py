@@ -15,7 +15,7 @@ from ..alert_sender import AlertDelivery, AlertSender
 from ..models.alerts import ALERT_CHANNELS, ALERT_STATUSES
 from ..models.base import utcnow
 from ..validation import redact
-from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, list_options, non_empty,
+from .common import (EXIT_FAILED, CliError, emit, full_id, get_coordinator, get_db, json_option, list_options, non_empty,
                      render, tenant_option, tenant_scope_option, text_option)
 
 LIST_COLUMNS = ["id", "tenant_id", "channel", "status", "attempts", "next_attempt_at", "last_error",
@@ -179,10 +179,16 @@ def _alert_detail(alert, now):
 
 
 def _alert_id_command(name):
-    """An `alerts NAME ID` command: the alert id argument, the tenant scope and --json."""
+    """An `alerts NAME ID` command: the alert id argument (a unique prefix will do; ambiguous:
+    exit 2), the tenant scope and --json."""
     def decorate(function):
-        function = json_option(_scope_options(function))
-        return alerts.command(name)(click.argument("alert_id", callback=non_empty)(function))
+        @functools.wraps(function)
+        def with_full_id(alert_id, tenant_id, **kwargs):
+            reader = AlertQueueReader(get_db())
+            full = full_id(lambda: reader.full_alert_id(tenant_id, alert_id))
+            return function(alert_id=full or alert_id, tenant_id=tenant_id, **kwargs)
+        command = json_option(_scope_options(with_full_id))
+        return alerts.command(name)(click.argument("alert_id", callback=non_empty)(command))
     return decorate
 
 

@@ -3,7 +3,7 @@ import click
 from playhouse.shortcuts import model_to_dict
 
 from ..alert_emitter import NotificationReader, NotificationWriter
-from .common import (EXIT_FAILED, CliError, emit, get_coordinator, get_db, json_option, list_options, non_empty,
+from .common import (EXIT_FAILED, CliError, emit, full_id, get_coordinator, get_db, json_option, list_options, non_empty,
                      render, tenant_option)
 
 COLUMNS = ["id", "notification_type", "title", "run_id", "policy_id", "percentage", "action_taken",
@@ -38,6 +38,8 @@ def ack(notification_id, tenant_id, as_json):
 
     Example: hoc-drivers notifications ack 3f2a9c... --tenant acme
     """
+    reader = NotificationReader(get_db())
+    notification_id = full_id(lambda: reader.full_id(tenant_id, notification_id)) or notification_id
     with get_coordinator().transaction() as tx:  # the output is built before COMMIT
         row = NotificationWriter(tx).ack(tenant_id, notification_id)
         text = row and render(model_to_dict(row), as_json)
