@@ -66,10 +66,9 @@ def _remember_db(ctx, param, value):
 
 
 def _use_config(ctx, param, value):
-    """Read settings from `--config FILE` (instead of $HOC_DRIVERS_CONFIG / ./hoc-drivers.toml)."""
-    from hoc_drivers import settings
-
-    settings.use_file(value)
+    """Remember `--config FILE` (instead of $HOC_DRIVERS_CONFIG / ./hoc-drivers.toml); the
+    settings are loaded only when a command runs, so `--help` stays fast."""
+    ctx.meta["hoc.config"] = value
     return value
 
 
@@ -159,7 +158,9 @@ class HocGroup(click.Group):
                 sys.stderr.write(redact(traceback.format_exc()))
             code = _report(exc, self.leaf_context)
         finally:
-            _use_config(None, None, None)  # a --config holds for this invocation only
+            settings = sys.modules.get("hoc_drivers.settings")  # loaded only if a command ran
+            if settings is not None:
+                settings.use_file(None)  # a --config holds for this invocation only
         if standalone_mode:
             sys.exit(code)
         return code
@@ -210,6 +211,7 @@ def cli():
     """
     from hoc_drivers import settings
 
+    settings.use_file(click.get_current_context().meta.get("hoc.config"))
     settings.check_file()
     click.get_current_context().default_map = settings.option_defaults()
 
