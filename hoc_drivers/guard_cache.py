@@ -17,6 +17,13 @@ process; a rollback invalidates nothing. A reader that computes a value from the
 passes the tenant's `generation()` taken before it read to `set(..., generation=g)`: if the
 tenant was invalidated meanwhile, the value may predate the write and is not stored.
 
+Another process's commits reach no subscription: for them a cache serving a database file asks
+SQLite at most every `FRESHNESS_INTERVAL` (100 ms, on its timer) whether a connection other than
+the one asking has committed since that connection last asked (`PRAGMA data_version`, on the
+calling thread's connection of the served database), and if so drops every entry. A write
+committed by another process is thus served from the cache for at most 100 ms; a hit between
+two checks costs one more comparison.
+
 Each entry carries its own expiry (SPEC's TTLs, or the `ttl` given to `set`), checked on every
 read. The storage is a cachetools `FIFOCache`: it bounds the size and evicts the entry stored
 first, which with TTLs of seconds is the one closest to expiring. A FIFO cache does not reorder
@@ -26,6 +33,7 @@ clock read and a copy. Writes, invalidations and evictions take the lock.
 import pickle
 import sys
 import threading
+import weakref
 from collections import Counter
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -47,6 +55,9 @@ __all__ = ["GuardCache", "get_guard_cache", "default_ttls", "STATUS", "SNAPSHOT"
 # Endpoint -> the setting of its TTL.
 _TTL_SETTINGS = {STATUS: "guard_cache.status_ttl", SNAPSHOT: "guard_cache.snapshot_ttl",
                  INCIDENTS: "guard_cache.incidents_ttl"}
+
+# Seconds between two `PRAGMA data_version` checks of a cache serving a database file.
+FRESHNESS_INTERVAL = 0.1
 
 # With the GIL, `counts[key] += 1` on a dict with str keys runs no Python code between its read
 # and its write, so no other thread can interleave and a hit is counted without the lock. A
@@ -108,6 +119,10 @@ class GuardCache:
         self._lock = threading.Lock()
         self._tenant_keys = {}
         self._generations = {}
+        self._epoch = 0  # bumped when another connection's commit drops every entry
+        self._served = weakref.WeakSet()  # the database objects of the served file
+        self._data_versions = weakref.WeakKeyDictionary()  # connection -> data_version seen
+        self._next_check = float("inf")  # until a file is served: nothing to check
         self._timer = timer
         self._cache = _TenantIndexedCache(maxsize, self._forget_key)
 
@@ -125,13 +140,35 @@ class GuardCache:
         """
         key = database_key(require_database(db))
         with _registry_lock:
-            if self.database is None:
+            first = self.database is None
+            if first:
                 self.database = key
                 subscribe(db, GuardStateChanged, self._on_guard_state_changed)
             elif self.database != key:
                 raise ValueError(f"this guard cache already serves {_describe(self.database)}; "
                                  f"use get_guard_cache(db) for {_describe(key)}")
+            if isinstance(key, str):  # a file: other processes may commit to it
+                self._served.add(db)
+        if first and isinstance(key, str):
+            self._check_data_version(self._timer())  # this thread's connection's baseline
         return self
+
+    def _check_data_version(self, now):
+        """Drop every entry if another connection committed to the served file since this
+        thread's connection last looked (a connection not seen before counts as changed: what
+        it missed is unknown)."""
+        with _registry_lock:  # serve() adds to the set under this lock
+            db = next(iter(self._served), None)
+        if db is None:  # every database object of the file is gone: nothing can read it
+            return
+        conn = db.connection()
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        with self._lock:
+            self._next_check = now + FRESHNESS_INTERVAL
+            if self._data_versions.get(conn) != version:
+                self._data_versions[conn] = version
+                self._epoch += 1
+                self._drop_entries()
 
     def _on_guard_state_changed(self, fact):
         """After a commit on the served database: drop what the fact says changed."""
@@ -152,12 +189,15 @@ class GuardCache:
         """A fresh copy of the cached value, or None on a miss (or when disabled)."""
         if not self.enabled:
             return None
+        now = self._timer()
+        if now >= self._next_check:
+            self._check_data_version(now)
         key = (endpoint, tenant_id, extra if type(extra) is str else str(extra))
         try:
             entry = self._cache[key]  # FIFOCache reads do not reorder: no lock needed
         except KeyError:
             return self._miss(endpoint, key, None)
-        if entry[0] <= self._timer():  # expired exactly at (or after) its TTL
+        if entry[0] <= now:  # expired exactly at (or after) its TTL
             return self._miss(endpoint, key, entry)
         if _COUNT_HITS_WITHOUT_LOCK:
             try:
@@ -180,9 +220,10 @@ class GuardCache:
         return None
 
     def generation(self, tenant_id):
-        """The tenant's invalidation count: take it before reading what you will `set`."""
+        """The tenant's invalidation count (drops of every entry included): take it before
+        reading what you will `set`."""
         with self._lock:
-            return self._generations.get(tenant_id, 0)
+            return self._epoch + self._generations.get(tenant_id, 0)
 
     def set(self, endpoint, tenant_id, data, ttl=None, extra="", generation=None):
         """Store a copy of `data` for `ttl` seconds (default: the endpoint's TTL).
@@ -203,7 +244,8 @@ class GuardCache:
         else:
             value, flat = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL), False
         with self._lock:
-            if generation is not None and generation != self._generations.get(tenant_id, 0):
+            if generation is not None and generation != (
+                    self._epoch + self._generations.get(tenant_id, 0)):
                 return False
             if ttl == 0:  # a zero TTL stores nothing and drops what was there
                 self._cache.pop(key, None)
@@ -236,10 +278,14 @@ class GuardCache:
     def clear(self):
         """Remove every entry and reset the counters."""
         with self._lock:
-            self._cache.clear()
-            self._tenant_keys.clear()
+            self._drop_entries()
             self._hits.clear()
             self._misses.clear()
+
+    def _drop_entries(self):
+        """Remove every entry (the caller holds the lock)."""
+        self._cache.clear()
+        self._tenant_keys.clear()
 
     def get_status(self, tenant_id):
         """Cached guard status of the tenant, or None."""

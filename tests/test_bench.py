@@ -25,3 +25,19 @@ def test_guard_cache_workload_shows_a_hit_far_cheaper_than_a_miss():
 def test_the_commit_guard_workload_runs_beside_plain_sqlite3():
     (row,) = WORKLOADS["commit_guard"](quick=True)
     assert row.baseline == "plain sqlite3 connection" and row.ratio > 0
+
+
+def test_the_cli_startup_gates_succeed_on_a_fresh_file(tmp_path):
+    from click.testing import CliRunner
+
+    from hoc_drivers.bench import CLI_GATES
+    from hoc_drivers.cli import cli
+    from hoc_drivers.db import init_database
+
+    path = str(tmp_path / "hoc.db")
+    init_database(path).close()
+    assert [gate[:2] for gate in CLI_GATES] == [("signals", "check"), ("killswitch", "status"),
+                                                 ("guard", "status")]
+    for gate in CLI_GATES:
+        result = CliRunner().invoke(cli, ["--db", path, *gate], standalone_mode=False)
+        assert result.exit_code == 0 and result.return_value == 0, (gate, result.output)

@@ -508,6 +508,33 @@ def test_a_commit_on_another_connection_to_the_file_invalidates(tmp_path):
         writing.close()
 
 
+def test_a_commit_by_another_process_is_seen_within_100_ms(tmp_path):
+    """The other process's commit reaches no subscription here: `PRAGMA data_version`, checked
+    every 100 ms of the cache's timer, shows it."""
+    import os
+    import subprocess
+    import sys
+
+    reading = _frozen_tenant_db(tmp_path / "a.db", frozen=False)
+    clock = ManualClock()
+    try:
+        reader = GuardReadDriver(reading, cache=GuardCache(timer=clock))
+        assert reader.get_status("acme")["is_frozen"] is False
+        subprocess.run([sys.executable, "-c", "import cli; cli.main()", "--db", reading.database,
+                        "killswitch", "freeze", "--tenant", "acme", "--entity-type", "tenant",
+                        "--entity-id", "acme", "--by", "ops"],
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       check=True, capture_output=True, timeout=120)
+        clock.advance(0.099)
+        assert reader.get_status("acme")["is_frozen"] is False  # a hit: no check yet
+        clock.advance(0.001)
+        status = reader.get_status("acme")
+        assert (status["is_frozen"], status["frozen_by"]) == (True, "ops")
+        assert reader.cache.stats()["misses"] == {"status": 2}
+    finally:
+        reading.close()
+
+
 def test_in_memory_databases_each_have_their_own_cache_and_are_forgotten():
     import gc
 

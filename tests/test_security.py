@@ -164,7 +164,9 @@ TOKENS = st.one_of(
 def test_fuzzed_cli_arguments_never_traceback(hoc_db, command, tokens):
     path, _ = command
     before = database_checksum(hoc_db.database)
-    result = CliRunner().invoke(cli.cli, ["--db", hoc_db.database, *path, *tokens])
+    runner = CliRunner()
+    with runner.isolated_filesystem():  # a fuzzed path (e.g. a backup destination) lands there
+        result = runner.invoke(cli.cli, ["--db", hoc_db.database, *path, *tokens])
     output = result.output + result.stderr
     assert "Traceback" not in output
     assert result.exit_code in (0, 1, 2, 3), (path, tokens, output)
