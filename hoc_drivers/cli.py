@@ -51,7 +51,7 @@ COMMANDS = {
 }
 
 # Leaf commands that never open a database: no `--db` of their own.
-NO_DATABASE = {"audit", "bench", "dag check", "dag plan"}
+NO_DATABASE = {"audit", "bench", "dag check", "dag plan", "dag fmt", "dag test"}
 
 DB_HELP = "SQLite file (overrides env HOC_DRIVERS_DB; default ./hoc.db)."
 

@@ -57,6 +57,8 @@ BAD_INPUT = {
     "dag check": ["/nonexistent/policy.plang"],
     "dag plan": ["/nonexistent/policy.plang"],
     "dag run": ["fixtures/policies/main.plang", "--context", "{bad"],
+    "dag fmt": ["fixtures/policies/main.plang", "--check", "--write"],
+    "dag test": ["/nonexistent/policies"],
     "bench": ["--only", "no-such-workload"],
     "migrate": ["--bogus"],
     "backup": [],

@@ -207,3 +207,125 @@ def _record_and_render(module, context, trace, tenant_id, as_json):
             return render({**trace.to_dict(), "recorded_decision": recorded}, True)
         return (f"{_trace_text(trace)}\nrecorded decision {decision.decision_id} "
                 f"(outcome {decision.decision_outcome.value}, tenant {tenant_id})")
+
+
+def _formatted_or_fail(path):
+    """The source of `path` and its canonical layout; a syntax error stops with exit 1."""
+    from ..policy import PolicyError
+    from ..policy.formatter import format_source
+
+    with open(path, encoding="utf-8") as handle:
+        source = handle.read()
+    try:
+        return source, format_source(source, path)
+    except PolicyError as error:
+        fail(str(error))
+
+
+@dag.command()
+@click.argument("files", nargs=-1, required=True, type=_POLICY_FILE)
+@click.option("--write", is_flag=True, help="Rewrite each file that is not formatted.")
+@click.option("--check", is_flag=True,
+              help="Print nothing but the files that would change; exit 1 if any would.")
+@click.option("--diff", is_flag=True, help="Show a unified diff of each change.")
+@json_option
+def fmt(files, write, check, diff, as_json):
+    """Print FILES in the canonical layout (rule order and comments kept; idempotent).
+
+    --write rewrites the files that change, --diff prints a unified diff of each change
+    instead of the source, --check exits 1 when a file would change (with --diff, showing
+    how); --check and --write print the names of the files that change. A file that does
+    not parse stops the command with FILE:LINE:COL: message (exit 1). With --json, instead
+    of the source, diff or names: {"files": [{"file", "changed"}, ...], "changed": N}.
+
+    Example: hoc-drivers dag fmt --check --diff fixtures/policies/*.plang
+    """
+    import difflib
+
+    if write and check:
+        raise CliError("--write and --check exclude each other")
+    changed = []
+    for path in files:
+        source, formatted = _formatted_or_fail(path)
+        if formatted != source:
+            changed.append(path)
+            if write:
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write(formatted)
+        if as_json:
+            continue
+        if diff:
+            click.echo("".join(difflib.unified_diff(
+                source.splitlines(keepends=True), formatted.splitlines(keepends=True),
+                f"{path} (original)", f"{path} (formatted)")), nl=False)
+        elif check or write:
+            if formatted != source:
+                click.echo(f"{'reformatted' if write else 'would reformat'} {path}")
+        else:
+            click.echo(formatted, nl=False)
+    if as_json:
+        emit({"files": [{"file": path, "changed": path in changed} for path in files],
+              "changed": len(changed)}, True)
+    if check and changed:
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _coverage_text(coverage):
+    """Per policy file: how many of its `when`s and bare actions fired, and the lines that never did."""
+    lines = []
+    for file, points in coverage.items():
+        never = [f"{point['line']} ({point['node']})" for point in points if not point["fired"]]
+        fired = len(points) - len(never)
+        line = f"{file}: {fired} of {len(points)} fired"
+        lines.append(line + (f"; never fired: line {', '.join(never)}" if never else ""))
+    total = sum(len(points) for points in coverage.values())
+    fired = sum(point["fired"] for points in coverage.values() for point in points)
+    lines.append(f"coverage: {fired} of {total} rules fired ({100 * fired // max(total, 1)}%)")
+    return "\n".join(lines)
+
+
+@dag.command("test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--coverage", "show_coverage", is_flag=True,
+              help="Report which rules fired and which never did, per file and line.")
+@json_option
+def test_command(paths, show_coverage, as_json):
+    """Run the policy tests in PATHS (`*_test.json` files, or folders searched for them).
+
+    A test file `NAME_test.json` beside `NAME.plang` lists cases: a name, a context, the
+    expected final action and optionally the deciding policy or rule (`decided_by`) and the
+    route `target` (format: hoc_drivers/policy/policy_tests.py). Prints PASSED or FAILED per
+    case, a one-line difference for each failure, and exits 1 when any case fails (or a policy
+    does not compile); a malformed test file is bad input (exit 2). --coverage lists, per
+    policy file, the lines of the `when`s and bare actions no case fired. With --json:
+    {"ok", "passed", "failed", "cases": [...], "coverage" (with --coverage)}.
+
+    Example: hoc-drivers dag test fixtures/policies --coverage
+    """
+    from ..policy import PolicyError
+    from ..policy.policy_tests import PolicyTestFileError, find_test_files, run_test_files
+
+    files = find_test_files(paths)
+    if not files:
+        raise CliError(f"no *_test.json files in {', '.join(paths)}")
+    try:
+        results, coverage = run_test_files(files)
+    except PolicyTestFileError as error:
+        raise CliError(str(error)) from None
+    except PolicyError as error:
+        fail(str(error))
+    failed = [result for result in results if not result.passed]
+    if as_json:
+        output = {"ok": not failed, "passed": len(results) - len(failed), "failed": len(failed),
+                  "cases": [result.to_dict() for result in results]}
+        emit({**output, "coverage": coverage} if show_coverage else output, True)
+    else:
+        for result in results:
+            click.echo(f"{result.file}::{result.name} {'PASSED' if result.passed else 'FAILED'}")
+        for result in failed:
+            click.echo(f"FAILED {result.file}::{result.name}: {result.failure}")
+        if show_coverage:
+            click.echo(_coverage_text(coverage))
+        click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise click.exceptions.Exit(EXIT_FAILED)

@@ -5,12 +5,14 @@ yields itself; `rule X` evaluates X there and yields X's action if it has one. T
 action reached is the node's result; reaching the end yields none. The context's top-level
 keys are the variables; it is only read, never written. A variable or key the context does
 not have reads as null, and its dotted path (`request.text`) is recorded in the result's
-`missing`. Each node has its own step budget; any error (step limit, a rule that calls
+`missing`; the result's `source` is where the deciding `when` or bare action is written (for
+test coverage). Each node has its own step budget; any error (step limit, a rule that calls
 itself, a pattern RE2 refuses) fails closed: the result is DENY with the error recorded.
 """
 import hashlib
 from dataclasses import dataclass
 
+from .compiler import Location
 from .errors import PolicyRuntimeError
 from .functions import call_builtin, ordered, values_equal
 from .nodes import (ActionItem, ActionType, And, Attribute, Call, Compare, Literal, Not, Or,
@@ -22,7 +24,8 @@ DEFAULT_MAX_STEPS = 10_000
 @dataclass(frozen=True, slots=True)
 class NodeResult:
     """What one node decided: its action and route target, steps used, any error, and the
-    context paths it read but did not find (`missing`, in reading order)."""
+    context paths it read but did not find (`missing`, in reading order) and the `Location`
+    of the `when` or bare action that decided (`source`, None when nothing did)."""
 
     name: str
     category: object
@@ -31,6 +34,7 @@ class NodeResult:
     steps: int
     error: str | None = None
     missing: tuple = ()
+    source: Location | None = None
 
     @property
     def success(self):
@@ -67,6 +71,7 @@ class _NodeEvaluation:
         self.steps = 0
         self.calling = []
         self.missing = {}          # dotted paths read but absent, in reading order
+        self.source = None         # Location of the item that decided
 
     def limit_exceeded(self):
         """The error raised when a step goes over the budget."""
@@ -87,14 +92,13 @@ class _NodeEvaluation:
                 if self.steps > self.max_steps:
                     raise self.limit_exceeded()
                 kind = type(item)
-                if kind is ActionItem:
-                    return item
                 if kind is RuleRef:
                     called = self.run(item.name)
                     if called is not None:
                         return called
-                elif self.evaluate(item.condition):
-                    return item.action
+                elif kind is ActionItem or self.evaluate(item.condition):
+                    self.source = Location(node.location.file, item.line, item.column)
+                    return item if kind is ActionItem else item.action
             return None
         finally:
             self.calling.pop()
@@ -185,4 +189,4 @@ class DeterministicEngine:
                               evaluation.steps, message, tuple(evaluation.missing))
         action, target = (item.action, item.target) if item is not None else (None, None)
         return NodeResult(name, node.category, action, target, evaluation.steps,
-                          missing=tuple(evaluation.missing))
+                          missing=tuple(evaluation.missing), source=evaluation.source)
