@@ -240,15 +240,15 @@ class AlertQueueWriter:
             raise ValueError(f"unknown alert channel {channel!r} "
                              f"(expected one of: {', '.join(ALERT_CHANNELS)})")
         require_int(max_attempts, "max_attempts", 1)
-        now = as_utc(now) if now else utcnow()
+        now = as_utc(now) if now else self.tx.now
         values = {"id": new_id(), "tenant_id": tenant_id, "payload": payload,
                   "alert_type": alert_type, "circuit_breaker_name": circuit_breaker_name,
                   "incident_id": incident_id, "channel": channel, "destination": destination,
                   "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now}
         _INSERT_ALERT.execute(self.tx.db, values)
         self.tx.note(AlertQueued())
-        return AlertQueueItem(**values, status="pending", attempts=0, last_attempt_at=None,
-                              last_error=None, sent_at=None, claim_token=None)
+        return AlertQueueItem.of_row({**values, "status": "pending", "attempts": 0, "last_attempt_at": None,
+                                      "last_error": None, "sent_at": None, "claim_token": None})
 
     def fetch_pending_alerts(self, now, batch_size=100, lease_seconds=DEFAULT_LEASE_SECONDS):
         """Claim up to `batch_size` due alerts, oldest `next_attempt_at` first.

@@ -13,13 +13,20 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .verdicts import SIGNAL_TYPES
 
 WORKLOADS = {}
 
 
 @dataclass
 class Measurement:
-    """One workload figure beside its baseline: ratio = workload cost / baseline cost."""
+    """One workload figure beside its baseline: ratio = workload cost / baseline cost.
+
+    `ratio` compares median latencies; `throughput_ratio` compares total work over total wall
+    time (every call of every round, checkpoint stalls included), which a median hides;
+    `p99_us` is the 99th percentile latency of all calls."""
 
     name: str
     ops_per_sec: float
@@ -28,11 +35,20 @@ class Measurement:
     baseline_ops_per_sec: float
     baseline_median_us: float
     target: str = ""
+    p99_us: float = 0.0
+    baseline_p99_us: float = 0.0
+    throughput: float = 0.0
+    baseline_throughput: float = 0.0
 
     @property
     def ratio(self):
         """Workload median latency over baseline median latency."""
         return self.median_us / self.baseline_median_us if self.baseline_median_us else float("inf")
+
+    @property
+    def throughput_ratio(self):
+        """Baseline throughput over workload throughput (wall time per call, stalls included)."""
+        return self.baseline_throughput / self.throughput if self.throughput else float("inf")
 
     def to_dict(self):
         """JSON-ready dict."""
@@ -40,7 +56,9 @@ class Measurement:
                 "median_us": round(self.median_us, 2), "baseline": self.baseline,
                 "baseline_ops_per_sec": round(self.baseline_ops_per_sec, 1),
                 "baseline_median_us": round(self.baseline_median_us, 2),
-                "ratio": round(self.ratio, 3), "target": self.target}
+                "ratio": round(self.ratio, 3), "throughput_ratio": round(self.throughput_ratio, 3),
+                "p99_us": round(self.p99_us, 2), "baseline_p99_us": round(self.baseline_p99_us, 2),
+                "target": self.target}
 
 
 def workload(name):
@@ -59,35 +77,47 @@ def measure(name, operation, baseline_name, baseline, count, target="", rounds=3
     blocks keep each side's caches warm. Every call is timed on its own, or with
     `per_call=False` (for sub-microsecond work, where reading the clock would cost more than
     the call) each block is timed whole and counts as `block` calls of its mean. Each side
-    reports ops per second over its own time and its median latency; the best of `rounds` is
-    kept.
+    reports ops per second over its own time and its median latency (the best of `rounds`),
+    and, over every call of every round, its p99 latency and its throughput: calls over the
+    wall time of its blocks.
     """
     clock = time.perf_counter
     best = best_base = None
+    every, every_base, wall = [], [], [0.0, 0.0]
     for r in range(rounds):
         run, base = [], []
         for start in range(r * count, (r + 1) * count, block):
             calls = range(start, min(start + block, (r + 1) * count))
-            for fn, durations in ((operation, run), (baseline, base)):
+            for side, (fn, durations) in enumerate(((operation, run), (baseline, base))):
+                t0 = clock()
                 if per_call:
                     for i in calls:
-                        t0 = clock()
+                        t1 = clock()
                         fn(i)
-                        durations.append(clock() - t0)
+                        durations.append(clock() - t1)
                 else:
-                    t0 = clock()
                     for i in calls:
                         fn(i)
                     durations.extend([(clock() - t0) / len(calls)] * len(calls))
+                wall[side] += clock() - t0
         this, this_base = _summary(run), _summary(base)
         best = this if best is None or this[1] < best[1] else best
         best_base = this_base if best_base is None or this_base[1] < best_base[1] else best_base
-    return Measurement(name, best[0], best[1], baseline_name, best_base[0], best_base[1], target)
+        every += run
+        every_base += base
+    return Measurement(name, best[0], best[1], baseline_name, best_base[0], best_base[1], target,
+                       _p99_us(every), _p99_us(every_base), len(every) / wall[0],
+                       len(every_base) / wall[1])
 
 
 def _summary(durations):
     """(operations per second, median microseconds) of per-call durations in seconds."""
     return len(durations) / sum(durations), statistics.median(durations) * 1e6
+
+
+def _p99_us(durations):
+    """The 99th percentile of per-call durations in seconds, in microseconds."""
+    return statistics.quantiles(durations, n=100)[98] * 1e6 if len(durations) > 1 else durations[0] * 1e6
 
 
 @contextmanager
@@ -134,68 +164,166 @@ def bulk_insert(path, *statements):
 
 @workload("run_completion")
 def bench_run_completion(quick=False, full=False):
-    """A failed run completed with its trace: RunCompletionTransaction vs raw sqlite3."""
+    """A failed run completed with its trace: RunCompletionTransaction vs raw sqlite3 running
+    the same statements with the same values (and vs APSW, when it is installed).
+
+    Every table the transaction writes holds 10k earlier completions' rows (the names say so),
+    the runs and traces it updates exist, and a guard cache serves the library's file (so its
+    after-commit invalidation is paid). With `full`, the same transaction on files holding 1M
+    rows in every table it writes, beside the 10k-row figure (ratio = growth).
+    """
+    count, rows = (300 if quick else 2000), 10_000
+    with scratch_databases() as (library_path, raw_path):
+        apsw_path = os.path.join(os.path.dirname(raw_path), "apsw.db")
+        shutil.copyfile(raw_path, apsw_path)
+        for path, pending in ((library_path, count * 6), (raw_path, count * 3), (apsw_path, count * 3)):
+            _seed_run_completion(path, rows, pending)
+        with _completing(library_path) as library, _completing(library_path, count * 3) as again:
+            conn = raw_connection(raw_path)
+            results = [measure(f"run-completion transaction ({rows // 1000}k rows per table)", library,
+                               "raw sqlite3, same statements and values", _raw_completion(conn), count,
+                               target="<= 1.25x median, <= 1.15x throughput")]
+            conn.close()
+            apsw_conn = _apsw_connection(apsw_path)
+            if apsw_conn is not None:
+                results.append(measure(f"run-completion transaction ({rows // 1000}k rows per table)",
+                                       again, "APSW, same statements and values",
+                                       _raw_completion(apsw_conn), count, target="report"))
+                apsw_conn.close()
+        if full:
+            results.append(_run_completion_growth(library_path, count))
+        return results
+
+
+def _run_completion_growth(small_path, count):
+    """Run completion with 1M rows in every table it writes vs the 10k-row file (whose first
+    runs the other measurements completed: this one completes the next ones)."""
     from .db import init_database
-    from .models.base import new_id
-    from .models.runs import Trace
+
+    big_path = os.path.join(os.path.dirname(small_path), "big.db")
+    init_database(big_path).close()
+    _seed_run_completion(big_path, 1_000_000, count * 3)
+    _seed_run_completion(small_path, 0, count * 3, start=count * 6)
+    with _completing(small_path, start=count * 6) as small, _completing(big_path) as big:
+        return measure("run-completion transaction at 1M rows per table", big,
+                       "run-completion transaction at 10k rows per table", small, count,
+                       target="<= 1.2x throughput")
+
+
+@contextmanager
+def _completing(path, start=0):
+    """`operation(i)`: RunCompletionTransaction completing run r{start + i} of `path`'s file,
+    whose database a guard cache serves."""
+    from .db import connect_database
+    from .guard_cache import GuardCache
     from .run_completion import RunCompletionTransaction
     from .transaction_coordinator import TransactionCoordinator
 
-    count = 300 if quick else 2000
-    with scratch_databases() as (library_path, raw_path):
-        db = init_database(library_path)
-        coordinator = TransactionCoordinator(db)
-        with coordinator.transaction():
-            Trace.insert_many([{"trace_id": f"t{i}", "tenant_id": "bench", "run_id": f"r{i}"}
-                               for i in range(count * 3)]).execute(db)
-        transaction = RunCompletionTransaction(coordinator)
+    db = connect_database(path)
+    GuardCache().serve(db)
+    transaction = RunCompletionTransaction(TransactionCoordinator(db))
+    try:
+        yield lambda i: transaction.execute("bench", f"r{start + i}", "failed", error_message="AGENT_CRASH",
+                                            trace_id=f"t{start + i}")
+    finally:
+        db.close()
 
-        def library(i):
-            transaction.execute("bench", f"r{i}", "failed", error_message="AGENT_CRASH",
-                                trace_id=f"t{i}")
 
-        conn = raw_connection(raw_path)
-        conn.executemany("INSERT INTO aos_traces (trace_id, tenant_id, run_id, status, created_at)"
-                         " VALUES (?, 'bench', ?, 'running', '2026-01-01')",
-                         [(f"t{i}", f"r{i}") for i in range(count * 3)])
-        unmarked = []
+def _apsw_connection(path):
+    """An APSW connection to `path` with the library's pragmas, or None without APSW."""
+    try:
+        import apsw
+    except ImportError:
+        return None
+    from .db import PRAGMAS
 
-        def raw(i):
-            run_id, now = f"r{i}", _now_text()
-            conn.execute("BEGIN IMMEDIATE")
-            if unmarked:
-                conn.execute(f"UPDATE events SET published_at = ? WHERE id IN ({','.join('?' * len(unmarked))})",
-                             [now, *unmarked])
-                unmarked.clear()
-            incident_id = conn.execute(RAW_INCIDENT_SQL, (
-                new_id(), "bench", f"Agent Crash: Run {run_id[:8]}...", "critical", "open",
+    conn = apsw.Connection(path)
+    for key, value in PRAGMAS:
+        conn.execute(f"PRAGMA {key}={value}")
+    return conn
+
+
+def _completion_values(run_id, trace_id, now, ids):
+    """What one completion binds (the library's values: same texts, JSON, id lengths):
+    (incident row, policy row, event rows) for incident, policy and event ids `ids`."""
+    import json
+
+    incident_id, policy_id, *event_ids = ids
+    incident = (incident_id, "bench", f"Agent Crash: Run {run_id[:8]}...", "critical", "open",
                 "run_failure", now, 0, "0", run_id, "run", "EXECUTION_FAILURE",
                 f"Run {run_id} failed with error: AGENT_CRASH", "AGENT_CRASH", "AGENT_CRASH",
-                "single_run", None, 1, "HUMAN", "ACTIVE", 0, None, 0, now, now)).fetchone()[0]
-            conn.execute("UPDATE runs SET incident_count = incident_count + 1 WHERE id = ? AND tenant_id = ?",
-                         (run_id, "bench"))
-            policy_id = conn.execute(RAW_POLICY_SQL, (
-                new_id(), "bench", f"policy_eval_{run_id[:8]}", "policies_checked:0", run_id,
-                run_id, run_id, "not_applicable", 0.0, 0, 0, None, now)).fetchone()[0]
-            conn.execute("UPDATE aos_traces SET status = ?, completed_at = ?, incident_id = ?"
-                         " WHERE trace_id = ? AND tenant_id = ?",
-                         ("failed", now, incident_id, f"t{i}", "bench"))
-            events = [(new_id(), "bench", topic, payload, now) for topic, payload in (
-                ("run.completed", f'{{"run_id": "{run_id}", "incident_id": "{incident_id}"}}'),
-                ("incident.created", f'{{"run_id": "{run_id}", "incident_id": "{incident_id}"}}'),
-                ("policy.evaluated", f'{{"run_id": "{run_id}", "policy_id": "{policy_id}"}}'))]
-            conn.execute("INSERT INTO events (id, tenant_id, topic, payload, created_at) VALUES "
-                         "(?, ?, ?, json(?), ?), (?, ?, ?, json(?), ?), (?, ?, ?, json(?), ?)",
-                         [v for event in events for v in event])
-            conn.execute("COMMIT")
-            unmarked.extend(e[0] for e in events)
+                "single_run", None, 1, "HUMAN", "ACTIVE", 0, None, 0, now, now)
+    policy = (policy_id, "bench", f"policy_eval_{run_id[:8]}", "policies_checked:0", run_id, run_id,
+              run_id, "not_applicable", 0.0, 0, 0, None, now)
+    payloads = (("run.completed", {"run_id": run_id, "status": "failed", "incident_id": incident_id,
+                                   "policy_id": policy_id, "trace_id": trace_id}),
+                ("incident.created", {"run_id": run_id, "incident_id": incident_id, "outcome": "failed"}),
+                ("policy.evaluated", {"run_id": run_id, "policy_id": policy_id, "outcome": "failed"}))
+    events = [(event_id, "bench", topic, json.dumps(payload), now)
+              for event_id, (topic, payload) in zip(event_ids, payloads[:len(event_ids)], strict=True)]
+    return incident, policy, events
 
-        try:
-            return [measure("run-completion transaction", library, "raw sqlite3, same statements",
-                            raw, count, target="<= 2.0x")]
-        finally:
-            conn.close()
-            db.close()
+
+def _raw_completion(conn):
+    """`operation(i)`: completing run r{i} with the library's statements on a raw connection
+    (sqlite3 in autocommit mode, or APSW), marking the previous completion's events published."""
+    from .models.base import new_id, new_ordered_id
+
+    unmarked = []
+
+    def complete(i):
+        run_id, trace_id, now = f"r{i}", f"t{i}", _now_text()
+        conn.execute("BEGIN IMMEDIATE")
+        if unmarked:
+            conn.execute(f"UPDATE events SET published_at = ? WHERE id IN ({','.join('?' * len(unmarked))})",
+                         [now, *unmarked])
+            unmarked.clear()
+        incident, policy, events = _completion_values(run_id, trace_id, now, [new_id(), new_id(), *(
+            new_ordered_id() for _ in range(3))])
+        policy_id = conn.execute(RAW_POLICY_SQL, policy).fetchone()[0]
+        incident_id = conn.execute(RAW_INCIDENT_SQL, incident).fetchone()[0]
+        conn.execute("UPDATE runs SET incident_count = incident_count + 1 WHERE id = ? AND tenant_id = ?",
+                     (run_id, "bench"))
+        conn.execute("UPDATE aos_traces SET status = ?, completed_at = ?,"
+                     " incident_id = COALESCE(?, incident_id) WHERE trace_id = ? AND tenant_id = ?",
+                     ("failed", now, incident_id, trace_id, "bench"))
+        conn.execute("INSERT INTO events (id, tenant_id, topic, payload, created_at) VALUES "
+                     "(?, ?, ?, ?, ?), (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)", [v for e in events for v in e])
+        conn.execute("COMMIT")
+        unmarked.extend(e[0] for e in events)
+        return policy_id
+    return complete
+
+
+def _seed_run_completion(path, rows, pending, start=0):
+    """`rows` earlier completions in every table a completion writes (incidents, policy
+    evaluations, runs, traces, events: one row each, random uuid ids as the library makes
+    them), and `pending` running runs r{start}... with their traces t{start}..., to complete."""
+    import itertools
+
+    from .models.base import new_id, new_ordered_id
+
+    day = "2026-01-01 00:00:00.000000"
+    done = [(f"old{n:07d}", f"told{n:07d}") for n in range(rows)]
+    todo = [(f"r{n}", f"t{n}") for n in range(start, start + pending)]
+
+    def earlier(part):  # part 0: incident, 1: policy evaluation, 2: its (first) event
+        for run_id, trace_id in done:
+            values = _completion_values(run_id, trace_id, day, [new_id(), new_id(), new_ordered_id()])[part]
+            yield (*values[0], day) if part == 2 else values
+
+    bulk_insert(path, (RAW_INCIDENT_SQL.replace(" RETURNING id", ""), earlier(0)),
+                (RAW_POLICY_SQL.replace(" RETURNING id", ""), earlier(1)),
+                ("INSERT INTO events (id, tenant_id, topic, payload, created_at, published_at)"
+                 " VALUES (?, ?, ?, ?, ?, ?)", earlier(2)),
+                ("INSERT INTO runs (id, tenant_id, status, incident_count, created_at, updated_at)"
+                 " VALUES (?, 'bench', ?, ?, ?, ?)", itertools.chain(
+                     ((run_id, "failed", 1, day, day) for run_id, _ in done),
+                     ((run_id, "running", 0, day, day) for run_id, _ in todo))),
+                ("INSERT INTO aos_traces (trace_id, tenant_id, run_id, status, created_at)"
+                 " VALUES (?, 'bench', ?, ?, ?)", itertools.chain(
+                     ((trace_id, run_id, "failed", day) for run_id, trace_id in done),
+                     ((trace_id, run_id, "running", day) for run_id, trace_id in todo))))
 
 
 RAW_INCIDENT_SQL = (
@@ -212,9 +340,8 @@ RAW_POLICY_SQL = (
 
 
 def _now_text():
-    from .models.base import UtcDateTimeField, utcnow
-
-    return UtcDateTimeField().db_value(utcnow())
+    """The current UTC time as the library stores it, computed as plain code would (no field)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 # ---------------------------------------------------------------------------------------
@@ -253,15 +380,18 @@ def bench_commit_guard(quick=False, full=False):
 
 @workload("cost_anomaly_incident")
 def bench_cost_anomaly_incident(quick=False, full=False):
-    """One transaction per cost anomaly -> incident: cross_domain vs raw sqlite3, same INSERT."""
+    """One transaction per cost anomaly -> incident: cross_domain vs raw sqlite3, same INSERT
+    and values; a guard cache serves the library's file (its invalidation is paid)."""
     from .cross_domain import create_incident_from_cost_anomaly
     from .db import init_database
+    from .guard_cache import GuardCache
     from .models.base import new_id
     from .transaction_coordinator import TransactionCoordinator
 
     count = 300 if quick else 2000
     with scratch_databases() as (library_path, raw_path):
         db = init_database(library_path)
+        GuardCache().serve(db)
         coordinator = TransactionCoordinator(db)
 
         def library(i):
@@ -277,15 +407,15 @@ def bench_cost_anomaly_incident(quick=False, full=False):
             conn.execute(RAW_ANOMALY_INCIDENT_SQL, (
                 new_id(), "bench", f"Cost anomaly: BUDGET_EXCEEDED (+${overage / 100:.2f})",
                 "high", "open", "budget_breach", str(overage), now, 0, str(overage),
-                "cost_anomaly", f"an{i}", "COST_ANOMALY",
+                f"{overage / 100:.2f}", "cost_anomaly", f"an{i}", "COST_ANOMALY",
                 f"Detected BUDGET_EXCEEDED anomaly. Current: ${(15000 + i) / 100:.2f}, "
                 "Expected: $100.00.", "tenant", None, 1, "SYSTEM", "ACTIVE", "Analytics", 0, 0,
                 now, now)).fetchone()
             conn.execute("COMMIT")
 
         try:
-            return [measure("cost anomaly -> incident", library, "raw sqlite3, same INSERT", raw,
-                            count, target="<= 2.0x")]
+            return [measure("cost anomaly -> incident", library, "raw sqlite3, same INSERT and values",
+                            raw, count, target="<= 1.3x")]
         finally:
             conn.close()
             db.close()
@@ -293,10 +423,10 @@ def bench_cost_anomaly_incident(quick=False, full=False):
 
 RAW_ANOMALY_INCIDENT_SQL = (
     "INSERT INTO incidents (id, tenant_id, title, severity, status, trigger_type, trigger_value, "
-    "started_at, calls_affected, cost_delta_cents, source_type, anomaly_id, category, "
+    "started_at, calls_affected, cost_delta_cents, cost_impact, source_type, anomaly_id, category, "
     "description, impact_scope, affected_agent_id, affected_count, cause_type, lifecycle_state, "
     "domain, is_synthetic, alert_sent, created_at, updated_at) VALUES ("
-    + ", ".join("?" * 24) + ") ON CONFLICT (tenant_id, anomaly_id) DO NOTHING RETURNING id")
+    + ", ".join("?" * 25) + ") ON CONFLICT (tenant_id, anomaly_id) DO NOTHING RETURNING id")
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,21 +443,31 @@ CLI_GATES = (("signals", "check", "--scope", "PR-1"),
 def bench_cli_startup(quick=False, full=False):
     """`hoc-drivers --help` and the gates deploy scripts call in a loop (`signals check`,
     `killswitch status`, `guard status`, on an initialised file), each as a whole process vs
-    `python -c pass` on the same interpreter."""
+    `python -c pass` on the same interpreter.
+
+    Both sides run from cached bytecode, as an installed package does (pip compiles it once):
+    with PYTHONDONTWRITEBYTECODE set, as in some checkouts, every run would compile each of our
+    modules from source again. So both run as `python -E -X pycache_prefix=DIR` (-E: no PYTHON*
+    variable), caching bytecode in a scratch folder (nothing is written in the checkout),
+    filled by one untimed run of each command."""
     import subprocess
     import sys
 
     script = os.path.join(os.path.dirname(sys.executable), "hoc-drivers")
-    prefix = [script] if os.path.exists(script) else [sys.executable, "-m", "cli"]
+    entry = [script] if os.path.exists(script) else ["-m", "cli"]
 
-    def run(argv):
-        return lambda i: subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
-
-    baseline = run([sys.executable, "-c", "pass"])
     with scratch_databases() as (path, _):
+        python = [sys.executable, "-E", "-X", f"pycache_prefix={os.path.dirname(path)}/bytecode"]
+
+        def run(argv):
+            subprocess.run(python + argv, stdout=subprocess.DEVNULL, check=True)  # caches bytecode
+            return lambda i: subprocess.run(python + argv, stdout=subprocess.DEVNULL, check=True)
+
+        baseline = run(["-c", "pass"])
         return [measure(f"CLI start-up (hoc-drivers {' '.join(argv[:2])})",
-                        run(prefix + (list(argv) if argv == ("--help",) else ["--db", path, *argv])),
-                        "python -c pass", baseline, 8 if quick else 20, target="<= 3.0x", rounds=2)
+                        run(entry + (list(argv) if argv == ("--help",) else ["--db", path, *argv])),
+                        "python -c pass", baseline, 8 if quick else 20, target="<= 3.0x", rounds=2,
+                        block=1)  # one process each in turn: a busy neighbour slows both sides alike
                 for argv in [("--help",), *CLI_GATES]]
 
 
@@ -373,7 +513,7 @@ def bench_decision_emit(quick=False, full=False):
         try:
             return [measure("decision emit (own transaction)", library,
                             "raw sqlite3 BEGIN IMMEDIATE + INSERT + COMMIT", raw, count,
-                            target="<= 2.0x")]
+                            target="<= 1.3x")]
         finally:
             conn.close()
             db.close()
@@ -421,6 +561,44 @@ def bench_plang_dag(quick=False, full=False):
                 "same plan, thread pool of 2", lambda i: pooled.execute(module, context, plan),
                 10 if quick else 40, target="< 20 ms"),
     ]
+
+
+@workload("plang_tooling")
+def bench_plang_tooling(quick=False, full=False):
+    """`dag check`, `dag fmt` and `dag test` (one case) of the 1,000 generated policies, each
+    beside parse+plan of the same file (targets: check <= 1.5x, fmt <= 2x, test <= 2x)."""
+    import json
+
+    from .dag_executor import DAGExecutor
+    from .policy import build_plan, compile_file
+    from .policy.checker import check_file
+    from .policy.formatter import format_source
+    from .policy.generator import generate_policies, sample_context
+    from .policy.policy_tests import run_test_files
+
+    source, directory = generate_policies(1000), tempfile.mkdtemp(prefix="hoc-bench-plang-")
+    try:
+        path, tests = (os.path.join(directory, name) for name in ("gen.plang", "gen_test.json"))
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(source)
+        trace = DAGExecutor().execute(compile_file(path), sample_context())
+        case = {"name": "sample", "context": sample_context(), "action": trace.final_action.value,
+                "decided_by": trace.decided_by}
+        with open(tests, "w", encoding="utf-8") as handle:
+            json.dump({"cases": [case]}, handle)
+        if check_file(path).errors or not run_test_files([tests])[0][0].passed:
+            raise RuntimeError("the generated policies do not check or test clean")
+        count, rounds = (1, 2) if quick else (3, 3)
+        return [measure(name, operation, "parse+plan, same file",
+                        lambda i: build_plan(compile_file(path)), count, target=target,
+                        rounds=rounds)
+                for name, operation, target in (
+                    ("dag check, 1,000 policies", lambda i: check_file(path), "<= 1.5x"),
+                    ("dag fmt, 1,000 policies", lambda i: format_source(source, path), "<= 2x"),
+                    ("dag test, 1,000 policies, one case", lambda i: run_test_files([tests]),
+                     "<= 2x"))]
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @workload("plang_regex")
@@ -486,9 +664,6 @@ def bench_lookup_growth(quick=False, full=False):
             big_db.close()
 
 
-_BENCH_SIGNAL_TYPES = ("BLCA_STATUS", "CI_STATUS", "DEPLOYMENT_GATE", "SESSION_BLOCK", "MANUAL_OVERRIDE")
-
-
 def _is_blocked_lookup(reader, rows):
     """is_blocked on scopes spread over the whole table (10 signal rows per scope)."""
     scopes = rows // 10
@@ -513,7 +688,7 @@ def _seed_lookup_tables(path, rows):
 
     def signals():
         for scope in range(rows // 10):
-            for t, signal_type in enumerate(_BENCH_SIGNAL_TYPES):
+            for t, signal_type in enumerate(SIGNAL_TYPES):
                 row = (scope * 5 + t) * 2
                 decision = "BLOCKED" if (scope + t) % 7 == 0 else ("WARN" if t % 2 else "CLEAN")
                 expires = later if scope % 3 == 0 else None  # a third have expired by now
@@ -708,14 +883,15 @@ def bench_alert_enqueue(quick=False, full=False):
                 " circuit_breaker_name, incident_id, channel, destination, status, attempts,"
                 " max_attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?,"
                 " 'pending', 0, 10, ?, ?)",
-                (new_id(), "bench", json.dumps(payload, sort_keys=True), "threshold", "webhook",
-                 json.dumps(destination, sort_keys=True), now, now))
+                (new_id(), "bench", json.dumps(payload, sort_keys=True, separators=(",", ":")),
+                 "threshold", "webhook", json.dumps(destination, sort_keys=True, separators=(",", ":")),
+                 now, now))
             conn.execute("COMMIT")
 
         try:
             return [measure("alert enqueue (own transaction)", library,
                             "raw sqlite3 BEGIN IMMEDIATE + INSERT + COMMIT", raw, count,
-                            target="<= 2.0x")]
+                            target="<= 1.3x")]
         finally:
             conn.close()
             db.close()

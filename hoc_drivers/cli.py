@@ -1,9 +1,12 @@
 """The `hoc-drivers` command line: a thin click layer over the hoc_drivers Python API.
 
 Command groups live in `hoc_drivers/commands/` and are imported only when used, so
-`hoc-drivers --help` starts fast. Errors are one line on stderr, naming options (never Python
-parameter names); a mistyped command gets a suggestion. `--debug` (before or after the
-subcommand) shows tracebacks and logs every SQL statement with its parameters. Both redact credentials and tokens
+`hoc-drivers --help` starts fast; a `LazyGroup` imports each subcommand only when it runs, so
+the read-only gates deploy scripts call in a loop (`signals check`, `killswitch status`,
+`guard status`: commands/gates.py) load no Peewee and start about as fast.
+Errors are one line on stderr, naming options (never Python parameter names); a mistyped
+command gets a suggestion. `--debug` (before or after the subcommand) shows tracebacks and logs
+every SQL statement with its parameters. Both redact credentials and tokens
 (`validation.redact`: URL user:password, Slack/Discord webhook paths, secret query parameters).
 Exit codes: 0 ok, 1 check failed / violation / error, 2 bad input, 3 blocked.
 
@@ -17,7 +20,6 @@ Settings (hoc_drivers.settings): flag > environment > settings file > default. T
 `--config FILE` (before the subcommand), else $HOC_DRIVERS_CONFIG, else ./hoc-drivers.toml if it
 exists; it is checked before any command runs (an invalid value or unknown key: exit 2).
 """
-import difflib
 import importlib
 import re
 import sys
@@ -31,8 +33,8 @@ COMMANDS = {
     "run": ("hoc_drivers.commands.core", "run", "Complete a run atomically (incident, policy, trace, events)."),
     "schema": ("hoc_drivers.commands.core", "schema", "Check the database schema against the models."),
     "audit": ("hoc_drivers.commands.core", "audit", "Audit our own drivers: access, commits, verdicts."),
-    "signals": ("hoc_drivers.commands.signals", "signals", "Record, check, list and clear governance signals."),
-    "killswitch": ("hoc_drivers.commands.guard", "killswitch", "Freeze, unfreeze and inspect kill switches."),
+    "signals": ("hoc_drivers.commands.gates", "signals", "Record, check, list and clear governance signals."),
+    "killswitch": ("hoc_drivers.commands.gates", "killswitch", "Freeze, unfreeze and inspect kill switches."),
     "incidents": ("hoc_drivers.commands.guard", "incidents", "List, acknowledge and resolve incidents."),
     "anomaly": ("hoc_drivers.commands.costs", "anomaly", "Record a cost anomaly (creates an incident)."),
     "breach": ("hoc_drivers.commands.costs", "breach", "Record a limit breach."),
@@ -42,7 +44,7 @@ COMMANDS = {
     "ledger": ("hoc_drivers.commands.ledger", "ledger", "Emit and list discovery ledger signals."),
     "alerts": ("hoc_drivers.commands.alerts", "alerts", "The offline-first alert queue and its sender."),
     "notifications": ("hoc_drivers.commands.notifications", "notifications", "List and acknowledge UI notifications."),
-    "guard": ("hoc_drivers.commands.guard_read", "guard", "Guard console status and snapshot (cached)."),
+    "guard": ("hoc_drivers.commands.gates", "guard", "Guard console status and snapshot (cached)."),
     "dag": ("hoc_drivers.commands.dag", "dag", "Check, plan and run PLang v2.0 policies."),
     "bench": ("hoc_drivers.commands.bench", "bench", "Benchmarks against raw sqlite3, as ratios."),
     "migrate": ("hoc_drivers.commands.maintenance", "migrate", "Upgrade an older database in place (after a backup)."),
@@ -93,13 +95,23 @@ def _add_leaf_options(command, path):
                 metavar="PATH", help=DB_HELP))
 
 
-def _configure_logging(debug):
+def configure_logging(debug):
     """Library log records stay quiet on the terminal unless --debug (errors are reported once);
-    with --debug every record is printed, credentials and tokens redacted."""
+    with --debug every record is printed, credentials and tokens redacted.
+
+    Called once a command that may log is to run: for each command group but a LazyGroup, which
+    calls it when it loads a subcommand, so a gate defined in the group itself loads no logging
+    (it calls it before it takes the drivers' path)."""
     import logging
 
     if debug:
-        from hoc_drivers.validation import RedactingFormatter
+        from hoc_drivers.validation import redact
+
+        class RedactingFormatter(logging.Formatter):
+            """Every formatted record (message, arguments, traceback) passed through `redact`."""
+
+            def format(self, record):
+                return redact(super().format(record))
 
         handler = logging.StreamHandler()
         handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
@@ -108,6 +120,32 @@ def _configure_logging(debug):
         logger = logging.getLogger("hoc_drivers")
         if not logger.handlers:
             logger.addHandler(logging.NullHandler())  # no "last resort" printing to stderr
+
+
+def debugging(ctx):
+    """True when the command line of `ctx` (a context of this CLI, or None) has --debug."""
+    return ctx is not None and getattr(ctx.find_root().command, "debug", False)
+
+
+class LazyGroup(click.Group):
+    """A command group whose subcommands in `lazy` (name -> "module:attribute") are imported
+    only when one runs or a help text lists them."""
+
+    def __init__(self, *args, lazy=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy)
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in self.lazy:
+            module, _, attribute = self.lazy[name].partition(":")
+            configure_logging(debugging(ctx))
+            command = getattr(importlib.import_module(module), attribute)
+            _add_leaf_options(command, f"{self.name} {name}")
+            self.add_command(command, name)
+        return self.commands.get(name)
 
 
 class HocGroup(click.Group):
@@ -120,8 +158,9 @@ class HocGroup(click.Group):
         if name not in COMMANDS:
             return None
         module, attribute, _ = COMMANDS[name]
-        _configure_logging(getattr(self, "debug", False))  # only once a command really runs
         command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, LazyGroup):
+            configure_logging(getattr(self, "debug", False))  # only once a command really runs
         _add_leaf_options(command, name)
         return command
 
@@ -129,6 +168,8 @@ class HocGroup(click.Group):
         """As click's, but a mistyped command name suggests the closest ones (difflib)."""
         name = args[0] if args else None
         if name and not name.startswith("-") and name not in COMMANDS:
+            import difflib
+
             close = difflib.get_close_matches(name, COMMANDS, n=3)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise click.UsageError(f"No such command {name!r}.{hint} (`hoc-drivers --help` lists them)", ctx)

@@ -168,6 +168,36 @@ class GuardedConnection(sqlite3.Connection):
         """Run one statement through a guarded cursor."""
         return self.cursor().execute(sql, parameters)
 
+    def execute_built(self, sql, parameters):
+        """Run a statement Peewee built (the hot path of `PreparedQuery`) on a `GuardedCursor`.
+
+        Inside an open coordinator transaction that SQLite has not rolled back, a write is
+        allowed and transaction control is not issued, so the only check left is that `sql` was
+        never classified as control: the statement goes straight to SQLite (the authorizer still
+        sees it whenever SQLite prepares it). Anywhere else it takes the full check."""
+        if (self.unit is None or self.issuing or not self.in_transaction
+                or self._kinds.get(sql) is CONTROL):
+            return self.cursor().execute(sql, parameters)
+        return self._run(_execute, GuardedCursor(self), sql, parameters)
+
+    def issue(self, statement):
+        """Send transaction control (BEGIN, SAVEPOINT, ...): only while the coordinator issues it."""
+        if not self.issuing:
+            self._refuse(CONTROL, _describe(CONTROL, statement))
+        return self._run(_execute, GuardedCursor(self), statement, ())
+
+    def _run(self, run, cursor, sql, parameters):
+        """`run(cursor, sql, parameters)` with `sql` known to the authorizer (so it remembers
+        how SQLite classified the text), turning the authorizer's refusal into CommitForbidden."""
+        self._sql = sql
+        try:
+            return run(cursor, sql, parameters)
+        except sqlite3.DatabaseError:
+            self._translate(sql)
+            raise
+        finally:
+            self._sql = None
+
     def executemany(self, sql, parameters, /):
         """Run one statement for each parameter set through a guarded cursor."""
         return self.cursor().executemany(sql, parameters)
@@ -209,28 +239,24 @@ class GuardedCursor(sqlite3.Cursor):
 
     def execute(self, sql, parameters=(), /):
         """Run one statement unless the guard refuses it."""
-        return self._guarded(super().execute, sql, parameters)
+        return self._guarded(_execute, sql, parameters)
 
     def executemany(self, sql, parameters, /):
         """Run one statement per parameter set unless the guard refuses it."""
-        return self._guarded(super().executemany, sql, parameters)
+        return self._guarded(sqlite3.Cursor.executemany, sql, parameters)
 
     def _guarded(self, run, sql, parameters):
         conn = self.connection
         conn._check(sql)
-        conn._sql = sql
-        try:
-            return run(sql, parameters)
-        except sqlite3.DatabaseError:
-            conn._translate(sql)
-            raise
-        finally:
-            conn._sql = None
+        return conn._run(run, self, sql, parameters)
 
     def executescript(self, script, /):
         """Run a script; SQLite prepares each statement afresh, so the authorizer sees each."""
-        return self._guarded(lambda script, _: super(GuardedCursor, self).executescript(script),
+        return self._guarded(lambda cursor, script, _: sqlite3.Cursor.executescript(cursor, script),
                              script, None)
+
+
+_execute = sqlite3.Cursor.execute
 
 
 class GuardedSqliteDatabase(SqliteDatabase):

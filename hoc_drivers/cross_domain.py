@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 
 from .commit_guard import CommitForbidden
 from .facts import GuardStateChanged
-from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
+from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id
 from .models.cost import BREACH_TYPES, LimitBreach
 from .models.runs import Incident, Run
 from .validation import (optional_text, require_database, require_json_object, require_tenant, require_text,
@@ -124,14 +124,14 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
                            f"Expected: ${expected / 100:.2f}.")
             if entity_type and entity_id:
                 description += f" Entity: {entity_type}/{entity_id}"
-        now = utcnow()
+        now, delta = tx.now, Decimal(str(overage))
+        impact = (delta / 100).quantize(CENT)  # whole cents: exact, no rounding
         row = {
             "id": new_id(), "tenant_id": tenant_id, "anomaly_id": anomaly_id,
-            "title": f"Cost anomaly: {anomaly_type} (+${Decimal(overage) / 100:.2f})",
+            "title": f"Cost anomaly: {anomaly_type} (+${impact})",
             "severity": ANOMALY_SEVERITY_MAP.get(severity.upper(), "medium"), "status": "open",
             "trigger_type": ANOMALY_TRIGGER_TYPE_MAP.get(anomaly_type, DEFAULT_TRIGGER_TYPE),
-            "trigger_value": str(overage), "cost_delta_cents": Decimal(str(overage)),
-            "cost_impact": (Decimal(str(overage)) / 100).quantize(CENT),
+            "trigger_value": str(overage), "cost_delta_cents": delta, "cost_impact": impact,
             "source_type": "cost_anomaly", "category": "COST_ANOMALY", "description": description,
             "impact_scope": entity_type or "tenant",
             "affected_agent_id": entity_id if entity_type == "agent" else None,
@@ -191,7 +191,7 @@ def record_limit_breach(tx, tenant_id, limit_id, breach_type, value_at_breach, l
                "value_at_breach": _exact_decimal(value_at_breach, "value_at_breach", False),
                "limit_value": _exact_decimal(limit_value, "limit_value", True),
                "run": run_id, "incident": incident_id, "details": details,
-               "breached_at": utcnow()}
+               "breached_at": tx.now}
         if details is not None:
             require_json_object(details, "details")
         if run_id is not None:

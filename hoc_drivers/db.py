@@ -13,10 +13,10 @@ import os
 
 from . import models, settings
 from .commit_guard import CommitForbidden, GuardedSqliteDatabase, database_key  # noqa: F401
+from .gates import BUSY_TIMEOUT_MS
 from .schema_parity import SCHEMA_VERSION, check_schema_version
 from .transaction_coordinator import TransactionCoordinator
 
-BUSY_TIMEOUT_MS = 30_000
 PRAGMAS = (
     ("journal_mode", "wal"),
     ("foreign_keys", 1),

@@ -97,8 +97,9 @@ class DecisionRecord:
     decision_id: str = field(default_factory=new_id)
 
     def __post_init__(self):
+        fields = vars(self)
         for name, enum in _ENUM_FIELDS.items():
-            setattr(self, name, _member(enum, getattr(self, name), name))
+            fields[name] = _member(enum, fields[name], name)
         require_text(self.tenant_id, "tenant_id", NON_EMPTY)
         require_text(self.decision_id, "decision_id", NON_EMPTY)
         if not isinstance(self.decided_at, datetime):
@@ -177,8 +178,7 @@ class AppendResult(str, Enum):
 
 def _append(tx, record, idempotency_key):
     """`DecisionRecordService.append` in the checked transaction `tx`."""
-    row = {name: getattr(record, name) for name in RECORD_FIELDS}  # enums bind as their text
-    row["idempotency_key"] = idempotency_key
+    row = {**vars(record), "idempotency_key": idempotency_key}  # RECORD_FIELDS; enums bind as text
     mirror = _mirror_row(record) if record.decision_type in MIRRORED_TYPES else None
 
     def write(db):

@@ -15,14 +15,15 @@ plays the tenant's role: it is the first argument of every read and write. A rec
 notes `GuardStateChanged(scope)` on the transaction, since a scope naming a tenant changes that
 tenant's guard status. All three take `clock=` (aware UTC now) for exact tests.
 """
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from .facts import GuardStateChanged
 from .listing import page
 from .models.base import PLACEHOLDER, PreparedQuery, new_id, utcnow
-from .models.governance import DECISIONS, SIGNAL_TYPES, GovernanceSignal
-from .validation import require_database, require_json_object, require_text, require_transaction
+from .models.governance import GovernanceSignal
+from .validation import require_database, require_json_object, require_transaction
+from .verdicts import (DECISIONS, SIGNAL_TYPES, GovernanceCheckResult, any_blocked, governance_verdict,
+                       require_choice, require_short_text, signal_to_dict, validate_scope)
 
 ACCESS = "READ+WRITE"
 
@@ -31,27 +32,7 @@ __all__ = ["DECISIONS", "SIGNAL_TYPES", "GovernanceCheckResult", "GovernanceSign
            "check_governance_status", "is_governance_blocked", "record_governance_signal",
            "signal_to_dict", "validate_scope", "validate_signal"]
 
-MAX_SCOPE_LENGTH = 500
 MAX_RECORDED_BY_LENGTH = 100
-
-
-def _require_short_text(value, name, max_length):
-    """`value` when it is non-empty text of at most `max_length` characters, else ValueError."""
-    require_text(value, name)
-    if len(value) > max_length:
-        raise ValueError(f"{name} is too long ({len(value)} characters; at most {max_length})")
-
-
-def _require_choice(value, name, choices):
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r} (expected one of: {', '.join(choices)})")
-
-
-def validate_scope(scope, signal_type=None):
-    """Raise ValueError unless `scope` is a usable scope and `signal_type` None or known."""
-    _require_short_text(scope, "scope", MAX_SCOPE_LENGTH)
-    if signal_type is not None:
-        _require_choice(signal_type, "signal type", SIGNAL_TYPES)
 
 
 def validate_signal(scope, signal_type, decision, recorded_by, reason=None, constraints=None,
@@ -62,10 +43,10 @@ def validate_signal(scope, signal_type, decision, recorded_by, reason=None, cons
     MAX_JSON_DEPTH levels, MAX_JSON_BYTES); `expires_at`, when given, an aware datetime after
     `now` (when `now` is given).
     """
-    _require_choice(signal_type, "signal type", SIGNAL_TYPES)
-    _require_choice(decision, "decision", DECISIONS)
+    require_choice(signal_type, "signal type", SIGNAL_TYPES)
+    require_choice(decision, "decision", DECISIONS)
     validate_scope(scope)
-    _require_short_text(recorded_by, "recorded_by", MAX_RECORDED_BY_LENGTH)
+    require_short_text(recorded_by, "recorded_by", MAX_RECORDED_BY_LENGTH)
     if reason is not None and not isinstance(reason, str):
         raise ValueError(f"reason must be a string, got {type(reason).__name__}")
     if constraints is not None:
@@ -75,31 +56,6 @@ def validate_signal(scope, signal_type, decision, recorded_by, reason=None, cons
             raise ValueError("expires_at must be a timezone-aware datetime")
         if now is not None and expires_at <= now:
             raise ValueError(f"expires_at {expires_at.isoformat()} is not after now ({now.isoformat()})")
-
-
-def signal_to_dict(signal):
-    """A signal as a plain dict (the server edition's GovernanceSignalResponse fields)."""
-    return {name: getattr(signal, name) for name in (
-        "id", "signal_type", "scope", "decision", "reason", "constraints", "recorded_by",
-        "recorded_at", "expires_at", "superseded_by", "superseded_at")}
-
-
-@dataclass
-class GovernanceCheckResult:
-    """The verdict on a scope: blocked when any active signal is BLOCKED."""
-
-    scope: str
-    is_blocked: bool
-    blocking_signals: list = field(default_factory=list)
-    warning_signals: list = field(default_factory=list)
-    last_checked: datetime | None = None
-
-    def to_dict(self):
-        """Plain dict; signals as dicts."""
-        return {"scope": self.scope, "is_blocked": self.is_blocked,
-                "blocking_signals": [signal_to_dict(s) for s in self.blocking_signals],
-                "warning_signals": [signal_to_dict(s) for s in self.warning_signals],
-                "last_checked": self.last_checked}
 
 
 def _active_where(scope, signal_type, now):
@@ -145,9 +101,7 @@ class GovernanceSignalReader:
         validate_scope(scope, signal_type)
         now = self.clock()
         signals = self._active(scope, signal_type, None if include_expired else now)
-        blocking = [s for s in signals if s.decision == "BLOCKED"]
-        warning = [s for s in signals if s.decision == "WARN"]
-        return GovernanceCheckResult(scope, bool(blocking), blocking, warning, now)
+        return governance_verdict(scope, signals, now)
 
     def is_blocked(self, scope, signal_type=None):
         """True when the scope (or that signal type of it) has an active, unexpired BLOCKED signal."""
@@ -157,7 +111,7 @@ class GovernanceSignalReader:
             cursor = _ACTIVE_DECISIONS.execute(self.db, (scope, now))
         else:
             cursor = _ACTIVE_DECISION_OF_TYPE.execute(self.db, (scope, signal_type, now))
-        return any(decision == "BLOCKED" for (decision,) in cursor)
+        return any_blocked(decision for (decision,) in cursor)
 
     def get_active_signals(self, scope, signal_type=None):
         """The scope's active, unexpired signals (any decision), oldest first."""

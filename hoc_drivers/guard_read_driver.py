@@ -19,6 +19,7 @@ from .models.cost import CostRecord
 from .models.guard import KillSwitchState
 from .models.runs import Incident, Run
 from .validation import require_database, require_int, require_tenant
+from .verdicts import guard_status
 
 __all__ = ["GuardReadDriver"]
 
@@ -111,20 +112,9 @@ class GuardReadDriver:
         now = self.clock()
         at = KillSwitchState.frozen_until.db_value(now)
         switch = _TENANT_SWITCH.execute(self.db, (at, tenant_id, tenant_id)).fetchone()
-        frozen = bool(switch and switch[0])
-        frozen_keys, open_incidents, last_incident, first_end = _STATUS_COUNTS.execute(
-            self.db, (tenant_id, at, tenant_id, tenant_id, tenant_id, at)).fetchone()
+        counts = _STATUS_COUNTS.execute(self.db, (tenant_id, at, tenant_id, tenant_id, tenant_id, at)).fetchone()
         blocked = GovernanceSignalReader(self.db, self.clock).is_blocked(tenant_id)
-        return {"tenant_id": tenant_id, "is_frozen": frozen,
-                "frozen_at": KillSwitchState.frozen_at.python_value(switch[1]) if frozen else None,
-                "frozen_by": switch[2] if frozen else None,
-                "freeze_reason": switch[3] if frozen else None,
-                "frozen_until": KillSwitchState.frozen_until.python_value(switch[4]) if frozen else None,
-                "frozen_keys": frozen_keys, "open_incidents": open_incidents,
-                "governance_blocked": blocked,
-                "last_incident_time": Incident.created_at.python_value(last_incident),
-                "next_unfreeze_at": KillSwitchState.frozen_until.python_value(first_end),
-                "computed_at": now}
+        return guard_status(tenant_id, now, switch, counts, blocked)
 
     def compute_snapshot(self, tenant_id):
         """From the database: the tenant's runs, spend and incidents since 00:00 UTC today."""

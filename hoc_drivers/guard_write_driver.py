@@ -19,10 +19,11 @@ from peewee import SQL
 from .facts import GuardStateChanged
 from .listing import expand_id, page
 from .models.base import as_utc, new_id, utcnow
-from .models.guard import ENTITY_TYPES, KillSwitchEvent, KillSwitchState
+from .models.guard import KillSwitchEvent, KillSwitchState
 from .models.runs import Incident, IncidentEvent
 from .validation import (require_database, require_tenant, require_text,
                          require_transaction)
+from .verdicts import ENTITY_TYPES, never_frozen, switch_status
 
 ACCESS = "READ+WRITE"
 
@@ -69,18 +70,6 @@ def _require_until(until, now):
     return until
 
 
-SWITCH_FIELDS = ("tenant_id", "entity_type", "entity_id", "is_frozen", "frozen_at", "frozen_by",
-                 "freeze_reason", "frozen_until", "auto_triggered", "trigger_type", "unfrozen_at",
-                 "unfrozen_by", "unfreeze_reason")
-
-
-def switch_status(state, now):
-    """The switch as a dict of SWITCH_FIELDS; `is_frozen` is whether it is frozen at `now`."""
-    status = {key: getattr(state, key) for key in SWITCH_FIELDS}
-    status["is_frozen"] = state.is_frozen_at(now)
-    return status
-
-
 def _switch_missing(state):
     return f"{_describe_switch(state)} has no kill switch in tenant {state.tenant_id!r}"
 
@@ -108,8 +97,7 @@ class GuardReader:
         freeze has ended, and for an entity never frozen."""
         state = self.get_killswitch_state(tenant_id, entity_type, entity_id)
         if state is None:
-            state = KillSwitchState(tenant_id=tenant_id, entity_type=entity_type,
-                                    entity_id=entity_id)
+            state = never_frozen(tenant_id, entity_type, entity_id)
         return switch_status(state, self.clock())
 
     def is_frozen(self, tenant_id, entity_type, entity_id):

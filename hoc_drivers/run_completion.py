@@ -9,6 +9,7 @@ drop it after COMMIT. The seed's names are importable from `transaction_coordina
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from time import monotonic
 
 from peewee import fn
 
@@ -230,7 +231,7 @@ class RunCompletionTransaction:
         for name, value in (("agent_id", agent_id), ("error_code", error_code),
                             ("trace_id", trace_id), ("synthetic_scenario_id", synthetic_scenario_id)):
             optional_text(value, name)
-        started = utcnow()
+        started = monotonic()
         result = TransactionResult(run_id=run_id)
         joined = self.coordinator.current() is not None
         try:
@@ -248,20 +249,23 @@ class RunCompletionTransaction:
             result.events_published = list(tx.published_topics)
             if tx.events and len(tx.published_topics) == len(tx.events):
                 result.phase = TransactionPhase.EVENTS_PUBLISHED
-        result.duration_ms = int((utcnow() - started).total_seconds() * 1000)
+        result.duration_ms = int((monotonic() - started) * 1000)
         return result
 
     def _write(self, tx, result, tenant_id, run_id, run_status, agent_id, error_code,
                error_message, trace_id, is_synthetic, synthetic_scenario_id, skip_events):
-        """The writes of one completion, recording in `result` how far they got."""
-        now = utcnow()
+        """The writes of one completion, recording in `result` how far they got (every row and
+        result stamped with the transaction's one timestamp)."""
+        now = tx.now
         policy_id, first_time = _create_policy_evaluation(tx, tenant_id, run_id, run_status,
                                                           is_synthetic, synthetic_scenario_id, now)
         if not first_time:
             incident_id = _run_incident(tx, tenant_id, run_id)
             if incident_id is not None:
-                result.incident_result = DomainResult("incidents", "create_incident", incident_id, True)
-            result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True)
+                result.incident_result = DomainResult("incidents", "create_incident", incident_id, True,
+                                                      timestamp=now)
+            result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True,
+                                                timestamp=now)
             result.phase = TransactionPhase.ALREADY_COMPLETED
             return
         incident_created = False
@@ -271,19 +275,21 @@ class RunCompletionTransaction:
                 is_synthetic, synthetic_scenario_id, now)
             if incident_created:
                 tx.note(GuardStateChanged(tenant_id))
-            result.incident_result = DomainResult("incidents", "create_incident", incident_id, True)
+            result.incident_result = DomainResult("incidents", "create_incident", incident_id, True,
+                                                  timestamp=now)
             result.phase = TransactionPhase.INCIDENT_CREATED
-        result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True)
+        result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True, timestamp=now)
         result.phase = TransactionPhase.POLICY_EVALUATED
         if trace_id:
             incident_id = result.incident_result and result.incident_result.result_id
             if self.trace_completer(tx, tenant_id, trace_id, run_status, incident_id, now):
-                result.trace_result = DomainResult("traces", "complete_trace", trace_id, True)
+                result.trace_result = DomainResult("traces", "complete_trace", trace_id, True,
+                                                   timestamp=now)
                 result.phase = TransactionPhase.TRACE_COMPLETED
             else:
                 result.trace_result = DomainResult(
                     "traces", "complete_trace", trace_id, False,
-                    f"trace {trace_id} not found for tenant {tenant_id}")
+                    f"trace {trace_id} not found for tenant {tenant_id}", now)
         if not skip_events:
             self._write_events(tx, result, run_status, trace_id, tenant_id, incident_created)
 

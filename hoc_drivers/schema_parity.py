@@ -8,9 +8,11 @@ Peewee does not model, are declared on the model (`TRIGGERS`: name -> CREATE sta
 compared with `sqlite_master`.
 
 The start-up guard (`run_startup_parity_check`) is cheap when nothing drifted: it first compares
-the database's CREATE statements (one query on `sqlite_master`) with the ones `init` sends, and
-only when they differ introspects table by table to name the differences; before that it refuses
-a file of an older schema version (`OlderSchema`: run `hoc-drivers migrate`). `integrity_issues`
+the file's user_version and the digest of its CREATE statements (one query on `sqlite_master`)
+with those of the statements `init` sends (`schema_digest`, which needs no Peewee: the CLI's
+gates run the same check), and only when they differ introspects table by table to name the
+differences; before that it refuses a file of an older schema version (`OlderSchema`: run
+`hoc-drivers migrate`). `integrity_issues`
 runs SQLite's own `quick_check` / `integrity_check` and reports corruption.
 """
 import re
@@ -21,18 +23,13 @@ from functools import lru_cache
 from peewee import DatabaseError, SqliteDatabase
 
 from .models import ALL_MODELS, create_schema
+from .schema_digest import SCHEMA_VERSION, STATEMENTS_SQL, is_current, schema_digest
 from .validation import require_database
 
 ACCESS = "READ"
 
 M26_COST_TABLES = ("feature_tags", "cost_records", "cost_anomalies", "cost_budgets",
                    "cost_daily_aggregates")
-
-
-# The schema version `init` records in the file (PRAGMA user_version) and `migrate` brings a file
-# to. 1: the schema before it was recorded (user_version 0 on a file holding tables); 2: the M26
-# cost-table indexes and defaults, incidents.cost_impact and the tables added with them.
-SCHEMA_VERSION = 2
 
 
 class OlderSchema(RuntimeError):
@@ -138,31 +135,15 @@ def _expected_schema(models):
         memory.close()
 
 
-class _StatementRecorder(SqliteDatabase):
-    """A database that keeps the statements sent to it instead of running them."""
-
-    def __init__(self):
-        super().__init__(None)
-        self.statements = []
-
-    def execute_sql(self, sql, params=None, *args, **kwargs):
-        """Record `sql` (schema statements have no parameters)."""
-        self.statements.append(sql)
-
-
-@lru_cache(maxsize=None)
-def _expected_statements(models):
-    """The CREATE statements `create_schema` sends for `models`, normalised like `_normal_sql`."""
-    recorder = _StatementRecorder()
-    create_schema(recorder, models, safe=False)
-    return frozenset(_normal_sql(sql) for sql in recorder.statements)
-
-
-def _schema_statements(db):
-    """The database's own CREATE statements (SQLite's internal objects left out), normalised."""
-    rows = db.execute_sql("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"
-                          " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'").fetchall()
-    return frozenset(_normal_sql(sql) for (sql,) in rows)
+def expected_digest(models=tuple(ALL_MODELS)):
+    """The `schema_digest` of the file `create_schema` makes of `models` (of all of them: what
+    schema_digest.SCHEMA_DIGEST must hold), made in a private in-memory database."""
+    memory = SqliteDatabase(":memory:")
+    try:
+        create_schema(memory, models, safe=False)
+        return schema_digest(sql for (sql,) in memory.execute_sql(STATEMENTS_SQL))
+    finally:
+        memory.close()
 
 
 def compare_schema(db, models=None):
@@ -242,11 +223,13 @@ def run_startup_parity_check(db):
     (SchemaParityError); every other difference is reported.
 
     A database holding exactly the statements `init` creates passes after two queries (its
-    user_version, its CREATE statements); only one that differs is compared table by table
-    (a migrated file: columns added by ALTER TABLE sit last, so its statements differ)."""
-    check_schema_version(db)
-    if _schema_statements(db) == _expected_statements(tuple(ALL_MODELS)):
+    user_version, its CREATE statements: `schema_digest.is_current`); only one that differs is
+    compared table by table (a migrated file: columns added by ALTER TABLE sit last, so its
+    statements differ)."""
+    (version,) = db.execute_sql("PRAGMA user_version").fetchone()
+    if is_current(version, [sql for (sql,) in db.execute_sql(STATEMENTS_SQL)]):
         return {"ok": True, "errors": [], "warnings": []}
+    check_schema_version(db)
     check_m26_cost_tables(db)
     issues = compare_schema(db)
     return {"ok": not any(i.is_error for i in issues),

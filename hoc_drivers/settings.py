@@ -17,7 +17,6 @@ never part of a message, and `describe()` shows it as *** (other values pass thr
 """
 import math
 import os
-import tomllib
 from dataclasses import dataclass
 
 from .validation import redact
@@ -172,6 +171,8 @@ def _file_values(path):
     """The settings of file `path` by name (read once per path)."""
     key = os.path.abspath(path)
     if key not in _parsed_files:
+        import tomllib  # only when there is a file to read: most runs have none
+
         try:
             with open(path, "rb") as file:
                 values = dict(_flatten(tomllib.load(file)))

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from .bus import EventPublisher, handlers_of
 from .commit_guard import CommitForbidden
-from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
+from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, utcnow
 from .models.runs import Event
 from .run_completion import (DomainResult, RunCompletionTransaction, TransactionFailed,  # noqa: F401
                              TransactionPhase, TransactionResult)
@@ -32,10 +32,12 @@ log = logging.getLogger(__name__)
 
 
 class Transaction:
-    """The open unit of work handed to writers: its database and what it changed."""
+    """The open unit of work handed to writers: its database, its one timestamp `now` (taken
+    when it began; writers stamp their rows with it) and what it changed."""
 
     def __init__(self, db):
         self.db = db
+        self.now = utcnow()
         self.is_open = True
         self.callbacks = []
         self.events = []
@@ -61,9 +63,10 @@ class Transaction:
         self.facts.append(fact)
 
     def publish(self, topic, payload, tenant_id=None):
-        """Add an event to the outbox (written before COMMIT, published after). Returns its id."""
-        event = {"id": new_id(), "tenant_id": tenant_id, "topic": topic, "payload": payload,
-                 "created_at": utcnow()}
+        """Add an event to the outbox (written before COMMIT, published after). Returns its id,
+        which sorts by time (`new_ordered_id`: the outbox's index grows at its end)."""
+        event = {"id": new_ordered_id(), "tenant_id": tenant_id, "topic": topic, "payload": payload,
+                 "created_at": self.now}
         self.events.append(event)
         return event["id"]
 
@@ -94,7 +97,7 @@ def _send(db, statement, unit=None, ending=False):
     """Send transaction control on this thread's connection of `db`, the one place that does:
     BEGIN opens `unit` there; `ending` (COMMIT or ROLLBACK) closes it, whatever the outcome.
     COMMIT and ROLLBACK use the connection's own methods, which prepare afresh each time."""
-    conn = db.connection()
+    conn = db._state.conn or db.connection()  # this thread's open connection, else a new one
     conn.issuing = True
     try:
         if statement == "COMMIT":
@@ -102,7 +105,7 @@ def _send(db, statement, unit=None, ending=False):
         elif statement == "ROLLBACK":
             conn.rollback()
         else:
-            conn.execute(statement)
+            conn.issue(statement)
         if unit is not None:
             conn.unit = unit
     finally:
@@ -161,7 +164,8 @@ class _TransactionScope:
         tx = self._tx = Transaction(db)
         _send(db, "BEGIN IMMEDIATE", unit=tx)
         try:
-            self.coordinator._mark_published(tx)
+            if self.coordinator._published_unmarked:  # read without the lock: only a hint
+                self.coordinator._mark_published(tx)
         except BaseException:
             self._end("ROLLBACK")
             raise
@@ -185,13 +189,16 @@ class _TransactionScope:
         if exc_type is not None:
             self._roll_back_after(exc)
             return False
+        tx = self._tx
         try:
-            self._tx.write_outbox()
+            if tx.events:
+                tx.write_outbox()
             self._end("COMMIT")
         except BaseException as error:
             self._roll_back_after(error)
             raise
-        self.coordinator._after_commit(self._tx)
+        if tx.facts or tx.events or tx.callbacks:
+            self.coordinator._after_commit(tx)
         return False
 
 
@@ -203,6 +210,7 @@ class TransactionCoordinator:
         self.publisher = publisher or EventPublisher()
         self._published_lock = threading.Lock()
         self._published_unmarked = []
+        self._marked_at_exit = False  # in _unmarked_at_exit (which keeps it while it lives)
 
     def transaction(self):
         """Open (or join) the unit of work: `with coordinator.transaction() as tx: ...`."""
@@ -219,12 +227,15 @@ class TransactionCoordinator:
         for fact in dict.fromkeys(tx.facts):
             for handler in handlers_of(self.db, type(fact)):
                 _run_after_commit(tx, handler, fact)
-        for event in tx.events:
-            if _run_after_commit(tx, self.publisher.publish, event["topic"], event["payload"], event["id"]):
-                tx.published_topics.append(event["topic"])
-                with self._published_lock:
-                    self._published_unmarked.append(event["id"])
+        published = [event for event in tx.events if _run_after_commit(
+            tx, self.publisher.publish, event["topic"], event["payload"], event["id"])]
+        if published:
+            tx.published_topics += [event["topic"] for event in published]
+            with self._published_lock:
+                self._published_unmarked += [event["id"] for event in published]
+            if not self._marked_at_exit:
                 _unmarked_at_exit.add(self)
+                self._marked_at_exit = True
         for callback in tx.callbacks:
             _run_after_commit(tx, callback)
 
@@ -234,7 +245,7 @@ class TransactionCoordinator:
             ids, self._published_unmarked = self._published_unmarked, []
         if ids:
             _mark_events_published(len(ids)).execute(
-                tx.db, [Event.published_at.db_value(utcnow()), *ids])
+                tx.db, [Event.published_at.db_value(tx.now), *ids])
 
     def mark_published(self):
         """Record now that the events this coordinator published are published (it is also

@@ -3,7 +3,6 @@ write; and `redact`, which hides credentials in text shown to people (logs, erro
 Standard library only, so the CLI can import it without loading a driver."""
 import json
 import math
-import logging
 import re
 
 MAX_LIMIT = 10_000  # rows one list call returns at most (the CLI's --limit has the same bound)
@@ -140,16 +139,6 @@ def redact(text):
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
-
-
-class RedactingFormatter(logging.Formatter):
-    """A log formatter whose whole output (message, arguments, traceback) passes through
-    `redact`: what the CLI installs for `--debug`, which logs every SQL statement with its
-    parameters."""
-
-    def format(self, record):
-        """The formatted record, redacted."""
-        return redact(super().format(record))
 
 
 def require_non_negative(value, name, integer=False):

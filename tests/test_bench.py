@@ -41,3 +41,41 @@ def test_the_cli_startup_gates_succeed_on_a_fresh_file(tmp_path):
     for gate in CLI_GATES:
         result = CliRunner().invoke(cli, ["--db", path, *gate], standalone_mode=False)
         assert result.exit_code == 0 and result.return_value == 0, (gate, result.output)
+
+
+def test_measure_reports_throughput_and_p99_beside_the_median():
+    result = measure("long sum", lambda i: sum(range(20_000)), "short sum", lambda i: sum(range(20)), 200)
+    assert result.throughput_ratio > 10 and result.p99_us >= result.median_us
+    assert result.baseline_p99_us >= result.baseline_median_us > 0
+    assert {"throughput_ratio", "p99_us", "baseline_p99_us"} <= set(result.to_dict())
+
+
+def test_run_completion_raw_baseline_writes_what_the_library_writes(tmp_path):
+    from hoc_drivers.bench import _completing, _raw_completion, _seed_run_completion, raw_connection
+    from hoc_drivers.db import init_database
+
+    paths = [str(tmp_path / "library.db"), str(tmp_path / "raw.db")]
+    for path in paths:
+        init_database(path).close()
+        _seed_run_completion(path, 3, 2)
+    with _completing(paths[0]) as library:
+        library(0)
+    conn = raw_connection(paths[1])
+    _raw_completion(conn)(0)
+    conn.close()
+
+    def written(path):
+        conn = raw_connection(path)
+        try:
+            return {table: [tuple(len(v) if isinstance(v, str) else v for v in row)
+                            for row in conn.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+                    for table in ("incidents", "prevention_records", "events", "runs", "aos_traces")}
+        finally:
+            conn.close()
+    library_rows, raw_rows = written(paths[0]), written(paths[1])
+    assert library_rows == raw_rows  # same rows, same lengths of every text (ids, JSON, times)
+    assert len(library_rows["events"]) == 3 + 3
+    for path in paths:  # the run the transaction updates was seeded
+        conn = raw_connection(path)
+        assert conn.execute("SELECT incident_count FROM runs WHERE id = 'r0'").fetchone() == (1,)
+        conn.close()

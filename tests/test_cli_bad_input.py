@@ -54,7 +54,7 @@ BAD_INPUT = {
     "killswitch history": ["--tenant", "acme", "--entity-type", "planet", "--entity-id", "x"],
     "guard snapshot": [],
     "guard status": ["--tenant", ""],
-    "dag check": ["/nonexistent/policy.plang"],
+    "dag check": ["--strict", "/nonexistent/policy.plang"],
     "dag plan": ["/nonexistent/policy.plang"],
     "dag run": ["fixtures/policies/main.plang", "--context", "{bad"],
     "dag fmt": ["fixtures/policies/main.plang", "--check", "--write"],

@@ -3,8 +3,8 @@ import click
 
 from .common import CliError, emit, json_option
 
-COLUMNS = ["name", "ops_per_sec", "median_us", "baseline", "baseline_ops_per_sec",
-           "baseline_median_us", "ratio", "target"]
+COLUMNS = ["name", "median_us", "baseline", "baseline_median_us", "ratio", "throughput_ratio",
+           "p99_us", "baseline_p99_us", "target"]
 
 
 @click.command()

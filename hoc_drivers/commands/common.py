@@ -10,16 +10,12 @@ Exit codes: 0 ok, 1 check failed / violation / runtime error, 2 bad input, 3 blo
 A command that writes renders its output inside its transaction (`render`) and only prints
 it after the COMMIT, so nothing that can fail runs once the change is committed.
 """
-import csv
 import functools
-import io
 import json
 import os
 import re
-import shutil
 import sys
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 import click
 
@@ -193,12 +189,19 @@ def get_coordinator(ctx=None):
     return root.meta["hoc.coordinator"]
 
 
+def _is_decimal(value):
+    """True for a Decimal. The decimal module is not imported here (it loads slowly, and the
+    gates never meet one): no value is a Decimal before something has imported it."""
+    module = sys.modules.get("decimal")
+    return module is not None and isinstance(value, module.Decimal)
+
+
 def _decimal(value):
     """A Decimal as JSON: an int when integral, a float when it reads back the same, else text."""
     if value == value.to_integral_value():
         return int(value)
     as_float = float(value)
-    return as_float if Decimal(repr(as_float)) == value else str(value)
+    return as_float if type(value)(repr(as_float)) == value else str(value)
 
 
 def to_jsonable(value):
@@ -210,7 +213,7 @@ def to_jsonable(value):
         return [to_jsonable(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, Decimal):
+    if _is_decimal(value):
         return _decimal(value) if value.is_finite() else str(value)
     if hasattr(value, "value") and not isinstance(value, (str, int, float, bool)):
         return value.value
@@ -268,6 +271,8 @@ def _fit(widths, room):
 def format_table(rows, columns=None):
     """Rows (dicts) as an aligned text table with a header line, fitted to the terminal width
     (when printing to a terminal, or $COLUMNS is set): long cells end in an ellipsis."""
+    import shutil  # only for tables (not the gates' key-value output)
+
     rows = list(rows)
     if not rows:
         return "(no rows)"
@@ -286,6 +291,9 @@ def format_table(rows, columns=None):
 
 def _csv(rows):
     """Rows (dicts) as CSV: a header of every key, cells as in the table but timestamps in full."""
+    import csv
+    import io
+
     columns = list(dict.fromkeys(key for row in rows for key in row))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

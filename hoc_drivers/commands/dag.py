@@ -1,15 +1,17 @@
 """CLI: check, plan and run PLang v2.0 policy files (SPEC §12).
 
-`dag check FILE` prints `FILE:LINE:COL: message` on stderr and exits 1 when the file does
-not compile (or its routes form a cycle); `dag plan` and `dag run` fail the same way with a
-one-line error. `dag run` reports the context paths the policies read but did not find;
+`dag check FILE...` prints every error (and warning) as `FILE:LINE:COL: message [CODE]` on
+stderr and exits 1 when a file does not compile (or its routes form a cycle; with --strict,
+when it has a warning); `dag plan` and `dag run` fail on the first error with a one-line error. `dag run` reports the context paths the policies read but did not find;
 `--strict` refuses such a run (exit 2) and `--fail-on deny|escalate` exits 3 when the final
 action is that or more restrictive; otherwise it exits 0 whatever the policies decide.
 """
+import sys
+
 import click
 
-from .common import (EXIT_BLOCKED, EXIT_FAILED, CliError, emit, fail, get_coordinator,
-                     json_option, parse_json_argument, render)
+from .common import (EXIT_BLOCKED, EXIT_FAILED, MAX_JSON_TEXT_BYTES, CliError, emit, fail,
+                     get_coordinator, json_option, parse_json_argument, render)
 
 _POLICY_FILE = click.Path(exists=True, dir_okay=False)
 
@@ -41,34 +43,64 @@ def dag():
     """
 
 
+def _check_line(problem, strict):
+    """`FILE:LINE:COL: message [CODE]`, with `warning: ` before the message of a warning that
+    --strict does not make an error."""
+    label = "warning: " if problem.severity == "warning" and not strict else ""
+    return f"{problem.file}:{problem.line}:{problem.column}: {label}{problem.message} [{problem.code}]"
+
+
+def _check_json(report, strict):
+    """One file's result: ok and the counts, or the first error; `diagnostics` when any."""
+    problems = [{**problem.to_dict(), "severity": "error" if strict else problem.severity}
+                for problem in report.errors + report.warnings]
+    failed = report.errors or (strict and report.warnings)
+    if failed:
+        first = (report.errors or report.warnings)[0]
+        return {"ok": False, "file": report.file, "error": str(first), "diagnostics": problems}
+    result = {"ok": True, "file": report.file, "nodes": report.plan.total_policies,
+              "stages": len(report.plan.stages), "files": len(report.module.files)}
+    return {**result, "diagnostics": problems} if problems else result
+
+
 @dag.command()
-@click.argument("file", type=_POLICY_FILE)
+@click.argument("files", nargs=-1, required=True, type=_POLICY_FILE)
+@click.option("--strict", is_flag=True,
+              help="Report warnings as errors (exit 1): unused imports, rules that never fire, "
+                   "nested rules with the same priority, a route to a misspelt policy.")
 @json_option
-def check(file, as_json):
-    """Compile FILE and its imports and plan it; print the first error as FILE:LINE:COL: message.
+def check(files, strict, as_json):
+    """Compile and plan each FILE with its imports; report every error as FILE:LINE:COL.
 
-    Exit 0 when it compiles, 1 when it does not. With --json: {"ok", "file", "error" or the
-    counts of nodes, stages and files} on stdout (the exit codes stay the same).
+    Each error and warning is a line `FILE:LINE:COL: message [CODE]` on stderr (a warning
+    says `warning:`; codes are listed in docs/plang.md); a file without errors gets
+    `FILE: ok (...)` on stdout. Exit 0 when every file is clean, 1 when one has an error
+    (with --strict: or a warning). With --json: per FILE {"ok", "file", "error" (the first)
+    or the counts of nodes, stages and files, "diagnostics" when there are any: [{"file",
+    "line", "column", "code", "severity", "message"}]}; a list of those for several FILES.
 
-    Example: hoc-drivers dag check fixtures/policies/main.plang
+    Example: hoc-drivers dag check --strict fixtures/policies/*.plang
     """
-    from ..policy import PolicyError
+    from ..policy.checker import check_file
 
-    try:
-        module, execution_plan = _compile_and_plan(file)
-    except PolicyError as error:
-        if as_json:
-            emit({"ok": False, "file": file, "error": str(error)}, True)
-        else:
-            click.echo(str(error), err=True)
-        raise click.exceptions.Exit(EXIT_FAILED) from None
-    counts = {"nodes": execution_plan.total_policies, "stages": len(execution_plan.stages),
-              "files": len(module.files)}
+    reports = [check_file(path) for path in files]
+    outputs = [_check_json(report, strict) for report in reports]
     if as_json:
-        emit({"ok": True, "file": file, **counts}, True)
+        emit(outputs[0] if len(outputs) == 1 else outputs, True)
     else:
-        click.echo(f"{file}: ok ({counts['nodes']} nodes in {counts['stages']} stages, "
-                   f"{counts['files']} files)")
+        printed = set()
+        for report, output in zip(reports, outputs, strict=True):
+            for line in (_check_line(problem, strict)
+                         for problem in report.errors + report.warnings):
+                if line not in printed:     # an imported file's problem, once
+                    printed.add(line)
+                    click.echo(line, err=True)
+            if output["ok"]:
+                warned = f"; {len(report.warnings)} warnings" if report.warnings else ""
+                click.echo(f"{report.file}: ok ({output['nodes']} nodes in {output['stages']} "
+                           f"stages, {output['files']} files{warned})")
+    if not all(output["ok"] for output in outputs):
+        raise click.exceptions.Exit(EXIT_FAILED)
 
 
 @dag.command()
@@ -93,6 +125,11 @@ def plan(file, as_json):
 
 
 def _read_context(text):
+    """The --context object: inline JSON, @PATH to a file, or `-` for standard input."""
+    if text == "-":
+        text = sys.stdin.read(MAX_JSON_TEXT_BYTES + 1)
+        if text.startswith("@"):    # read from stdin, it is JSON, never a path to follow
+            raise CliError("--context: malformed JSON on standard input")
     context = parse_json_argument(text, "--context")
     if not isinstance(context, dict):
         raise CliError("--context: must be a JSON object")
@@ -150,8 +187,8 @@ def _record_decision(tx, module, context, trace, tenant_id):
 
 @dag.command()
 @click.argument("file", type=_POLICY_FILE)
-@click.option("--context", "context_text", required=True, metavar="JSON_OR_@PATH",
-              help="The context as a JSON object, or @file.json.")
+@click.option("--context", "context_text", required=True, metavar="JSON_OR_@PATH_OR_-",
+              help="The context as a JSON object, @file.json, or - to read it from stdin.")
 @click.option("--strict", is_flag=True,
               help="Refuse the run (exit 2) when the policies read a path the context lacks.")
 @click.option("--fail-on", type=click.Choice(["deny", "escalate"]),
@@ -163,6 +200,8 @@ def _record_decision(tx, module, context, trace, tenant_id):
 @json_option
 def run(file, context_text, strict, fail_on, record, tenant_id, as_json):
     """Execute FILE's policies against a context and print the trace.
+
+    The context is inline JSON, @PATH to a JSON file, or `-`: the JSON read from stdin.
 
     The trace names the context paths the policies read but did not find (each read as null,
     so a rule on it did not fire): `missing_context` with --json. --strict makes such a run

@@ -1,19 +1,18 @@
-"""CLI: kill switches (freeze / unfreeze / status / list / history) and incidents
-(list / ack / resolve)."""
+"""CLI: kill switches (freeze / unfreeze / list / history; the `killswitch` group and its
+`status`: gates.py) and incidents (list / show / ack / resolve)."""
 import re
 from datetime import timedelta
 
 import click
 from playhouse.shortcuts import model_to_dict
 
-from ..guard_write_driver import (INCIDENT_STATUSES, SWITCH_FIELDS, GuardReader, GuardWriteDriver, InvalidTransition,
-                                  switch_status, validate_switch)
+from ..guard_write_driver import INCIDENT_STATUSES, GuardReader, GuardWriteDriver, InvalidTransition, validate_switch
 from ..models.base import utcnow
-from ..models.guard import ENTITY_TYPES
+from ..verdicts import switch_status
 from .common import (EXIT_FAILED, CliError, emit, full_id, get_coordinator, get_db, json_option, list_options,
                      non_empty, render, tenant_option, tenant_scope_option, text_option)
+from .gates import SWITCH_COLUMNS, switch_options
 
-SWITCH_COLUMNS = [key for key in SWITCH_FIELDS if key != "auto_triggered"]
 LIST_COLUMNS = ["tenant_id", "entity_type", "entity_id", "is_frozen", "frozen_by", "frozen_at",
                 "frozen_until", "freeze_reason"]
 HISTORY_COLUMNS = ["created_at", "action", "actor", "reason", "until", "trigger_type"]
@@ -40,26 +39,13 @@ class Duration(click.ParamType):
 INCIDENT_COLUMNS = ["id", "status", "severity", "title", "trigger_type", "created_at"]
 
 
-def _switch_options(command):
-    """--tenant, --entity-type and --entity-id, shared by every kill switch command."""
-    command = text_option("--entity-id", required=True, help="Id of the tenant or API key.")(command)
-    command = click.option("--entity-type", required=True, type=click.Choice(ENTITY_TYPES),
-                           help="What the switch stops: a whole tenant or one API key.")(command)
-    return tenant_option(command)
-
-
 def _switch_dict(state):
     return {key: value for key, value in switch_status(state, utcnow()).items()
             if key in SWITCH_COLUMNS}
 
 
-@click.group()
-def killswitch():
-    """Freeze, unfreeze and inspect kill switches of tenants and API keys."""
-
-
-@killswitch.command("freeze")
-@_switch_options
+@click.command("freeze")
+@switch_options
 @text_option("--by", "actor", required=True, help="Who freezes it.")
 @click.option("--reason", default="Manual freeze", show_default=True, help="Why.")
 @click.option("--for", "duration", type=Duration(),
@@ -88,8 +74,8 @@ def freeze(tenant_id, entity_type, entity_id, actor, reason, duration, as_json):
     click.echo(output)
 
 
-@killswitch.command("unfreeze")
-@_switch_options
+@click.command("unfreeze")
+@switch_options
 @text_option("--by", "actor", required=True, help="Who unfreezes it.")
 @click.option("--reason", help="Why (kept in the switch's history).")
 @json_option
@@ -110,19 +96,7 @@ def unfreeze(tenant_id, entity_type, entity_id, actor, reason, as_json):
     click.echo(output)
 
 
-@killswitch.command("status")
-@_switch_options
-@json_option
-def status(tenant_id, entity_type, entity_id, as_json):
-    """Show whether a kill switch is frozen, by whom and why (never writes).
-
-    Example: hoc-drivers killswitch status --tenant acme --entity-type tenant --entity-id acme --json
-    """
-    data = GuardReader(get_db()).killswitch_status(tenant_id, entity_type, entity_id)
-    emit({key: data[key] for key in SWITCH_COLUMNS}, as_json)
-
-
-@killswitch.command("list")
+@click.command("list")
 @tenant_scope_option("Every tenant's switches frozen now, instead of one tenant's (a read across tenants).")
 @click.option("--frozen", "frozen_only", is_flag=True, help="Only switches frozen now.")
 @list_options(100, "switches last changed")
@@ -140,8 +114,8 @@ def list_switches(tenant_id, frozen_only, all_tenants, window, as_json):
     emit(rows, as_json, LIST_COLUMNS)
 
 
-@killswitch.command("history")
-@_switch_options
+@click.command("history")
+@switch_options
 @list_options(100, "changes made")
 def history(tenant_id, entity_type, entity_id, window, as_json):
     """Show every freeze and unfreeze of a kill switch, newest first: who, why, when, until when.

@@ -1,27 +1,11 @@
-"""CLI: the guard console's cached reads — status and today's snapshot of a tenant."""
+"""CLI: the guard console's cached snapshot of a tenant (the `guard` group and its `status`: gates.py)."""
 import click
 
 from ..guard_read_driver import GuardReadDriver
 from .common import emit, get_db, json_option, tenant_option
 
 
-@click.group()
-def guard():
-    """Guard console reads (through the guard cache)."""
-
-
-@guard.command("status")
-@tenant_option
-@json_option
-def status(tenant_id, as_json):
-    """Kill switch frozen?, frozen keys, open incidents, governance blocked?
-
-    Example: hoc-drivers guard status --tenant acme --json
-    """
-    emit(GuardReadDriver(get_db()).get_status(tenant_id), as_json)
-
-
-@guard.command("snapshot")
+@click.command("snapshot")
 @tenant_option
 @json_option
 def snapshot(tenant_id, as_json):

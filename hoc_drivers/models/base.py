@@ -1,18 +1,22 @@
 """Shared model plumbing: the base model, UTC timestamps, exact decimals, JSON, ids."""
+import logging
+import os
+import sqlite3
+import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 
-from peewee import DateTimeField, Model, TextField, Value
+from peewee import BooleanField, DateTimeField, Field, FloatField, IntegerField, Model, TextField, Value
+from peewee import __exception_wrapper__ as peewee_exceptions  # sqlite3 errors -> Peewee's
+from peewee import logger as peewee_log
 from playhouse.sqlite_ext import JSONField
 
+from ..commit_guard import GuardedConnection
+from ..verdicts import as_utc, db_time, utcnow
+
 __all__ = ["PLACEHOLDER", "BaseModel", "DecimalTextField", "JSONField", "PreparedInsert", "PreparedQuery",
-           "UtcDateTimeField", "new_id", "utcnow"]
-
-
-def utcnow():
-    """The current time as an aware UTC datetime."""
-    return datetime.now(timezone.utc)
+           "UtcDateTimeField", "new_id", "new_ordered_id", "utcnow"]
 
 
 def new_id():
@@ -20,40 +24,50 @@ def new_id():
     return uuid.uuid4().hex
 
 
-def as_utc(value):
-    """Normalise a datetime (naive means UTC) or ISO string to an aware UTC datetime."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+def new_ordered_id():
+    """A new string id that sorts by creation time: 32 hex digits in the UUIDv7 layout (48-bit
+    Unix milliseconds, version 7, 74 random bits). Rows keyed by it go in at the end of their
+    index instead of at a random page of it (for append-only tables such as the outbox)."""
+    random = int.from_bytes(os.urandom(10), "big")
+    value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (random >> 62 & 0xfff) << 64
+             | 0b10 << 62 | random & (1 << 62) - 1)
+    return f"{value:032x}"
 
 
 class UtcDateTimeField(DateTimeField):
     """A timestamp stored as sortable UTC text and read back as an aware UTC datetime."""
 
     def db_value(self, value):
-        """Aware (or naive-as-UTC) datetime -> 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC."""
+        """Aware (or naive-as-UTC) datetime -> 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC.
+
+        The last datetime converted is remembered, so a transaction's one timestamp (`tx.now`),
+        written in many columns and rows, is converted once."""
+        global _last_timestamp
+        last = _last_timestamp
+        if value is last[0]:
+            return last[1]
         if value is None:
             return None
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
-        return value.isoformat(" ", "microseconds")
+        text = db_time(datetime.fromisoformat(value) if isinstance(value, str) else value)
+        if isinstance(value, datetime):
+            _last_timestamp = (value, text)
+        return text
 
     def python_value(self, value):
         """Stored text -> aware UTC datetime."""
         return as_utc(value)
 
 
+_last_timestamp = (None, None)  # (datetime, its text): the last one UtcDateTimeField converted
+
+
 class DecimalTextField(TextField):
     """A Decimal stored exactly, as text."""
 
     def db_value(self, value):
-        """Decimal (or int / numeric string) -> canonical text."""
+        """Decimal (or int / numeric string) -> canonical text (a Decimal's own text is)."""
+        if value.__class__ is Decimal:
+            return str(value)
         return None if value is None else str(Decimal(str(value)))
 
     def python_value(self, value):
@@ -67,6 +81,15 @@ class BaseModel(Model):
 
     class Meta:
         legacy_table_names = False
+
+    @classmethod
+    def of_row(cls, values):
+        """An instance holding `values` (field name -> value) as they are: the row a writer has
+        just stored, built without a setter call per field (what `cls(**values)` makes)."""
+        item = cls(__no_default__=1)
+        item.__data__.update(values)
+        item._dirty.update(values)
+        return item
 
 
 class _Slot:
@@ -103,7 +126,11 @@ class PreparedQuery:
         self._template = None if len(self._slots) == len(template) else template
 
     def execute(self, db, params):
-        """Run the statement on `db` (through its guard) and return the cursor."""
+        """Run the statement on `db` (through its guard) and return the cursor.
+
+        On a guarded connection it goes straight to `GuardedConnection.execute_built` (SQLite
+        errors still become Peewee's exceptions); elsewhere, or while Peewee's logger logs the
+        SQL (--debug), through `db.execute_sql`."""
         if self._sql is None:
             self._prepare(db)
         if self._template is not None:
@@ -111,7 +138,14 @@ class PreparedQuery:
             for index, value in zip(self._slots, params, strict=True):
                 merged[index] = value
             params = merged
-        return db.execute_sql(self._sql, params)
+        conn = db._state.conn
+        if not isinstance(conn, GuardedConnection) or peewee_log.isEnabledFor(logging.DEBUG):
+            return db.execute_sql(self._sql, params)
+        try:
+            return conn.execute_built(self._sql, params)
+        except sqlite3.Error:
+            with peewee_exceptions:
+                raise
 
 
 class PreparedInsert(PreparedQuery):
@@ -134,8 +168,10 @@ class PreparedInsert(PreparedQuery):
             raise ValueError(f"{model.__name__} has no field {', '.join(sorted(missing))}")
         defaulted = {name for name, f in fields.items() if f.default is not None}
         self.names = in_column_order(model, set(names) | defaulted)
-        self._columns = [(name, _converter(fields[name]), fields[name].default)
-                         for name in self.names]
+        self._columns = [(_native_type(fields[name]), _converter(fields[name])) for name in self.names]
+        self._defaults = [(index, fields[name].default) for index, name in enumerate(self.names)
+                          if name in defaulted]
+        self._missing = [_MISSING if name in defaulted else None for name in self.names]  # a row's gap
 
         def build():
             row = {getattr(model, name): PLACEHOLDER for name in self.names}
@@ -153,11 +189,12 @@ class PreparedInsert(PreparedQuery):
         """The statement's parameters for `rows`: each row's values, converted, in column order."""
         params = []
         for row in rows:
-            for name, convert, default in self._columns:
-                value = row.get(name, _MISSING)
-                if value is _MISSING:
-                    value = default() if callable(default) else default
-                params.append(convert(value))
+            values = list(map(row.get, self.names, self._missing))
+            for index, default in self._defaults:
+                if values[index] is _MISSING:
+                    values[index] = default() if callable(default) else default
+            params += [value if value is None or isinstance(value, native) else convert(value)
+                       for value, (native, convert) in zip(values, self._columns, strict=True)]
         return params
 
     def execute(self, db, *rows):
@@ -166,6 +203,23 @@ class PreparedInsert(PreparedQuery):
 
 
 _MISSING = object()
+
+
+class _Converted:
+    """No value is an instance of this: the native type of fields that convert every value."""
+
+
+# Field.adapt -> the type whose instances bind as they are (sqlite3 binds an int or str
+# subclass, such as a str enum, as its int or text, which is what adapt would give).
+_NATIVE_TYPES = {TextField.adapt: str, IntegerField.adapt: int, FloatField.adapt: float,
+                 BooleanField.adapt: bool}
+
+
+def _native_type(field):
+    """The type whose instances `field` binds as they are (no conversion call)."""
+    if type(field).db_value is not Field.db_value:
+        return _Converted
+    return _NATIVE_TYPES.get(type(field).adapt, _Converted)
 
 
 def _converter(field):

@@ -1,10 +1,9 @@
 """Governance signals (governance_signal_driver): one verdict per (scope, signal_type) at a time."""
 from peewee import Check, CharField, TextField
 
+from ..verdicts import DECISIONS, SIGNAL_TYPES
 from .base import BaseModel, JSONField, UtcDateTimeField, new_id, utcnow
 
-SIGNAL_TYPES = ("BLCA_STATUS", "CI_STATUS", "DEPLOYMENT_GATE", "SESSION_BLOCK", "MANUAL_OVERRIDE")
-DECISIONS = ("CLEAN", "BLOCKED", "WARN", "PENDING")
 
 
 def _one_of(column, values):

@@ -1,9 +1,9 @@
 """Kill switches (guard_write_driver): each switch's state and the history of its changes."""
 from peewee import BooleanField, CharField, TextField
 
+from ..verdicts import frozen_at
 from .base import BaseModel, UtcDateTimeField, new_id, utcnow
 
-ENTITY_TYPES = ("tenant", "key")
 SWITCH_ACTIONS = ("freeze", "unfreeze")
 
 
@@ -45,7 +45,7 @@ class KillSwitchState(BaseModel):
 
     def is_frozen_at(self, now):
         """True when this switch is frozen at `now` (a timed freeze ends at `frozen_until`)."""
-        return bool(self.is_frozen) and (self.frozen_until is None or self.frozen_until > now)
+        return frozen_at(self.is_frozen, self.frozen_until, now)
 
 
 class KillSwitchEvent(BaseModel):

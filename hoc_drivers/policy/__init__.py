@@ -4,7 +4,8 @@ r"""PLang v2.0: grammar, checked module, planner and deterministic engine (SPEC 
     plan = build_plan(module)                                # stages of node names
     result = DeterministicEngine().evaluate(module, "pii_guard", context)
 
-`hoc_drivers.dag_executor.DAGExecutor` runs a whole plan and returns the trace.
+`hoc_drivers.dag_executor.DAGExecutor` runs a whole plan and returns the trace;
+`checker.check_file(path)` reports every error and warning at once (`dag check`).
 
 String escapes: `\n`, `\t` and `\r` are newline, tab and carriage return, `\"` is a double
 quote and `\\` a backslash; a backslash before any other character is kept with that character

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .compiler import Location
 from .errors import PolicyRuntimeError
-from .functions import call_builtin, ordered, values_equal
+from .functions import call_builtin, compare
 from .nodes import (ActionItem, ActionType, And, Attribute, Call, Compare, Literal, Not, Or,
                     RuleRef, Variable)
 
@@ -132,13 +132,8 @@ class _NodeEvaluation:
         return call_builtin(expression.function, [self.evaluate(arg) for arg in expression.args])
 
     def _compare(self, expression):
-        left, right = self.evaluate(expression.left), self.evaluate(expression.right)
-        op = expression.op
-        if op == "==":
-            return values_equal(left, right)
-        if op == "!=":
-            return not values_equal(left, right)
-        return ordered(op, left, right)
+        return compare(expression.op, self.evaluate(expression.left),
+                       self.evaluate(expression.right))
 
     def _and(self, expression):
         return all(self.evaluate(operand) for operand in expression.operands)

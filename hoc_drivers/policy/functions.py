@@ -46,6 +46,15 @@ def ordered(op, left, right):
     return left >= right
 
 
+def compare(op, left, right):
+    """`left op right` for op one of == != < > <= >=."""
+    if op == "==":
+        return values_equal(left, right)
+    if op == "!=":
+        return not values_equal(left, right)
+    return ordered(op, left, right)
+
+
 def _contains(container, item):
     if isinstance(container, str):
         return item in container if isinstance(item, str) else None

@@ -4,12 +4,13 @@ The grammar is lark's LALR(1) with the basic lexer, so keywords are reserved eve
 (`user.priority` is an error, as in the server edition) and the syntax tree is built
 while parsing, without an intermediate parse tree.
 """
+import re
 from functools import cache
 
 from lark import Lark, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from .errors import PolicyCompileError, PolicySyntaxError
+from .errors import PolicyCompileError, PolicyError, PolicySyntaxError
 from .nodes import (ActionItem, ActionType, And, Attribute, Call, Category, Compare,
                     Declaration, Import, Literal, Not, Or, PriorityItem, Program, RuleRef,
                     Variable, When)
@@ -201,10 +202,9 @@ def _describe_token(token):
     return f"{kind} {str(token)!r}" if kind else repr(str(token))
 
 
-def _end_position(text):
-    """Line and column just after the last character of `text`."""
-    line = text.count("\n") + 1
-    return line, len(text) - (text.rfind("\n") + 1) + 1
+def _position(text, offset):
+    """Line and column of `text[offset]` (`offset` may be the end of the text)."""
+    return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
 def _syntax_error(error, text, file):
@@ -217,7 +217,7 @@ def _syntax_error(error, text, file):
         token = error.token
         at_end = token.type == "$END"
         offset = len(text) if at_end else token.start_pos
-        line, column = _end_position(text) if at_end else (token.line, token.column)
+        line, column = _position(text, offset) if at_end else (token.line, token.column)
         found = f"unexpected {_describe_token(token)}"
     names = _accepted_after(text[:offset]) or getattr(error, "expected", None) or ()
     patterns = {t.name: t.pattern for t in _get_parser().terminals}
@@ -248,6 +248,77 @@ def parse(text, file="<string>"):
         raise _syntax_error(error, text, file) from None
     except _NumberTooLong as error:
         raise PolicyCompileError("number literal is too long", file, error.token.line,
-                                 error.token.column) from None
+                                 error.token.column, "P002") from None
     return Program(file, tuple(statements))
 
+
+# What the statement splitter looks at: strings (ended by a newline too), comments, braces
+# and the words that start a statement.
+_SCAN = re.compile(r'"(?:\\.|[^"\\\n])*"?|#[^\n]*|[{}]|\b(?:policy|import|rule)\b')
+_HEADER = re.compile(r"(policy|rule)\s+([A-Za-z_][A-Za-z0-9_]*)\s*:\s*"
+                     r"(SAFETY|PRIVACY|OPERATIONAL|ROUTING|CUSTOM)\b")
+
+
+def _statement_starts(text):
+    """Offsets where a top-level statement seems to start: each `policy` and `import` (they
+    can start nothing else, so a missing `}` before them is survived) and each `rule` outside
+    braces."""
+    starts, depth = [0], 0
+    for match in _SCAN.finditer(text):
+        word = match.group()
+        if word == "{":
+            depth += 1
+        elif word == "}":
+            depth = max(depth - 1, 0)
+        elif word in ("policy", "import") or (word == "rule" and depth == 0):
+            starts.append(match.start())
+            depth = 0
+    return sorted(set(starts))
+
+
+def _placeholder(text, start, end):
+    """An empty `Declaration` for the statement `text[start:end]` that does not parse but whose
+    `policy NAME: CATEGORY` header does, so that references to its name are not errors too."""
+    header = _HEADER.match(text, start, end)
+    if header is None:
+        return None
+    line, column = _position(text, header.start(2))
+    return Declaration(header.group(1), header.group(2), Category(header.group(3)), (),
+                       line, column)
+
+
+def _parse_statement(text, start, end, file):
+    """Parse `text[start:end]` alone, where it is (lines and columns as in `text`); a statement
+    that ends too early is reported at the word starting the next one, as parsing the whole
+    text would."""
+    line, column = _position(text, start)
+    chunk = "\n" * (line - 1) + " " * (column - 1) + text[start:end]
+    try:
+        return parse(chunk, file).statements
+    except PolicyError as error:
+        if end == len(text) or not error.message.startswith("unexpected end of input"):
+            raise
+    parse(chunk + re.match(r"\w+", text[end:]).group(), file)
+    raise AssertionError("unreachable: a statement cut short never ends with a keyword")
+
+
+def parse_recovering(text, file="<string>"):
+    """Parse like `parse`, but return `(Program, errors)` instead of raising. When the text
+    does not parse, each top-level statement is parsed on its own, so that every statement's
+    first error is reported; a statement that fails is left out, or kept as an empty
+    declaration when its `policy NAME: CATEGORY` header is readable."""
+    try:
+        return parse(text, file), []
+    except PolicyError:
+        pass
+    starts = _statement_starts(text)
+    statements, errors = [], []
+    for start, end in zip(starts, [*starts[1:], len(text)], strict=True):
+        try:
+            statements.extend(_parse_statement(text, start, end, file))
+        except PolicyError as error:
+            errors.append(error)
+            placeholder = _placeholder(text, start, end)
+            if placeholder is not None:
+                statements.append(placeholder)
+    return Program(file, tuple(statements)), errors

@@ -43,6 +43,22 @@ def _cycle_error(module, cycle):
                             edge.location.line, edge.location.column, names)
 
 
+def route_cycles(module):
+    """Every route cycle of `module` as a `PolicyCycleError`, for `dag check`: once a cycle is
+    found its nodes are set aside and the rest is searched again."""
+    graph = {name: node.dependencies for name, node in module.nodes.items()}
+    cycles = []
+    while True:
+        try:
+            graphlib.TopologicalSorter(graph).prepare()
+        except graphlib.CycleError as error:
+            cycles.append(_cycle_error(module, error.args[1]))
+            for name in error.args[1]:
+                graph.pop(name, None)
+        else:
+            return cycles
+
+
 def build_plan(module):
     """Plan `module`'s nodes into stages; raise `PolicyCycleError` on a route cycle."""
     nodes = module.nodes

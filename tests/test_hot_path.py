@@ -1,0 +1,113 @@
+"""The write hot path: few Python calls per transaction, one timestamp per transaction, and the
+guard's and Peewee's guarantees kept on the direct route prepared statements take."""
+import cProfile
+import uuid
+import pstats
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+
+import peewee
+import pytest
+from freezegun import freeze_time
+
+from hoc_drivers.commit_guard import CommitForbidden
+from hoc_drivers.models.base import PreparedInsert, UtcDateTimeField
+from hoc_drivers.models.runs import Event, Incident, PreventionRecord, Trace
+from hoc_drivers.run_completion import RunCompletionTransaction
+
+
+def _complete(coordinator, run_id):
+    return RunCompletionTransaction(coordinator).execute("t1", run_id, "failed", error_message="AGENT_CRASH",
+                                                         trace_id=f"trace-{run_id}")
+
+
+def test_a_run_completion_costs_few_python_calls(hoc_coordinator, hoc_db):
+    with hoc_coordinator.transaction() as tx:
+        Trace.insert_many([{"trace_id": f"trace-r{i}", "tenant_id": "t1", "run_id": f"r{i}"}
+                           for i in range(25)]).execute(tx.db)
+    for i in range(5):  # statements built, caches warm
+        _complete(hoc_coordinator, f"r{i}")
+    profile = cProfile.Profile()
+    profile.enable()
+    for i in range(5, 25):
+        _complete(hoc_coordinator, f"r{i}")
+    profile.disable()
+    calls = pstats.Stats(profile).total_calls / 20
+    assert calls < 340, f"{calls:.0f} Python calls per run completion (591 before issue 17)"
+
+
+def test_every_row_of_a_transaction_carries_its_one_timestamp(hoc_coordinator, hoc_db):
+    with hoc_coordinator.transaction() as tx:
+        Trace.insert(trace_id="trace-r1", tenant_id="t1", run_id="r1").execute(tx.db)
+    with freeze_time("2026-03-01 12:00:00", tick=True):
+        result = _complete(hoc_coordinator, "r1")
+    incident = Incident.select().where(Incident.source_run_id == "r1").get(hoc_db)
+    stamps = {incident.created_at, incident.updated_at, incident.started_at,
+              PreventionRecord.select().where(PreventionRecord.run_id == "r1").get(hoc_db).created_at,
+              Trace.select().where(Trace.trace_id == "trace-r1").get(hoc_db).completed_at,
+              result.incident_result.timestamp, result.policy_result.timestamp,
+              result.trace_result.timestamp}
+    stamps |= {event.created_at for event in Event.select().execute(hoc_db)}
+    assert len(stamps) == 1
+
+
+def test_a_prepared_statement_still_meets_the_guard(hoc_coordinator, hoc_db):
+    insert = PreparedInsert(Trace, ("trace_id", "tenant_id", "run_id"))
+    with pytest.raises(CommitForbidden):
+        insert.execute(hoc_db, {"trace_id": "x", "tenant_id": "t1", "run_id": "r"})
+    with hoc_coordinator.transaction() as tx:
+        insert.execute(tx.db, {"trace_id": "x", "tenant_id": "t1", "run_id": "r"})
+        conn = hoc_db.connection()
+        with pytest.raises(CommitForbidden):  # control is never sent on the direct route
+            conn.execute_built('SAVEPOINT "sneaky"', ())
+        with pytest.raises(CommitForbidden):
+            conn.issue("COMMIT")
+        with pytest.raises(peewee.IntegrityError):  # SQLite's errors still become Peewee's
+            insert.execute(tx.db, {"trace_id": "x", "tenant_id": "t1", "run_id": "r"})
+        with tx.savepoint():  # savepoints still nest around the direct route
+            insert.execute(tx.db, {"trace_id": "y", "tenant_id": "t1", "run_id": "r"})
+    with pytest.raises(CommitForbidden):  # the transaction has ended: the cached write is refused
+        insert.execute(hoc_db, {"trace_id": "z", "tenant_id": "t1", "run_id": "r"})
+    assert [t.trace_id for t in Trace.select().order_by(Trace.trace_id).execute(hoc_db)] == ["x", "y"]
+
+
+class Colour(str, Enum):
+    RED = "red"
+
+
+def test_values_bind_as_peewee_would_convert_them():
+    insert = PreparedInsert(Incident, ("id", "tenant_id", "title", "severity", "status", "trigger_type",
+                                       "calls_affected", "is_synthetic", "cost_delta_cents", "started_at"))
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    row = {"id": "i1", "tenant_id": "t1", "title": Colour.RED, "severity": 5, "status": "open",
+           "trigger_type": b"manual", "calls_affected": True, "is_synthetic": 1, "cost_delta_cents": 7,
+           "started_at": now}
+    fields = Incident._meta.fields
+    expected = [None if row.get(name) is None else fields[name].db_value(row[name]) for name in insert.names
+                if name in row]
+    bound = dict(zip(insert.names, insert.values(row), strict=True))
+    assert [bound[name] for name in insert.names if name in row] == expected
+    assert bound["started_at"] == "2026-03-01 12:00:00.000000"
+
+
+def test_timestamps_convert_right_one_after_another():
+    field = UtcDateTimeField()
+    first = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    later = first + timedelta(microseconds=1)
+    assert [field.db_value(v) for v in (first, first, later, first.isoformat(), None, later)] == [
+        "2026-03-01 12:00:00.000000", "2026-03-01 12:00:00.000000", "2026-03-01 12:00:00.000001",
+        "2026-03-01 12:00:00.000000", None, "2026-03-01 12:00:00.000001"]
+
+
+
+def test_outbox_ids_sort_by_time_so_the_outbox_grows_at_its_end(hoc_coordinator, hoc_db):
+    with freeze_time("2026-03-01 12:00:00") as frozen:
+        ids = []
+        for _ in range(3):
+            with hoc_coordinator.transaction() as tx:
+                ids.append(tx.publish("t", {}))
+            frozen.tick(timedelta(milliseconds=2))  # 2: freezegun's float clock ticks 1 ms as 999,936 ns
+    assert ids == sorted(ids) and all(len(i) == 32 and int(i, 16) for i in ids)
+    assert {uuid.UUID(i).version for i in ids} == {7}
+    assert int(ids[0][:12], 16) == int(datetime(2026, 3, 1, 12, tzinfo=timezone.utc).timestamp() * 1000)
+    assert [e.id for e in Event.select().order_by(Event.id).execute(hoc_db)] == ids
