@@ -102,6 +102,7 @@ _FIELDS = AlertQueueItem._meta.sorted_fields
 _INSERT_ALERT = PreparedInsert(AlertQueueItem, (
     "id", "tenant_id", "payload", "alert_type", "circuit_breaker_name", "incident_id", "channel",
     "destination", "max_attempts", "next_attempt_at", "created_at"))
+_ALERT_QUEUED = AlertQueued()  # the one fact every queued alert notes (facts are values)
 
 
 def _alert_from_row(row):
@@ -246,7 +247,7 @@ class AlertQueueWriter:
                   "incident_id": incident_id, "channel": channel, "destination": destination,
                   "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now}
         _INSERT_ALERT.execute(self.tx.db, values)
-        self.tx.note(AlertQueued())
+        self.tx.note(_ALERT_QUEUED)
         return AlertQueueItem.of_row({**values, "status": "pending", "attempts": 0, "last_attempt_at": None,
                                       "last_error": None, "sent_at": None, "claim_token": None})
 
@@ -334,7 +335,7 @@ class AlertQueueWriter:
                           & (AlertQueueItem.attempts < AlertQueueItem.max_attempts + max_retries))
                    .execute(self.tx.db))
         if revived:
-            self.tx.note(AlertQueued())
+            self.tx.note(_ALERT_QUEUED)
         return revived
 
     def _load_changeable(self, tenant_id, alert_id, now):
@@ -361,7 +362,7 @@ class AlertQueueWriter:
                    "max_attempts": max(alert.max_attempts, alert.attempts + 1)}
         AlertQueueItem.update(changes).where(AlertQueueItem.id == alert.id).execute(self.tx.db)
         alert.__data__.update(changes)
-        self.tx.note(AlertQueued())
+        self.tx.note(_ALERT_QUEUED)
         return alert
 
     def delete_alert(self, tenant_id, alert_id, now):

@@ -34,6 +34,8 @@ class EventPublisher:
     def publish(self, topic, payload, event_id=None):
         """Deliver one event to its subscribers; a failing subscriber is logged, not raised."""
         self.published.append((topic, payload))
+        if not self._subscribers:
+            return
         for callback, with_event_id in self._subscribers.get(topic, []) + self._subscribers.get("*", []):
             try:
                 callback(topic, payload, event_id) if with_event_id else callback(topic, payload)
@@ -64,8 +66,13 @@ def subscribe(db, fact_type, handler):
 
 
 def handlers_of(db, fact_type):
-    """The live handlers subscribed to `fact_type` on `db`'s file."""
-    with _subscriptions_lock:
-        entries = list(_subscriptions.get(database_key(db), {}).get(fact_type, ()))
-    handlers = (entry() if isinstance(entry, weakref.WeakMethod) else entry for entry in entries)
-    return [handler for handler in handlers if handler is not None]
+    """The live handlers subscribed to `fact_type` on `db`'s file.
+
+    Read without the lock: copying a list is one step under the GIL, as are the changes
+    `subscribe` makes under its lock (appending, replacing the list's contents)."""
+    handlers = []
+    for entry in tuple(_subscriptions.get(database_key(db), {}).get(fact_type, ())):
+        handler = entry() if entry.__class__ is weakref.WeakMethod else entry
+        if handler is not None:
+            handlers.append(handler)
+    return handlers

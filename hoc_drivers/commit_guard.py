@@ -16,18 +16,20 @@ SQLite asks the authorizer only when it prepares a statement, and Python's sqlit
 prepared statements in a cache keyed by their text. So the connection also remembers which
 texts SQLite classified as control or write, and refuses a cached one in the wrong state before
 it reaches SQLite; a write or control statement prepared by a bare `sqlite3.Cursor` (which
-the connection cannot remember) is refused outright. COMMIT and ROLLBACK are sent with
-`Connection.commit()`/`rollback()`, which prepare afresh every time, so no cached COMMIT exists
-to be replayed. PRAGMAs that change the file or weaken later writes (user_version,
-journal_mode, foreign_keys, writable_schema, ...) and ATTACH count as writes; a writable
-`blobopen` needs a coordinator transaction. If a statement makes SQLite roll the whole
-transaction back (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)), every later statement of that
-coordinator block is refused and its COMMIT fails: nothing half-done is committed.
+the connection cannot remember) is refused outright. `commit()` sends a COMMIT whose text ends
+in a comment holding a random tag of the connection: SQLite prepares it once, and the cached
+statement a bare cursor could replay is one it would have to read the tag for. ROLLBACK is sent
+with `Connection.rollback()`, which prepares it afresh every time. PRAGMAs that change the file
+or weaken later writes (user_version, journal_mode, foreign_keys, writable_schema, ...) and
+ATTACH count as writes; a writable `blobopen` needs a coordinator transaction. If a statement
+makes SQLite roll the whole transaction back (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)), every
+later statement of that coordinator block is refused and its COMMIT fails: nothing half-done
+is committed.
 
 Known limits (in-process code set on bypassing, not mistakes): a bare `sqlite3.Cursor` that
 re-sends byte for byte a statement the guarded path already prepared reuses the cached
 statement; another connection's `backup()` into this file, `set_authorizer(None)` and
-assigning `unit` are not seen.
+assigning `unit` or reading the COMMIT's tag are not seen.
 
 The public transaction methods Peewee offers (`commit`, `rollback`, `atomic`, `transaction`,
 `savepoint`, `begin`, `manual_commit`) always refuse; the coordinator sends transaction
@@ -115,6 +117,7 @@ class GuardedConnection(sqlite3.Connection):
         self._kinds = {}
         self._sql = None
         self._refused = None
+        self._commit_sql = f"COMMIT /* hoc-drivers coordinator {os.urandom(8).hex()} */"
 
     def guard(self):
         """Install the authorizer (after the connection's own set-up PRAGMAs); every statement
@@ -220,7 +223,8 @@ class GuardedConnection(sqlite3.Connection):
             raise sqlite3.OperationalError(
                 "cannot commit: SQLite already rolled this transaction back (ON CONFLICT ROLLBACK, "
                 "RAISE(ROLLBACK), a full disk, ...); nothing of it was committed")
-        super().commit()
+        if self.in_transaction:  # as sqlite3's commit(): nothing to do outside a transaction
+            self._run(_execute, GuardedCursor(self), self._commit_sql, ())
 
     def rollback(self):
         """ROLLBACK: only while the coordinator issues it."""

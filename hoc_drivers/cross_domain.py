@@ -87,6 +87,8 @@ _INSERT_BREACH = PreparedInsert(LimitBreach, (
 
 def _cents(value, name):
     """A whole number of cents (an int, or an integral float or Decimal); anything else is refused."""
+    if value.__class__ is int:
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise ValueError(f"{name} must be a number of cents, got {value!r}")
     number = Decimal(value)
@@ -113,9 +115,9 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
         require_text(anomaly_type, "anomaly_type")
         if not isinstance(severity, str):
             raise ValueError(f"severity must be a string, got {severity!r}")
-        optional_text(entity_type, "entity_type")
-        optional_text(entity_id, "entity_id")
-        optional_text(description, "description")
+        for name, value in (("entity_type", entity_type), ("entity_id", entity_id), ("description", description)):
+            if value is not None:
+                optional_text(value, name)
         current = _cents(current_value_cents, "current_value_cents")
         expected = _cents(expected_value_cents, "expected_value_cents")
         overage = current - expected
@@ -141,8 +143,9 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
         created = _INSERT_ANOMALY_INCIDENT.execute(tx.db, row).fetchone()
         if created is not None:
             tx.note(GuardStateChanged(tenant_id))
-            log.info("incident %s created for cost anomaly %s of tenant %s",
-                     created[0], anomaly_id, tenant_id)
+            if log.isEnabledFor(logging.INFO):
+                log.info("incident %s created for cost anomaly %s of tenant %s",
+                         created[0], anomaly_id, tenant_id)
             return created[0]
         return _SELECT_ANOMALY_INCIDENT.execute(tx.db, (tenant_id, anomaly_id)).fetchone()[0]
 

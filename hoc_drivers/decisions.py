@@ -56,9 +56,9 @@ RECORD_FIELDS = ("decision_id", "decision_type", "decision_source", "decision_tr
 _ENUM_FIELDS = {"decision_type": DecisionType, "decision_source": DecisionSource, "decision_trigger": DecisionTrigger,
                 "decision_outcome": DecisionOutcome, "causal_role": CausalRole}
 
-
 # enum -> its members by value and by themselves (one dict lookup instead of Enum's __call__)
 _MEMBERS = {enum: {**{m.value: m for m in enum}, **{m: m for m in enum}} for enum in _ENUM_FIELDS.values()}
+_ENUM_MEMBERS = [(name, _MEMBERS[enum]) for name, enum in _ENUM_FIELDS.items()]  # (field, its members)
 
 
 def _member(enum, value, name):
@@ -98,8 +98,11 @@ class DecisionRecord:
 
     def __post_init__(self):
         fields = vars(self)
-        for name, enum in _ENUM_FIELDS.items():
-            fields[name] = _member(enum, fields[name], name)
+        try:
+            for name, members in _ENUM_MEMBERS:
+                fields[name] = members[fields[name]]
+        except (KeyError, TypeError):  # unknown or unhashable: _member names the field that is wrong
+            fields.update({name: _member(enum, fields[name], name) for name, enum in _ENUM_FIELDS.items()})
         require_text(self.tenant_id, "tenant_id", NON_EMPTY)
         require_text(self.decision_id, "decision_id", NON_EMPTY)
         if not isinstance(self.decided_at, datetime):
@@ -125,18 +128,15 @@ class DecisionRecord:
 # Writing inside the caller's transaction
 def write_non_blocking(tx, statement, failure, description, logger=log):
     """Run `statement(tx.db)` without ever failing `tx`: a storage failure is logged (as
-    `description`) and gives `failure`. Never commits.
-
-    Each write statement is its own non-blocking unit: `statement` sends at most one write
-    statement itself, and SQLite undoes a failing statement by itself (its statement journal)
-    and keeps the transaction open, so no savepoint is needed. A further write is a nested
-    `write_non_blocking` call (as `DecisionRecordService.append` writes the record, then its
-    policy mirror). `tx` is the caller's transaction, already checked (`require_transaction`).
-    """
+    `description`, or what it returns when a function) and gives `failure`. Never commits.
+    One write statement is one non-blocking unit: SQLite's statement journal undoes a failing
+    statement and keeps the transaction open, so no savepoint is needed; a further write is a
+    nested call (as `DecisionRecordService.append` writes a record, then its policy mirror).
+    `tx` is the caller's transaction, already checked (`require_transaction`)."""
     try:
         return statement(tx.db)
     except Exception:
-        logger.warning("%s: not written", description, exc_info=True)
+        logger.warning("%s: not written", description() if callable(description) else description, exc_info=True)
         return failure
 
 
@@ -190,7 +190,7 @@ def _append(tx, record, idempotency_key):
         return AppendResult.WRITTEN
 
     return write_non_blocking(tx, write, AppendResult.FAILED,
-                              f"decision record {record.decision_id} ({record.decision_type.value})")
+                              lambda: f"decision record {record.decision_id} ({record.decision_type.value})")
 
 
 class DecisionRecordService:

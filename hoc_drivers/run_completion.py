@@ -125,7 +125,10 @@ RUN_STATUSES = ("succeeded", "completed", "success", "failed", "failure", "error
 def classify_failure(error_code=None, error_message=None):
     """The first known failure code in `error_code` or the upper-cased message, else UNKNOWN."""
     haystack = f"{error_code or ''} {(error_message or '').upper()}"
-    return next((code for code in FAILURE_CODES if code in haystack), "UNKNOWN")
+    for code in FAILURE_CODES:
+        if code in haystack:
+            return code
+    return "UNKNOWN"
 
 
 _INSERT_INCIDENT = PreparedInsert(Incident, (
@@ -150,6 +153,9 @@ _COMPLETE_TRACE = PreparedQuery(lambda: Trace.update(
     {Trace.status: PLACEHOLDER, Trace.completed_at: PLACEHOLDER,
      Trace.incident_id: fn.COALESCE(PLACEHOLDER, Trace.incident_id)})
     .where((Trace.trace_id == PLACEHOLDER) & (Trace.tenant_id == PLACEHOLDER)))
+
+
+_COMPLETED_AT = Trace.completed_at  # the field itself (Peewee's class attribute is a descriptor call)
 
 
 def _first_column(cursor):
@@ -201,7 +207,7 @@ def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
 
 def complete_trace(tx, tenant_id, trace_id, run_status, incident_id, now):
     """Mark the tenant's trace completed (inside `tx`); False when there is no such trace."""
-    cursor = _COMPLETE_TRACE.execute(tx.db, (run_status, Trace.completed_at.db_value(now),
+    cursor = _COMPLETE_TRACE.execute(tx.db, (run_status, _COMPLETED_AT.db_value(now),
                                           incident_id, trace_id, tenant_id))
     return cursor.rowcount > 0
 
@@ -230,12 +236,13 @@ class RunCompletionTransaction:
             require_text(value, name, _RUN_ID_AND_STATUS)
         for name, value in (("agent_id", agent_id), ("error_code", error_code),
                             ("trace_id", trace_id), ("synthetic_scenario_id", synthetic_scenario_id)):
-            optional_text(value, name)
+            if value is not None:
+                optional_text(value, name)
         started = monotonic()
         result = TransactionResult(run_id=run_id)
-        joined = self.coordinator.current() is not None
         try:
             with self.coordinator.transaction() as tx:
+                joined = tx.savepoints > 0  # inside the caller's transaction: this call's savepoint
                 self._write(tx, result, tenant_id, run_id, run_status, agent_id, error_code,
                             error_message, trace_id, is_synthetic, synthetic_scenario_id, skip_events)
         except Exception as exc:

@@ -76,14 +76,24 @@ class Transaction:
 
     def write_outbox(self):
         """Write this transaction's events to the `events` table in one statement."""
-        if self.events:
-            _insert_events(len(self.events)).execute(self.db, *self.events)
+        for start in range(0, len(self.events), EVENTS_PER_INSERT):
+            chunk = self.events[start:start + EVENTS_PER_INSERT]
+            _insert_events(len(chunk)).execute(self.db, *chunk)
+
+
+# Statements stay within 999 bound values, the lowest limit SQLite builds have had
+# (SQLITE_MAX_VARIABLE_NUMBER), however many events one transaction publishes or marks.
+EVENTS_PER_INSERT = 999 // 5
+IDS_PER_MARK = 999 - 1
 
 
 @lru_cache(maxsize=64)
 def _insert_events(count):
     """INSERT of `count` outbox events, built once per count."""
     return PreparedInsert(Event, ("id", "tenant_id", "topic", "payload", "created_at"), rows=count)
+
+
+_PUBLISHED_AT = Event.published_at  # the field itself (Peewee's class attribute is a descriptor call)
 
 
 @lru_cache(maxsize=64)
@@ -96,7 +106,7 @@ def _mark_events_published(count):
 def _send(db, statement, unit=None, ending=False):
     """Send transaction control on this thread's connection of `db`, the one place that does:
     BEGIN opens `unit` there; `ending` (COMMIT or ROLLBACK) closes it, whatever the outcome.
-    COMMIT and ROLLBACK use the connection's own methods, which prepare afresh each time."""
+    COMMIT and ROLLBACK use the connection's own methods (`GuardedConnection.commit`)."""
     conn = db._state.conn or db.connection()  # this thread's open connection, else a new one
     conn.issuing = True
     try:
@@ -156,7 +166,8 @@ class _TransactionScope:
 
     def __enter__(self):
         db = self.coordinator.db
-        tx = db.current_unit()
+        conn = db._state.conn  # db.current_unit(), one call shorter
+        tx = None if conn is None else conn.unit
         if tx is not None:
             self._inner = _Savepoint(tx)
             return self._inner.__enter__()
@@ -224,15 +235,17 @@ class TransactionCoordinator:
         """Hand the facts to the database's subscribers, publish the events, run the callbacks.
 
         A failure is logged and kept in `tx.callback_errors`; it never stops the others."""
-        for fact in dict.fromkeys(tx.facts):
+        for fact in dict.fromkeys(tx.facts) if len(tx.facts) > 1 else tx.facts:
             for handler in handlers_of(self.db, type(fact)):
                 _run_after_commit(tx, handler, fact)
-        published = [event for event in tx.events if _run_after_commit(
-            tx, self.publisher.publish, event["topic"], event["payload"], event["id"])]
+        published = []
+        for event in tx.events:
+            if _run_after_commit(tx, self.publisher.publish, event["topic"], event["payload"], event["id"]):
+                tx.published_topics.append(event["topic"])
+                published.append(event["id"])
         if published:
-            tx.published_topics += [event["topic"] for event in published]
             with self._published_lock:
-                self._published_unmarked += [event["id"] for event in published]
+                self._published_unmarked += published
             if not self._marked_at_exit:
                 _unmarked_at_exit.add(self)
                 self._marked_at_exit = True
@@ -243,9 +256,9 @@ class TransactionCoordinator:
         """Inside a new transaction, record the events published after earlier commits."""
         with self._published_lock:
             ids, self._published_unmarked = self._published_unmarked, []
-        if ids:
-            _mark_events_published(len(ids)).execute(
-                tx.db, [Event.published_at.db_value(tx.now), *ids])
+        for start in range(0, len(ids), IDS_PER_MARK):
+            chunk = ids[start:start + IDS_PER_MARK]
+            _mark_events_published(len(chunk)).execute(tx.db, [_PUBLISHED_AT.db_value(tx.now), *chunk])
 
     def mark_published(self):
         """Record now that the events this coordinator published are published (it is also
@@ -260,8 +273,9 @@ class TransactionCoordinator:
         with self.transaction():
             pending = list(Event.select().where(Event.published_at.is_null())
                            .order_by(Event.created_at).execute(self.db))
+        unmarked = set(self._published_unmarked)
         for event in pending:
-            if event.id not in self._published_unmarked:
+            if event.id not in unmarked:
                 self.publisher.publish(event.topic, event.payload, event.id)
                 with self._published_lock:
                     self._published_unmarked.append(event.id)

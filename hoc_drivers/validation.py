@@ -71,13 +71,47 @@ def optional_text(value, name):
     return require_text(value, name, "{name} must be a non-empty string or None, got {value!r}")
 
 
-_STRICT_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # NaN / Infinity are not JSON
+def json_encoder(**options):
+    """A function giving the text `json.JSONEncoder(**options).encode` gives, without its cost per
+    call: the json module's C encoder is made once, here (`encode` makes one at every call). It
+    keeps no record of the containers it is in (check_circular off), so no state is left between
+    calls; a cyclic value raises RecursionError, as a value nested about a thousand deep does."""
+    encoder = json.JSONEncoder(**options, check_circular=False)
+    make = json.encoder.c_make_encoder
+    if make is None or encoder.indent is not None:  # no C accelerator: the plain method
+        return encoder.encode
+    escape = json.encoder.encode_basestring_ascii if encoder.ensure_ascii else json.encoder.encode_basestring
+    chunks = make(None, encoder.default, escape, None, encoder.key_separator, encoder.item_separator,
+                  encoder.sort_keys, encoder.skipkeys, encoder.allow_nan)
+    return lambda value: "".join(chunks(value, 0))
+
+
+_strict_json = json_encoder(allow_nan=False, separators=(",", ":"))  # NaN / Infinity are not JSON
 
 
 def require_json_value(value, name):
     """`value` when it encodes as strict JSON within MAX_JSON_DEPTH levels and MAX_JSON_BYTES,
-    else ValueError naming `name`. The depth is checked first, without recursion, so a value
-    nested thousands deep (or a cyclic one) is refused before anything tries to encode it."""
+    else ValueError naming `name`; too deep is the error whatever else is wrong.
+
+    The encoder stops at once on a cyclic value (circular reference) or one nested about a
+    thousand deep (RecursionError); the depth is then checked without recursion. Text shorter
+    than two characters per level cannot nest deeper than MAX_JSON_DEPTH, so the depth walk is
+    needed only for longer text."""
+    try:
+        text = _strict_json(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        _require_shallow(value, name)
+        raise ValueError(f"{name} is not JSON-serialisable: {exc}") from None
+    if len(text) > 2 * MAX_JSON_DEPTH:
+        _require_shallow(value, name)
+    if len(text) > MAX_JSON_BYTES:
+        raise ValueError(f"{name} is too large ({len(text)} bytes of JSON; at most {MAX_JSON_BYTES})")
+    return value
+
+
+def _require_shallow(value, name):
+    """ValueError unless `value` nests at most MAX_JSON_DEPTH objects/arrays (itself level 1);
+    a walk without recursion, so a cyclic value is refused too."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -90,20 +124,14 @@ def require_json_value(value, name):
         if depth > MAX_JSON_DEPTH:
             raise ValueError(f"{name} is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
         stack.extend((child, depth + 1) for child in children)
-    try:
-        size = len(_STRICT_JSON.encode(value))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} is not JSON-serialisable: {exc}") from None
-    if size > MAX_JSON_BYTES:
-        raise ValueError(f"{name} is too large ({size} bytes of JSON; at most {MAX_JSON_BYTES})")
-    return value
 
 
 def require_json_object(value, name):
-    """`value` when it is a dict that passes `require_json_value`, else ValueError naming `name`."""
+    """`value` when it is a dict that passes `require_json_value` (an empty one always does),
+    else ValueError naming `name`."""
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a JSON object (dict), got {type(value).__name__}")
-    return require_json_value(value, name)
+    return require_json_value(value, name) if value else value
 
 
 def require_int(value, name, minimum=0, maximum=None, message=None):

@@ -79,3 +79,19 @@ def test_run_completion_raw_baseline_writes_what_the_library_writes(tmp_path):
         conn = raw_connection(path)
         assert conn.execute("SELECT incident_count FROM runs WHERE id = 'r0'").fetchone() == (1,)
         conn.close()
+
+
+def test_the_run_completion_workload_keeps_its_guard_cache_subscribed(tmp_path):
+    """A cache no one holds is collected and unsubscribes: its invalidation would go unpaid."""
+    import gc
+
+    from hoc_drivers.bench import _completing
+    from hoc_drivers.bus import handlers_of
+    from hoc_drivers.db import init_database
+    from hoc_drivers.facts import GuardStateChanged
+
+    db = init_database(str(tmp_path / "library.db"))
+    with _completing(db.database):
+        gc.collect()
+        assert len(handlers_of(db, GuardStateChanged)) == 1
+    db.close()

@@ -4,7 +4,7 @@ import pathlib
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hoc_drivers.policy import (PolicyError, PolicySyntaxError, compile_file, compile_source,
@@ -244,6 +244,7 @@ EDITS = st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.sampled_from("d
 
 @settings(max_examples=150, deadline=None)
 @given(edits=EDITS)
+@example(edits=[(0.1015625, "\n"), (0.091796875, "#")])  # a comment hides an opening quote
 def test_check_never_raises_and_reports_the_error_compile_raises_first(edits, tmp_path_factory):
     text = generate_policies(12)
     for where, edit in edits:

@@ -262,6 +262,19 @@ def test_events_left_unpublished_by_a_crash_are_published_by_flush(hoc_db, hoc_c
     assert by_id(Event, hoc_db, "e1").published_at is not None
 
 
+def test_a_transaction_publishes_and_marks_more_events_than_one_statement_may_bind(
+        hoc_db, hoc_coordinator, hoc_publisher):
+    hoc_db.connection().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # SQLite's old default
+    with hoc_coordinator.transaction() as tx:
+        for number in range(1200):
+            tx.publish("run.completed", {"n": number})
+    hoc_coordinator.mark_published()
+    assert hoc_publisher.published[-1] == ("run.completed", {"n": 1199})
+    assert Event.select().count(hoc_db) == 1200
+    assert Event.select().where(Event.published_at.is_null()).count(hoc_db) == 0
+    assert hoc_coordinator.flush_outbox() == 0
+
+
 def test_tenant_is_required(hoc_coordinator):
     with pytest.raises(ValueError, match="tenant_id"):
         RunCompletionTransaction(hoc_coordinator).execute("", "r", "failed")

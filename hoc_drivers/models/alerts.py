@@ -3,15 +3,19 @@ import json
 
 from peewee import BooleanField, CharField, FloatField, IntegerField, TextField
 
+from ..validation import json_encoder
 from .base import BaseModel, JSONField, UtcDateTimeField, new_id, utcnow
 
 ALERT_STATUSES = ("pending", "sent", "failed")
 ALERT_CHANNELS = ("alertmanager", "webhook", "slack", "email")
 
 
+_canonical = json_encoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def canonical_json(value):
     """The one JSON text of `value`: sorted keys, no spaces, no NaN (what a webhook signs)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _canonical(value)
 
 
 class CanonicalJSONField(TextField):
@@ -23,7 +27,7 @@ class CanonicalJSONField(TextField):
             return None
         try:
             return canonical_json(value)
-        except TypeError as exc:
+        except (TypeError, RecursionError) as exc:  # not JSON, or cyclic
             raise ValueError(f"{self.name} must be JSON-serialisable: {exc}") from None
 
     def python_value(self, value):

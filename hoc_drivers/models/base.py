@@ -1,4 +1,5 @@
 """Shared model plumbing: the base model, UTC timestamps, exact decimals, JSON, ids."""
+import json
 import logging
 import os
 import sqlite3
@@ -13,6 +14,7 @@ from peewee import logger as peewee_log
 from playhouse.sqlite_ext import JSONField
 
 from ..commit_guard import GuardedConnection
+from ..validation import json_encoder
 from ..verdicts import as_utc, db_time, utcnow
 
 __all__ = ["PLACEHOLDER", "BaseModel", "DecimalTextField", "JSONField", "PreparedInsert", "PreparedQuery",
@@ -42,20 +44,26 @@ class UtcDateTimeField(DateTimeField):
 
         The last datetime converted is remembered, so a transaction's one timestamp (`tx.now`),
         written in many columns and rows, is converted once."""
-        global _last_timestamp
-        last = _last_timestamp
-        if value is last[0]:
-            return last[1]
-        if value is None:
-            return None
-        text = db_time(datetime.fromisoformat(value) if isinstance(value, str) else value)
-        if isinstance(value, datetime):
-            _last_timestamp = (value, text)
-        return text
+        return _timestamp_text(value)
 
     def python_value(self, value):
         """Stored text -> aware UTC datetime."""
         return as_utc(value)
+
+
+def _timestamp_text(value):
+    """`UtcDateTimeField.db_value`: a datetime or ISO text as stored (the last datetime's text
+    is remembered in `_last_timestamp`)."""
+    global _last_timestamp
+    last = _last_timestamp
+    if value is last[0]:
+        return last[1]
+    if value is None:
+        return None
+    text = db_time(datetime.fromisoformat(value) if isinstance(value, str) else value)
+    if isinstance(value, datetime):
+        _last_timestamp = (value, text)
+    return text
 
 
 _last_timestamp = (None, None)  # (datetime, its text): the last one UtcDateTimeField converted
@@ -168,10 +176,10 @@ class PreparedInsert(PreparedQuery):
             raise ValueError(f"{model.__name__} has no field {', '.join(sorted(missing))}")
         defaulted = {name for name, f in fields.items() if f.default is not None}
         self.names = in_column_order(model, set(names) | defaulted)
-        self._columns = [(_native_type(fields[name]), _converter(fields[name])) for name in self.names]
-        self._defaults = [(index, fields[name].default) for index, name in enumerate(self.names)
-                          if name in defaulted]
+        self._columns = [(_native_type(fields[name]), _converter(fields[name]), fields[name].default)
+                         for name in self.names]
         self._missing = [_MISSING if name in defaulted else None for name in self.names]  # a row's gap
+        self._plans = {}  # the value types of a row -> what its values need (see `_plan`)
 
         def build():
             row = {getattr(model, name): PLACEHOLDER for name in self.names}
@@ -186,23 +194,65 @@ class PreparedInsert(PreparedQuery):
         super().__init__(build)
 
     def values(self, *rows):
-        """The statement's parameters for `rows`: each row's values, converted, in column order."""
+        """The statement's parameters for `rows`: each row's values, converted, in column order.
+
+        What a row's values need (a default, a conversion, nothing) depends only on their types,
+        so it is worked out once per combination of types (`_plan`), not per value."""
         params = []
         for row in rows:
             values = list(map(row.get, self.names, self._missing))
-            for index, default in self._defaults:
-                if values[index] is _MISSING:
-                    values[index] = default() if callable(default) else default
-            params += [value if value is None or isinstance(value, native) else convert(value)
-                       for value, (native, convert) in zip(values, self._columns, strict=True)]
+            types = tuple(map(type, values))
+            fills, calls, stamps = self._plans.get(types) or self._plan(types)
+            for index, value in fills:
+                values[index] = value
+            for index, make in calls:
+                values[index] = make(values[index])
+            for index in stamps:  # a transaction's timestamp: its text is remembered, no call
+                stamp, text = _last_timestamp
+                values[index] = text if values[index] is stamp else _timestamp_text(values[index])
+            params += values
         return params
+
+    def _plan(self, types):
+        """For a row whose values have `types`: (fills, calls, stamps). `fills` are (index, value)
+        pairs for the defaults that are constants (converted once); `calls` are (index, function)
+        pairs giving the bound value of a value to convert (a native type's subclass binds as its
+        plain value, a Decimal in a DecimalTextField as `str` of it) or of a default to make per
+        row; `stamps` are the indexes of datetimes in UtcDateTimeField columns."""
+        fills, calls, stamps = [], [], []
+        for index, (kind, (native, convert, default)) in enumerate(zip(types, self._columns, strict=True)):
+            if kind is datetime and getattr(convert, "__func__", None) is UtcDateTimeField.db_value:
+                stamps.append(index)
+            elif kind is _Missing and not callable(default):
+                fills.append((index, _bound(default, native, convert)))
+            elif kind is _Missing:
+                calls.append((index, lambda _, make=default, native=native, convert=convert:
+                              _bound(make(), native, convert)))
+            elif kind is Decimal and getattr(convert, "__func__", None) is DecimalTextField.db_value:
+                calls.append((index, str))  # what DecimalTextField.db_value gives, without its call
+            elif kind is not native and kind is not type(None):
+                calls.append((index, _PLAIN[native] if issubclass(kind, native) else convert))
+        plan = (fills, calls, stamps)
+        if len(self._plans) < _MAX_PLANS:
+            self._plans[types] = plan
+        return plan
 
     def execute(self, db, *rows):
         """Insert `rows` on `db` (through its guard) and return the cursor."""
         return super().execute(db, self.values(*rows))
 
 
-_MISSING = object()
+class _Missing:
+    """The type of `_MISSING`, the value of a defaulted column a row leaves out."""
+
+
+_MISSING = _Missing()
+_MAX_PLANS = 64  # combinations of value types remembered per statement
+
+
+def _bound(value, native, convert):
+    """`value` as bound for a column: as it is when None or of the column's native type."""
+    return value if value is None or isinstance(value, native) else convert(value)
 
 
 class _Converted:
@@ -215,6 +265,11 @@ _NATIVE_TYPES = {TextField.adapt: str, IntegerField.adapt: int, FloatField.adapt
                  BooleanField.adapt: bool}
 
 
+# A subclass of a native type (a str enum, a bool in an integer column) -> its plain value, what
+# sqlite3 would bind it as, but without first looking for an adapter of the subclass.
+_PLAIN = {str: str.__str__, int: int.__index__, float: float.__float__}
+
+
 def _native_type(field):
     """The type whose instances `field` binds as they are (no conversion call)."""
     if type(field).db_value is not Field.db_value:
@@ -223,8 +278,11 @@ def _native_type(field):
 
 
 def _converter(field):
-    """How a Python value becomes a bound parameter of `field` (JSON fields: JSON text)."""
+    """How a Python value other than None becomes a bound parameter of `field` (JSON fields: JSON
+    text, `json.dumps`'s own when the field uses it)."""
     if isinstance(field, JSONField):
-        dumps = field._json_dumps
-        return lambda value: None if value is None else dumps(value)
+        return _json_text if field._json_dumps is json.dumps else field._json_dumps
     return field.db_value
+
+
+_json_text = json_encoder()  # json.dumps with its defaults

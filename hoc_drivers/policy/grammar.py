@@ -306,18 +306,23 @@ def parse_recovering(text, file="<string>"):
     """Parse like `parse`, but return `(Program, errors)` instead of raising. When the text
     does not parse, each top-level statement is parsed on its own, so that every statement's
     first error is reported; a statement that fails is left out, or kept as an empty
-    declaration when its `policy NAME: CATEGORY` header is readable."""
+    declaration when its `policy NAME: CATEGORY` header is readable. The whole text's first
+    error (what `parse` raises) is always among the errors, in place of its statement's own."""
     try:
         return parse(text, file), []
-    except PolicyError:
-        pass
+    except PolicyError as error:
+        first = error
     starts = _statement_starts(text)
-    statements, errors = [], []
+    statements, errors = [], [first]
+    where = (first.line, first.column)
     for start, end in zip(starts, [*starts[1:], len(text)], strict=True):
         try:
             statements.extend(_parse_statement(text, start, end, file))
         except PolicyError as error:
-            errors.append(error)
+            holds_first = _position(text, start) <= where and (end == len(text)
+                                                              or where < _position(text, end))
+            if not holds_first:
+                errors.append(error)
             placeholder = _placeholder(text, start, end)
             if placeholder is not None:
                 statements.append(placeholder)
