@@ -35,12 +35,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class HttpReceiver:
-    """A real HTTP server on 127.0.0.1 that records each POST; can go down and come back."""
+    """A real HTTP server on 127.0.0.1 that records each POST; can go down and come back.
+
+    Each request is kept as (raw request target, headers, body): the target exactly as the
+    request line sent it (`BaseHTTPRequestHandler.path` turns a leading `//` into `/`, which
+    would hide a malformed URL), and the whole raw request line in `request_lines`.
+    """
 
     def __init__(self, status=200):
         self.status = status
         self.on_request = None  # called as each request arrives, before the reply
         self.requests = []
+        self.request_lines = []
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
         self.server = None
@@ -55,7 +61,8 @@ class HttpReceiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with receiver.lock:
-                    receiver.requests.append((self.path, dict(self.headers), body))
+                    receiver.requests.append((self.requestline.split(" ")[1], dict(self.headers), body))
+                    receiver.request_lines.append(self.requestline)
                     receiver.arrived.notify_all()
                 if receiver.on_request:
                     receiver.on_request()
@@ -89,13 +96,18 @@ class HttpReceiver:
 
 
 class SmtpReceiver(socketserver.ThreadingTCPServer):
-    """A minimal real SMTP server on 127.0.0.1: EHLO, MAIL, RCPT, DATA, QUIT; keeps messages."""
+    """A minimal real SMTP server on 127.0.0.1: EHLO, MAIL, RCPT, DATA, QUIT; keeps messages
+    and every command line received (`commands`). `extensions` are advertised after EHLO
+    (e.g. "AUTH PLAIN", accepted whatever the credentials); RCPT of an address in `refuse`
+    gets 550."""
 
     allow_reuse_address = True
     daemon_threads = True
 
-    def __init__(self):
+    def __init__(self, extensions=(), refuse=()):
         self.messages = []
+        self.commands = []
+        self.extensions, self.refuse = list(extensions), set(refuse)
         super().__init__(("127.0.0.1", 0), _SmtpSession)
         threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
 
@@ -109,14 +121,23 @@ class _SmtpSession(socketserver.StreamRequestHandler):
         sender, recipients = None, []
         for raw in self.rfile:
             command = raw.decode().strip()
+            self.server.commands.append(command)
             verb = command[:4].upper()
             if verb in ("EHLO", "HELO"):
+                for extension in self.server.extensions:
+                    self.reply("250-" + extension)
                 self.reply("250 test")
+            elif verb == "AUTH":
+                self.reply("235 accepted")
             elif verb == "MAIL":
                 sender, recipients = command.split(":", 1)[1].strip(), []
                 self.reply("250 OK")
             elif verb == "RCPT":
-                recipients.append(command.split(":", 1)[1].strip().strip("<>"))
+                address = command.split(":", 1)[1].strip().strip("<>")
+                if address in self.server.refuse:
+                    self.reply("550 no such mailbox")
+                    continue
+                recipients.append(address)
                 self.reply("250 OK")
             elif verb == "DATA":
                 self.reply("354 end with .")
@@ -400,7 +421,8 @@ def test_alertmanager_alert_marks_its_incident_and_refreshes_the_guard_cache(
     sender = AlertSender(hoc_coordinator, AlertDelivery(alertmanager_url=receiver.url + "/"))
     assert sender.process_batch()["sent"] == 1
     ((path, _, body),) = receiver.requests
-    assert path == "/api/v2/alerts"
+    assert path == "/api/v2/alerts"      # the raw target: no "//" from the URL's trailing "/"
+    assert receiver.request_lines == ["POST /api/v2/alerts HTTP/1.1"]
     assert json.loads(body)[0]["labels"]["alertname"] == "CostSimV2Disabled"
     assert Incident.select().where(Incident.id == "inc-1").get(hoc_coordinator.db).alert_sent is True
     assert shared_cache.get_incidents("acme") is None

@@ -176,6 +176,8 @@ class DeterministicEngine:
         node = module.nodes.get(name)
         evaluation = _NodeEvaluation(module, context, self.max_steps)
         try:
+            if not isinstance(context, dict):
+                raise PolicyRuntimeError(f"context must be a JSON object, got {type(context).__name__}")
             item = evaluation.run(name)
         except Exception as error:  # fail closed: no error may turn into an ALLOW
             message = (str(error) if isinstance(error, PolicyRuntimeError)
