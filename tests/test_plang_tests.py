@@ -19,11 +19,29 @@ def test_the_fixture_tests_pass_and_report_coverage(run_cli, tmp_path, policies)
     result = run_cli(tmp_path / "hoc.db", "dag", "test", str(policies), "--coverage")
     assert result.exit_code == 0, result.output + result.stderr
     lines = result.stdout.splitlines()
-    assert lines[-1] == "13 passed, 0 failed"
+    assert lines[-1] == "21 passed, 0 failed"
     assert f"{policies}/main_test.json::a frozen agent is denied first PASSED" in lines
-    assert (f"{policies}/safety.plang: 4 of 5 fired; never fired: line 7 (kill_switch)"
-            in lines)
-    assert "coverage: 14 of 21 rules fired (66%)" in lines
+    assert f"{policies}/safety.plang: 5 of 5 fired" in lines
+    assert "coverage: 21 of 21 rules fired (100%)" in lines
+
+
+def _without_cases_decided_by(policies, *nodes):
+    """The fixture cases less those decided by `nodes` (so those rules never fire)."""
+    cases_file = policies / "main_test.json"
+    cases = json.loads(cases_file.read_text())
+    cases["cases"] = [case for case in cases["cases"] if case.get("decided_by") not in nodes]
+    cases_file.write_text(json.dumps(cases))
+    return cases_file
+
+
+def test_coverage_names_each_rule_no_case_fired(run_cli, tmp_path, policies):
+    _without_cases_decided_by(policies, "unverified_agent", "audit_access")
+    result = run_cli(tmp_path / "hoc.db", "dag", "test", str(policies), "--coverage")
+    assert result.exit_code == 0, result.output + result.stderr
+    lines = result.stdout.splitlines()
+    assert (f"{policies}/shared_rules.plang: 0 of 2 fired; never fired: line 5 (unverified_agent), "
+            "10 (audit_access)") in lines
+    assert "coverage: 19 of 21 rules fired (90%)" in lines
 
 
 def test_a_policy_change_that_breaks_a_case_fails_it(run_cli, tmp_path, policies):
@@ -34,15 +52,15 @@ def test_a_policy_change_that_breaks_a_case_fails_it(run_cli, tmp_path, policies
     assert result.exit_code == 1
     assert (f"FAILED {policies}/main_test.json::a frozen agent is denied first: "
             "expected deny by kill_switch, got escalate by kill_switch") in result.stdout
-    assert result.stdout.splitlines()[-1] == "12 passed, 1 failed"
+    assert result.stdout.splitlines()[-1] == "20 passed, 1 failed"
 
 
 def test_json_output_and_coverage(run_cli, tmp_path, policies):
-    result = run_cli(tmp_path / "hoc.db", "dag", "test", str(policies / "main_test.json"),
-                     "--json", "--coverage")
+    cases_file = _without_cases_decided_by(policies, "unverified_agent", "audit_access")
+    result = run_cli(tmp_path / "hoc.db", "dag", "test", str(cases_file), "--json", "--coverage")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert (report["ok"], report["passed"], report["failed"]) == (True, 13, 0)
+    assert (report["ok"], report["passed"], report["failed"]) == (True, 19, 0)
     shared = report["coverage"][f"{policies}/shared_rules.plang"]
     assert shared == [{"line": 5, "node": "unverified_agent", "fired": False},
                       {"line": 10, "node": "audit_access", "fired": False}]
