@@ -31,9 +31,10 @@ circuit breaker (`costsim_cb_incidents`); this edition has no circuit breaker an
 import json
 from datetime import timedelta
 
-from peewee import SQL, Select, fn
+from peewee import fn
 
 from .facts import AlertQueued, GuardStateChanged
+from .dialect import id_list, skip_locked
 from .listing import expand_id, page
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
@@ -93,11 +94,11 @@ def _claimed_update(changes):
 
 
 # The claim: the due alerts in index order, then their lease (ids as one JSON array).
-_SELECT_DUE = PreparedQuery(lambda: AlertQueueItem.select().where(_due(PLACEHOLDER))
-                            .order_by(AlertQueueItem.next_attempt_at).limit(PLACEHOLDER))
+_SELECT_DUE = PreparedQuery(lambda: skip_locked(AlertQueueItem.select().where(_due(PLACEHOLDER))
+                                                .order_by(AlertQueueItem.next_attempt_at).limit(PLACEHOLDER)))
 _LEASE = PreparedQuery(lambda: AlertQueueItem.update(
     {AlertQueueItem.next_attempt_at: PLACEHOLDER, AlertQueueItem.claim_token: PLACEHOLDER})
-    .where(AlertQueueItem.id.in_(Select([fn.json_each(PLACEHOLDER)], [SQL("value")]))))
+    .where(AlertQueueItem.id.in_(id_list(PLACEHOLDER))))
 _FIELDS = AlertQueueItem._meta.sorted_fields
 _INSERT_ALERT = PreparedInsert(AlertQueueItem, (
     "id", "tenant_id", "payload", "alert_type", "circuit_breaker_name", "incident_id", "channel",
@@ -256,7 +257,8 @@ class AlertQueueWriter:
         Due = pending, `next_attempt_at <= now`, attempts < max_attempts. Each claimed alert
         gets a claim token and `next_attempt_at = now + lease_seconds`; record its outcome
         (sent / retry / failed) before the lease ends. Must run inside a coordinator
-        transaction (BEGIN IMMEDIATE), which is what makes the claim atomic.
+        transaction, which makes the claim atomic: on SQLite its BEGIN IMMEDIATE; on PostgreSQL
+        the due rows are locked as they are read, skipping those another claimer holds.
         """
         self.tx.require_open()
         if batch_size < 1:

@@ -128,13 +128,13 @@ def write_non_blocking(tx, statement, failure, description, logger=log):
     `description`) and gives `failure`. Never commits.
 
     Each write statement is its own non-blocking unit: `statement` sends at most one write
-    statement itself, and SQLite undoes a failing statement by itself (its statement journal)
-    and keeps the transaction open, so no savepoint is needed. A further write is a nested
+    statement, undone alone when it fails (`tx.statement_savepoint`). A further write is a nested
     `write_non_blocking` call (as `DecisionRecordService.append` writes the record, then its
     policy mirror). `tx` is the caller's transaction, already checked (`require_transaction`).
     """
     try:
-        return statement(tx.db)
+        with tx.statement_savepoint():
+            return statement(tx.db)
     except Exception:
         logger.warning("%s: not written", description, exc_info=True)
         return failure

@@ -22,6 +22,8 @@ from functools import lru_cache
 
 from peewee import DatabaseError, SqliteDatabase
 
+from .dialect import SQLITE, schema_version_sql, table_count_sql
+from .dialect import of as dialect_of
 from .models import ALL_MODELS, create_schema
 from .schema_digest import SCHEMA_VERSION, STATEMENTS_SQL, is_current, schema_digest
 from .validation import require_database
@@ -44,11 +46,10 @@ class OlderSchema(RuntimeError):
 def schema_version(db):
     """The file's schema version: its user_version, else 1 for a file with tables written before
     versions were recorded, else 0 (no tables yet)."""
-    (version,) = db.execute_sql("PRAGMA user_version").fetchone()
+    (version,) = db.execute_sql(schema_version_sql(db)).fetchone()
     if version:
         return version
-    (tables,) = db.execute_sql("SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-                               " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'").fetchone()
+    (tables,) = db.execute_sql(table_count_sql(db)).fetchone()
     return 1 if tables else 0
 
 
@@ -116,7 +117,8 @@ def _trigger_issues(db, model):
     actual = dict(db.execute_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
                                  " AND tbl_name = ?", (table,)).fetchall())
     issues = []
-    for name, sql in getattr(model, "TRIGGERS", {}).items():
+    for name, statements in getattr(model, "TRIGGERS", {}).items():
+        (sql,) = statements[SQLITE]
         if name not in actual:
             issues.append(ParityIssue("TRIGGER", table, f"trigger {name} is missing"))
         elif _normal_sql(actual[name]) != _normal_sql(sql):
@@ -226,8 +228,8 @@ def run_startup_parity_check(db):
     user_version, its CREATE statements: `schema_digest.is_current`); only one that differs is
     compared table by table (a migrated file: columns added by ALTER TABLE sit last, so its
     statements differ)."""
-    (version,) = db.execute_sql("PRAGMA user_version").fetchone()
-    if is_current(version, [sql for (sql,) in db.execute_sql(STATEMENTS_SQL)]):
+    (version,) = db.execute_sql(schema_version_sql(db)).fetchone()
+    if dialect_of(db) == SQLITE and is_current(version, [sql for (sql,) in db.execute_sql(STATEMENTS_SQL)]):
         return {"ok": True, "errors": [], "warnings": []}
     check_schema_version(db)
     check_m26_cost_tables(db)

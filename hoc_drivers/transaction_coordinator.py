@@ -16,8 +16,10 @@ import atexit
 import logging
 import threading
 import weakref
+from contextlib import nullcontext
 from functools import lru_cache
 
+from .dialect import begin_statement, failed_statement_aborts_transaction
 from .bus import EventPublisher, handlers_of
 from .commit_guard import CommitForbidden
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, utcnow
@@ -73,6 +75,12 @@ class Transaction:
     def savepoint(self):
         """A savepoint in this transaction: a failing block undoes only its own writes."""
         return _Savepoint(self)
+
+    def statement_savepoint(self):
+        """Around a statement whose failure the caller handles and goes on: a savepoint where a
+        failing statement would abort the whole transaction (PostgreSQL); nothing on SQLite,
+        which undoes a failing statement by itself."""
+        return self.savepoint() if failed_statement_aborts_transaction(self.db) else nullcontext(self)
 
     def write_outbox(self):
         """Write this transaction's events to the `events` table in one statement."""
@@ -162,7 +170,7 @@ class _TransactionScope:
             return self._inner.__enter__()
         self._inner = None
         tx = self._tx = Transaction(db)
-        _send(db, "BEGIN IMMEDIATE", unit=tx)
+        _send(db, begin_statement(db), unit=tx)
         try:
             if self.coordinator._published_unmarked:  # read without the lock: only a hint
                 self.coordinator._mark_published(tx)

@@ -21,6 +21,7 @@ def _complete(coordinator, run_id):
                                                          trace_id=f"trace-{run_id}")
 
 
+@pytest.mark.sqlite_only
 def test_a_run_completion_costs_few_python_calls(hoc_coordinator, hoc_db):
     with hoc_coordinator.transaction() as tx:
         Trace.insert_many([{"trace_id": f"trace-r{i}", "tenant_id": "t1", "run_id": f"r{i}"}

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cli
+from hoc_drivers.testing import schema_snapshot
 from hoc_drivers import cross_domain, decisions, ledger
 from hoc_drivers.alert_driver import AlertQueueReader
 from hoc_drivers.cli_docs import command_paths
@@ -81,17 +82,13 @@ def test_tenants_never_see_each_other_through_the_cli(hoc_db, hoc_coordinator, r
     assert status["is_frozen"] is False
 
 
-def schema_of(path):
-    conn = sqlite3.connect(path)
-    try:
-        return sorted(conn.execute("SELECT type, name FROM sqlite_master").fetchall())
-    finally:
-        conn.close()
+def schema_of(db):
+    return sorted((kind, name) for kind, name, _ in schema_snapshot(db))
 
 
 @pytest.mark.parametrize("evil", INJECTIONS)
 def test_injection_strings_are_stored_verbatim_and_harmless(hoc_db, hoc_coordinator, evil):
-    before = schema_of(hoc_db.database)
+    before = schema_of(hoc_db)
     result = RunCompletionTransaction(hoc_coordinator).execute(evil, evil, "failed",
                                                                error_message=evil)
     with hoc_coordinator.transaction() as tx:
@@ -107,7 +104,7 @@ def test_injection_strings_are_stored_verbatim_and_harmless(hoc_db, hoc_coordina
     assert IdempotencyReader(hoc_db).check_idempotency(evil, evil).run_id == claim.run_id
     signal = ledger.get_signals(hoc_db, artifact=evil)[0]
     assert (signal["field"], signal["evidence"]) == (evil, {evil: evil})
-    assert schema_of(hoc_db.database) == before
+    assert schema_of(hoc_db) == before
     assert [i.tenant_id for i in guard.list_incidents("tenant-x")] == []
 
 
