@@ -34,7 +34,7 @@ from datetime import timedelta
 from peewee import fn
 
 from .facts import AlertQueued, GuardStateChanged
-from .dialect import id_list, skip_locked
+from .dialect import contains_text, id_list, json_member_text, skip_locked
 from .listing import expand_id, page
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
@@ -195,12 +195,10 @@ class AlertQueueReader:
         if _require_choice(channel, ALERT_CHANNELS, "channel") is not None:
             condition &= AlertQueueItem.channel == channel
         if optional_text(destination, "destination") is not None:
-            # coerce(False): the paths are JSON paths, not values of the destination column;
             # recipients are matched in their JSON array text (json_each in a read is refused
             # by the commit guard: SQLite reports its first use as a schema write)
-            targets = [fn.json_extract(AlertQueueItem.destination, path).coerce(False)
-                       for path in ("$.url", "$.recipients")]
-            condition &= (fn.instr(targets[0], destination) > 0) | (fn.instr(targets[1], destination) > 0)
+            url, recipients = (json_member_text(AlertQueueItem.destination, key) for key in ("url", "recipients"))
+            condition &= contains_text(url, destination) | contains_text(recipients, destination)
         query = page(AlertQueueItem.select().where(condition), AlertQueueItem.created_at, since, until,
                      offset, limit)
         return list(query.execute(self.db))

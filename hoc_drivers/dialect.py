@@ -5,7 +5,9 @@ Peewee's SQL context, so a `by_dialect(sqlite=..., postgresql=...)` node inside 
 the variant of the database the query is built for (`PreparedQuery` builds once per dialect).
 A database that names none (a plain Peewee database) gets the SQLite variant.
 """
-from peewee import SQL, Cast, ColumnBase, NodeList, Select, fn
+from contextlib import nullcontext
+
+from peewee import SQL, Cast, ColumnBase, NodeList, Select, Value, fn
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -42,6 +44,17 @@ def skip_locked(query):
     different rows). On SQLite the query as it is: BEGIN IMMEDIATE already made the
     transaction the only writer."""
     return NodeList([query, by_dialect(SQL(""), SQL("FOR UPDATE SKIP LOCKED"))])
+
+
+def json_member_text(column, key):
+    """The text of member `key` of the JSON object in `column` (an array as its JSON text)."""
+    return by_dialect(fn.json_extract(column, f"$.{key}").coerce(False),
+                      NodeList([_as_jsonb(column), SQL("->>"), Value(key, converter=False)]))
+
+
+def contains_text(text, part):
+    """True where `part` occurs in `text` (SQLite's instr, PostgreSQL's strpos)."""
+    return by_dialect(fn.instr(text, part), fn.strpos(text, part)) > 0
 
 
 def _as_jsonb(node):
@@ -178,3 +191,10 @@ def failed_statement_aborts_transaction(db):
     """True when a failing statement aborts `db`'s whole transaction (PostgreSQL) instead of
     being undone alone with the transaction kept open (SQLite's statement journal)."""
     return of(db) == POSTGRESQL
+
+
+def statement_savepoint(db):
+    """For a read whose failure the caller survives: the statement savepoint of the coordinator
+    transaction open on `db` in this thread (`Transaction.statement_savepoint`), else nothing."""
+    tx = db.current_unit() if hasattr(db, "current_unit") else None
+    return nullcontext() if tx is None else tx.statement_savepoint()

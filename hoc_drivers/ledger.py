@@ -18,8 +18,8 @@ from numbers import Real
 from peewee import EXCLUDED, fn
 
 from . import settings
-from .dialect import insertion_order, json_merge_patch
 from .decisions import write_non_blocking
+from .dialect import insertion_order, json_merge_patch, statement_savepoint
 from .listing import page
 from .models.base import PreparedInsert, new_id, utcnow
 from .models.ledger import LEDGER_STATUSES, DiscoveryLedgerEntry as Entry
@@ -159,7 +159,8 @@ def get_signals(db, artifact=None, signal_type=None, status=None, limit=100, *, 
     if not newest_first:
         query = query.order_by(Entry.seen_count.desc(), Entry.last_seen_at.desc(), insertion_order())
     try:
-        return [_signal_dict(e) for e in query.execute(db)]
+        with statement_savepoint(db):
+            return [_signal_dict(e) for e in query.execute(db)]
     except Exception:
         log.warning("Failed to query discovery signals", exc_info=True)
         return []

@@ -7,8 +7,8 @@ CASCADE). Tests about SQLite itself carry the `sqlite_only` marker and are skipp
 PostgreSQL.
 
 Fixtures: `hoc_db` (an initialised database: a temporary file, or the session's PostgreSQL
-database emptied), `hoc_memory_db` (initialised `:memory:`; on PostgreSQL the same as
-`hoc_db`), `hoc_coordinator` (a TransactionCoordinator over `hoc_db`),
+database emptied), `hoc_memory_db` (initialised `:memory:`; on PostgreSQL a second
+database emptied), `hoc_coordinator` (a TransactionCoordinator over `hoc_db`),
 `hoc_publisher` (its in-process publisher, with `.published` events), `hoc_clock` (a manual
 clock: `.advance(seconds)`), `hoc_guard_cache` (a GuardCache on that clock) and
 `hoc_no_stray_commits` (fails the test if any code tried to commit, or to write, outside the
@@ -140,7 +140,8 @@ class _PostgresqlTestDatabase:
 
 @pytest.fixture(scope="session")
 def _hoc_postgresql():
-    """The session's PostgreSQL database (a `_PostgresqlTestDatabase`), or None on SQLite."""
+    """The session's PostgreSQL databases (`_PostgresqlTestDatabase`s: for `hoc_db`, and another
+    for `hoc_memory_db`), or None on SQLite."""
     if _backend() != "postgresql":
         yield None
         return
@@ -148,8 +149,8 @@ def _hoc_postgresql():
 
     # its own folder: pytest's numbered temporary folders are pruned by other pytest runs
     server = pgserver.get_server(tempfile.mkdtemp(prefix="hoc-pg-"), cleanup_mode="delete")
-    server.psql("CREATE DATABASE hoc_test;")
-    yield _PostgresqlTestDatabase(server.get_uri("hoc_test"))
+    server.psql("CREATE DATABASE hoc_test; CREATE DATABASE hoc_test_other;")
+    yield [_PostgresqlTestDatabase(server.get_uri(name)) for name in ("hoc_test", "hoc_test_other")]
     server.cleanup()
 
 
@@ -183,7 +184,7 @@ def hoc_db(tmp_path, _hoc_schema_template, _hoc_postgresql):
     from hoc_drivers.db import connect_database
 
     if _hoc_postgresql is not None:
-        db = _hoc_postgresql.emptied()
+        db = _hoc_postgresql[0].emptied()
     else:
         path = tmp_path / "hoc-test.db"
         shutil.copy2(_hoc_schema_template, path)
@@ -195,11 +196,11 @@ def hoc_db(tmp_path, _hoc_schema_template, _hoc_postgresql):
 @pytest.fixture
 def hoc_memory_db(_hoc_schema_template, _hoc_postgresql):
     """An initialised in-memory hoc-drivers database (single thread only); on PostgreSQL the
-    session's database emptied."""
+    session's other database (not `hoc_db`'s) emptied."""
     from hoc_drivers.db import connect_database
 
     if _hoc_postgresql is not None:
-        db = _hoc_postgresql.emptied()
+        db = _hoc_postgresql[1].emptied()
         yield db
         db.close()
         return

@@ -19,9 +19,9 @@ import weakref
 from contextlib import nullcontext
 from functools import lru_cache
 
-from .dialect import begin_statement, failed_statement_aborts_transaction
 from .bus import EventPublisher, handlers_of
 from .commit_guard import CommitForbidden
+from .dialect import begin_statement, failed_statement_aborts_transaction
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, utcnow
 from .models.runs import Event
 from .run_completion import (DomainResult, RunCompletionTransaction, TransactionFailed,  # noqa: F401

@@ -63,7 +63,7 @@ def test_a_prepared_statement_still_meets_the_guard(hoc_coordinator, hoc_db):
             conn.execute_built('SAVEPOINT "sneaky"', ())
         with pytest.raises(CommitForbidden):
             conn.issue("COMMIT")
-        with pytest.raises(peewee.IntegrityError):  # SQLite's errors still become Peewee's
+        with pytest.raises(peewee.IntegrityError), tx.statement_savepoint():  # errors become Peewee's
             insert.execute(tx.db, {"trace_id": "x", "tenant_id": "t1", "run_id": "r"})
         with tx.savepoint():  # savepoints still nest around the direct route
             insert.execute(tx.db, {"trace_id": "y", "tenant_id": "t1", "run_id": "r"})
