@@ -198,3 +198,15 @@ def statement_savepoint(db):
     transaction open on `db` in this thread (`Transaction.statement_savepoint`), else nothing."""
     tx = db.current_unit() if hasattr(db, "current_unit") else None
     return nullcontext() if tx is None else tx.statement_savepoint()
+
+
+_TRIGGERS_SQL = {
+    SQLITE: "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+    POSTGRESQL: ("SELECT t.tgname::text, pg_get_triggerdef(t.oid) FROM pg_trigger t"
+                 " JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+                 " WHERE n.nspname = current_schema() AND c.relname = %s AND NOT t.tgisinternal")}
+
+
+def triggers_sql(db):
+    """The query of (name, definition) of each trigger on one table (its name the parameter)."""
+    return _TRIGGERS_SQL[of(db)]

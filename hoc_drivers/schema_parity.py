@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from peewee import DatabaseError, SqliteDatabase
 
-from .dialect import SQLITE, schema_version_sql, table_count_sql
+from .dialect import SQLITE, schema_version_sql, table_count_sql, triggers_sql
 from .dialect import of as dialect_of
 from .models import ALL_MODELS, create_schema
 from .schema_digest import SCHEMA_VERSION, STATEMENTS_SQL, is_current, schema_digest
@@ -114,14 +114,14 @@ def _normal_sql(sql):
 def _trigger_issues(db, model):
     """TRIGGER errors: each trigger the model declares must exist, with the model's statement."""
     table = model._meta.table_name
-    actual = dict(db.execute_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
-                                 " AND tbl_name = ?", (table,)).fetchall())
+    actual = dict(db.execute_sql(triggers_sql(db), (table,)).fetchall())
+    same_text = dialect_of(db) == SQLITE  # PostgreSQL's triggers are checked by name
     issues = []
     for name, statements in getattr(model, "TRIGGERS", {}).items():
         (sql,) = statements[SQLITE]
         if name not in actual:
             issues.append(ParityIssue("TRIGGER", table, f"trigger {name} is missing"))
-        elif _normal_sql(actual[name]) != _normal_sql(sql):
+        elif same_text and _normal_sql(actual[name]) != _normal_sql(sql):
             issues.append(ParityIssue("TRIGGER", table, f"trigger {name} differs from the model's"))
     return issues
 
@@ -156,6 +156,9 @@ def compare_schema(db, models=None):
         models = ALL_MODELS
     expected = _expected_schema(tuple(models))
     present = set(db.get_tables())
+    # column types and defaults are spelled per engine: compared on SQLite only (PostgreSQL: names,
+    # nullability, primary keys, indexes and triggers)
+    same_types = dialect_of(db) == SQLITE
     issues = []
     for model in models:
         if model._meta.table_name in present:
@@ -170,13 +173,13 @@ def compare_schema(db, models=None):
                 issues.append(ParityIssue("COLUMN_MISSING", table, f"column {name} is missing"))
                 continue
             actual_type, actual_null, actual_default = actual_columns[name]
-            if actual_type != data_type:
+            if same_types and actual_type != data_type:
                 issues.append(ParityIssue("COLUMN_TYPE", table,
                                           f"column {name} is {actual_type}, expected {data_type}"))
             if actual_null != null:
                 want = "NULL" if null else "NOT NULL"
                 issues.append(ParityIssue("COLUMN_NULL", table, f"column {name} should be {want}"))
-            if actual_default != default:
+            if same_types and actual_default != default:
                 issues.append(ParityIssue("COLUMN_DEFAULT", table, f"column {name} has default "
                                           f"{actual_default}, expected {default}", is_error=False))
         if actual_pk != primary_key:

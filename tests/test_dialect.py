@@ -8,6 +8,7 @@ from hoc_drivers.db import is_postgresql_url, open_database
 from hoc_drivers.ledger import _UPSERT_WITH_FIELD
 from hoc_drivers.models.cost import WorkerRun
 from hoc_drivers.pg_guard import GuardedPostgresqlDatabase, is_control
+from hoc_drivers.schema_parity import compare_schema
 
 PG = GuardedPostgresqlDatabase("postgresql://nobody@/nowhere")  # never connected: SQL only
 SQLITE = GuardedSqliteDatabase(":memory:")
@@ -51,3 +52,13 @@ def test_postgresql_transaction_and_session_control_is_recognised_however_spelle
                                  "DELETE FROM t", "/* begin */ SELECT 'commit'", "settle()"])
 def test_other_statements_are_left_to_the_server(sql):
     assert not is_control(sql)
+
+
+def test_schema_parity_reads_the_catalog_of_either_backend(hoc_db, hoc_coordinator):
+    assert compare_schema(hoc_db) == []
+    with hoc_coordinator.transaction() as tx:
+        tx.db.execute_sql("DROP TRIGGER worker_runs_immutable_guard" + (
+            " ON worker_runs" if dialect.of(hoc_db) == dialect.POSTGRESQL else ""))
+        tx.db.execute_sql("ALTER TABLE notifications DROP COLUMN metric")
+    found = {(issue.kind, issue.table) for issue in compare_schema(hoc_db)}
+    assert found == {("TRIGGER", "worker_runs"), ("COLUMN_MISSING", "notifications")}
