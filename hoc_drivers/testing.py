@@ -100,6 +100,23 @@ def schema_snapshot(db):
         conn.close()
 
 
+def content_snapshot(db):
+    """Everything `db` holds as another connection reads it, to compare before and after: SQLite's
+    dump of the file; on PostgreSQL the schema and every row of every table of the models."""
+    from hoc_drivers import dialect
+    from hoc_drivers.models import ALL_MODELS
+
+    conn = other_connection(db)
+    try:
+        if dialect.of(db) == dialect.SQLITE:
+            return list(conn.iterdump())
+        return [schema_snapshot(db)] + [
+            conn.execute(f'SELECT * FROM "{model._meta.table_name}" ORDER BY 1').fetchall()
+            for model in ALL_MODELS]
+    finally:
+        conn.close()
+
+
 def assert_no_stray_commits(db):
     """Fail when `db` refused any commit, transaction or write made outside the coordinator."""
     refusals = getattr(db, "refusals", [])

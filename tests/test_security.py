@@ -4,7 +4,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 import stat
 
 import pytest
@@ -13,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cli
-from hoc_drivers.testing import schema_snapshot
+from hoc_drivers.testing import content_snapshot, schema_snapshot
 from hoc_drivers import cross_domain, decisions, ledger
 from hoc_drivers.alert_driver import AlertQueueReader
 from hoc_drivers.cli_docs import command_paths
@@ -135,12 +134,8 @@ def test_new_database_files_are_owner_only(tmp_path, run_cli):
             assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
 
 
-def database_checksum(path):
-    conn = sqlite3.connect(path)
-    try:
-        return hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
-    finally:
-        conn.close()
+def database_checksum(db):
+    return hashlib.sha256(repr(content_snapshot(db)).encode()).hexdigest()
 
 
 FUZZ_SKIP = {"hoc-drivers bench", "hoc-drivers demo", "hoc-drivers alerts send"}
@@ -160,7 +155,7 @@ TOKENS = st.one_of(
 @given(command=st.sampled_from(COMMANDS), tokens=st.lists(TOKENS, max_size=6))
 def test_fuzzed_cli_arguments_never_traceback(hoc_db, command, tokens):
     path, _ = command
-    before = database_checksum(hoc_db.database)
+    before = database_checksum(hoc_db)
     runner = CliRunner()
     with runner.isolated_filesystem():  # a fuzzed path (e.g. a backup destination) lands there
         result = runner.invoke(cli.cli, ["--db", hoc_db.database, *path, *tokens])
@@ -169,7 +164,7 @@ def test_fuzzed_cli_arguments_never_traceback(hoc_db, command, tokens):
     assert result.exit_code in (0, 1, 2, 3), (path, tokens, output)
     if result.exit_code == 2:
         assert len(result.stderr.strip().splitlines()) == 1, output
-        assert database_checksum(hoc_db.database) == before, (path, tokens)
+        assert database_checksum(hoc_db) == before, (path, tokens)
 
 
 def nested(depth):
