@@ -170,16 +170,19 @@ def table_count_sql(db):
 _CATALOG_SQL = {
     SQLITE: "SELECT type, name, sql FROM sqlite_master ORDER BY name",
     POSTGRESQL: (
-        "SELECT 'table', table_name::text, NULL FROM information_schema.tables"
-        " WHERE table_schema = current_schema()"
+        "SELECT 'table', c.relname::text, NULL FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
         " UNION ALL SELECT 'index', indexname::text, indexdef FROM pg_indexes"
         " WHERE schemaname = current_schema()"
         " UNION ALL SELECT 'trigger', t.tgname::text, pg_get_triggerdef(t.oid) FROM pg_trigger t"
         " JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = current_schema() AND NOT t.tgisinternal"
-        " UNION ALL SELECT 'column', table_name || '.' || column_name, data_type || ' ' || is_nullable"
-        " || ' ' || coalesce(column_default, '') FROM information_schema.columns"
-        " WHERE table_schema = current_schema() ORDER BY 1, 2")}
+        " UNION ALL SELECT 'column', c.relname || '.' || a.attname, format_type(a.atttypid, a.atttypmod)"
+        " || ' ' || a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') FROM pg_attribute a"
+        " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+        " WHERE n.nspname = current_schema() AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped"
+        " ORDER BY 1, 2")}
 
 
 def catalog_sql(db):
