@@ -47,6 +47,7 @@ class Transaction:
         self.published_topics = []
         self.callback_errors = []
         self.savepoints = 0
+        self._statements_abort = failed_statement_aborts_transaction(db)
 
     def require_open(self):
         """Raise CommitForbidden unless this transaction is still open."""
@@ -80,12 +81,15 @@ class Transaction:
         """Around a statement whose failure the caller handles and goes on: a savepoint where a
         failing statement would abort the whole transaction (PostgreSQL); nothing on SQLite,
         which undoes a failing statement by itself."""
-        return self.savepoint() if failed_statement_aborts_transaction(self.db) else nullcontext(self)
+        return self.savepoint() if self._statements_abort else _NO_SAVEPOINT
 
     def write_outbox(self):
         """Write this transaction's events to the `events` table in one statement."""
         if self.events:
             _insert_events(len(self.events)).execute(self.db, *self.events)
+
+
+_NO_SAVEPOINT = nullcontext()
 
 
 @lru_cache(maxsize=64)

@@ -13,7 +13,6 @@ from peewee import logger as peewee_log
 from playhouse import sqlite_ext
 
 from ..dialect import by_dialect
-from ..dialect import of as dialect_of
 from ..verdicts import as_utc, db_time, utcnow
 
 __all__ = ["PLACEHOLDER", "BaseModel", "DecimalTextField", "JSONField", "PreparedInsert", "PreparedQuery",
@@ -132,7 +131,7 @@ class PreparedQuery:
 
     def __init__(self, build):
         self._build = build
-        self._built = {}  # dialect -> (sql, slots, template or None)
+        self._built = {}  # database class (its dialect) -> (sql, slots, template or None)
 
     def sql(self, db):
         """(SQL text, parameter template) of the statement in `db`'s dialect, built afresh."""
@@ -142,7 +141,7 @@ class PreparedQuery:
         """Build the statement in `db`'s SQL dialect (once per dialect)."""
         sql, template = self.sql(db)
         slots = [i for i, value in enumerate(template) if value is _SLOT]
-        built = self._built[dialect_of(db)] = (sql, slots, None if len(slots) == len(template) else template)
+        built = self._built[db.__class__] = (sql, slots, None if len(slots) == len(template) else template)
         return built
 
     def execute(self, db, params):
@@ -151,7 +150,7 @@ class PreparedQuery:
         On a guarded connection it goes straight to its `execute_built` (driver errors still
         become Peewee's exceptions); elsewhere, or while Peewee's logger logs the
         SQL (--debug), through `db.execute_sql`."""
-        sql, slots, template = self._built.get(dialect_of(db)) or self._prepare(db)
+        sql, slots, template = self._built.get(db.__class__) or self._prepare(db)
         if template is not None:
             merged = list(template)
             for index, value in zip(slots, params, strict=True):
