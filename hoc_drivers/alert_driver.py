@@ -31,9 +31,10 @@ circuit breaker (`costsim_cb_incidents`); this edition has no circuit breaker an
 import json
 from datetime import timedelta
 
-from peewee import SQL, Select, fn
+from peewee import fn
 
 from .facts import AlertQueued, GuardStateChanged
+from .dialect import contains_text, id_list, json_member_text, skip_locked
 from .listing import expand_id, page
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
@@ -93,11 +94,11 @@ def _claimed_update(changes):
 
 
 # The claim: the due alerts in index order, then their lease (ids as one JSON array).
-_SELECT_DUE = PreparedQuery(lambda: AlertQueueItem.select().where(_due(PLACEHOLDER))
-                            .order_by(AlertQueueItem.next_attempt_at).limit(PLACEHOLDER))
+_SELECT_DUE = PreparedQuery(lambda: skip_locked(AlertQueueItem.select().where(_due(PLACEHOLDER))
+                                                .order_by(AlertQueueItem.next_attempt_at).limit(PLACEHOLDER)))
 _LEASE = PreparedQuery(lambda: AlertQueueItem.update(
     {AlertQueueItem.next_attempt_at: PLACEHOLDER, AlertQueueItem.claim_token: PLACEHOLDER})
-    .where(AlertQueueItem.id.in_(Select([fn.json_each(PLACEHOLDER)], [SQL("value")]))))
+    .where(AlertQueueItem.id.in_(id_list(PLACEHOLDER))))
 _FIELDS = AlertQueueItem._meta.sorted_fields
 _INSERT_ALERT = PreparedInsert(AlertQueueItem, (
     "id", "tenant_id", "payload", "alert_type", "circuit_breaker_name", "incident_id", "channel",
@@ -195,12 +196,10 @@ class AlertQueueReader:
         if _require_choice(channel, ALERT_CHANNELS, "channel") is not None:
             condition &= AlertQueueItem.channel == channel
         if optional_text(destination, "destination") is not None:
-            # coerce(False): the paths are JSON paths, not values of the destination column;
             # recipients are matched in their JSON array text (json_each in a read is refused
             # by the commit guard: SQLite reports its first use as a schema write)
-            targets = [fn.json_extract(AlertQueueItem.destination, path).coerce(False)
-                       for path in ("$.url", "$.recipients")]
-            condition &= (fn.instr(targets[0], destination) > 0) | (fn.instr(targets[1], destination) > 0)
+            url, recipients = (json_member_text(AlertQueueItem.destination, key) for key in ("url", "recipients"))
+            condition &= contains_text(url, destination) | contains_text(recipients, destination)
         query = page(AlertQueueItem.select().where(condition), AlertQueueItem.created_at, since, until,
                      offset, limit)
         return list(query.execute(self.db))
@@ -257,7 +256,8 @@ class AlertQueueWriter:
         Due = pending, `next_attempt_at <= now`, attempts < max_attempts. Each claimed alert
         gets a claim token and `next_attempt_at = now + lease_seconds`; record its outcome
         (sent / retry / failed) before the lease ends. Must run inside a coordinator
-        transaction (BEGIN IMMEDIATE), which is what makes the claim atomic.
+        transaction, which makes the claim atomic: on SQLite its BEGIN IMMEDIATE; on PostgreSQL
+        the due rows are locked as they are read, skipping those another claimer holds.
         """
         self.tx.require_open()
         if batch_size < 1:

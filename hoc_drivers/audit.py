@@ -39,10 +39,11 @@ DRIVERS = ("alert_driver", "alert_emitter", "cross_domain", "dag_executor", "dec
            "governance_signal_driver", "guard_cache", "guard_write_driver", "idempotency",
            "ledger", "schema_parity", "transaction_coordinator", "worker_write_service_async")
 COMMIT_AUTHORITY = "transaction_coordinator"
-# commit_guard.py defines the guard: it names COMMIT and ROLLBACK and calls sqlite3's commit()
-# and rollback() (the coordinator sends them); this module names the calls it looks for;
-# bench.py commits on raw sqlite3 baselines over scratch files.
-NOT_SCANNED = ("commit_guard", "audit", "bench")
+# commit_guard.py and pg_guard.py define the guard: they name COMMIT and ROLLBACK and call the
+# drivers' commit() and rollback() (the coordinator sends them); dialect.py names the BEGIN
+# each backend's coordinator sends; this module names the calls it looks for; bench.py commits
+# on raw sqlite3 baselines over scratch files.
+NOT_SCANNED = ("commit_guard", "pg_guard", "dialect", "audit", "bench")
 ACCESS_VALUES = ("READ", "WRITE", "READ+WRITE")
 
 _COMMIT_CALLS = {"commit", "rollback", "atomic", "manual_commit", "begin"}

@@ -65,7 +65,7 @@ _MAX_REMEMBERED = 4096  # classified texts kept per connection before it starts 
 
 # Frames in these modules are plumbing between a caller and the database; the caller named
 # in a refusal is the first frame outside them.
-_PLUMBING_MODULES = frozenset({"peewee", "contextlib", __name__})
+_PLUMBING_MODULES = frozenset({"peewee", "contextlib", "psycopg", __name__, "hoc_drivers.pg_guard"})
 
 
 class CommitForbidden(RuntimeError):
@@ -77,14 +77,15 @@ def _caller():
     frame = sys._getframe(1)
     while frame is not None:
         module = frame.f_globals.get("__name__", "?")
-        if module not in _PLUMBING_MODULES:
+        if module not in _PLUMBING_MODULES and module.partition(".")[0] not in _PLUMBING_MODULES:
             code = frame.f_code
             return f"{module}.{code.co_name} ({code.co_filename}:{frame.f_lineno})"
         frame = frame.f_back
     return "unknown caller"
 
 
-def _refusal_message(kind, what):
+def refusal_message(kind, what):
+    """The text of a refusal of `what` (a CONTROL or WRITE statement), naming the caller."""
     if kind is CONTROL:
         return (f"{what} refused: only the transaction coordinator may control transactions; "
                 f"called from {_caller()}")
@@ -144,16 +145,16 @@ class GuardedConnection(sqlite3.Connection):
         and any statement in a coordinator transaction SQLite has already rolled back."""
         kind = self._kinds.get(sql)
         if kind is CONTROL and not self.issuing or kind is WRITE and self.unit is None:
-            self._refuse(kind, _describe(kind, sql))
+            self._refuse(kind, describe(kind, sql))
         if self.unit is not None and not self.in_transaction and not self.issuing:
-            self._refuse(WRITE, f"{_describe(WRITE, sql)} after SQLite rolled the transaction back "
+            self._refuse(WRITE, f"{describe(WRITE, sql)} after SQLite rolled the transaction back "
                                 "(ON CONFLICT ROLLBACK, RAISE(ROLLBACK), a full disk, ...); it")
         if len(self._kinds) > _MAX_REMEMBERED:
             self._kinds.clear()
             self.set_authorizer(self._authorize)  # expires every cached statement
 
     def _refuse(self, kind, what):
-        message = _refusal_message(kind, what)
+        message = refusal_message(kind, what)
         self.refusals.append(message)
         raise CommitForbidden(message)
 
@@ -161,7 +162,7 @@ class GuardedConnection(sqlite3.Connection):
         """After a failed statement: raise CommitForbidden if the authorizer refused it."""
         kind, self._refused = self._refused, None
         if kind is not None:
-            self._refuse(kind, _describe(kind, sql))
+            self._refuse(kind, describe(kind, sql))
 
     def cursor(self, factory=None):
         """A cursor that keeps the guard (a `GuardedCursor` unless another factory is given)."""
@@ -186,7 +187,7 @@ class GuardedConnection(sqlite3.Connection):
     def issue(self, statement):
         """Send transaction control (BEGIN, SAVEPOINT, ...): only while the coordinator issues it."""
         if not self.issuing:
-            self._refuse(CONTROL, _describe(CONTROL, statement))
+            self._refuse(CONTROL, describe(CONTROL, statement))
         return self._run(_execute, GuardedCursor(self), statement, ())
 
     def _run(self, run, cursor, sql, parameters):
@@ -233,7 +234,8 @@ class GuardedConnection(sqlite3.Connection):
         super().rollback()
 
 
-def _describe(kind, sql):
+def describe(kind, sql):
+    """How a refusal names statement `sql` of `kind` (its first 40 characters)."""
     text = " ".join(str(sql).split())
     return f"raw SQL {text[:40]!r}" if kind is CONTROL else f"write {text[:40]!r}"
 
@@ -263,28 +265,25 @@ class GuardedCursor(sqlite3.Cursor):
 _execute = sqlite3.Cursor.execute
 
 
-class GuardedSqliteDatabase(SqliteDatabase):
-    """A SqliteDatabase whose transactions belong to the transaction coordinator.
+class CoordinatedDatabase:
+    """The commit guard's database side, shared by both backends (`GuardedSqliteDatabase`
+    here, `pg_guard.GuardedPostgresqlDatabase`): Peewee's own transaction methods refuse, the
+    coordinator transaction open on this thread's connection is `current_unit()`, and every
+    refusal is also kept in `refusals` (newest last), so a test can assert that no code tried to
+    commit behind the coordinator's back even if that code swallowed the error. Each backend's
+    connection enforces the rest (the statement-level refusals) and offers the coordinator
+    `issue(statement)`, `commit()`, `rollback()` and `execute_built(sql, params)`."""
 
-    Every refusal is also kept in `refusals` (newest last), so a test can assert that no code
-    tried to commit behind the coordinator's back even if that code swallowed the error.
-    """
-
-    def __init__(self, database, *args, **kwargs):
-        kwargs["factory"] = GuardedConnection
-        super().__init__(database, *args, **kwargs)
-        self.refusals = []
-        self.key = _database_key(database, self)
-
-    def _connect(self):
-        conn = super()._connect().guard()
-        conn.refusals = self.refusals
-        return conn
+    dialect = None  # "sqlite" or "postgresql": see `hoc_drivers.dialect`
 
     def _refuse(self, what):
-        message = _refusal_message(CONTROL, what)
+        message = refusal_message(CONTROL, what)
         self.refusals.append(message)
         raise CommitForbidden(message)
+
+    def get_context_options(self):
+        """Peewee's SQL context options plus `dialect` (what `dialect.by_dialect` nodes read)."""
+        return {**super().get_context_options(), "dialect": self.dialect}
 
     def atomic(self, *args, **kwargs):
         """Refused: transactions are the coordinator's (`coordinator.transaction()`)."""
@@ -324,6 +323,24 @@ class GuardedSqliteDatabase(SqliteDatabase):
         return None if conn is None else conn.unit
 
 
+class GuardedSqliteDatabase(CoordinatedDatabase, SqliteDatabase):
+    """A SqliteDatabase whose transactions belong to the transaction coordinator; SQLite's
+    authorizer (`GuardedConnection`) refuses statements behind its back."""
+
+    dialect = "sqlite"
+
+    def __init__(self, database, *args, **kwargs):
+        kwargs["factory"] = GuardedConnection
+        super().__init__(database, *args, **kwargs)
+        self.refusals = []
+        self.key = _database_key(database, self)
+
+    def _connect(self):
+        conn = super()._connect().guard()
+        conn.refusals = self.refusals
+        return conn
+
+
 # ---------------------------------------------------------------------------------------
 # Per-database registries (guard caches, subscribers)
 
@@ -335,7 +352,7 @@ def _database_key(name, db):
     name = str(name)
     if name == ":memory:" or name.startswith("file::memory:") or "mode=memory" in name:
         key = ("memory", next(_memory_database_numbers))
-        weakref.finalize(db, _forget_memory_database, key)
+        weakref.finalize(db, forget_database, key)
         return key
     return os.path.realpath(name)
 
@@ -355,7 +372,9 @@ def per_database_registry():
     return registry
 
 
-def _forget_memory_database(key):
+def forget_database(key):
+    """Remove database `key`'s entries from every per-database registry (an in-memory
+    database's when it is collected; a test database's when the test fixtures empty it)."""
     # Plain dict pops, no lock: safe in whichever thread collects the database object.
     for registry in _registries:
         registry.pop(key, None)

@@ -1,6 +1,8 @@
 """Opening a database for the drivers.
 
-`open_database(path)` gives a `GuardedSqliteDatabase` (see `commit_guard`: only the transaction
+`open_database(url)` gives, for a `postgresql://` URL, a `GuardedPostgresqlDatabase` (see
+`pg_guard`: the same commit authority, enforced by the server's read-only default; needs the
+`pg` extra), and for a path (or `sqlite:///path`) a `GuardedSqliteDatabase` (see `commit_guard`: only the transaction
 coordinator may commit, and SQLite's authorizer enforces it): WAL journal, foreign keys on,
 synchronous NORMAL and a busy timeout. `init_database` also creates missing tables and records
 the schema version (`PRAGMA user_version`; a file of an older version is refused: `migrate`);
@@ -13,9 +15,18 @@ import os
 
 from . import models, settings
 from .commit_guard import CommitForbidden, GuardedSqliteDatabase, database_key  # noqa: F401
+from .dialect import set_schema_version_sql
 from .gates import BUSY_TIMEOUT_MS
 from .schema_parity import SCHEMA_VERSION, check_schema_version
 from .transaction_coordinator import TransactionCoordinator
+
+try:  # the `pg` extra (psycopg 3)
+    from .pg_guard import GuardedPostgresqlDatabase
+except ImportError:
+    GuardedPostgresqlDatabase = None
+
+POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
+SQLITE_SCHEME = "sqlite:///"
 
 PRAGMAS = (
     ("journal_mode", "wal"),
@@ -59,11 +70,34 @@ def _create_owner_only(path):
         raise DatabaseOpenError(f"cannot create database {path}: {exc.strerror}") from None
 
 
+def is_postgresql_url(url):
+    """True when `url` names a PostgreSQL database (postgresql://…)."""
+    return isinstance(url, str) and url.startswith(POSTGRESQL_SCHEMES)
+
+
+def _open_postgresql(url):
+    """Connect the guarded PostgreSQL database at `url`."""
+    if GuardedPostgresqlDatabase is None:
+        raise DatabaseOpenError(f"cannot open database {url}: PostgreSQL needs the pg extra "
+                                "(pip install 'hoc-drivers[pg]')")
+    db = GuardedPostgresqlDatabase(url)
+    try:
+        db.connect(reuse_if_open=True)
+    except Exception as exc:
+        raise DatabaseOpenError(f"cannot open database {url}: {exc}") from None
+    return db
+
+
 def open_database(path=None, create=True, foreign_keys=True):
-    """Open the SQLite database at `path` and connect it: a missing file is created (mode 0600),
-    or with `create=False` refused (DatabaseMissing). `foreign_keys=False` (for `migrate`'s
-    table rebuilds only) leaves foreign-key enforcement off on this connection."""
+    """Open the database at `path` and connect it: a `postgresql://` URL is a PostgreSQL
+    database (which must exist; `create` and `foreign_keys` are SQLite's); a path (or
+    `sqlite:///path`) is a SQLite file: a missing one is created (mode 0600), or with
+    `create=False` refused (DatabaseMissing). `foreign_keys=False` (for `migrate`'s table
+    rebuilds only) leaves foreign-key enforcement off on this connection."""
     path = resolve_db_path(path)
+    if is_postgresql_url(path):
+        return _open_postgresql(path)
+    path = str(path).removeprefix(SQLITE_SCHEME)
     if os.path.isdir(path):
         raise DatabaseOpenError(f"cannot open database {path}: it is a directory")
     if not create and path != ":memory:" and not os.path.exists(path):
@@ -91,7 +125,7 @@ def init_database(path=None):
     with TransactionCoordinator(db).transaction():
         check_schema_version(db)
         models.create_schema(db)
-        db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute_sql(set_schema_version_sql(db, SCHEMA_VERSION))
     return db
 
 

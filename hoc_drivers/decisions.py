@@ -129,12 +129,11 @@ class DecisionRecord:
 def write_non_blocking(tx, statement, failure, description, logger=log):
     """Run `statement(tx.db)` without ever failing `tx`: a storage failure is logged (as
     `description`, or what it returns when a function) and gives `failure`. Never commits.
-    One write statement is one non-blocking unit: SQLite's statement journal undoes a failing
-    statement and keeps the transaction open, so no savepoint is needed; a further write is a
-    nested call (as `DecisionRecordService.append` writes a record, then its policy mirror).
-    `tx` is the caller's transaction, already checked (`require_transaction`)."""
+    Each write is its own unit, undone alone when it fails (`tx.statement_savepoint`); a further
+    write is a nested call. `tx` is the caller's transaction, already checked."""
     try:
-        return statement(tx.db)
+        with tx.statement_savepoint():
+            return statement(tx.db)
     except Exception:
         logger.warning("%s: not written", description() if callable(description) else description, exc_info=True)
         return failure
@@ -460,10 +459,11 @@ def emit_recovery_evaluation_decision(tx, tenant_id, run_id, request_id, recover
                  causal_role=CausalRole.POST_RUN)
 
 
-def _read_or(fallback, read, *args):
-    """`read(*args)`; when the read fails, logged, `fallback`."""
+def _read_or(tx, fallback, read, *args):
+    """`read(*args)` in `tx`; when it fails, logged, `fallback` (and `tx` goes on)."""
     try:
-        return read(*args)
+        with tx.statement_savepoint():
+            return read(*args)
     except Exception:
         log.warning("%s failed; taking %r", read.__qualname__, fallback, exc_info=True)
         return fallback
@@ -479,7 +479,7 @@ def emit_care_optimization_decision(tx, tenant_id, request_id, baseline_agent, o
     """
     require_transaction(tx)
     require_text(request_id, "request_id")
-    if _read_or(True, is_care_kill_switch_active, tx.db) or not optimization_enabled:
+    if _read_or(tx, True, is_care_kill_switch_active, tx.db) or not optimization_enabled:
         return None
     if shadow_mode:
         log.info("care_optimization_shadow_comparison request=%s diverged=%s confidence=%s",
@@ -488,7 +488,7 @@ def emit_care_optimization_decision(tx, tenant_id, request_id, baseline_agent, o
     if confidence_score < CARE_CONFIDENCE_THRESHOLD or baseline_agent == optimized_agent:
         return None
     kind = DecisionType.CARE_ROUTING_OPTIMIZED  # an unreadable key counts as new: the unique insert decides
-    if _read_or(False, DecisionRecordReader(tx.db).exists, make_idempotency_key(kind, tenant_id, request_id)):
+    if _read_or(tx, False, DecisionRecordReader(tx.db).exists, make_idempotency_key(kind, tenant_id, request_id)):
         return None
     signals = list(signals_used)
     for name in signals:

@@ -14,9 +14,9 @@ naming a tenant takes it first.
 from datetime import datetime
 from decimal import Decimal
 
-from peewee import SQL
 
 from .facts import GuardStateChanged
+from .dialect import insertion_order
 from .listing import expand_id, page
 from .models.base import as_utc, new_id, utcnow
 from .models.guard import KillSwitchEvent, KillSwitchState
@@ -161,7 +161,7 @@ class GuardReader:
         return list(IncidentEvent.select()
                     .where((IncidentEvent.tenant_id == tenant_id)
                            & (IncidentEvent.incident == incident_id))
-                    .order_by(IncidentEvent.created_at, SQL("rowid"))
+                    .order_by(IncidentEvent.created_at, insertion_order())
                     .execute(self.db))
 
 

@@ -3,8 +3,8 @@
 A passive notebook of curiosity ("operators keep querying prediction_events"): each signal
 of one key (artifact, field, signal_type; a missing field counts as one value) is one row
 whose `seen_count` grows. `emit_signal(tx, ...)` is one upsert statement in the caller's
-transaction, with no savepoint (`decisions.write_non_blocking`: SQLite's statement journal
-undoes a failing statement and keeps the transaction open); `get_signals(db, ...)` reads.
+transaction (`decisions.write_non_blocking`: a failing one is undone alone, by SQLite's statement
+journal, or on PostgreSQL by a savepoint); `get_signals(db, ...)` reads.
 `DiscoverySignal` is the server edition's checked signal input: `emit_signal` builds one from its
 arguments, and `emit_signal(tx, **signal.to_dict())` records a signal built beforehand. The
 ledger is system-wide (no tenant): it describes our own artifacts, not customer data. Nothing
@@ -15,10 +15,11 @@ import logging
 from dataclasses import asdict, dataclass
 from numbers import Real
 
-from peewee import EXCLUDED, SQL, fn
+from peewee import EXCLUDED, fn
 
 from . import settings
 from .decisions import write_non_blocking
+from .dialect import insertion_order, json_merge_patch, statement_savepoint
 from .listing import page
 from .models.base import PreparedInsert, new_id, utcnow
 from .models.ledger import LEDGER_STATUSES, DiscoveryLedgerEntry as Entry
@@ -34,7 +35,7 @@ STATUSES = LEDGER_STATUSES
 # What a repeated key does to the existing row.
 _AGGREGATE = {Entry.seen_count: Entry.seen_count + 1,
               Entry.last_seen_at: EXCLUDED.last_seen_at,
-              Entry.evidence: fn.json_patch(Entry.evidence, EXCLUDED.evidence),
+              Entry.evidence: json_merge_patch(Entry.evidence, EXCLUDED.evidence),
               Entry.confidence: fn.COALESCE(EXCLUDED.confidence, Entry.confidence)}
 
 
@@ -156,9 +157,10 @@ def get_signals(db, artifact=None, signal_type=None, status=None, limit=100, *, 
         query = query.where(Entry.status == status)
     query = page(query, Entry.last_seen_at, since, until, offset, limit, allow_all=True)
     if not newest_first:
-        query = query.order_by(Entry.seen_count.desc(), Entry.last_seen_at.desc(), SQL("rowid"))
+        query = query.order_by(Entry.seen_count.desc(), Entry.last_seen_at.desc(), insertion_order())
     try:
-        return [_signal_dict(e) for e in query.execute(db)]
+        with statement_savepoint(db):
+            return [_signal_dict(e) for e in query.execute(db)]
     except Exception:
         log.warning("Failed to query discovery signals", exc_info=True)
         return []

@@ -1,7 +1,8 @@
 """What every list reader shares: newest first, a time window, an offset, a limit, and short
 id prefixes."""
-from peewee import SQL, fn
+from peewee import fn
 
+from .dialect import insertion_order
 from .models.base import as_utc
 from .validation import require_int, require_limit
 
@@ -22,7 +23,7 @@ def page(query, field, since=None, until=None, offset=0, limit=100, newest_first
         query = query.where(field >= as_utc(since))
     if until is not None:
         query = query.where(field < as_utc(until))
-    order = (field.desc(), SQL("rowid DESC")) if newest_first else (field, SQL("rowid"))
+    order = (field.desc(), insertion_order(descending=True)) if newest_first else (field, insertion_order())
     return query.order_by(*order).limit(limit).offset(offset)
 
 

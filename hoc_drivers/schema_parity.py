@@ -22,6 +22,8 @@ from functools import lru_cache
 
 from peewee import DatabaseError, SqliteDatabase
 
+from .dialect import SQLITE, schema_version_sql, table_count_sql, triggers_sql
+from .dialect import of as dialect_of
 from .models import ALL_MODELS, create_schema
 from .schema_digest import SCHEMA_VERSION, STATEMENTS_SQL, is_current, schema_digest
 from .validation import require_database
@@ -44,11 +46,10 @@ class OlderSchema(RuntimeError):
 def schema_version(db):
     """The file's schema version: its user_version, else 1 for a file with tables written before
     versions were recorded, else 0 (no tables yet)."""
-    (version,) = db.execute_sql("PRAGMA user_version").fetchone()
+    (version,) = db.execute_sql(schema_version_sql(db)).fetchone()
     if version:
         return version
-    (tables,) = db.execute_sql("SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-                               " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'").fetchone()
+    (tables,) = db.execute_sql(table_count_sql(db)).fetchone()
     return 1 if tables else 0
 
 
@@ -113,13 +114,14 @@ def _normal_sql(sql):
 def _trigger_issues(db, model):
     """TRIGGER errors: each trigger the model declares must exist, with the model's statement."""
     table = model._meta.table_name
-    actual = dict(db.execute_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
-                                 " AND tbl_name = ?", (table,)).fetchall())
+    actual = dict(db.execute_sql(triggers_sql(db), (table,)).fetchall())
+    same_text = dialect_of(db) == SQLITE  # PostgreSQL's triggers are checked by name
     issues = []
-    for name, sql in getattr(model, "TRIGGERS", {}).items():
+    for name, statements in getattr(model, "TRIGGERS", {}).items():
+        (sql,) = statements[SQLITE]
         if name not in actual:
             issues.append(ParityIssue("TRIGGER", table, f"trigger {name} is missing"))
-        elif _normal_sql(actual[name]) != _normal_sql(sql):
+        elif same_text and _normal_sql(actual[name]) != _normal_sql(sql):
             issues.append(ParityIssue("TRIGGER", table, f"trigger {name} differs from the model's"))
     return issues
 
@@ -154,6 +156,9 @@ def compare_schema(db, models=None):
         models = ALL_MODELS
     expected = _expected_schema(tuple(models))
     present = set(db.get_tables())
+    # column types and defaults are spelled per engine: compared on SQLite only (PostgreSQL: names,
+    # nullability, primary keys, indexes and triggers)
+    same_types = dialect_of(db) == SQLITE
     issues = []
     for model in models:
         if model._meta.table_name in present:
@@ -168,13 +173,13 @@ def compare_schema(db, models=None):
                 issues.append(ParityIssue("COLUMN_MISSING", table, f"column {name} is missing"))
                 continue
             actual_type, actual_null, actual_default = actual_columns[name]
-            if actual_type != data_type:
+            if same_types and actual_type != data_type:
                 issues.append(ParityIssue("COLUMN_TYPE", table,
                                           f"column {name} is {actual_type}, expected {data_type}"))
             if actual_null != null:
                 want = "NULL" if null else "NOT NULL"
                 issues.append(ParityIssue("COLUMN_NULL", table, f"column {name} should be {want}"))
-            if actual_default != default:
+            if same_types and actual_default != default:
                 issues.append(ParityIssue("COLUMN_DEFAULT", table, f"column {name} has default "
                                           f"{actual_default}, expected {default}", is_error=False))
         if actual_pk != primary_key:
@@ -226,8 +231,8 @@ def run_startup_parity_check(db):
     user_version, its CREATE statements: `schema_digest.is_current`); only one that differs is
     compared table by table (a migrated file: columns added by ALTER TABLE sit last, so its
     statements differ)."""
-    (version,) = db.execute_sql("PRAGMA user_version").fetchone()
-    if is_current(version, [sql for (sql,) in db.execute_sql(STATEMENTS_SQL)]):
+    (version,) = db.execute_sql(schema_version_sql(db)).fetchone()
+    if dialect_of(db) == SQLITE and is_current(version, [sql for (sql,) in db.execute_sql(STATEMENTS_SQL)]):
         return {"ok": True, "errors": [], "warnings": []}
     check_schema_version(db)
     check_m26_cost_tables(db)

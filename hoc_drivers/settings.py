@@ -75,6 +75,12 @@ def _ttl_seconds(raw):
     return value
 
 
+def _backend(raw):
+    if raw in ("sqlite", "postgresql"):
+        return raw
+    raise TypeError("must be sqlite or postgresql")
+
+
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
              "false": False, "0": False, "no": False, "off": False}
 
@@ -107,7 +113,7 @@ class Setting:
 
 SETTINGS = {s.name: s for s in (
     Setting("database.path", "HOC_DRIVERS_DB", "path", _text, "hoc.db",
-            "The SQLite file (flag: --db PATH)."),
+            "The SQLite file, or a postgresql:// URL (flag: --db PATH)."),
     Setting("smtp.host", "SMTP_HOST", "text", _text, "localhost", "SMTP server for e-mail alerts."),
     Setting("smtp.port", "SMTP_PORT", "port", _port, 25, "SMTP server port."),
     Setting("smtp.username", "SMTP_USERNAME", "text", _text, None,
@@ -135,6 +141,8 @@ SETTINGS = {s.name: s for s in (
     Setting("ledger.phase", "AOS_PHASE", "text", _text, "C", "Phase recorded with discovery signals."),
     Setting("ledger.environment", "AOS_ENVIRONMENT", "text", _text, "local",
             "Environment recorded with discovery signals."),
+    Setting("testing.backend", "HOC_TEST_BACKEND", "sqlite or postgresql", _backend, "sqlite",
+            "Database of the pytest plugin's fixtures (postgresql: the pg extra's own server)."),
 )}
 
 _chosen_file = None  # set by use_file (the CLI's --config)

@@ -1,7 +1,14 @@
 """pytest plugin (entry point `pytest11`): fixtures for projects that embed hoc-drivers.
 
-Fixtures: `hoc_db` (an initialised database in a temporary file), `hoc_memory_db`
-(initialised `:memory:`), `hoc_coordinator` (a TransactionCoordinator over `hoc_db`),
+The backend comes from `HOC_TEST_BACKEND`: `sqlite` (the default) or `postgresql`, which starts
+one PostgreSQL server per session with `pgserver` (the `pg` extra) in a temporary folder,
+creates the schema once and empties every table before each test (TRUNCATE … RESTART IDENTITY
+CASCADE). Tests about SQLite itself carry the `sqlite_only` marker and are skipped on
+PostgreSQL.
+
+Fixtures: `hoc_db` (an initialised database: a temporary file, or the session's PostgreSQL
+database emptied), `hoc_memory_db` (initialised `:memory:`; on PostgreSQL a second
+database emptied), `hoc_coordinator` (a TransactionCoordinator over `hoc_db`),
 `hoc_publisher` (its in-process publisher, with `.published` events), `hoc_clock` (a manual
 clock: `.advance(seconds)`), `hoc_guard_cache` (a GuardCache on that clock) and
 `hoc_no_stray_commits` (fails the test if any code tried to commit, or to write, outside the
@@ -10,8 +17,31 @@ same check as a plain function; `run_at_once(target, *args)` races `target` in f
 """
 import shutil
 import sqlite3
+import tempfile
 
 import pytest
+
+
+
+def _backend():
+    """The fixtures' backend: setting `testing.backend` ($HOC_TEST_BACKEND), sqlite by default."""
+    from hoc_drivers import settings
+
+    return settings.get("testing.backend")
+
+
+def pytest_configure(config):
+    """Register the `sqlite_only` marker."""
+    config.addinivalue_line("markers", "sqlite_only: a test about SQLite itself (skipped on PostgreSQL)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """On PostgreSQL, skip the tests marked `sqlite_only`."""
+    if _backend() == "postgresql":
+        skip = pytest.mark.skip(reason="about SQLite itself (HOC_TEST_BACKEND=postgresql)")
+        for item in items:
+            if item.get_closest_marker("sqlite_only"):
+                item.add_marker(skip)
 
 
 class ManualClock:
@@ -46,10 +76,114 @@ def run_at_once(target, *args, processes=4, timeout=60):
     return [child.exitcode for child in children]
 
 
+def other_connection(db):
+    """A second, unguarded DB-API connection to database `db`, as another process would have
+    (sqlite3 for a file; psycopg in autocommit mode for PostgreSQL: its `commit()` does
+    nothing). Its parameter mark is `db.param`."""
+    from hoc_drivers import dialect
+
+    if dialect.of(db) == dialect.POSTGRESQL:
+        import psycopg
+
+        return psycopg.connect(db.database, autocommit=True)
+    return sqlite3.connect(db.database)
+
+
+def schema_snapshot(db):
+    """Every schema object of `db` as (type, name, definition) rows, read by another connection."""
+    from hoc_drivers import dialect
+
+    conn = other_connection(db)
+    try:
+        return conn.execute(dialect.catalog_sql(db)).fetchall()
+    finally:
+        conn.close()
+
+
+def content_snapshot(db):
+    """Everything `db` holds as another connection reads it, to compare before and after: SQLite's
+    dump of the file; on PostgreSQL the schema and every row of every table of the models."""
+    from hoc_drivers import dialect
+    from hoc_drivers.models import ALL_MODELS
+
+    conn = other_connection(db)
+    try:
+        if dialect.of(db) == dialect.SQLITE:
+            return list(conn.iterdump())
+        return [schema_snapshot(db)] + [
+            conn.execute(f'SELECT * FROM "{model._meta.table_name}" ORDER BY 1').fetchall()
+            for model in ALL_MODELS]
+    finally:
+        conn.close()
+
+
 def assert_no_stray_commits(db):
     """Fail when `db` refused any commit, transaction or write made outside the coordinator."""
     refusals = getattr(db, "refusals", [])
     assert not refusals, "commit/write outside the coordinator:\n" + "\n".join(refusals)
+
+
+class _PostgresqlTestDatabase:
+    """The session's PostgreSQL database: created once, emptied for each test."""
+
+    def __init__(self, url):
+        from hoc_drivers.db import init_database
+
+        self.url = url
+        db = init_database(url)
+        self.schema = schema_snapshot(db)
+        db.close()
+
+    def emptied(self):
+        """The database connected, every table emptied (TRUNCATE … RESTART IDENTITY CASCADE of
+        those holding rows);
+        a schema a test changed (a dropped table, an injected trigger) is created afresh."""
+        from hoc_drivers.commit_guard import forget_database
+        from hoc_drivers.db import connect_database, init_database
+        from hoc_drivers.models import ALL_MODELS
+        from hoc_drivers.transaction_coordinator import TransactionCoordinator
+
+        db = connect_database(self.url)
+        if schema_snapshot(db) != self.schema:
+            with TransactionCoordinator(db).transaction():
+                db.execute_sql("DROP SCHEMA public CASCADE")
+                db.execute_sql("CREATE SCHEMA public")
+            init_database(self.url).close()
+        tables = [f'"{model._meta.table_name}"' for model in ALL_MODELS]
+        filled = " UNION ALL ".join(f"(SELECT {i} FROM {table} LIMIT 1)" for i, table in enumerate(tables))
+        with TransactionCoordinator(db).transaction():
+            used = [tables[i] for (i,) in db.execute_sql(filled).fetchall()]
+            if used:  # TRUNCATE costs per table: only those a test wrote to
+                db.execute_sql(f"TRUNCATE {', '.join(used)} RESTART IDENTITY CASCADE")
+        forget_database(db.key)
+        return db
+
+
+@pytest.fixture(scope="session")
+def _hoc_postgresql():
+    """The session's PostgreSQL databases (`_PostgresqlTestDatabase`s: for `hoc_db`, and another
+    for `hoc_memory_db`), or None on SQLite."""
+    if _backend() != "postgresql":
+        yield None
+        return
+    import pgserver
+
+    # its own folder: pytest's numbered temporary folders are pruned by other pytest runs
+    server = pgserver.get_server(tempfile.mkdtemp(prefix="hoc-pg-"), cleanup_mode="delete")
+    server.psql("CREATE DATABASE hoc_test; CREATE DATABASE hoc_test_other;")
+    yield [_PostgresqlTestDatabase(server.get_uri(name)) for name in ("hoc_test", "hoc_test_other")]
+    server.cleanup()
+
+
+def refuse_writes(tx, table, message, event="INSERT", when=None):
+    """Failure injection inside coordinator transaction `tx`: from now on `event` statements on
+    `table` (rows for which SQL condition `when` over NEW / OLD holds) fail with `message`, an
+    IntegrityError, on either backend (a trigger; the PostgreSQL fixtures drop it again)."""
+    from hoc_drivers import dialect
+
+    name = f"hoc_test_refuse_{table}_{event.lower()}"
+    for sql in dialect.refusing_trigger(name, table, event, message, when)[dialect.of(tx.db)]:
+        tx.db.execute_sql(sql)
 
 
 @pytest.fixture(scope="session")
@@ -65,22 +199,32 @@ def _hoc_schema_template(tmp_path_factory):
 
 
 @pytest.fixture
-def hoc_db(tmp_path, _hoc_schema_template):
-    """An initialised hoc-drivers database in a temporary file."""
+def hoc_db(tmp_path, _hoc_schema_template, _hoc_postgresql):
+    """An initialised hoc-drivers database: a temporary file, or on PostgreSQL the session's
+    database with every table emptied."""
     from hoc_drivers.db import connect_database
 
-    path = tmp_path / "hoc-test.db"
-    shutil.copy2(_hoc_schema_template, path)
-    db = connect_database(str(path))
+    if _hoc_postgresql is not None:
+        db = _hoc_postgresql[0].emptied()
+    else:
+        path = tmp_path / "hoc-test.db"
+        shutil.copy2(_hoc_schema_template, path)
+        db = connect_database(str(path))
     yield db
     db.close()
 
 
 @pytest.fixture
-def hoc_memory_db(_hoc_schema_template):
-    """An initialised in-memory hoc-drivers database (single thread only)."""
+def hoc_memory_db(_hoc_schema_template, _hoc_postgresql):
+    """An initialised in-memory hoc-drivers database (single thread only); on PostgreSQL the
+    session's other database (not `hoc_db`'s) emptied."""
     from hoc_drivers.db import connect_database
 
+    if _hoc_postgresql is not None:
+        db = _hoc_postgresql[1].emptied()
+        yield db
+        db.close()
+        return
     db = connect_database(":memory:")
     template = sqlite3.connect(_hoc_schema_template)
     template.backup(db.connection())

@@ -16,10 +16,12 @@ import atexit
 import logging
 import threading
 import weakref
+from contextlib import nullcontext
 from functools import lru_cache
 
 from .bus import EventPublisher, handlers_of
 from .commit_guard import CommitForbidden
+from .dialect import begin_statement, failed_statement_aborts_transaction
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, utcnow
 from .models.runs import Event
 from .run_completion import (DomainResult, RunCompletionTransaction, TransactionFailed,  # noqa: F401
@@ -45,6 +47,7 @@ class Transaction:
         self.published_topics = []
         self.callback_errors = []
         self.savepoints = 0
+        self._statements_abort = failed_statement_aborts_transaction(db)
 
     def require_open(self):
         """Raise CommitForbidden unless this transaction is still open."""
@@ -74,6 +77,12 @@ class Transaction:
         """A savepoint in this transaction: a failing block undoes only its own writes."""
         return _Savepoint(self)
 
+    def statement_savepoint(self):
+        """Around a statement whose failure the caller handles and goes on: a savepoint where a
+        failing statement would abort the whole transaction (PostgreSQL); nothing on SQLite,
+        which undoes a failing statement by itself."""
+        return self.savepoint() if self._statements_abort else _NO_SAVEPOINT
+
     def write_outbox(self):
         """Write this transaction's events to the `events` table in one statement."""
         for start in range(0, len(self.events), EVENTS_PER_INSERT):
@@ -85,6 +94,9 @@ class Transaction:
 # (SQLITE_MAX_VARIABLE_NUMBER), however many events one transaction publishes or marks.
 EVENTS_PER_INSERT = 999 // 5
 IDS_PER_MARK = 999 - 1
+
+
+_NO_SAVEPOINT = nullcontext()
 
 
 @lru_cache(maxsize=64)
@@ -173,7 +185,7 @@ class _TransactionScope:
             return self._inner.__enter__()
         self._inner = None
         tx = self._tx = Transaction(db)
-        _send(db, "BEGIN IMMEDIATE", unit=tx)
+        _send(db, begin_statement(db), unit=tx)
         try:
             if self.coordinator._published_unmarked:  # read without the lock: only a hint
                 self.coordinator._mark_published(tx)

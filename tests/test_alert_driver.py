@@ -228,7 +228,7 @@ def test_queue_stats(queue, hoc_db):
 
 
 def query_plan(db, statement, params):
-    sql, template = statement._build().sql()
+    sql, template = statement.sql(db)
     assert len(template) == len(params)
     return " ".join(row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
 
@@ -242,6 +242,7 @@ def test_list_alerts_refuses_a_bad_limit(queue, hoc_db, limit):
     assert len(reader.list_alerts(ALL_TENANTS, limit=10_000)) == 1
 
 
+@pytest.mark.sqlite_only
 def test_the_claim_walks_the_indexes_and_never_sorts(hoc_db, hoc_coordinator):
     plan = query_plan(hoc_db, _SELECT_DUE, ["pending", "2026-05-01 12:00:00.000000", 10])
     assert "USING INDEX costsim_alert_queue_status_next_attempt_at" in plan

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from freezegun import freeze_time
 
+from hoc_drivers.testing import refuse_writes
 from hoc_drivers.alert_emitter import (AlertConfig, AlertConfigReader, AlertConfigWriter, AlertEmitter,
                                       NotificationReader, NotificationWriter, ThresholdSignal)
 from hoc_drivers.models.alerts import AlertQueueItem, Notification, canonical_json
@@ -237,9 +238,8 @@ def test_a_rolled_back_transaction_queues_nothing(hoc_coordinator, hoc_db):
 
 
 def test_a_failing_channel_fails_alone(hoc_coordinator, hoc_db):
-    with hoc_coordinator.transaction():
-        hoc_db.execute_sql("CREATE TRIGGER no_ui BEFORE INSERT ON notifications "
-                           "BEGIN SELECT RAISE(ABORT, 'notifications unavailable'); END")
+    with hoc_coordinator.transaction() as tx:
+        refuse_writes(tx, "notifications", "notifications unavailable")
     sig = signal()
     with hoc_coordinator.transaction() as tx:
         assert AlertEmitter(tx).emit_near_threshold(sig, all_channels()) is True

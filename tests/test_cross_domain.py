@@ -3,6 +3,7 @@ from decimal import Decimal
 
 import pytest
 
+from hoc_drivers.testing import refuse_writes
 from hoc_drivers.cross_domain import (GovernanceError, create_incident_from_cost_anomaly,
                                       record_limit_breach, table_exists)
 from hoc_drivers.db import CommitForbidden, GuardedSqliteDatabase
@@ -145,8 +146,7 @@ def test_bad_arguments_are_governance_errors(hoc_coordinator, field, value, hoc_
 
 def test_database_failure_is_wrapped_and_the_whole_transaction_rolls_back(hoc_coordinator, hoc_db):
     with hoc_coordinator.transaction() as tx:
-        tx.db.execute_sql("CREATE TRIGGER refuse_incidents BEFORE INSERT ON incidents "
-                          "BEGIN SELECT RAISE(ABORT, 'incident store unavailable'); END")
+        refuse_writes(tx, "incidents", "incident store unavailable")
     with pytest.raises(GovernanceError) as caught:
         with hoc_coordinator.transaction() as tx:
             Run.insert(id="run-1", tenant_id="t1").execute(tx.db)

@@ -1,7 +1,6 @@
 """Decision records: emission rules, outcome maps, idempotency, the transaction rule, CARE guards."""
 import logging
 import multiprocessing
-import sqlite3
 from datetime import datetime, timezone
 from typing import Callable, NamedTuple
 
@@ -13,7 +12,7 @@ from hoc_drivers.db import connect_database
 from hoc_drivers.models.decisions import DecisionRecordRow, PolicyDecision
 from hoc_drivers.models.runs import Run
 from hoc_drivers.transaction_coordinator import TransactionCoordinator
-from hoc_drivers.testing import run_at_once
+from hoc_drivers.testing import other_connection, run_at_once
 
 T = "tenant-a"
 
@@ -443,7 +442,7 @@ def test_decision_in_a_rolled_back_transaction_is_gone(hoc_coordinator):
 def test_decision_with_no_transaction_is_committed_by_the_coordinator(hoc_db, hoc_coordinator):
     assert hoc_coordinator.current() is None
     record = in_own_transaction(hoc_coordinator, d.emit_policy_decision, T, "run-1", "pol-1", True, False)
-    other = sqlite3.connect(hoc_db.database)
+    other = other_connection(hoc_db)
     try:
         assert other.execute("SELECT decision_id FROM decision_records").fetchall() == [
             (record.decision_id,)]
@@ -575,8 +574,8 @@ def test_unreadable_kill_switch_counts_as_on(hoc_coordinator):
     with hoc_coordinator.transaction() as tx:
         tx.db.execute_sql("DROP TABLE decision_settings")
         assert d.emit_care_optimization_decision(tx, T, "req-1", "a", "b", 0.9, ["latency_p50"]) is None
-        with pytest.raises(Exception, match="decision_settings"):
-            d.activate_care_kill_switch(tx)  # an operator action fails loudly
+        with pytest.raises(Exception, match="decision_settings"), tx.statement_savepoint():
+            d.activate_care_kill_switch(tx)  # an operator action fails loudly (and the caller goes on)
         tx.db.execute_sql("SELECT 1")
 
 

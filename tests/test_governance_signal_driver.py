@@ -262,6 +262,7 @@ def _plan(db, sql, params):
     return " / ".join(row[3] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
 
 
+@pytest.mark.sqlite_only
 def test_lookups_use_the_active_signals_index_never_a_scan(hoc_db, record):
     record("S", "CI_STATUS", "BLOCKED")
     active = GovernanceSignal.select().where(gsd._active_where("S", None, T0)).order_by(

@@ -6,6 +6,7 @@ import pytest
 from freezegun import freeze_time
 from peewee import IntegrityError
 
+from hoc_drivers.testing import refuse_writes
 from hoc_drivers.db import CommitForbidden
 from hoc_drivers.guard_write_driver import (GuardReader, GuardWriteDriver, InvalidTransition,
                                             get_guard_write_driver)
@@ -285,8 +286,7 @@ def test_bad_demo_incident_writes_nothing(hoc_db, write, kwargs, message):
 
 def test_failed_demo_incident_undoes_only_itself(hoc_db, hoc_coordinator):
     with hoc_coordinator.transaction() as tx:
-        tx.db.execute_sql("CREATE TRIGGER refuse_events BEFORE INSERT ON incident_events "
-                          "WHEN NEW.event_type = 'BAD' BEGIN SELECT RAISE(ABORT, 'no'); END")
+        refuse_writes(tx, "incident_events", "no", when="NEW.event_type = 'BAD'")
     with hoc_coordinator.transaction() as tx:
         driver = GuardWriteDriver(tx)
         driver.create_demo_incident("t1", "kept", "Demo", "killswitch_demo", "ks", "freeze",

@@ -25,6 +25,7 @@ def _complete(coordinator, run_id):
                                                          trace_id=f"trace-{run_id}")
 
 
+@pytest.mark.sqlite_only
 def test_a_run_completion_costs_few_python_calls(hoc_coordinator, hoc_db):
     with hoc_coordinator.transaction() as tx:
         Trace.insert_many([{"trace_id": f"trace-r{i}", "tenant_id": "t1", "run_id": f"r{i}"}
@@ -66,7 +67,7 @@ def test_a_prepared_statement_still_meets_the_guard(hoc_coordinator, hoc_db):
             conn.execute_built('SAVEPOINT "sneaky"', ())
         with pytest.raises(CommitForbidden):
             conn.issue("COMMIT")
-        with pytest.raises(peewee.IntegrityError):  # SQLite's errors still become Peewee's
+        with pytest.raises(peewee.IntegrityError), tx.statement_savepoint():  # errors become Peewee's
             insert.execute(tx.db, {"trace_id": "x", "tenant_id": "t1", "run_id": "r"})
         with tx.savepoint():  # savepoints still nest around the direct route
             insert.execute(tx.db, {"trace_id": "y", "tenant_id": "t1", "run_id": "r"})

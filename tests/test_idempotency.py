@@ -256,6 +256,7 @@ def test_the_module_functions(hoc_coordinator, hoc_db, clock):
                               "replaced_run_id": None}
 
 
+@pytest.mark.sqlite_only
 def test_the_key_lookup_uses_the_unique_index(hoc_db):
     sql, params = idempotency._SELECT_BY_KEY._build().sql()
     plan = " / ".join(row[3] for row in hoc_db.execute_sql("EXPLAIN QUERY PLAN " + sql, ["acme", "k"]))

@@ -110,6 +110,7 @@ def test_a_thousand_emits_of_one_key_leave_one_row(hoc_coordinator):
     assert (signal["seen_count"], signal["evidence"]) == (1000, {"last": 999})
 
 
+@pytest.mark.sqlite_only  # SQLite's trace callback; PostgreSQL adds a savepoint
 def test_emit_is_one_upsert_statement(hoc_db, hoc_coordinator):
     statements = []
     hoc_db.connection().set_trace_callback(statements.append)

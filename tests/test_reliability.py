@@ -191,6 +191,7 @@ def test_receiver_failing_first_requests_then_recovering_gets_every_alert_once(h
 def count(model, db):
     return model.select().count(db)
 
+@pytest.mark.sqlite_only
 def test_a_full_disk_reports_sqlites_own_error_and_leaves_nothing(hoc_db, hoc_coordinator):
     pages = hoc_db.execute_sql("PRAGMA page_count").fetchone()[0]
     hoc_db.execute_sql(f"PRAGMA max_page_count = {pages}")  # this connection: the disk is full

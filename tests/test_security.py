@@ -4,7 +4,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 import stat
 
 import pytest
@@ -13,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cli
+from hoc_drivers.testing import content_snapshot, schema_snapshot
 from hoc_drivers import cross_domain, decisions, ledger
 from hoc_drivers.alert_driver import AlertQueueReader
 from hoc_drivers.cli_docs import command_paths
@@ -81,17 +81,13 @@ def test_tenants_never_see_each_other_through_the_cli(hoc_db, hoc_coordinator, r
     assert status["is_frozen"] is False
 
 
-def schema_of(path):
-    conn = sqlite3.connect(path)
-    try:
-        return sorted(conn.execute("SELECT type, name FROM sqlite_master").fetchall())
-    finally:
-        conn.close()
+def schema_of(db):
+    return sorted((kind, name) for kind, name, _ in schema_snapshot(db))
 
 
 @pytest.mark.parametrize("evil", INJECTIONS)
 def test_injection_strings_are_stored_verbatim_and_harmless(hoc_db, hoc_coordinator, evil):
-    before = schema_of(hoc_db.database)
+    before = schema_of(hoc_db)
     result = RunCompletionTransaction(hoc_coordinator).execute(evil, evil, "failed",
                                                                error_message=evil)
     with hoc_coordinator.transaction() as tx:
@@ -107,7 +103,7 @@ def test_injection_strings_are_stored_verbatim_and_harmless(hoc_db, hoc_coordina
     assert IdempotencyReader(hoc_db).check_idempotency(evil, evil).run_id == claim.run_id
     signal = ledger.get_signals(hoc_db, artifact=evil)[0]
     assert (signal["field"], signal["evidence"]) == (evil, {evil: evil})
-    assert schema_of(hoc_db.database) == before
+    assert schema_of(hoc_db) == before
     assert [i.tenant_id for i in guard.list_incidents("tenant-x")] == []
 
 
@@ -138,12 +134,8 @@ def test_new_database_files_are_owner_only(tmp_path, run_cli):
             assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
 
 
-def database_checksum(path):
-    conn = sqlite3.connect(path)
-    try:
-        return hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
-    finally:
-        conn.close()
+def database_checksum(db):
+    return hashlib.sha256(repr(content_snapshot(db)).encode()).hexdigest()
 
 
 FUZZ_SKIP = {"hoc-drivers bench", "hoc-drivers demo", "hoc-drivers alerts send"}
@@ -163,7 +155,7 @@ TOKENS = st.one_of(
 @given(command=st.sampled_from(COMMANDS), tokens=st.lists(TOKENS, max_size=6))
 def test_fuzzed_cli_arguments_never_traceback(hoc_db, command, tokens):
     path, _ = command
-    before = database_checksum(hoc_db.database)
+    before = database_checksum(hoc_db)
     runner = CliRunner()
     with runner.isolated_filesystem():  # a fuzzed path (e.g. a backup destination) lands there
         result = runner.invoke(cli.cli, ["--db", hoc_db.database, *path, *tokens])
@@ -172,7 +164,7 @@ def test_fuzzed_cli_arguments_never_traceback(hoc_db, command, tokens):
     assert result.exit_code in (0, 1, 2, 3), (path, tokens, output)
     if result.exit_code == 2:
         assert len(result.stderr.strip().splitlines()) == 1, output
-        assert database_checksum(hoc_db.database) == before, (path, tokens)
+        assert database_checksum(hoc_db) == before, (path, tokens)
 
 
 def nested(depth):

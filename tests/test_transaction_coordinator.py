@@ -1,8 +1,10 @@
 """The coordinator: one transaction, post-commit work only after COMMIT, atomic run completion."""
+
 import sqlite3
 
 import pytest
 
+from hoc_drivers.testing import other_connection
 from hoc_drivers.models.runs import Event, Incident, PreventionRecord, Run, Trace
 from hoc_drivers.run_completion import classify_failure
 from hoc_drivers.transaction_coordinator import (
@@ -34,7 +36,7 @@ def test_callbacks_run_after_commit_and_never_after_rollback(hoc_db, hoc_coordin
     seen = []
 
     def visible_elsewhere():
-        other = sqlite3.connect(hoc_db.database)
+        other = other_connection(hoc_db)
         seen.append(other.execute("SELECT count(*) FROM runs").fetchone()[0])
         other.close()
 
@@ -96,8 +98,9 @@ def test_failed_run_writes_incident_policy_and_trace_atomically(hoc_db, hoc_coor
         Trace.insert(trace_id="tr1", tenant_id="t1", run_id="run-0001").execute(hoc_db)
     visible_at_publish = []
     hoc_publisher.subscribe("incident.created", lambda topic, payload: visible_at_publish.append(
-        sqlite3.connect(hoc_db.database).execute(
-            "SELECT count(*) FROM incidents WHERE id = ?", (payload["incident_id"],)).fetchone()[0]))
+        other_connection(hoc_db).execute(
+            f"SELECT count(*) FROM incidents WHERE id = {hoc_db.param}",
+            (payload["incident_id"],)).fetchone()[0]))
 
     result = failed_run(hoc_coordinator, trace_id="tr1")
 
@@ -252,7 +255,7 @@ def test_publisher_failure_keeps_the_commit(hoc_db, hoc_coordinator, hoc_publish
 
 def test_events_left_unpublished_by_a_crash_are_published_by_flush(hoc_db, hoc_coordinator,
                                                                   hoc_publisher):
-    raw = sqlite3.connect(hoc_db.database)
+    raw = other_connection(hoc_db)
     raw.execute("INSERT INTO events (id, topic, payload, created_at) VALUES "
                 "('e1', 'run.completed', '{\"run_id\": \"r\"}', '2026-01-01 00:00:00.000000')")
     raw.commit()
@@ -262,6 +265,7 @@ def test_events_left_unpublished_by_a_crash_are_published_by_flush(hoc_db, hoc_c
     assert by_id(Event, hoc_db, "e1").published_at is not None
 
 
+@pytest.mark.sqlite_only  # lowers SQLite's bound-variable limit
 def test_a_transaction_publishes_and_marks_more_events_than_one_statement_may_bind(
         hoc_db, hoc_coordinator, hoc_publisher):
     hoc_db.connection().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # SQLite's old default

@@ -6,6 +6,7 @@ import pytest
 from freezegun import freeze_time
 from peewee import IntegrityError
 
+from hoc_drivers.testing import other_connection
 from hoc_drivers.db import CommitForbidden
 from hoc_drivers.models.cost import CostAnomaly, CostRecord, WorkerRun
 from hoc_drivers.worker_write_service_async import (WorkerRunImmutable, WorkerRunReader,
@@ -266,8 +267,7 @@ def test_async_facade_runs_each_call_in_its_own_committed_transaction(hoc_coordi
     assert (record.cost_cents, advisory.anomaly_type) == (4.0, "BUDGET_WARNING")
     assert hoc_coordinator.current() is None
     # committed: a fresh connection sees every row
-    import sqlite3
-    other = sqlite3.connect(hoc_db.database)
+    other = other_connection(hoc_db)
     assert other.execute("SELECT status FROM worker_runs").fetchall() == [("completed",)]
     assert other.execute("SELECT count(*) FROM cost_records").fetchone() == (1,)
     other.close()

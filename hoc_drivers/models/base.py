@@ -2,18 +2,18 @@
 import json
 import logging
 import os
-import sqlite3
 import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from peewee import BooleanField, DateTimeField, Field, FloatField, IntegerField, Model, TextField, Value
+from peewee import (BooleanField, DateTimeField, Field, FloatField, IntegerField, Model, Node, TextField, Value,
+                    fn)
 from peewee import __exception_wrapper__ as peewee_exceptions  # sqlite3 errors -> Peewee's
 from peewee import logger as peewee_log
-from playhouse.sqlite_ext import JSONField
+from playhouse import sqlite_ext
 
-from ..commit_guard import GuardedConnection
+from ..dialect import by_dialect
 from ..validation import json_encoder
 from ..verdicts import as_utc, db_time, utcnow
 
@@ -69,6 +69,17 @@ def _timestamp_text(value):
 _last_timestamp = (None, None)  # (datetime, its text): the last one UtcDateTimeField converted
 
 
+class JSONField(sqlite_ext.JSONField):
+    """JSON stored as text on both backends (SQLite's json() normalises it there)."""
+
+    def db_value(self, value):
+        """A Python value -> its JSON text (a query node passes as it is)."""
+        if value is None or isinstance(value, Node):
+            return value
+        text = Value(self._json_dumps(value))
+        return by_dialect(fn.json(text), text)
+
+
 class DecimalTextField(TextField):
     """A Decimal stored exactly, as text."""
 
@@ -117,41 +128,48 @@ def in_column_order(model, names):
 
 
 class PreparedQuery:
-    """A hot-path statement: Peewee builds its SQL once; later runs only bind new values.
+    """A hot-path statement: Peewee builds its SQL once per dialect; later runs only bind new
+    values.
 
-    `build` returns a Peewee query using `PLACEHOLDER` for each value the caller supplies
-    (other values, such as column defaults, are kept as built). `execute(db, params)` runs
-    it with `params`, in placeholder order and already in database form (see `db_value`).
+    `build` returns a Peewee query (or any node, such as `dialect.skip_locked(query)`) using
+    `PLACEHOLDER` for each value the caller supplies (other values, such as column defaults, are
+    kept as built). `execute(db, params)` runs it with `params`, in placeholder order and
+    already in database form (see `db_value`).
     """
 
     def __init__(self, build):
         self._build = build
-        self._sql = None
+        self._built = {}  # database class (its dialect) -> (sql, slots, template or None)
+
+    def sql(self, db):
+        """(SQL text, parameter template) of the statement in `db`'s dialect, built afresh."""
+        return db.get_sql_context().parse(self._build())
 
     def _prepare(self, db):
-        self._sql, template = self._build().bind(db).sql()  # in `db`'s SQL dialect
-        self._slots = [i for i, value in enumerate(template) if value is _SLOT]
-        self._template = None if len(self._slots) == len(template) else template
+        """Build the statement in `db`'s SQL dialect (once per dialect)."""
+        sql, template = self.sql(db)
+        slots = [i for i, value in enumerate(template) if value is _SLOT]
+        built = self._built[db.__class__] = (sql, slots, None if len(slots) == len(template) else template)
+        return built
 
     def execute(self, db, params):
         """Run the statement on `db` (through its guard) and return the cursor.
 
-        On a guarded connection it goes straight to `GuardedConnection.execute_built` (SQLite
-        errors still become Peewee's exceptions); elsewhere, or while Peewee's logger logs the
+        On a guarded connection it goes straight to its `execute_built` (driver errors still
+        become Peewee's exceptions); elsewhere, or while Peewee's logger logs the
         SQL (--debug), through `db.execute_sql`."""
-        if self._sql is None:
-            self._prepare(db)
-        if self._template is not None:
-            merged = list(self._template)
-            for index, value in zip(self._slots, params, strict=True):
+        sql, slots, template = self._built.get(db.__class__) or self._prepare(db)
+        if template is not None:
+            merged = list(template)
+            for index, value in zip(slots, params, strict=True):
                 merged[index] = value
             params = merged
-        conn = db._state.conn
-        if not isinstance(conn, GuardedConnection) or peewee_log.isEnabledFor(logging.DEBUG):
-            return db.execute_sql(self._sql, params)
+        execute_built = getattr(db._state.conn, "execute_built", None)
+        if execute_built is None or peewee_log.isEnabledFor(logging.DEBUG):
+            return db.execute_sql(sql, params)
         try:
-            return conn.execute_built(self._sql, params)
-        except sqlite3.Error:
+            return execute_built(sql, params)
+        except Exception:  # the driver's errors become Peewee's; CommitForbidden stays itself
             with peewee_exceptions:
                 raise
 

@@ -6,9 +6,10 @@ The M26 cost tables also carry the server edition's indexes and database-level d
 thresholds, counters, creation / update times), so a plain INSERT that leaves those columns out
 works as it does there; a time SQLite fills in has the text form `UtcDateTimeField` stores.
 """
-from peewee import (SQL, BooleanField, CharField, Check, DateField, FloatField, ForeignKeyField,
+from peewee import (BooleanField, CharField, Check, DateField, FloatField, ForeignKeyField,
                     IntegerField, TextField)
 
+from ..dialect import immutable_columns_trigger, literal_default, now_default
 from .base import BaseModel, DecimalTextField, JSONField, UtcDateTimeField, new_id, utcnow
 from .runs import Incident, Run
 
@@ -19,30 +20,20 @@ IMMUTABLE_WORKER_RUN_COLUMNS = ("status", "success", "error", "output_json", "to
                                 "cost_cents", "started_at", "completed_at")
 BREACH_TYPES = ("BREACHED", "EXHAUSTED", "THROTTLED", "VIOLATED")
 
-_IMMUTABLE_GUARD_SQL = (
-    "CREATE TRIGGER IF NOT EXISTS worker_runs_immutable_guard BEFORE UPDATE ON worker_runs "
-    "WHEN OLD.status IN ({statuses}) AND ({changes}) BEGIN "
-    "SELECT RAISE(ABORT, 'TRUTH_VIOLATION: Cannot mutate completed/failed/crashed worker_run'); "
-    "END").format(
-        statuses=", ".join(f"'{s}'" for s in TERMINAL_WORKER_RUN_STATUSES),
-        changes=" OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in IMMUTABLE_WORKER_RUN_COLUMNS))
-
-
-# SQLite's current UTC time as `UtcDateTimeField` stores it ('YYYY-MM-DD HH:MM:SS.ffffff';
-# SQLite's %f has milliseconds, the zeros make the microseconds).
-_SQLITE_NOW = "(strftime('%Y-%m-%d %H:%M:%f000', 'now'))"
+_IMMUTABLE_GUARD = immutable_columns_trigger(
+    "worker_runs_immutable_guard", "worker_runs", TERMINAL_WORKER_RUN_STATUSES,
+    IMMUTABLE_WORKER_RUN_COLUMNS, "TRUTH_VIOLATION: Cannot mutate completed/failed/crashed worker_run")
 
 
 def _defaulted(field_class, value, **kwargs):
     """A `field_class` field whose default `value` both Peewee and SQLite apply (the server
     edition's server_default), so a plain INSERT that leaves the column out works."""
-    literal = int(value) if isinstance(value, bool) else value
-    return field_class(default=value, constraints=[SQL(f"DEFAULT {literal}")], **kwargs)
+    return field_class(default=value, constraints=[literal_default(value)], **kwargs)
 
 
 def _timestamp():
     """A creation / update time: now, from Peewee or (a plain INSERT) from SQLite."""
-    return UtcDateTimeField(default=utcnow, constraints=[SQL(f"DEFAULT {_SQLITE_NOW}")])
+    return UtcDateTimeField(default=utcnow, constraints=[now_default()])
 
 
 class WorkerRun(BaseModel):
@@ -76,7 +67,7 @@ class WorkerRun(BaseModel):
     synthetic_scenario_id = CharField(null=True)
 
     # Trigger name -> its CREATE statement (init_database creates it; schema parity checks it).
-    TRIGGERS = {"worker_runs_immutable_guard": _IMMUTABLE_GUARD_SQL}
+    TRIGGERS = {"worker_runs_immutable_guard": _IMMUTABLE_GUARD}
 
     class Meta:
         table_name = "worker_runs"
