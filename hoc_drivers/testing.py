@@ -89,6 +89,20 @@ def other_connection(db):
     return sqlite3.connect(db.database)
 
 
+def in_open_transaction(db):
+    """True when this thread's connection to `db` has a transaction open as the database driver
+    sees it (sqlite3's `in_transaction`, psycopg's transaction status), not as the coordinator
+    records it: to check nothing was left open or ended early behind the coordinator's back."""
+    from hoc_drivers import dialect
+
+    conn = db.connection()
+    if dialect.of(db) == dialect.POSTGRESQL:
+        from psycopg.pq import TransactionStatus
+
+        return conn.info.transaction_status != TransactionStatus.IDLE
+    return conn.in_transaction
+
+
 def schema_snapshot(db):
     """Every schema object of `db` as (type, name, definition) rows, read by another connection."""
     from hoc_drivers import dialect

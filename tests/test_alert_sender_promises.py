@@ -9,6 +9,7 @@ from hoc_drivers.alert_driver import AlertDriver, AlertQueueReader
 from hoc_drivers.alert_sender import LEASE_MARGIN_SECONDS, AlertDelivery, AlertSender, SmtpSettings
 from hoc_drivers.models.alerts import AlertQueueItem
 from hoc_drivers.models.base import new_id
+from hoc_drivers.testing import refuse_writes
 from tests.test_alert_sender import (HTTP_OK, T0, HttpReceiver, SmtpReceiver, TrickleReceiver,
                                      alert_rows)
 
@@ -221,8 +222,7 @@ def test_a_serving_sender_waits_the_poll_after_a_database_error(hoc_coordinator)
     """A claim that fails is not retried at once, even with an alert due right now."""
     queue_alert(hoc_coordinator)
     with hoc_coordinator.transaction() as tx:  # reading still works; claiming fails
-        tx.db.execute_sql("CREATE TRIGGER no_claims BEFORE UPDATE ON costsim_alert_queue "
-                          "BEGIN SELECT RAISE(ABORT, 'claims refused'); END")
+        refuse_writes(tx, "costsim_alert_queue", "claims refused", event="UPDATE")
     sender = CountingSender(hoc_coordinator)
     thread = serving(sender)
     try:

@@ -118,6 +118,7 @@ def test_outbox_ids_sort_by_time_so_the_outbox_grows_at_its_end(hoc_coordinator,
     assert [e.id for e in Event.select().order_by(Event.id).execute(hoc_db)] == ids
 
 
+@pytest.mark.sqlite_only  # SQLite's statement cache, its authorizer and a bare sqlite3 cursor
 def test_begin_and_commit_come_from_the_statement_cache_and_a_bare_cursor_cannot_commit(hoc_coordinator, hoc_db):
     conn = hoc_db.connection()
     actions = []

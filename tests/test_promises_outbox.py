@@ -1,19 +1,18 @@
 """Promises of the coordinator's outbox and of run completion's tenant isolation (README
 "Guarantees"), each test named after the promise it pins."""
-import sqlite3
-
 import peewee
 import pytest
 
 from hoc_drivers.bus import subscribe
 from hoc_drivers.facts import GuardStateChanged
 from hoc_drivers.models.runs import Event, Incident, PreventionRecord, Run
+from hoc_drivers.testing import in_open_transaction, other_connection, refuse_writes
 from hoc_drivers.transaction_coordinator import RunCompletionTransaction, TransactionPhase
 
 
 def committed_run_ids(db):
     """Run ids another connection sees: only what was really committed."""
-    other = sqlite3.connect(db.database)
+    other = other_connection(db)
     try:
         return [row[0] for row in other.execute("SELECT id FROM runs ORDER BY id")]
     finally:
@@ -88,14 +87,13 @@ def test_one_failing_event_subscriber_does_not_stop_the_others(hoc_coordinator, 
 def test_a_failed_mark_published_leaves_no_dead_transaction_for_later_work_to_join(
         hoc_db, hoc_coordinator):
     with hoc_coordinator.transaction() as tx:
-        tx.db.execute_sql("CREATE TRIGGER no_marking BEFORE UPDATE ON events "
-                          "BEGIN SELECT RAISE(ABORT, 'marking refused'); END")
+        refuse_writes(tx, "events", "marking refused", event="UPDATE")
         tx.publish("run.completed", {})
     # the next transaction first marks that event published: the trigger makes it fail
     with pytest.raises(peewee.IntegrityError, match="marking refused"):
         with hoc_coordinator.transaction() as tx:
             Run.insert(id="never", tenant_id="t1").execute(tx.db)
-    assert hoc_coordinator.current() is None and not hoc_db.connection().in_transaction
+    assert hoc_coordinator.current() is None and not in_open_transaction(hoc_db)
     with hoc_coordinator.transaction() as tx:
         Run.insert(id="later", tenant_id="t1").execute(tx.db)
     assert committed_run_ids(hoc_db) == ["later"]
@@ -103,11 +101,13 @@ def test_a_failed_mark_published_leaves_no_dead_transaction_for_later_work_to_jo
 
 def test_flush_outbox_publishes_left_over_events_oldest_first(hoc_db, hoc_coordinator,
                                                               hoc_publisher):
-    raw = sqlite3.connect(hoc_db.database)
-    raw.executemany("INSERT INTO events (id, topic, payload, created_at) VALUES (?, ?, '{}', ?)",
-                    [("a", "third", "2026-01-03 00:00:00.000000"),
-                     ("b", "first", "2026-01-01 00:00:00.000000"),
-                     ("c", "second", "2026-01-02 00:00:00.000000")])
+    raw = other_connection(hoc_db)
+    mark = hoc_db.param
+    raw.cursor().executemany(
+        f"INSERT INTO events (id, topic, payload, created_at) VALUES ({mark}, {mark}, '{{}}', {mark})",
+        [("a", "third", "2026-01-03 00:00:00.000000"),
+         ("b", "first", "2026-01-01 00:00:00.000000"),
+         ("c", "second", "2026-01-02 00:00:00.000000")])
     raw.commit()
     raw.close()
     assert hoc_coordinator.flush_outbox() == 3
