@@ -220,27 +220,24 @@ class PreparedInsert(PreparedQuery):
         for row in rows:
             values = list(map(row.get, self.names, self._missing))
             types = tuple(map(type, values))
-            fills, calls, stamps = self._plans.get(types) or self._plan(types)
+            fills, calls = self._plans.get(types) or self._plan(types)
             for index, value in fills:
                 values[index] = value
             for index, make in calls:
                 values[index] = make(values[index])
-            for index in stamps:  # a transaction's timestamp: its text is remembered, no call
-                stamp, text = _last_timestamp
-                values[index] = text if values[index] is stamp else _timestamp_text(values[index])
             params += values
         return params
 
     def _plan(self, types):
-        """For a row whose values have `types`: (fills, calls, stamps). `fills` are (index, value)
-        pairs for the defaults that are constants (converted once); `calls` are (index, function)
-        pairs giving the bound value of a value to convert (a native type's subclass binds as its
-        plain value, a Decimal in a DecimalTextField as `str` of it) or of a default to make per
-        row; `stamps` are the indexes of datetimes in UtcDateTimeField columns."""
-        fills, calls, stamps = [], [], []
+        """For a row whose values have `types`: (fills, calls). `fills` are (index, value) pairs
+        for the defaults that are constants (converted once); `calls` are (index, function) pairs
+        giving the bound value of a value to convert (a native type's subclass binds as its plain
+        value, a Decimal in a DecimalTextField as `str` of it, a datetime in a UtcDateTimeField
+        as its remembered text) or of a default to make per row."""
+        fills, calls = [], []
         for index, (kind, (native, convert, default)) in enumerate(zip(types, self._columns, strict=True)):
             if kind is datetime and getattr(convert, "__func__", None) is UtcDateTimeField.db_value:
-                stamps.append(index)
+                calls.append((index, _timestamp_text))  # what db_value gives, without its call
             elif kind is _Missing and not callable(default):
                 fills.append((index, _bound(default, native, convert)))
             elif kind is _Missing:
@@ -250,7 +247,7 @@ class PreparedInsert(PreparedQuery):
                 calls.append((index, str))  # what DecimalTextField.db_value gives, without its call
             elif kind is not native and kind is not type(None):
                 calls.append((index, _PLAIN[native] if issubclass(kind, native) else convert))
-        plan = (fills, calls, stamps)
+        plan = (fills, calls)
         if len(self._plans) < _MAX_PLANS:
             self._plans[types] = plan
         return plan
