@@ -15,6 +15,7 @@ from datetime import datetime
 from enum import Enum
 from urllib.parse import urlsplit
 
+from .dialect import for_update
 from .listing import page
 from .models.alerts import StoredAlertConfig, StoredThresholdSignal
 from .models.base import as_utc, new_id, utcnow
@@ -217,13 +218,12 @@ class ThresholdSignal:
 _CONFIG_COLUMNS = [f.name for f in fields(AlertConfig) if f.name != "webhook_secret"]
 
 
-def _config_row(db, tenant_id, name):
-    """The stored config row `name` of `tenant_id`, or None."""
+def _config_query(tenant_id, name):
+    """The SELECT of the stored config row `name` of `tenant_id`."""
     require_tenant(tenant_id)
     require_text(name, "name")
-    query = StoredAlertConfig.select().where((StoredAlertConfig.tenant_id == tenant_id)
-                                             & (StoredAlertConfig.name == name))
-    return next(iter(query.execute(db)), None)
+    return StoredAlertConfig.select().where((StoredAlertConfig.tenant_id == tenant_id)
+                                            & (StoredAlertConfig.name == name))
 
 
 def _config_from_row(row, webhook_secret=None):
@@ -243,7 +243,7 @@ class AlertConfigReader:
     def get(self, tenant_id, name):
         """The config `name` of `tenant_id` as {name, updated_at, **AlertConfig.to_dict()};
         None if there is none."""
-        row = _config_row(self.db, tenant_id, name)
+        row = next(iter(_config_query(tenant_id, name).execute(self.db)), None)
         if row is None:
             return None
         return {"name": row.name, **_config_from_row(row).to_dict(), "updated_at": row.updated_at}
@@ -268,7 +268,8 @@ class AlertConfigWriter:
 
     def save(self, tenant_id, name, config, now=None):
         """Store `config` (an AlertConfig of tenant `tenant_id`) as `name`: its settings replace
-        a stored config's, whose throttling state is kept. The webhook secret is not stored."""
+        a stored config's, whose throttling state is kept (one INSERT ... ON CONFLICT on the
+        (tenant, name) key, so concurrent saves never collide). The webhook secret is not stored."""
         self.tx.require_open()
         config.validate()
         if config.tenant_id != require_tenant(tenant_id):
@@ -276,20 +277,18 @@ class AlertConfigWriter:
         now = now or utcnow()
         settings = {column: getattr(config, column) for column in _CONFIG_COLUMNS
                     if column not in ("last_alert_at", "alerts_sent_count")}
-        row = _config_row(self.tx.db, tenant_id, name)
-        if row is None:
-            StoredAlertConfig.insert(id=new_id(), name=name, created_at=now,
-                                     updated_at=now, **settings).execute(self.tx.db)
-        else:
-            (StoredAlertConfig.update(updated_at=now, **settings)
-             .where(StoredAlertConfig.id == row.id).execute(self.tx.db))
+        (StoredAlertConfig.insert(id=new_id(), name=name, created_at=now, updated_at=now, **settings)
+         .on_conflict(conflict_target=[StoredAlertConfig.tenant_id, StoredAlertConfig.name],
+                      preserve=[getattr(StoredAlertConfig, column) for column in (*settings, "updated_at")])
+         .execute(self.tx.db))
 
     def load(self, tenant_id, name, webhook_secret=None):
         """(the AlertConfig stored as `name` for `tenant_id`, its row id), read inside the
-        transaction so its throttling state cannot change under the caller; LookupError when
-        there is none. The secret, never stored, is given by the caller."""
+        transaction and locked (`dialect.for_update`) so its throttling state cannot change
+        under the caller until it ends; LookupError when there is none. The secret, never
+        stored, is given by the caller."""
         self.tx.require_open()
-        row = _config_row(self.tx.db, tenant_id, name)
+        row = next(iter(for_update(_config_query(tenant_id, name), self.tx.db).execute(self.tx.db)), None)
         if row is None:
             raise LookupError(f"no alert config {name!r} for tenant {tenant_id!r}")
         return _config_from_row(row, webhook_secret), row.id

@@ -31,10 +31,10 @@ circuit breaker (`costsim_cb_incidents`); this edition has no circuit breaker an
 import json
 from datetime import timedelta
 
-from peewee import fn
+from peewee import CharField, Field, IntegerField, TextField, fn
 
 from .facts import AlertQueued, GuardStateChanged
-from .dialect import contains_text, id_list, json_member_text, skip_locked
+from .dialect import contains_text, for_update, id_list, json_member_text, skip_locked
 from .listing import expand_id, page
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
@@ -106,10 +106,17 @@ _INSERT_ALERT = PreparedInsert(AlertQueueItem, (
 _ALERT_QUEUED = AlertQueued()  # the one fact every queued alert notes (facts are values)
 
 
+# (field name, its python_value) in column order; None where the driver's value is already the
+# Python value (text and integer columns: python_value would only call str() or int() on it)
+_ROW_CONVERSIONS = [(f.name, None if type(f).python_value is Field.python_value
+                     and type(f).adapt in (TextField.adapt, CharField.adapt, IntegerField.adapt)
+                     else f.python_value) for f in _FIELDS]
+
+
 def _alert_from_row(row):
     """An AlertQueueItem from a full row in column order."""
-    return AlertQueueItem(__no_default__=True,
-                          **{f.name: f.python_value(value) for f, value in zip(_FIELDS, row, strict=True)})
+    return AlertQueueItem.of_row({name: value if convert is None or value is None else convert(value)
+                                  for (name, convert), value in zip(_ROW_CONVERSIONS, row, strict=True)})
 
 
 def _keep_error_unless(new_error):
@@ -212,9 +219,13 @@ class AlertQueueReader:
 
     def get_alert(self, tenant_id, alert_id):
         """The alert `alert_id` of `tenant_id` (or `ALL_TENANTS`); None if there is none."""
-        require_text(alert_id, "alert_id")
-        query = AlertQueueItem.select().where(_scope(tenant_id) & (AlertQueueItem.id == alert_id))
-        return next(iter(query.execute(self.db)), None)
+        return next(iter(_alert_query(tenant_id, alert_id).execute(self.db)), None)
+
+
+def _alert_query(tenant_id, alert_id):
+    """SELECT of the alert `alert_id` of `tenant_id` (or `ALL_TENANTS`)."""
+    require_text(alert_id, "alert_id")
+    return AlertQueueItem.select().where(_scope(tenant_id) & (AlertQueueItem.id == alert_id))
 
 
 class AlertQueueWriter:
@@ -342,7 +353,9 @@ class AlertQueueWriter:
         """The alert `alert_id` of `tenant_id` (None if there is none); AlertBusy while a sender's
         claim on it is live."""
         self.tx.require_open()
-        alert = AlertQueueReader(self.tx.db).get_alert(tenant_id, alert_id)
+        # PostgreSQL: the row stays locked, so no sender can lease it between this read and the write
+        query = for_update(_alert_query(tenant_id, alert_id), self.tx.db)
+        alert = next(iter(query.execute(self.tx.db)), None)
         if alert is not None and alert.claim_token is not None and alert.status == "pending" \
                 and alert.next_attempt_at > now:
             raise AlertBusy(f"alert {alert_id} is being delivered (claimed until "

@@ -24,8 +24,9 @@ senders never deliver one alert at the same time.
 
 Only the standard library talks to the network (`urllib.request`, `smtplib`). `serve()` keeps
 a sender running: it delivers what is due, then waits for the next alert to fall due, for a
-commit in this process that queues one (it subscribes to the `AlertQueued` fact), or for
-`poll_seconds` (alerts queued by other processes). Old alerts are deleted by
+commit that queues one (it subscribes to the `AlertQueued` fact: on SQLite a commit in this
+process, on PostgreSQL in any process), or for `poll_seconds` (on SQLite, alerts queued by other
+processes). Old alerts are deleted by
 `alert_driver.delete_old_alerts`, which needs no sender.
 """
 import http.client
@@ -45,7 +46,7 @@ from email.utils import formataddr
 
 from .alert_driver import AlertQueueReader, AlertQueueWriter
 from .alert_config import validate_http_url
-from .facts import AlertQueued
+from .facts import AlertQueued, FactsMissed
 from .models.alerts import canonical_json
 from .models.base import utcnow
 from .bus import subscribe
@@ -394,15 +395,17 @@ class AlertSender:
         """Deliver alerts until `stop()` is called; totals as `process_batch`.
 
         After each drain it waits until the next queued alert falls due, until `wake()` (called
-        after each commit in this process that notes `AlertQueued` on this database file), or
-        at most `poll_seconds` (alerts queued by other processes), whichever comes first.
+        after each commit that notes `AlertQueued` on this database: in this process, or on
+        PostgreSQL in any process), or at most `poll_seconds` (on SQLite, alerts queued by other
+        processes), whichever comes first.
         `on_batch(counts)` is called after each batch, as in `drain`. After a database error
         it waits the full `poll_seconds` before trying again.
         """
         if poll_seconds <= 0:
             raise ValueError(f"poll_seconds must be positive, got {poll_seconds}")
         totals = dict.fromkeys(("processed", "sent", "retried", "failed", "lost", "errors"), 0)
-        unsubscribe = subscribe(self.coordinator.db, AlertQueued, self.wake)
+        unsubscriptions = [subscribe(self.coordinator.db, fact_type, self.wake)
+                           for fact_type in (AlertQueued, FactsMissed)]
         try:
             while not self._stopping:
                 self._wake.clear()  # before draining: a wake during the drain is kept
@@ -413,7 +416,8 @@ class AlertSender:
                     self._wake.wait(poll_seconds if counts["errors"]
                                     else self._seconds_until_due(poll_seconds))
         finally:
-            unsubscribe()
+            for unsubscribe in unsubscriptions:
+                unsubscribe()
             self._stopping = False
         return totals
 
@@ -429,7 +433,8 @@ class AlertSender:
         return min(max((due - self.clock()).total_seconds(), 0.0), poll_seconds)
 
     def wake(self, fact=None):
-        """Make a waiting `serve()` look at the queue now (`fact`: the `AlertQueued` that woke it)."""
+        """Make a waiting `serve()` look at the queue now (`fact`: the `AlertQueued` that woke
+        it, or `FactsMissed`: one may have gone unseen)."""
         self._wake.set()
 
     def stop(self):

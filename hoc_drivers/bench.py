@@ -3,7 +3,9 @@
 A workload is a function registered with `@workload(name)`; it takes `quick` and `full`
 flags and returns a list of `Measurement`s. The usual baseline is raw `sqlite3` running
 the same SQL on a database file with the same schema and pragmas.
-`hoc-drivers bench [--quick] [--full] [--json]` runs them all.
+`hoc-drivers bench [--quick] [--full] [--json]` runs them all. The PostgreSQL workloads live in
+`bench_pg`; their raw psycopg baselines are here with the others (every raw BEGIN ... COMMIT of
+the benchmarks is in this module).
 """
 import os
 import shutil
@@ -61,10 +63,11 @@ class Measurement:
                 "target": self.target}
 
 
-def workload(name):
-    """Register a benchmark workload function under `name`."""
+def workload(name, registry=WORKLOADS):
+    """Register a benchmark workload function under `name` (in `registry`: the SQLite ones by
+    default; `bench_pg` has its own)."""
     def register(fn):
-        WORKLOADS[name] = fn
+        registry[name] = fn
         return fn
     return register
 
@@ -145,6 +148,21 @@ def raw_connection(path):
     return conn
 
 
+# How a raw baseline opens its write transaction, by dialect (psycopg in autocommit mode).
+RAW_BEGIN = {"sqlite": "BEGIN IMMEDIATE", "postgresql": "BEGIN"}
+
+
+def raw_statement(sql, dialect="sqlite"):
+    """A raw statement of this module (sqlite3's `?` marks, INSERT OR IGNORE) as `dialect`'s
+    DB-API driver runs it (psycopg: `%s` marks, ON CONFLICT DO NOTHING)."""
+    if dialect == "sqlite":
+        return sql
+    if sql.startswith("INSERT OR IGNORE "):
+        sql = "INSERT " + sql.removeprefix("INSERT OR IGNORE ")
+        sql = sql.replace(" RETURNING ", " ON CONFLICT DO NOTHING RETURNING ")
+    return sql.replace("?", "%s")
+
+
 def bulk_insert(path, *statements):
     """Seed `path` fast: each (sql, rows) by executemany, all in one raw sqlite3 transaction."""
     conn = raw_connection(path)
@@ -156,6 +174,23 @@ def bulk_insert(path, *statements):
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def raw_pg_connection(url):
+    """A plain psycopg connection in autocommit mode (the baselines send BEGIN and COMMIT)."""
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def pg_bulk_insert(url, *statements):
+    """`bulk_insert` for PostgreSQL (a URL): each (sqlite3 statement, rows) by executemany in one
+    transaction, then ANALYZE."""
+    with raw_pg_connection(url) as conn:
+        with conn.transaction():
+            for sql, rows in statements:
+                conn.cursor().executemany(raw_statement(sql, "postgresql"), list(rows))
+        conn.execute("ANALYZE")
 
 
 # ---------------------------------------------------------------------------------------
@@ -254,9 +289,9 @@ def _completion_values(run_id, trace_id, now, ids):
     incident = (incident_id, "bench", f"Agent Crash: Run {run_id[:8]}...", "critical", "open",
                 "run_failure", now, 0, "0", run_id, "run", "EXECUTION_FAILURE",
                 f"Run {run_id} failed with error: AGENT_CRASH", "AGENT_CRASH", "AGENT_CRASH",
-                "single_run", None, 1, "HUMAN", "ACTIVE", 0, None, 0, now, now)
+                "single_run", None, 1, "HUMAN", "ACTIVE", False, None, False, now, now)
     policy = (policy_id, "bench", f"policy_eval_{run_id[:8]}", "policies_checked:0", run_id, run_id,
-              run_id, "not_applicable", 0.0, 0, 0, None, now)
+              run_id, "not_applicable", 0.0, 0, False, None, now)
     payloads = (("run.completed", {"run_id": run_id, "status": "failed", "incident_id": incident_id,
                                    "policy_id": policy_id, "trace_id": trace_id}),
                 ("incident.created", {"run_id": run_id, "incident_id": incident_id, "outcome": "failed"}),
@@ -266,41 +301,51 @@ def _completion_values(run_id, trace_id, now, ids):
     return incident, policy, events
 
 
-def _raw_completion(conn):
+# What a completion runs after its two INSERTs (raw sqlite3 text: see `raw_statement`).
+RAW_COMPLETION_SQL = (
+    "UPDATE events SET published_at = ? WHERE id IN (?, ?, ?)",
+    "UPDATE runs SET incident_count = incident_count + 1 WHERE id = ? AND tenant_id = ?",
+    "UPDATE aos_traces SET status = ?, completed_at = ?, incident_id = COALESCE(?, incident_id)"
+    " WHERE trace_id = ? AND tenant_id = ?",
+    "INSERT INTO events (id, tenant_id, topic, payload, created_at) VALUES "
+    "(?, ?, ?, ?, ?), (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)")
+
+
+def _raw_completion(conn, dialect="sqlite"):
     """`operation(i)`: completing run r{i} with the library's statements on a raw connection
-    (sqlite3 in autocommit mode, or APSW), marking the previous completion's events published."""
+    (sqlite3 or psycopg in autocommit mode, or APSW), marking the previous completion's events
+    published."""
     from .models.base import new_id, new_ordered_id
 
+    begin = RAW_BEGIN[dialect]
+    policy_sql, incident_sql, mark_sql, count_sql, trace_sql, events_sql = (
+        raw_statement(sql, dialect) for sql in (RAW_POLICY_SQL, RAW_INCIDENT_SQL, *RAW_COMPLETION_SQL))
     unmarked = []
 
     def complete(i):
         run_id, trace_id, now = f"r{i}", f"t{i}", _now_text()
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(begin)
         if unmarked:
-            conn.execute(f"UPDATE events SET published_at = ? WHERE id IN ({','.join('?' * len(unmarked))})",
-                         [now, *unmarked])
+            conn.execute(mark_sql, [now, *unmarked])
             unmarked.clear()
         incident, policy, events = _completion_values(run_id, trace_id, now, [new_id(), new_id(), *(
             new_ordered_id() for _ in range(3))])
-        policy_id = conn.execute(RAW_POLICY_SQL, policy).fetchone()[0]
-        incident_id = conn.execute(RAW_INCIDENT_SQL, incident).fetchone()[0]
-        conn.execute("UPDATE runs SET incident_count = incident_count + 1 WHERE id = ? AND tenant_id = ?",
-                     (run_id, "bench"))
-        conn.execute("UPDATE aos_traces SET status = ?, completed_at = ?,"
-                     " incident_id = COALESCE(?, incident_id) WHERE trace_id = ? AND tenant_id = ?",
-                     ("failed", now, incident_id, trace_id, "bench"))
-        conn.execute("INSERT INTO events (id, tenant_id, topic, payload, created_at) VALUES "
-                     "(?, ?, ?, ?, ?), (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)", [v for e in events for v in e])
+        policy_id = conn.execute(policy_sql, policy).fetchone()[0]
+        incident_id = conn.execute(incident_sql, incident).fetchone()[0]
+        conn.execute(count_sql, (run_id, "bench"))
+        conn.execute(trace_sql, ("failed", now, incident_id, trace_id, "bench"))
+        conn.execute(events_sql, [v for e in events for v in e])
         conn.execute("COMMIT")
         unmarked.extend(e[0] for e in events)
         return policy_id
     return complete
 
 
-def _seed_run_completion(path, rows, pending, start=0):
+def _seed_run_completion(path, rows, pending, start=0, insert=bulk_insert):
     """`rows` earlier completions in every table a completion writes (incidents, policy
     evaluations, runs, traces, events: one row each, random uuid ids as the library makes
-    them), and `pending` running runs r{start}... with their traces t{start}..., to complete."""
+    them), and `pending` running runs r{start}... with their traces t{start}..., to complete
+    (`insert`: `bulk_insert`, or another with its signature for another database)."""
     import itertools
 
     from .models.base import new_id, new_ordered_id
@@ -314,7 +359,7 @@ def _seed_run_completion(path, rows, pending, start=0):
             values = _completion_values(run_id, trace_id, day, [new_id(), new_id(), new_ordered_id()])[part]
             yield (*values[0], day) if part == 2 else values
 
-    bulk_insert(path, (RAW_INCIDENT_SQL.replace(" RETURNING id", ""), earlier(0)),
+    insert(path, (RAW_INCIDENT_SQL.replace(" RETURNING id", ""), earlier(0)),
                 (RAW_POLICY_SQL.replace(" RETURNING id", ""), earlier(1)),
                 ("INSERT INTO events (id, tenant_id, topic, payload, created_at, published_at)"
                  " VALUES (?, ?, ?, ?, ?, ?)", earlier(2)),
@@ -481,45 +526,59 @@ def bench_cli_startup(quick=False, full=False):
 @workload("decision_emit")
 def bench_decision_emit(quick=False, full=False):
     """A routing decision appended in its own transaction: DecisionRecordService vs raw sqlite3."""
-    import json
-
-    from .db import init_database
-    from .decisions import DecisionRecord, DecisionRecordService
-    from .models.base import new_id
-    from .transaction_coordinator import TransactionCoordinator
+    from .db import connect_database
 
     count = 300 if quick else 2000
-    inputs = {"eligible_agents": ["agent-a", "agent-b"], "agents_count": 2}
     with scratch_databases() as (library_path, raw_path):
-        db = init_database(library_path)
-        coordinator = TransactionCoordinator(db)
-
-        def library(i):
-            record = DecisionRecord(decision_type="routing", decision_source="system",
-                                    decision_trigger="explicit", decision_outcome="selected",
-                                    decision_inputs=inputs, decision_reason="Selected agent-a",
-                                    run_id=f"r{i}", tenant_id="bench", causal_role="pre_run")
-            with coordinator.transaction() as tx:
-                if not DecisionRecordService(tx).emit(record):
-                    raise RuntimeError("decision emit failed")
-
+        db = connect_database(library_path)
         conn = raw_connection(raw_path)
-
-        def raw(i):
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(RAW_DECISION_SQL, (
-                new_id(), "routing", "system", "explicit", json.dumps(inputs), "selected",
-                "Selected agent-a", f"r{i}", None, "bench", None, "pre_run", _now_text(),
-                json.dumps({}), None))
-            conn.execute("COMMIT")
-
         try:
-            return [measure("decision emit (own transaction)", library,
-                            "raw sqlite3 BEGIN IMMEDIATE + INSERT + COMMIT", raw, count,
-                            target="<= 1.3x")]
+            return [measure("decision emit (own transaction)", _emitting_decisions(db),
+                            "raw sqlite3 BEGIN IMMEDIATE + INSERT + COMMIT", _raw_decisions(conn),
+                            count, target="<= 1.3x")]
         finally:
             conn.close()
             db.close()
+
+
+_DECISION_INPUTS = {"eligible_agents": ["agent-a", "agent-b"], "agents_count": 2}
+
+
+def _emitting_decisions(db):
+    """`operation(i)`: DecisionRecordService appending run r{i}'s routing decision to `db`, in
+    a coordinator transaction of its own."""
+    from .decisions import DecisionRecord, DecisionRecordService
+    from .transaction_coordinator import TransactionCoordinator
+
+    coordinator = TransactionCoordinator(db)
+
+    def emit(i):
+        record = DecisionRecord(decision_type="routing", decision_source="system",
+                                decision_trigger="explicit", decision_outcome="selected",
+                                decision_inputs=_DECISION_INPUTS, decision_reason="Selected agent-a",
+                                run_id=f"r{i}", tenant_id="bench", causal_role="pre_run")
+        with coordinator.transaction() as tx:
+            if not DecisionRecordService(tx).emit(record):
+                raise RuntimeError("decision emit failed")
+    return emit
+
+
+def _raw_decisions(conn, dialect="sqlite"):
+    """`operation(i)`: the decision `_emitting_decisions` appends, by its INSERT on a raw
+    connection in autocommit mode (sqlite3 or psycopg), in a transaction of its own."""
+    import json
+
+    from .models.base import new_id
+
+    begin, sql = RAW_BEGIN[dialect], raw_statement(RAW_DECISION_SQL, dialect)
+
+    def emit(i):
+        conn.execute(begin)
+        conn.execute(sql, (new_id(), "routing", "system", "explicit", json.dumps(_DECISION_INPUTS),
+                           "selected", "Selected agent-a", f"r{i}", None, "bench", None, "pre_run",
+                           _now_text(), json.dumps({}), None))
+        conn.execute("COMMIT")
+    return emit
 
 
 RAW_DECISION_SQL = (
@@ -806,10 +865,8 @@ def bench_alert_fetch_pending(quick=False, full=False):
     which). Each claim is the sender's: one coordinator transaction around
     `fetch_pending_alerts`, which leases the 10 oldest due alerts.
     """
-    from .alert_driver import AlertDriver
     from .db import connect_database
     from .models.base import utcnow
-    from .transaction_coordinator import TransactionCoordinator
 
     small, big = 10_000, (1_000_000 if full else 100_000)
     label = "1M" if full else "100k"
@@ -819,31 +876,71 @@ def bench_alert_fetch_pending(quick=False, full=False):
             _seed_alert_queue(path, rows)
         small_db, big_db = connect_database(small_path), connect_database(big_path)
         now = utcnow()
-
-        def claim(coordinator):
-            def operation(i):
-                with coordinator.transaction() as tx:
-                    AlertDriver(tx).fetch_pending_alerts(now, batch_size=10)
-            return operation
-
         try:
-            return [measure(f"fetch_pending (claim 10) at {label} queued",
-                            claim(TransactionCoordinator(big_db)),
-                            "fetch_pending (claim 10) at 10k queued",
-                            claim(TransactionCoordinator(small_db)), count, target="<= 1.5x")]
+            return [measure(f"fetch_pending (claim 10) at {label} queued", _claiming(big_db, now),
+                            "fetch_pending (claim 10) at 10k queued", _claiming(small_db, now),
+                            count, target="<= 1.5x")]
         finally:
             small_db.close()
             big_db.close()
 
 
-def _seed_alert_queue(path, rows):
-    """`rows` pending webhook alerts, due one second apart from 30 days ago (index order)."""
+def _claiming(db, now):
+    """`operation(i)`: the sender's claim of `db`'s 10 oldest alerts due at `now`: one
+    coordinator transaction around `fetch_pending_alerts`."""
+    from .alert_driver import AlertDriver
+    from .transaction_coordinator import TransactionCoordinator
+
+    coordinator = TransactionCoordinator(db)
+
+    def claim(i):
+        with coordinator.transaction() as tx:
+            AlertDriver(tx).fetch_pending_alerts(now, batch_size=10)
+    return claim
+
+
+# The statements of `AlertDriver.fetch_pending_alerts` on PostgreSQL, as raw psycopg runs them
+# ({columns}: every column of the queue, which the claim reads).
+RAW_CLAIM_SQL = (
+    "SELECT {columns} FROM costsim_alert_queue WHERE status = %s AND next_attempt_at <= %s"
+    " AND attempts < max_attempts ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
+    "UPDATE costsim_alert_queue SET next_attempt_at = %s, claim_token = %s"
+    " WHERE id IN (SELECT value FROM jsonb_array_elements_text(CAST(%s AS jsonb)))")
+
+
+def _raw_claims(conn, now):
+    """`operation(i)`: the claim `_claiming` makes, by its statements on raw psycopg."""
+    import json
+    from datetime import timedelta
+
+    from .alert_driver import DEFAULT_LEASE_SECONDS
+    from .models.alerts import AlertQueueItem
+    from .models.base import UtcDateTimeField, new_id
+
+    to_text = UtcDateTimeField().db_value
+    due_at, lease_until = to_text(now), to_text(now + timedelta(seconds=DEFAULT_LEASE_SECONDS))
+    columns = [field.column_name for field in AlertQueueItem._meta.sorted_fields]
+    select, lease = RAW_CLAIM_SQL[0].format(columns=", ".join(columns)), RAW_CLAIM_SQL[1]
+    id_at = columns.index("id")
+
+    def claim(i):
+        conn.execute("BEGIN")
+        due = conn.execute(select, ("pending", due_at, 10)).fetchall()
+        if due:
+            conn.execute(lease, (lease_until, new_id(), json.dumps([row[id_at] for row in due])))
+        conn.execute("COMMIT")
+    return claim
+
+
+def _seed_alert_queue(path, rows, insert=bulk_insert):
+    """`rows` pending webhook alerts, due one second apart from 30 days ago (index order)
+    (`insert`: as in `_seed_run_completion`)."""
     from datetime import timedelta
 
     from .models.base import UtcDateTimeField, utcnow
 
     start, to_text = utcnow() - timedelta(days=30), UtcDateTimeField().db_value
-    bulk_insert(path, (
+    insert(path, (
         "INSERT INTO costsim_alert_queue (id, payload, alert_type, channel, destination,"
         " status, attempts, max_attempts, next_attempt_at, created_at)"
         " VALUES (?, '{\"n\":1}', 'bench', 'webhook', '{\"url\":\"http://127.0.0.1:9/\"}',"
@@ -930,13 +1027,15 @@ def bench_schema_parity(quick=False, full=False):
             db.close()
 
 
-def run_benchmarks(names=None, quick=False, full=False, on_start=None):
-    """Run the named workloads (default all); `on_start(name)` is called before each."""
+def run_benchmarks(names=None, quick=False, full=False, on_start=None, workloads=WORKLOADS,
+                   **context):
+    """Run the named workloads of `workloads` (default all), each given `context` as keyword
+    arguments; `on_start(name)` is called before each."""
     results = []
-    for name, fn in WORKLOADS.items():
+    for name, fn in workloads.items():
         if names and name not in names:
             continue
         if on_start:
             on_start(name)
-        results.extend(fn(quick=quick, full=full))
+        results.extend(fn(quick=quick, full=full, **context))
     return results

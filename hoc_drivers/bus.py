@@ -2,7 +2,10 @@
 
 `subscribe(db, FactType, handler)` registers a handler for the facts writers note on their
 transactions (`hoc_drivers.facts`); the coordinator calls `handlers_of(db, type(fact))` after
-COMMIT. `EventPublisher` delivers outbox events by topic. Neither knows any driver.
+COMMIT. On PostgreSQL the first subscription of a process to a database also starts that
+process's listener for the facts other processes commit there (`listen_for_facts`, see
+`pg_guard`), which hands them to `deliver`. `EventPublisher` delivers outbox events by topic.
+Neither knows any driver.
 """
 import logging
 import threading
@@ -50,12 +53,16 @@ _subscriptions_lock = threading.Lock()
 def subscribe(db, fact_type, handler):
     """After every commit on `db`'s file (any connection in this process) that noted a fact of
     `fact_type`, call `handler(fact)`. A bound method is held weakly, so a subscriber can be
-    collected. Returns a function that ends the subscription."""
+    collected. On PostgreSQL facts committed by other processes come too. Returns a function that
+    ends the subscription."""
     entry = weakref.WeakMethod(handler) if hasattr(handler, "__self__") else handler
     with _subscriptions_lock:
         entries = _subscriptions.setdefault(database_key(db), {}).setdefault(fact_type, [])
         entries[:] = [e for e in entries if not isinstance(e, weakref.WeakMethod) or e() is not None]
         entries.append(entry)
+    listen = getattr(db, "listen_for_facts", None)  # PostgreSQL: other processes' facts too
+    if listen is not None:
+        listen()
 
     def unsubscribe():
         with _subscriptions_lock:
@@ -70,9 +77,23 @@ def handlers_of(db, fact_type):
 
     Read without the lock: copying a list is one step under the GIL, as are the changes
     `subscribe` makes under its lock (appending, replacing the list's contents)."""
+    return _handlers(database_key(db), fact_type)
+
+
+def _handlers(key, fact_type):
     handlers = []
-    for entry in tuple(_subscriptions.get(database_key(db), {}).get(fact_type, ())):
+    for entry in tuple(_subscriptions.get(key, {}).get(fact_type, ())):
         handler = entry() if entry.__class__ is weakref.WeakMethod else entry
         if handler is not None:
             handlers.append(handler)
     return handlers
+
+
+def deliver(key, fact):
+    """Hand `fact` (committed by another process) to the handlers subscribed to its type on the
+    database of key `key` (`database_key`); a failing handler is logged, not raised."""
+    for handler in _handlers(key, type(fact)):
+        try:
+            handler(fact)
+        except Exception:
+            log.exception("fact handler %r failed for %r", handler, fact)

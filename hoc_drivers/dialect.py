@@ -5,6 +5,7 @@ Peewee's SQL context, so a `by_dialect(sqlite=..., postgresql=...)` node inside 
 the variant of the database the query is built for (`PreparedQuery` builds once per dialect).
 A database that names none (a plain Peewee database) gets the SQLite variant.
 """
+import re
 from contextlib import nullcontext
 
 from peewee import SQL, Cast, ColumnBase, NodeList, Select, Value, fn
@@ -28,6 +29,18 @@ def begin_statement(db):
     return _BEGIN[of(db)]
 
 
+# The channel on which PostgreSQL carries committed facts to every process (`facts.to_payloads`).
+FACTS_CHANNEL = "hoc_drivers_facts"
+_NOTIFY_FACTS = {SQLITE: None, POSTGRESQL: f"SELECT pg_notify('{FACTS_CHANNEL}', p) FROM unnest(%s::text[]) AS p"}
+
+
+def notify_facts_sql(db):
+    """The statement a coordinator transaction on `db` runs before COMMIT to tell the other
+    processes its facts (one parameter: the list of payloads), or None (SQLite: they learn of
+    commits by `PRAGMA data_version`)."""
+    return _NOTIFY_FACTS[of(db)]
+
+
 class by_dialect(ColumnBase):  # noqa: N801 (reads as a function call inside a query)
     """A piece of SQL with one variant per dialect (each a Peewee node)."""
 
@@ -44,6 +57,29 @@ def skip_locked(query):
     different rows). On SQLite the query as it is: BEGIN IMMEDIATE already made the
     transaction the only writer."""
     return NodeList([query, by_dialect(SQL(""), SQL("FOR UPDATE SKIP LOCKED"))])
+
+
+def for_update(query, db):
+    """Peewee SELECT `query`, to run on `db`, locking the rows it returns until the transaction
+    ends (PostgreSQL's FOR UPDATE: a concurrent transaction locking or writing those rows
+    waits, and then reads them as this one committed them). On SQLite `query` as it is: BEGIN IMMEDIATE already made
+    the transaction the only writer."""
+    return query.for_update() if of(db) == POSTGRESQL else query
+
+
+# Transaction-scoped advisory lock on the pair (hashtext(name), hashtext(tenant)).
+_TENANT_LOCK_SQL = {SQLITE: None, POSTGRESQL: "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))"}
+
+
+def tenant_lock(tx, name, tenant):
+    """Make the coordinator transactions that take lock `name` for `tenant` (or a scope, which
+    plays the tenant's role) run one after the other: `tx` waits here until the one holding it
+    ends (PostgreSQL: a transaction-scoped advisory lock, released at COMMIT or ROLLBACK; other
+    names and tenants are not held up). On SQLite nothing: BEGIN IMMEDIATE already made `tx`
+    the only writer."""
+    sql = _TENANT_LOCK_SQL[of(tx.db)]
+    if sql is not None:
+        tx.db.execute_sql(sql, (name, tenant))
 
 
 def json_member_text(column, key):
@@ -90,10 +126,10 @@ def id_list(parameter):
 
 
 def insertion_order(descending=False):
-    """A tie-break by insertion order: SQLite's rowid (PostgreSQL: ctid, a stopgap until the
-    tables that need it carry a real column)."""
-    return by_dialect(SQL("rowid DESC" if descending else "rowid"),
-                      SQL("ctid DESC" if descending else "ctid"))
+    """A tie-break by insertion order: the `seq` column of the tables listed in that order
+    (`models.base.insertion_seq`: the rowid itself on SQLite, a BIGSERIAL on PostgreSQL; never
+    rowid or ctid, which VACUUM and UPDATE can change)."""
+    return SQL("seq DESC" if descending else "seq")
 
 
 def now_default():
@@ -213,3 +249,30 @@ _TRIGGERS_SQL = {
 def triggers_sql(db):
     """The query of (name, definition) of each trigger on one table (its name the parameter)."""
     return _TRIGGERS_SQL[of(db)]
+
+
+# The names PostgreSQL's catalog (information_schema.columns.data_type) gives the column types
+# Peewee declares (others are their own name); a serial is an integer with a sequence default.
+_PG_CATALOG_TYPES = {"VARCHAR": "CHARACTER VARYING", "TIMESTAMP": "TIMESTAMP WITHOUT TIME ZONE",
+                     "BIGSERIAL": "BIGINT", "SERIAL": "INTEGER"}
+_PG_CAST = re.compile(r"::[a-z][a-z ]*(?:\[\])?")  # pg_get_expr's casts: 'UTC'::text
+
+
+def pg_catalog_type(declared):
+    """Declared column type `declared` (Peewee's DDL: VARCHAR(255)) as PostgreSQL's catalog
+    reports it (its information_schema name in upper case, no length). SQLite's catalog reports
+    the declaration itself."""
+    base = declared.split("(")[0].strip().upper()
+    return _PG_CATALOG_TYPES.get(base, base)
+
+
+def catalog_default(db, text):
+    """A column default's text (a DEFAULT clause without its keyword, or the catalog's
+    expression) in one spelling for comparing: on PostgreSQL lower case without casts or outer
+    parentheses, and None for a serial's `nextval(...)` (the type says it); SQLite's as it is."""
+    if text is None or of(db) != POSTGRESQL:
+        return text
+    text = " ".join(_PG_CAST.sub("", text.lower()).split())
+    while text.startswith("(") and text.endswith(")"):
+        text = text[1:-1].strip()
+    return None if text.startswith("nextval(") else text

@@ -23,9 +23,9 @@ ACCESS = "READ"
 
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for a writer's lock (db.py's too)
 
-SIGNAL_FIELDS = ("id", "signal_type", "scope", "decision", "reason", "constraints", "recorded_by",
+SIGNAL_FIELDS = ("id", "seq", "signal_type", "scope", "decision", "reason", "constraints", "recorded_by",
                  "recorded_at", "expires_at", "superseded_by", "superseded_at")
-KILLSWITCH_FIELDS = ("id", "tenant_id", "entity_type", "entity_id", "is_frozen", "frozen_at", "frozen_by",
+KILLSWITCH_FIELDS = ("id", "seq", "tenant_id", "entity_type", "entity_id", "is_frozen", "frozen_at", "frozen_by",
                      "freeze_reason", "frozen_until", "auto_triggered", "trigger_type", "unfrozen_at",
                      "unfrozen_by", "unfreeze_reason", "created_at", "updated_at")
 

@@ -17,6 +17,7 @@ tenant's guard status. All three take `clock=` (aware UTC now) for exact tests.
 """
 from datetime import datetime
 
+from .dialect import tenant_lock
 from .facts import GuardStateChanged
 from .listing import page
 from .models.base import PLACEHOLDER, PreparedQuery, new_id, utcnow
@@ -145,7 +146,9 @@ class GovernanceSignalWriter:
         """Supersede the active signal of (scope, signal_type), then insert this one; return it.
 
         Superseding happens even when the decision is unchanged, and reaches expired but
-        unsuperseded signals too. Raises ValueError (nothing written) on bad input.
+        unsuperseded signals too. Records of one scope run one after the other
+        (`dialect.tenant_lock`), so each supersedes the one committed before it. Raises
+        ValueError (nothing written) on bad input.
         """
         self.tx.require_open()
         now = self.clock()
@@ -155,6 +158,7 @@ class GovernanceSignalWriter:
             id=new_id(), signal_type=signal_type, scope=scope, decision=decision, reason=reason,
             constraints=constraints, recorded_by=recorded_by, recorded_at=now,
             expires_at=expires_at, superseded_by=None, superseded_at=None)
+        tenant_lock(self.tx, "governance_signals", scope)  # concurrent records of the scope wait here
         (GovernanceSignal
          .update(superseded_at=now, superseded_by=signal.id)
          .where(_active_where(scope, signal_type, None))

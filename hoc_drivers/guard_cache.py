@@ -17,7 +17,12 @@ process; a rollback invalidates nothing. A reader that computes a value from the
 passes the tenant's `generation()` taken before it read to `set(..., generation=g)`: if the
 tenant was invalidated meanwhile, the value may predate the write and is not stored.
 
-Another process's commits reach no subscription: for them a cache serving a database file asks
+On PostgreSQL another process's (or host's) commits reach the subscription too: the
+coordinator sends their facts as notifications, delivered on COMMIT to every process's listener
+(`pg_guard.FactListener`), which hands them to this cache a moment later; when the listener
+lost its connection, it hands over `FactsMissed` and the cache drops every entry.
+
+On SQLite another process's commits reach no subscription: for them a cache serving a database file asks
 SQLite at most every `FRESHNESS_INTERVAL` (100 ms, on its timer) whether a connection other than
 the one asking has committed since that connection last asked (`PRAGMA data_version`, on the
 calling thread's connection of the served database), and if so drops every entry. A write
@@ -42,7 +47,7 @@ from time import monotonic
 from cachetools import FIFOCache
 
 from .commit_guard import database_key, per_database_registry
-from .facts import INCIDENTS, SNAPSHOT, STATUS, GuardStateChanged
+from .facts import INCIDENTS, SNAPSHOT, STATUS, FactsMissed, GuardStateChanged
 from .bus import subscribe
 from . import settings
 from .validation import require_database
@@ -144,6 +149,7 @@ class GuardCache:
             if first:
                 self.database = key
                 subscribe(db, GuardStateChanged, self._on_guard_state_changed)
+                subscribe(db, FactsMissed, self._drop_everything)
             elif self.database != key:
                 raise ValueError(f"this guard cache already serves {_describe(self.database)}; "
                                  f"use get_guard_cache(db) for {_describe(key)}")
@@ -169,6 +175,13 @@ class GuardCache:
                 self._data_versions[conn] = version
                 self._epoch += 1
                 self._drop_entries()
+
+    def _drop_everything(self, fact=None):
+        """Drop every entry (the fact listener may have missed facts: `FactsMissed`); no value
+        read before is stored after (`generation`)."""
+        with self._lock:
+            self._epoch += 1
+            self._drop_entries()
 
     def _on_guard_state_changed(self, fact):
         """After a commit on the served database: drop what the fact says changed."""

@@ -14,8 +14,11 @@ and of an alert due at its `next_attempt_at` (SPEC §4). The lookup and the clai
 rule. A run created in the future (clock skew) is not expired.
 
 `claim_or_get` makes one run per (tenant, key) even under concurrency: it INSERTs with
-ON CONFLICT DO NOTHING on the unique index inside the caller's BEGIN IMMEDIATE transaction,
-then reads the winner — never read-then-write. The claim then:
+ON CONFLICT DO NOTHING on the unique index inside the caller's coordinator transaction,
+then reads the winner — never read-then-write. An expired key is freed by an UPDATE that
+matches only while the expired run still holds it, so of concurrent claims (PostgreSQL runs
+them at once) one frees it and takes it, and the others claim again and find its run
+(docs/concurrency.md). The claim then:
 - returns the existing run when it matches (created=False);
 - raises `IdempotencyConflict` when the existing, unexpired run was claimed for another
   request: a claim that gives a request fingerprint (or an agent) must match the stored one
@@ -132,8 +135,10 @@ _INSERT_CLAIM = PreparedInsert(Run, ("id", "tenant_id", "agent_id", "idempotency
                                      "request_fingerprint", "status", "created_at", "updated_at"),
                                conflict_target=[Run.tenant_id, Run.idempotency_key],
                                returning=Run.id)
+# Frees the key of the run that holds it still (none when another claim freed it first).
 _RELEASE_KEY = PreparedQuery(lambda: Run.update({Run.idempotency_key: None, Run.updated_at: PLACEHOLDER})
-                             .where((Run.id == PLACEHOLDER) & (Run.tenant_id == PLACEHOLDER)))
+                             .where((Run.id == PLACEHOLDER) & (Run.tenant_id == PLACEHOLDER)
+                                    & (Run.idempotency_key == PLACEHOLDER)))
 
 
 @dataclass(frozen=True)
@@ -226,17 +231,19 @@ class IdempotencyWriter:
         claim = {"id": run_id or new_id(), "tenant_id": tenant_id, "agent_id": agent_id,
                  "idempotency_key": key, "request_fingerprint": request_fingerprint,
                  "status": status, "created_at": now, "updated_at": now}
-        if _INSERT_CLAIM.execute(db, claim).fetchone() is not None:
-            self.tx.note(GuardStateChanged(tenant_id, SNAPSHOT))  # one more run today
-            return IdempotencyClaim(claim["id"], status, created=True)
-        holder = _key_holder(db, tenant_id, key)
-        if _is_key_expired(holder.created_at, now, _ttl(self.ttl_seconds)):
-            _RELEASE_KEY.execute(db, (Run.updated_at.db_value(now), holder.run_id, tenant_id))
-            _INSERT_CLAIM.execute(db, claim)  # the key is free now: this INSERT takes it
-            self.tx.note(GuardStateChanged(tenant_id, SNAPSHOT))
-            return IdempotencyClaim(claim["id"], status, created=True, replaced_run_id=holder.run_id)
-        _check_same_request(holder, tenant_id, key, agent_id, request_fingerprint)
-        return IdempotencyClaim(holder.run_id, holder.status, created=False)
+        while True:  # a pass that does not return follows another transaction's committed claim
+            if _INSERT_CLAIM.execute(db, claim).fetchone() is not None:
+                self.tx.note(GuardStateChanged(tenant_id, SNAPSHOT))  # one more run today
+                return IdempotencyClaim(claim["id"], status, created=True)
+            holder = _key_holder(db, tenant_id, key)
+            if not _is_key_expired(holder.created_at, now, _ttl(self.ttl_seconds)):
+                _check_same_request(holder, tenant_id, key, agent_id, request_fingerprint)
+                return IdempotencyClaim(holder.run_id, holder.status, created=False)
+            released = _RELEASE_KEY.execute(db, (Run.updated_at.db_value(now), holder.run_id, tenant_id, key))
+            if released.rowcount == 1:  # the key is free now: this INSERT takes it
+                _INSERT_CLAIM.execute(db, claim)
+                self.tx.note(GuardStateChanged(tenant_id, SNAPSHOT))
+                return IdempotencyClaim(claim["id"], status, created=True, replaced_run_id=holder.run_id)
 
 
 def _check_same_request(holder, tenant_id, key, agent_id, request_fingerprint):

@@ -11,9 +11,12 @@ to `SCHEMA_VERSION` in place, after an automatic backup next to it, with Peewee'
 (`add_column`); a column whose NULL-ness or DEFAULT differs from the model gets the model's
 (`drop_not_null` / `add_not_null`, `drop_column_default` / `add_column_default`: SQLite cannot
 change a column, so playhouse rebuilds the table: a new table, every row copied, the old one
-dropped, the new one renamed, its indexes recreated); then missing tables, indexes and
-triggers are created as `init` creates them. (A changed column type is not migrated: playhouse's
-`alter_column_type` writes the column name twice on SQLite; such a difference is reported.) The
+dropped, the new one renamed, its indexes recreated); a table whose primary key changed (schema
+3 keys the tables listed in insertion order by `seq`, an INTEGER PRIMARY KEY) is rebuilt the
+same way as the model creates it, each row's old rowid becoming its `seq`, so the order is kept;
+then missing tables, indexes and triggers are created as `init` creates them. (A changed column
+type in a table that is not rebuilt is not migrated: playhouse's `alter_column_type` writes the
+column name twice on SQLite; such a difference is reported.) The
 migration's own connection has foreign-key enforcement off (dropping a rebuilt table must not
 cascade), so `PRAGMA foreign_key_check` must find nothing, and schema parity no difference,
 before the COMMIT. Any failure rolls everything back: the file is left as it was.
@@ -23,6 +26,7 @@ import os
 import sqlite3
 from datetime import datetime, timezone
 
+from peewee import SchemaManager
 from playhouse.migrate import SqliteMigrator
 
 from . import models
@@ -74,8 +78,26 @@ def _column_operations(migrator, table, name, actual, expected):
             yield migrator.add_column_default(table, name, _literal(default))
 
 
+def _rebuild(db, model, old_columns):
+    """Rebuild `model`'s table as the model creates it (SQLite cannot change a primary key): a
+    new table, every row copied with the columns both have (the old rowid as `seq`, so the
+    insertion order is kept), the old table dropped, the new one renamed to its name. Its
+    indexes and triggers went with the old table; `create_schema` recreates them."""
+    table = model._meta.table_name
+    scratch = f"{table}__rebuilt"
+    create, _ = SchemaManager(model, db)._create_table(safe=False).query()
+    db.execute_sql(create.replace(f'CREATE TABLE "{table}"', f'CREATE TABLE "{scratch}"', 1))
+    copied = [name for name in model._meta.columns if name in old_columns]
+    targets = ", ".join(f'"{name}"' for name in ["seq", *copied])
+    sources = ", ".join(["rowid", *(f'"{name}"' for name in copied)])
+    db.execute_sql(f'INSERT INTO "{scratch}" ({targets}) SELECT {sources} FROM "{table}" ORDER BY rowid')
+    db.execute_sql(f'DROP TABLE "{table}"')
+    db.execute_sql(f'ALTER TABLE "{scratch}" RENAME TO "{table}"')
+
+
 def _upgrade(db):
-    """Bring every existing table's columns to the models (playhouse), then create what is
+    """Bring every existing table to the models: a table whose primary key changed (schema 3:
+    `seq`) is rebuilt, the others get the model's columns (playhouse); then create what is
     missing as `init` does."""
     migrator = SqliteMigrator(db)
     expected = _expected_schema(tuple(models.ALL_MODELS))
@@ -84,7 +106,10 @@ def _upgrade(db):
         table = model._meta.table_name
         if table not in present:
             continue
-        actual = _introspect(db, table)[0]
+        actual, primary_key, _ = _introspect(db, table)
+        if primary_key != expected[table][1]:
+            _rebuild(db, model, actual)
+            continue
         for name, field in model._meta.columns.items():
             if name not in actual:
                 migrator.add_column(table, name, field).run()

@@ -11,10 +11,21 @@ DISCARD) are classified by their first word (after comments and parentheses) and
 the coordinator is issuing them. Every statement goes by the extended query protocol, which
 takes one statement per call, so nothing can ride behind a harmless first statement.
 
+Facts across processes: the first `bus.subscribe` of a process on a database calls
+`listen_for_facts()`, which starts that process's one `FactListener` there: its own autocommit
+connection (not a guarded one; it only LISTENs) and a daemon thread that hands each fact another
+process committed (`facts.from_payload`) to this process's subscribers. When that connection is
+lost it connects again (retrying with backoff) and then hands them `FactsMissed()`: whatever
+was committed while it was deaf is unknown.
+
 Known limits (in-process code set on bypassing): `SELECT set_config(...)` changes a setting
 through a function call, and a raw `psycopg.Cursor` built by hand is not guarded.
 """
+import logging
+import os
 import re
+import threading
+import time
 
 import psycopg
 from peewee import PostgresqlDatabase
@@ -23,6 +34,11 @@ from psycopg.pq import TransactionStatus
 
 from .commit_guard import CONTROL, WRITE, CoordinatedDatabase, describe, refusal_message
 from .commit_guard import CommitForbidden  # noqa: F401  (the error this guard raises)
+from .bus import deliver
+from .dialect import FACTS_CHANNEL
+from .facts import FactsMissed, from_payload, origin
+
+log = logging.getLogger(__name__)
 
 _CONTROL_WORDS = frozenset({"abort", "begin", "commit", "discard", "end", "prepare", "release",
                             "reset", "rollback", "savepoint", "set", "start"})
@@ -120,3 +136,84 @@ class GuardedPostgresqlDatabase(CoordinatedDatabase, PostgresqlDatabase):
                                            cursor_factory=GuardedPgCursor, **self.connect_params)
         conn.refusals = self.refusals
         return conn
+
+    def listen_for_facts(self):
+        """Start this process's `FactListener` of this database unless it runs (`bus.subscribe`
+        calls this); when it can connect, it listens before this returns."""
+        key = (os.getpid(), self.key)  # a forked child starts its own (the parent's stays put)
+        with _listeners_lock:
+            if key not in _listeners:
+                _listeners[key] = FactListener(self.key, self.database, self.connect_params)
+
+
+_listeners = {}  # (pid, database key) -> FactListener, for the life of the process
+_listeners_lock = threading.Lock()
+_RETRY_SECONDS = (0.05, 5.0)  # first and longest wait between two attempts to connect again
+# A listener only reads: TCP keepalives (seconds) tell it its server or host is gone.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+
+
+def fact_listener(db):
+    """This process's `FactListener` of PostgreSQL database `db`, or None before any subscriber."""
+    return _listeners.get((os.getpid(), db.key))
+
+
+class FactListener:
+    """One process's listener for the facts other processes commit to one database.
+
+    `connection` is its psycopg connection (None while it has none) and `reconnects` counts the
+    times it connected again (after losing its connection, or failing to make the first)."""
+
+    def __init__(self, key, url, connect_params):
+        self.key = key
+        self._connect_args = (url, connect_params)
+        self.reconnects = 0
+        try:
+            self.connection = self._connect()
+        except psycopg.Error:
+            log.warning("cannot listen for facts on %s yet; retrying", url, exc_info=True)
+            self.connection = None
+        threading.Thread(target=self._run, name="hoc-drivers fact listener", daemon=True).start()
+
+    def _connect(self):
+        url, params = self._connect_args
+        conn = psycopg.connect(url, autocommit=True, options=SESSION_OPTIONS,
+                               application_name="hoc-drivers fact listener",
+                               **{**_KEEPALIVES, **params})
+        conn.execute(f"LISTEN {FACTS_CHANNEL}")
+        return conn
+
+    def _run(self):
+        while True:
+            if self.connection is None:
+                self.connection = self._connect_again()
+                self.reconnects += 1
+                deliver(self.key, FactsMissed())
+            try:
+                for notification in self.connection.notifies():
+                    self._hand_on(notification.payload)
+            except Exception as error:  # the connection lost, or a bug: listen afresh either way
+                log.warning("fact listener lost its connection (%s); connecting again", error)
+            self.connection.close()
+            self.connection = None
+
+    def _hand_on(self, payload):
+        """Deliver the fact of one notification, unless this process sent it."""
+        try:
+            sender, fact = from_payload(payload)
+        except ValueError:
+            log.warning("ignoring a notification on %s that is no fact: %r", FACTS_CHANNEL, payload)
+            return
+        if sender != origin():
+            deliver(self.key, fact)
+
+    def _connect_again(self):
+        """A new listening connection, retrying with growing waits until one succeeds."""
+        wait, longest = _RETRY_SECONDS
+        while True:
+            try:
+                return self._connect()
+            except psycopg.Error:
+                log.debug("fact listener: cannot connect yet", exc_info=True)
+                time.sleep(wait)
+                wait = min(wait * 2, longest)

@@ -13,9 +13,10 @@ import zlib
 
 # The schema version `init` records in the file (PRAGMA user_version) and `migrate` brings a file
 # to. 1: the schema before it was recorded (user_version 0 on a file holding tables); 2: the M26
-# cost-table indexes and defaults, incidents.cost_impact and the tables added with them.
-SCHEMA_VERSION = 2
-SCHEMA_DIGEST = "f3775b29-18010"
+# cost-table indexes and defaults, incidents.cost_impact and the tables added with them; 3: the
+# tables listed in insertion order keyed by `seq` (an INTEGER PRIMARY KEY), their text id UNIQUE.
+SCHEMA_VERSION = 3
+SCHEMA_DIGEST = "20a8d7ba-18320"
 
 # A file's own CREATE statements (SQLite's internal objects left out).
 STATEMENTS_SQL = ("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"

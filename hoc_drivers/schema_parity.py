@@ -5,7 +5,10 @@ in-memory database); both sides are read with Peewee's own introspection
 (`get_tables`, `get_columns`, `get_primary_keys`, `get_indexes`) and compared, column
 defaults (the text of each DEFAULT clause) included. Triggers, which
 Peewee does not model, are declared on the model (`TRIGGERS`: name -> CREATE statement) and
-compared with `sqlite_master`.
+compared with `sqlite_master`. On PostgreSQL the expected columns come from the models'
+declarations spelled as its catalog spells them (`dialect.pg_catalog_type` / `catalog_default`:
+`character varying`, casts left out), compared with the catalog (Peewee's introspection of
+information_schema), and triggers by name (the catalog rewrites their text).
 
 The start-up guard (`run_startup_parity_check`) is cheap when nothing drifted: it first compares
 the file's user_version and the digest of its CREATE statements (one query on `sqlite_master`)
@@ -22,7 +25,7 @@ from functools import lru_cache
 
 from peewee import DatabaseError, SqliteDatabase
 
-from .dialect import SQLITE, schema_version_sql, table_count_sql, triggers_sql
+from .dialect import SQLITE, catalog_default, pg_catalog_type, schema_version_sql, table_count_sql, triggers_sql
 from .dialect import of as dialect_of
 from .models import ALL_MODELS, create_schema
 from .schema_digest import SCHEMA_VERSION, STATEMENTS_SQL, is_current, schema_digest
@@ -126,6 +129,19 @@ def _trigger_issues(db, model):
     return issues
 
 
+def _declared_columns(db, model):
+    """{column: (type, null, default)} of `model` as PostgreSQL database `db`'s catalog spells
+    them (from the model's declarations: `dialect.pg_catalog_type`, `dialect.catalog_default`)."""
+    ctx = db.get_sql_context()
+    columns = {}
+    for field in model._meta.sorted_fields:
+        clauses = [db.get_sql_context().sql(node).query()[0] for node in field.constraints or ()]
+        default = next((text[len("DEFAULT "):] for text in clauses if text.upper().startswith("DEFAULT ")), None)
+        columns[field.column_name] = (pg_catalog_type(field.ddl_datatype(ctx).sql),
+                                      field.null and not field.primary_key, catalog_default(db, default))
+    return columns
+
+
 @lru_cache(maxsize=None)
 def _expected_schema(models):
     """The schema Peewee creates for `models`, introspected from a private in-memory database."""
@@ -156,30 +172,32 @@ def compare_schema(db, models=None):
         models = ALL_MODELS
     expected = _expected_schema(tuple(models))
     present = set(db.get_tables())
-    # column types and defaults are spelled per engine: compared on SQLite only (PostgreSQL: names,
-    # nullability, primary keys, indexes and triggers)
-    same_types = dialect_of(db) == SQLITE
     issues = []
     for model in models:
         if model._meta.table_name in present:
             issues.extend(_trigger_issues(db, model))
-    for table, (columns, primary_key, indexes) in expected.items():
+    for model in models:
+        table = model._meta.table_name
+        columns, primary_key, indexes = expected[table]
         if table not in present:
             issues.append(ParityIssue("TABLE_MISSING", table, "table does not exist"))
             continue
+        if dialect_of(db) != SQLITE:  # the model's columns as this catalog spells them
+            columns = _declared_columns(db, model)
         actual_columns, actual_pk, actual_indexes = _introspect(db, table)
         for name, (data_type, null, default) in columns.items():
             if name not in actual_columns:
                 issues.append(ParityIssue("COLUMN_MISSING", table, f"column {name} is missing"))
                 continue
             actual_type, actual_null, actual_default = actual_columns[name]
-            if same_types and actual_type != data_type:
+            actual_default = catalog_default(db, actual_default)
+            if actual_type != data_type:
                 issues.append(ParityIssue("COLUMN_TYPE", table,
                                           f"column {name} is {actual_type}, expected {data_type}"))
             if actual_null != null:
                 want = "NULL" if null else "NOT NULL"
                 issues.append(ParityIssue("COLUMN_NULL", table, f"column {name} should be {want}"))
-            if same_types and actual_default != default:
+            if actual_default != default:
                 issues.append(ParityIssue("COLUMN_DEFAULT", table, f"column {name} has default "
                                           f"{actual_default}, expected {default}", is_error=False))
         if actual_pk != primary_key:

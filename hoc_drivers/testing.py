@@ -35,10 +35,25 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: a test about SQLite itself (skipped on PostgreSQL)")
 
 
+_SQLITE_ONLY = "about SQLite itself (HOC_TEST_BACKEND=postgresql)"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say which backend the session ran on, how many tests ran there, and why any were skipped
+    (on PostgreSQL only the `sqlite_only` tests should be)."""
+    stats = terminalreporter.stats
+    ran = sum(len([r for r in stats.get(key, []) if r.when == "call"]) for key in ("passed", "failed"))
+    skipped = stats.get("skipped", [])  # a test's (or a whole module's) one skip report
+    sqlite_only = sum(_SQLITE_ONLY in str(report.longrepr) for report in skipped)
+    terminalreporter.write_line(
+        f"hoc-drivers test backend {_backend()}: {ran} tests ran, {sqlite_only} skipped as "
+        f"sqlite_only, {len(skipped) - sqlite_only} skipped for other reasons")
+
+
 def pytest_collection_modifyitems(config, items):
     """On PostgreSQL, skip the tests marked `sqlite_only`."""
     if _backend() == "postgresql":
-        skip = pytest.mark.skip(reason="about SQLite itself (HOC_TEST_BACKEND=postgresql)")
+        skip = pytest.mark.skip(reason=_SQLITE_ONLY)
         for item in items:
             if item.get_closest_marker("sqlite_only"):
                 item.add_marker(skip)
@@ -180,11 +195,16 @@ def _hoc_postgresql():
     if _backend() != "postgresql":
         yield None
         return
-    import pgserver
+    try:
+        import pgserver
 
-    # its own folder: pytest's numbered temporary folders are pruned by other pytest runs
-    server = pgserver.get_server(tempfile.mkdtemp(prefix="hoc-pg-"), cleanup_mode="delete")
-    server.psql("CREATE DATABASE hoc_test; CREATE DATABASE hoc_test_other;")
+        # its own folder: pytest's numbered temporary folders are pruned by other pytest runs
+        server = pgserver.get_server(tempfile.mkdtemp(prefix="hoc-pg-"), cleanup_mode="delete")
+        server.psql("CREATE DATABASE hoc_test; CREATE DATABASE hoc_test_other;")
+    except Exception as error:  # noqa: BLE001 (any reason it cannot start ends the run, loudly)
+        pytest.exit(f"HOC_TEST_BACKEND=postgresql, but no PostgreSQL server could be started "
+                    f"({type(error).__name__}: {error}); install the pg extra: pip install -e '.[test,pg]'",
+                    returncode=3)
     yield [_PostgresqlTestDatabase(server.get_uri(name)) for name in ("hoc_test", "hoc_test_other")]
     server.cleanup()
 

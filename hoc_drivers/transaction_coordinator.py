@@ -5,8 +5,9 @@ COMMIT on normal exit, ROLLBACK on an exception. Nested use joins the outer tran
 through a savepoint. During the work, writers record on the transaction `tx` what they
 changed: events (`tx.publish`, written to the `events` outbox before COMMIT), facts
 (`tx.note`, see `hoc_drivers.facts`) and `tx.on_commit` callbacks. After COMMIT succeeds, and
-never after a rollback, the facts go to the database's subscribers (`bus.subscribe`), the
-events to the publisher, then the callbacks run; a failing one is logged and recorded, never
+never after a rollback, the facts go to the database's subscribers (`bus.subscribe`; on
+PostgreSQL also to other processes' through a notification sent before COMMIT), the events to
+the publisher, then the callbacks run; a failing one is logged and recorded, never
 hiding the others. Events are delivered at least once: published ones are marked at the next
 transaction, by `mark_published()` and at a normal exit; after a crash `flush_outbox()` publishes
 the unmarked again, with the same event id for subscribers to deduplicate on. Run completion
@@ -21,7 +22,8 @@ from functools import lru_cache
 
 from .bus import EventPublisher, handlers_of
 from .commit_guard import CommitForbidden
-from .dialect import begin_statement, failed_statement_aborts_transaction
+from .dialect import begin_statement, failed_statement_aborts_transaction, notify_facts_sql
+from .facts import to_payloads
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, utcnow
 from .models.runs import Event
 from .run_completion import (DomainResult, RunCompletionTransaction, TransactionFailed,  # noqa: F401
@@ -216,6 +218,8 @@ class _TransactionScope:
         try:
             if tx.events:
                 tx.write_outbox()
+            if tx.facts and self.coordinator._notify_facts is not None:  # PostgreSQL only
+                tx.db.execute_sql(self.coordinator._notify_facts, (to_payloads(tx.facts),))
             self._end("COMMIT")
         except BaseException as error:
             self._roll_back_after(error)
@@ -234,6 +238,7 @@ class TransactionCoordinator:
         self._published_lock = threading.Lock()
         self._published_unmarked = []
         self._marked_at_exit = False  # in _unmarked_at_exit (which keeps it while it lives)
+        self._notify_facts = notify_facts_sql(self.db)  # facts to other processes, or None
 
     def transaction(self):
         """Open (or join) the unit of work: `with coordinator.transaction() as tx: ...`."""

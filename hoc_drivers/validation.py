@@ -18,11 +18,19 @@ NON_EMPTY = "{name} must be a non-empty string, got {value!r}"  # decision recor
 
 
 def require_text(value, name, message=REQUIRED):
-    """`value` when it is a non-empty string, else ValueError: `message` with `name` and
-    `value` filled in (REQUIRED, NON_EMPTY, or a wording of the caller's)."""
+    """`value` when it is a non-empty string without NUL, else ValueError: `message` with `name`
+    and `value` filled in (REQUIRED, NON_EMPTY, or a wording of the caller's), or `refuse_nul`'s."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(message.format(name=name, value=value))
+    if "\x00" in value:
+        raise refuse_nul(name)
     return value
+
+
+def refuse_nul(name):
+    """The ValueError for text `name` holding a NUL character, which neither backend stores
+    (PostgreSQL cannot)."""
+    return ValueError(f"{name} must not contain a NUL character (\\x00)")
 
 
 def require_limit(limit, allow_none=False):
@@ -91,7 +99,8 @@ _strict_json = json_encoder(allow_nan=False, separators=(",", ":"))  # NaN / Inf
 
 def require_json_value(value, name):
     """`value` when it encodes as strict JSON within MAX_JSON_DEPTH levels and MAX_JSON_BYTES,
-    else ValueError naming `name`; too deep is the error whatever else is wrong.
+    holding no NUL character (`refuse_nul`), else ValueError naming `name`; too deep is the error
+    whatever else is wrong.
 
     The encoder stops at once on a cyclic value (circular reference) or one nested about a
     thousand deep (RecursionError); the depth is then checked without recursion. Text shorter
@@ -106,7 +115,12 @@ def require_json_value(value, name):
         _require_shallow(value, name)
     if len(text) > MAX_JSON_BYTES:
         raise ValueError(f"{name} is too large ({len(text)} bytes of JSON; at most {MAX_JSON_BYTES})")
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise refuse_nul(name)
     return value
+
+
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # JSON's escape of NUL (not an escaped backslash's u0000)
 
 
 def _require_shallow(value, name):

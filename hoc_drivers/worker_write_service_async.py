@@ -22,6 +22,7 @@ stays the no-op above (the server edition re-stamps and trips its own trigger).
 """
 import asyncio
 
+from .dialect import for_update
 from .facts import SNAPSHOT, GuardStateChanged
 from .models.base import PreparedInsert, new_id, utcnow
 from .models.cost import (IMMUTABLE_WORKER_RUN_COLUMNS, TERMINAL_WORKER_RUN_STATUSES,
@@ -55,7 +56,8 @@ def _require_amount(value, name):
 _RESULT_COLUMNS = ("status", "success", "error", "output_json", "replay_token_json", "total_tokens",
                    "total_latency_ms", "policy_violations", "recoveries", "cost_cents")
 _INSERT_RUN = PreparedInsert(WorkerRun, ("id", "tenant_id", "worker_id", "task", "input_json",
-                                         "created_at", "started_at", *_RESULT_COLUMNS))
+                                         "created_at", "started_at", *_RESULT_COLUMNS),
+                             conflict_target=[WorkerRun.id], returning=WorkerRun.id)
 _INSERT_COST_RECORD = PreparedInsert(CostRecord, (
     "id", "tenant_id", "request_id", "workflow_id", "skill_id", "model", "input_tokens",
     "output_tokens", "cost_cents", "created_at"))
@@ -125,6 +127,7 @@ class WorkerWriteService:
         (created running included), completed_at only when an update moves the run into
         completed or failed (see the module docstring). A terminal run whose result columns would
         change raises WorkerRunImmutable; one that would not change is returned untouched.
+        Concurrent upserts of one run take turns on its row (docs/concurrency.md).
         """
         self.tx.require_open()
         require_tenant(tenant_id)
@@ -134,14 +137,24 @@ class WorkerWriteService:
         if "status" in data and data["status"] not in WORKER_RUN_STATUSES:
             raise ValueError(f"unknown worker run status {data['status']!r} "
                              f"(expected one of: {', '.join(WORKER_RUN_STATUSES)})")
-        existing = WorkerRun.select().where(WorkerRun.id == run_id).first(self.tx.db)
+        existing = self._locked_run(run_id)
         if existing is None:
-            return self._create_run(tenant_id, run_id, data)
+            if self._create_run(tenant_id, run_id, data):
+                return self.get_worker_run(tenant_id, run_id)
+            existing = self._locked_run(run_id)  # created meanwhile by a concurrent transaction
         if existing.tenant_id != tenant_id:
             raise ValueError(f"worker run {run_id!r} does not belong to tenant {tenant_id!r}")
         return self._update_run(existing, data)
 
+    def _locked_run(self, run_id):
+        """The worker run `run_id` of any tenant, or None; locked until the transaction ends
+        (`dialect.for_update`), so no concurrent upsert changes it between this read and the
+        update decided from it."""
+        return for_update(WorkerRun.select().where(WorkerRun.id == run_id), self.tx.db).first(self.tx.db)
+
     def _create_run(self, tenant_id, run_id, data):
+        """Insert the run unless one with its id exists (ON CONFLICT DO NOTHING: a concurrent
+        creator wins without an error); True when this call inserted it."""
         now = utcnow()
         task = data.get("task", "")
         fields = _result_fields(data)  # the columns left out get their defaults (_INSERT_RUN)
@@ -149,8 +162,7 @@ class WorkerWriteService:
         row = {"id": run_id, "tenant_id": tenant_id, "worker_id": WORKER_ID, "task": task,
                "input_json": {"task": task}, "created_at": now,
                "started_at": now if status == "running" else None, **fields}
-        _INSERT_RUN.execute(self.tx.db, row)
-        return self.get_worker_run(tenant_id, run_id)
+        return _INSERT_RUN.execute(self.tx.db, row).fetchone() is not None
 
     def _update_run(self, run, data):
         now = utcnow()

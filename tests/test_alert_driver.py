@@ -56,6 +56,7 @@ def test_insert_alert_defaults(queue, hoc_db):
     ({"payload": [float("nan")]}, "JSON"),
 ])
 def test_insert_alert_rejects_bad_input(queue, hoc_db, fields, message):
+    fields = dict(fields)  # the parameter itself is shared by every run of this test
     payload = fields.pop("payload", [])
     with pytest.raises(ValueError, match=message):
         queue(lambda d: d.insert_alert(None, payload, "test", **fields))

@@ -1,4 +1,8 @@
-"""The benchmark harness: what `measure` reports, and the guard cache workload end to end."""
+"""The benchmark harness: what `measure` reports, and the guard cache workload end to end; on
+PostgreSQL (HOC_TEST_BACKEND=postgresql) the PostgreSQL workloads at a tiny size."""
+import pytest
+
+from hoc_drivers import settings
 from hoc_drivers.bench import WORKLOADS, measure
 
 
@@ -95,3 +99,70 @@ def test_the_run_completion_workload_keeps_its_guard_cache_subscribed(tmp_path):
         gc.collect()
         assert len(handlers_of(db, GuardStateChanged)) == 1
     db.close()
+
+
+@pytest.fixture
+def pg_server(request):
+    """Scratch databases on the test session's PostgreSQL server (left to the server's removal
+    at the end of the session: DROP DATABASE waits for a checkpoint); skipped on SQLite."""
+    if settings.get("testing.backend") != "postgresql":
+        pytest.skip("about the PostgreSQL benchmarks (run with HOC_TEST_BACKEND=postgresql)")
+    from hoc_drivers.bench_pg import ScratchServer
+
+    return ScratchServer(request.getfixturevalue("hoc_db").database)
+
+
+def test_the_postgresql_workloads_print_their_rows_beside_raw_psycopg(pg_server):
+    from hoc_drivers.bench_pg import PG_WORKLOADS, WRITERS
+    from hoc_drivers.commands.bench import COLUMNS
+    from hoc_drivers.commands.common import render
+
+    assert list(PG_WORKLOADS) == ["run_completion", "decision_emit", "alert_claim", "writers"]
+    rows = [*PG_WORKLOADS["run_completion"](pg_server, count=3, history=10),
+            *PG_WORKLOADS["decision_emit"](pg_server, count=3),
+            *PG_WORKLOADS["alert_claim"](pg_server, count=3),  # checks each alert leased once
+            *PG_WORKLOADS["writers"](pg_server, count=3, history=10)]
+    assert [row.baseline for row in rows[:3]] == [
+        "raw psycopg, same statements and values", "raw psycopg BEGIN + INSERT + COMMIT",
+        "raw psycopg, same statements, 4 processes"]
+    assert all(row.ratio > 0 and row.throughput_ratio > 0 and row.target == "<= 2.0x" for row in rows[:3])
+    writers = rows[3:]
+    assert [row.name.split(",")[1].split(":")[0] for row in writers] == [
+        f" {n} writer process{'es' if n > 1 else ''}" for n in WRITERS] * 2
+    assert [row.name.split(":")[0] for row in writers] == ["PostgreSQL"] * 4 + ["SQLite"] * 4
+    table = render([row.to_dict() for row in rows], False, COLUMNS)
+    assert all(row.name in table for row in rows) and "PostgreSQL: alert claim" in table
+
+
+def test_the_raw_psycopg_completion_writes_what_the_library_writes(pg_server):
+    from datetime import datetime
+
+    from hoc_drivers.bench import (
+        _completing,
+        _raw_completion,
+        _seed_run_completion,
+        pg_bulk_insert,
+        raw_pg_connection,
+    )
+
+    library_url = pg_server.database("hoc_bench_test_library")
+    _seed_run_completion(library_url, 3, 2, insert=pg_bulk_insert)
+    raw_url = pg_server.database("hoc_bench_test_raw", template="hoc_bench_test_library")
+    with _completing(library_url) as library:
+        library(0)
+    with raw_pg_connection(raw_url) as conn:
+        _raw_completion(conn, "postgresql")(0)
+
+    def shape(value):  # ids and texts by length, times by type: they differ by the moment
+        return len(value) if isinstance(value, str) else "time" if isinstance(value, datetime) else value
+
+    def written(url):
+        with raw_pg_connection(url) as conn:
+            return {table: sorted((tuple(shape(v) for v in row)
+                                   for row in conn.execute(f"SELECT * FROM {table}")), key=repr)
+                    for table in ("incidents", "prevention_records", "events", "runs", "aos_traces")}
+    library_rows, raw_rows = written(library_url), written(raw_url)
+    assert library_rows == raw_rows  # same rows, same lengths of every text (ids, JSON, times)
+    assert len(library_rows["events"]) == 3 + 3
+    with raw_pg_connection(raw_url) as conn:  # the run the transaction updates was seeded
+        assert conn.execute("SELECT incident_count FROM runs WHERE id = 'r0'").fetchone() == (1,)

@@ -161,6 +161,13 @@ def test_send_once_and_watch_together_is_bad_input(run_cli, tmp_path):
     assert file_checksum(path) == before
 
 
+def test_bench_refuses_an_unknown_backend_and_a_workload_of_the_other_backend(run_cli, tmp_path):
+    result = run_cli(tmp_path / "unused.db", "bench", "--backend", "mysql")
+    assert result.exit_code == 2 and "'mysql' is not one of 'sqlite', 'postgresql'" in result.stderr
+    result = run_cli(tmp_path / "unused.db", "bench", "--backend", "postgresql", "--only", "plang_dag")
+    assert result.exit_code == 2 and result.stderr.startswith("error: unknown workload 'plang_dag'")
+    assert not (tmp_path / "unused.db").exists()
+
 
 def test_db_naming_a_directory_says_so(run_cli, tmp_path):
     result = run_cli(tmp_path, "incidents", "list", "--tenant", "acme")

@@ -61,6 +61,7 @@ def test_unreadable_database_path(run_cli, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.sqlite_only
 def test_database_in_read_only_place(run_cli, tmp_path):
     locked = tmp_path / "ro.db"
     locked.write_bytes(b"")

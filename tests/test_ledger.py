@@ -170,6 +170,7 @@ def test_storage_failure_returns_none_and_leaves_the_caller_transaction_usable(h
     (dict(field=""), "field must be a non-empty string"),
 ])
 def test_invalid_input_is_a_value_error_and_writes_nothing(hoc_coordinator, kwargs, message):
+    kwargs = dict(kwargs)  # the parameter itself is shared by every run of this test
     evidence = kwargs.pop("evidence", {"n": 1})
     with pytest.raises(ValueError, match=message):
         emit(hoc_coordinator, evidence, **kwargs)

@@ -5,7 +5,10 @@ import sqlite3
 from pathlib import Path
 
 from conftest import alter, dump
+from peewee import SchemaManager, SqliteDatabase
 
+from hoc_drivers.models import ALL_MODELS
+from hoc_drivers.models.alerts import StoredAlertConfig
 from hoc_drivers.schema_parity import SCHEMA_VERSION
 
 SCHEMA_V1 = Path(__file__).resolve().parent.parent / "fixtures" / "schema_v1.db"
@@ -73,13 +76,34 @@ def test_migrate_keeps_every_row_and_passes_schema_check(run_cli, tmp_path):
     assert len(list(tmp_path.glob("*.bak"))) == 1
 
 
+def test_migrate_keys_the_ordered_tables_by_seq_keeping_their_order(run_cli, tmp_path):
+    path = _v1_copy(tmp_path)
+    present = _rows(path)
+    ids = {m._meta.table_name: m._meta.primary_key.column_name for m in ALL_MODELS  # the text id
+           if "seq" in m._meta.columns and m._meta.table_name in present}
+    conn = sqlite3.connect(path)
+    before = {t: conn.execute(f'SELECT rowid, "{ids[t]}" FROM "{t}" ORDER BY rowid').fetchall() for t in ids}
+    conn.close()
+    assert len(ids) >= 8 and sum(map(len, before.values())) >= 10
+    assert run_cli(path, "migrate").exit_code == 0
+    conn = sqlite3.connect(path)
+    for table, id_column in ids.items():  # each row's old rowid is its seq
+        assert conn.execute(f'SELECT seq, "{id_column}" FROM "{table}" ORDER BY seq').fetchall() == before[table]
+    references = conn.execute("PRAGMA foreign_key_list(incident_events)").fetchone()[2:5]
+    assert references == ("incidents", "incident_id", "id")
+    conn.close()
+
+
 def test_a_migration_that_cannot_finish_changes_nothing(run_cli, tmp_path):
     path = _v1_copy(tmp_path)
-    alter(path, "ALTER TABLE incidents ADD COLUMN cost_impact INTEGER")  # a type migrate cannot change
+    memory = SqliteDatabase(":memory:")
+    create, _ = SchemaManager(StoredAlertConfig, memory)._create_table(safe=False).query()
+    memory.close()  # alert_configs (not in schema 1) with a column type migrate cannot change:
+    alter(path, create.replace('"max_alerts_per_run" INTEGER', '"max_alerts_per_run" TEXT'))
     before = dump(path)
     result = run_cli(path, "migrate", "--backup", str(tmp_path / "b.db"))
     assert result.exit_code == 1
-    assert "left differences, nothing changed: COLUMN_TYPE incidents" in result.stderr
+    assert "left differences, nothing changed: COLUMN_TYPE alert_configs" in result.stderr
     assert dump(path) == before
     assert dump(tmp_path / "b.db") == before
 

@@ -119,8 +119,9 @@ def test_a_cache_whose_database_objects_are_all_gone_still_answers(tmp_path, hoc
     assert cache.get_status("t1") == {"v": 1}
 
 
-# Another process's commits reach a cache through SQLite's `PRAGMA data_version`; PostgreSQL has
-# no counterpart yet (NOTIFY is still to come: README "PostgreSQL (preview)").
+# Any commit by another connection reaches a cache through SQLite's `PRAGMA data_version`. On
+# PostgreSQL only the facts a coordinator transaction notes reach it (NOTIFY): this raw INSERT
+# notes none. Its PostgreSQL counterpart, with a real fact: tests/test_notify.py.
 @pytest.mark.sqlite_only
 def test_a_value_read_before_another_connections_commit_is_not_stored_after_it(hoc_db, hoc_clock):
     cache = GuardCache(timer=hoc_clock).serve(hoc_db)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import cli
 from hoc_drivers.testing import content_snapshot, schema_snapshot
 from hoc_drivers import cross_domain, decisions, ledger
+from hoc_drivers.cross_domain import GovernanceError
 from hoc_drivers.alert_driver import AlertQueueReader
 from hoc_drivers.cli_docs import command_paths
 from hoc_drivers.governance_signal_driver import GovernanceSignalReader, GovernanceSignalWriter
@@ -21,13 +22,15 @@ from hoc_drivers.guard_cache import GuardCache
 from hoc_drivers.guard_read_driver import GuardReadDriver
 from hoc_drivers.guard_write_driver import GuardReader, GuardWriteDriver
 from hoc_drivers.idempotency import IdempotencyReader, claim_or_get
+from hoc_drivers.run_completion import TransactionFailed
 from hoc_drivers.transaction_coordinator import RunCompletionTransaction
 from hoc_drivers.worker_write_service_async import WorkerRunReader, WorkerWriteService
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 INJECTIONS = ["x'); DROP TABLE incidents; --", "\" OR 1=1 --", "a%' OR tenant_id LIKE '%",
-              "Robert'); DELETE FROM runs WHERE ('1'='1", "null\x00byte", "ünïcödé ☃ ' \""]
+              "Robert'); DELETE FROM runs WHERE ('1'='1", "ünïcödé ☃ ' \""]
+NUL = "null\x00byte"  # refused on both backends (PostgreSQL cannot store it)
 
 
 def seed_tenant(coordinator, tenant):
@@ -105,6 +108,53 @@ def test_injection_strings_are_stored_verbatim_and_harmless(hoc_db, hoc_coordina
     assert (signal["field"], signal["evidence"]) == (evil, {evil: evil})
     assert schema_of(hoc_db) == before
     assert [i.tenant_id for i in guard.list_incidents("tenant-x")] == []
+
+
+NUL_WRITES = [  # a write with NUL in one text value: the field its refusal names, the driver's bad-input error
+    ("tenant_id", GovernanceError,
+     lambda tx: cross_domain.create_incident_from_cost_anomaly(tx, NUL, "a", "USER_SPIKE", "HIGH", 10, 1)),
+    ("description", GovernanceError,
+     lambda tx: cross_domain.create_incident_from_cost_anomaly(tx, "t", "a", "USER_SPIKE", "HIGH", 10, 1,
+                                                               description=NUL)),
+    ("reason", ValueError,
+     lambda tx: GovernanceSignalWriter(tx).record_signal("PR-1", "MANUAL_OVERRIDE", "BLOCKED", "ops", NUL)),
+    ("key", ValueError, lambda tx: claim_or_get(tx, "t", NUL)),
+    ("evidence", ValueError, lambda tx: ledger.emit_signal(tx, "a.py", "drift", {"k": NUL}, "ci")),
+    ("artifact", ValueError, lambda tx: ledger.emit_signal(tx, NUL, "drift", {}, "ci")),
+    ("run_id", ValueError, lambda tx: WorkerWriteService(tx).upsert_worker_run("t", NUL, {"status": "queued"})),
+]
+
+
+@pytest.mark.parametrize("field, error, write", NUL_WRITES, ids=[field for field, _, _ in NUL_WRITES])
+def test_text_holding_nul_is_refused_as_bad_input_and_nothing_is_written(hoc_db, hoc_coordinator, field,
+                                                                          error, write):
+    before = content_snapshot(hoc_db)
+    with pytest.raises(error, match=f"{field} must not contain a NUL character"):
+        with hoc_coordinator.transaction() as tx:
+            write(tx)
+    assert content_snapshot(hoc_db) == before
+
+
+def test_a_run_completion_with_nul_text_fails_as_bad_input_and_writes_nothing(hoc_db, hoc_coordinator):
+    before = content_snapshot(hoc_db)
+    with pytest.raises(TransactionFailed, match="error_message must not contain a NUL") as failed:
+        RunCompletionTransaction(hoc_coordinator).execute("t", "r1", "failed", error_message=NUL)
+    assert isinstance(failed.value.__cause__, ValueError)
+    assert content_snapshot(hoc_db) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["incidents", "list", "--tenant", NUL], "--tenant must not contain a NUL character"),
+    (["signals", "record", "--scope", "PR-1", "--type", "CI_STATUS", "--decision", "BLOCKED", "--by", "CI",
+      "--reason", NUL], "reason must not contain a NUL character"),
+    (["signals", "record", "--scope", "PR-1", "--type", "CI_STATUS", "--decision", "BLOCKED", "--by", "CI",
+      "--constraints", '{"k": "a\\u0000"}'], "constraints must not contain a NUL character"),
+])
+def test_the_cli_refuses_nul_text_with_a_message(hoc_db, run_cli, args, message):
+    before = content_snapshot(hoc_db)
+    result = run_cli(hoc_db.database, *args)
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output + result.stderr
+    assert content_snapshot(hoc_db) == before
 
 
 def test_webhook_secret_never_appears_in_cli_output_or_logs(hoc_db, run_cli, caplog):

@@ -1,10 +1,10 @@
 """Alert queue and UI notifications (alert_driver, alert_emitter, alert_sender)."""
 import json
 
-from peewee import BooleanField, CharField, FloatField, IntegerField, TextField
+from peewee import BooleanField, FloatField, IntegerField
 
 from ..validation import json_encoder
-from .base import BaseModel, JSONField, UtcDateTimeField, new_id, utcnow
+from .base import BaseModel, CharField, JSONField, TextField, UtcDateTimeField, insertion_seq, new_id, unique_id, utcnow
 
 ALERT_STATUSES = ("pending", "sent", "failed")
 ALERT_CHANNELS = ("alertmanager", "webhook", "slack", "email")
@@ -43,7 +43,8 @@ class AlertQueueItem(BaseModel):
     pushed past the lease, so a crashed sender's alert becomes due again when the lease ends.
     """
 
-    id = CharField(primary_key=True, default=new_id)
+    seq = insertion_seq()
+    id = unique_id(new_id)
     tenant_id = CharField(null=True)
     payload = CanonicalJSONField()
     alert_type = CharField(null=True)
@@ -83,7 +84,8 @@ class AlertQueueItem(BaseModel):
 class Notification(BaseModel):
     """A UI notification the desktop tool shows: one per threshold alert on the UI channel."""
 
-    id = CharField(primary_key=True, default=new_id)
+    seq = insertion_seq()
+    id = unique_id(new_id)
     tenant_id = CharField()
     notification_type = CharField()
     title = CharField()
@@ -136,7 +138,8 @@ class StoredAlertConfig(BaseModel):
 class StoredThresholdSignal(BaseModel):
     """The history of threshold signals emitted with a stored config (one row per signal)."""
 
-    id = CharField(primary_key=True)  # the signal id (SIG-...)
+    seq = insertion_seq()
+    id = unique_id()  # the signal id (SIG-...)
     tenant_id = CharField()
     config_name = CharField()
     run_id = CharField()

@@ -6,19 +6,21 @@ import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from operator import itemgetter
 
-from peewee import (BooleanField, DateTimeField, Field, FloatField, IntegerField, Model, Node, TextField, Value,
-                    fn)
+import peewee
+from peewee import (SQL, BigIntegerField, BooleanField, DateTimeField, Field, FloatField, IntegerField, Model, Node,
+                    NodeList, Value, fn)
 from peewee import __exception_wrapper__ as peewee_exceptions  # sqlite3 errors -> Peewee's
 from peewee import logger as peewee_log
 from playhouse import sqlite_ext
 
 from ..dialect import by_dialect
-from ..validation import json_encoder
+from ..validation import json_encoder, refuse_nul
 from ..verdicts import as_utc, db_time, utcnow
 
-__all__ = ["PLACEHOLDER", "BaseModel", "DecimalTextField", "JSONField", "PreparedInsert", "PreparedQuery",
-           "UtcDateTimeField", "new_id", "new_ordered_id", "utcnow"]
+__all__ = ["PLACEHOLDER", "BaseModel", "CharField", "DecimalTextField", "JSONField", "PreparedInsert", "PreparedQuery",
+           "TextField", "UtcDateTimeField", "insertion_seq", "unique_id", "new_id", "new_ordered_id", "utcnow"]
 
 
 def new_id():
@@ -34,6 +36,56 @@ def new_ordered_id():
     value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (random >> 62 & 0xfff) << 64
              | 0b10 << 62 | random & (1 << 62) - 1)
     return f"{value:032x}"
+
+
+def insertion_seq():
+    """The primary key of a table listed in insertion order (`dialect.insertion_order`): `seq`,
+    numbered as rows go in. On SQLite an INTEGER PRIMARY KEY is the rowid itself (no extra
+    column, index or write); on PostgreSQL a BIGSERIAL. Peewee keys the model by its text id
+    (`unique_id`); no writer sets `seq`."""
+    return _Seq(constraints=[SQL("PRIMARY KEY")])
+
+
+class _Seq(BigIntegerField):
+    """The `seq` column: declared INTEGER on SQLite (so it is the rowid), BIGSERIAL on PostgreSQL."""
+
+    field_type = "BIGAUTO"
+
+
+def unique_id(default=None):
+    """The text id of a table keyed by `insertion_seq`: the model's primary key for Peewee
+    (`get_by_id`, foreign keys, equality), NOT NULL UNIQUE in the table (on SQLite the one
+    automatic index a TEXT PRIMARY KEY has)."""
+    return _UniqueId(primary_key=True, default=default)
+
+
+class _Text:
+    """A text field whose values may not contain NUL ("\\x00": PostgreSQL cannot store it, so
+    neither backend does): a ValueError naming the field, before anything is sent."""
+
+    def db_value(self, value):
+        """Python value -> text (ValueError for text holding NUL)."""
+        text = value if value is None else self.adapt(value)
+        if text is not None and "\x00" in text:
+            raise refuse_nul(self.name)
+        return text
+
+
+class CharField(_Text, peewee.CharField):
+    """Peewee's CharField, refusing NUL (see `_Text`)."""
+
+
+class _UniqueId(CharField):
+    """See `unique_id`: declared UNIQUE where Peewee would declare PRIMARY KEY."""
+
+    def ddl(self, ctx):
+        """The column's definition with UNIQUE for PRIMARY KEY."""
+        return NodeList([SQL("UNIQUE") if isinstance(node, SQL) and node.sql == "PRIMARY KEY" else node
+                         for node in super().ddl(ctx).nodes])
+
+
+class TextField(_Text, peewee.TextField):
+    """Peewee's TextField, refusing NUL (see `_Text`)."""
 
 
 class UtcDateTimeField(DateTimeField):
@@ -80,7 +132,7 @@ class JSONField(sqlite_ext.JSONField):
         return by_dialect(fn.json(text), text)
 
 
-class DecimalTextField(TextField):
+class DecimalTextField(peewee.TextField):
     """A Decimal stored exactly, as text."""
 
     def db_value(self, value):
@@ -140,6 +192,7 @@ class PreparedQuery:
     def __init__(self, build):
         self._build = build
         self._built = {}  # database class (its dialect) -> (sql, slots, template or None)
+        self._updated = None  # an UPDATE's table: its text values are checked for NUL (`_Text`)
 
     def sql(self, db):
         """(SQL text, parameter template) of the statement in `db`'s dialect, built afresh."""
@@ -147,9 +200,12 @@ class PreparedQuery:
 
     def _prepare(self, db):
         """Build the statement in `db`'s SQL dialect (once per dialect)."""
-        sql, template = self.sql(db)
+        query = self._build()
+        sql, template = db.get_sql_context().parse(query)
         slots = [i for i, value in enumerate(template) if value is _SLOT]
         built = self._built[db.__class__] = (sql, slots, None if len(slots) == len(template) else template)
+        if isinstance(query, peewee.Update):
+            self._updated = query.model._meta.table_name
         return built
 
     def execute(self, db, params):
@@ -164,6 +220,8 @@ class PreparedQuery:
             for index, value in zip(slots, params, strict=True):
                 merged[index] = value
             params = merged
+        if self._updated is not None and "\x00" in "".join([p for p in params if p.__class__ is str]):
+            raise refuse_nul(f"text written to {self._updated}")
         execute_built = getattr(db._state.conn, "execute_built", None)
         if execute_built is None or peewee_log.isEnabledFor(logging.DEBUG):
             return db.execute_sql(sql, params)
@@ -220,21 +278,28 @@ class PreparedInsert(PreparedQuery):
         for row in rows:
             values = list(map(row.get, self.names, self._missing))
             types = tuple(map(type, values))
-            fills, calls = self._plans.get(types) or self._plan(types)
+            fills, calls, texts = self._plans.get(types) or self._plan(types)
             for index, value in fills:
                 values[index] = value
             for index, make in calls:
                 values[index] = make(values[index])
+            if texts is not None and "\x00" in "".join(texts(values)):
+                raise refuse_nul(next(name for name, value in zip(self.names, values, strict=True)
+                                      if isinstance(value, str) and "\x00" in value))
             params += values
         return params
 
     def _plan(self, types):
-        """For a row whose values have `types`: (fills, calls). `fills` are (index, value) pairs
-        for the defaults that are constants (converted once); `calls` are (index, function) pairs
-        giving the bound value of a value to convert (a native type's subclass binds as its plain
-        value, a Decimal in a DecimalTextField as `str` of it, a datetime in a UtcDateTimeField
-        as its remembered text) or of a default to make per row."""
+        """For a row whose values have `types`: (fills, calls, texts). `fills` are (index, value)
+        pairs for the defaults that are constants (converted once); `calls` are (index, function)
+        pairs giving the bound value of a value to convert (a native type's subclass binds as its
+        plain value, a Decimal in a DecimalTextField as `str` of it, a datetime in a
+        UtcDateTimeField as its remembered text) or of a default to make per row; `texts` picks
+        the text values given for text columns (checked for NUL, as `_Text.db_value` checks the
+        values it converts), None when there are none."""
         fills, calls = [], []
+        texts = [index for index, (kind, (native, _, _)) in enumerate(zip(types, self._columns, strict=True))
+                 if native is str and issubclass(kind, str)]
         for index, (kind, (native, convert, default)) in enumerate(zip(types, self._columns, strict=True)):
             if kind is datetime and getattr(convert, "__func__", None) is UtcDateTimeField.db_value:
                 calls.append((index, _timestamp_text))  # what db_value gives, without its call
@@ -247,7 +312,7 @@ class PreparedInsert(PreparedQuery):
                 calls.append((index, str))  # what DecimalTextField.db_value gives, without its call
             elif kind is not native and kind is not type(None):
                 calls.append((index, _PLAIN[native] if issubclass(kind, native) else convert))
-        plan = (fills, calls)
+        plan = (fills, calls, itemgetter(*texts) if texts else None)
         if len(self._plans) < _MAX_PLANS:
             self._plans[types] = plan
         return plan
@@ -287,7 +352,7 @@ _PLAIN = {str: str.__str__, int: int.__index__, float: float.__float__}
 
 def _native_type(field):
     """The type whose instances `field` binds as they are (no conversion call)."""
-    if type(field).db_value is not Field.db_value:
+    if type(field).db_value not in (Field.db_value, _Text.db_value):
         return _Converted
     return _NATIVE_TYPES.get(type(field).adapt, _Converted)
 

@@ -6,11 +6,10 @@ The M26 cost tables also carry the server edition's indexes and database-level d
 thresholds, counters, creation / update times), so a plain INSERT that leaves those columns out
 works as it does there; a time SQLite fills in has the text form `UtcDateTimeField` stores.
 """
-from peewee import (BooleanField, CharField, Check, DateField, FloatField, ForeignKeyField,
-                    IntegerField, TextField)
+from peewee import BooleanField, Check, DateField, FloatField, ForeignKeyField, IntegerField
 
 from ..dialect import immutable_columns_trigger, literal_default, now_default
-from .base import BaseModel, DecimalTextField, JSONField, UtcDateTimeField, new_id, utcnow
+from .base import BaseModel, CharField, DecimalTextField, JSONField, TextField, UtcDateTimeField, new_id, utcnow
 from .runs import Incident, Run
 
 WORKER_RUN_STATUSES = ("queued", "running", "completed", "failed", "crashed")

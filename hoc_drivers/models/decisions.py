@@ -1,9 +1,9 @@
 """Decision records, policy decisions and the CARE kill switch (decisions)."""
 from enum import Enum
 
-from peewee import BooleanField, CharField, FloatField, TextField
+from peewee import BooleanField, FloatField
 
-from .base import BaseModel, JSONField, UtcDateTimeField, utcnow
+from .base import BaseModel, CharField, JSONField, TextField, UtcDateTimeField, insertion_seq, unique_id, utcnow
 
 
 def _vocabulary(name, doc, values):
@@ -33,7 +33,8 @@ class DecisionRecordRow(BaseModel):
     is what keeps concurrent callers to one row. NULL keys never conflict.
     """
 
-    decision_id = CharField(primary_key=True)
+    seq = insertion_seq()
+    decision_id = unique_id()
     decision_type = CharField()
     decision_source = CharField()
     decision_trigger = CharField()

@@ -1,8 +1,8 @@
 """Governance signals (governance_signal_driver): one verdict per (scope, signal_type) at a time."""
-from peewee import Check, CharField, TextField
+from peewee import Check
 
 from ..verdicts import DECISIONS, SIGNAL_TYPES
-from .base import BaseModel, JSONField, UtcDateTimeField, new_id, utcnow
+from .base import BaseModel, CharField, JSONField, TextField, UtcDateTimeField, insertion_seq, new_id, unique_id, utcnow
 
 
 
@@ -14,7 +14,8 @@ def _one_of(column, values):
 class GovernanceSignal(BaseModel):
     """A verdict (CLEAN / BLOCKED / WARN / PENDING) on a scope; NULL superseded_at = active."""
 
-    id = CharField(primary_key=True, default=new_id)
+    seq = insertion_seq()
+    id = unique_id(new_id)
     signal_type = CharField(max_length=50, constraints=[_one_of("signal_type", SIGNAL_TYPES)])
     scope = CharField(max_length=500)
     decision = CharField(max_length=20, constraints=[_one_of("decision", DECISIONS)])

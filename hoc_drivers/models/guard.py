@@ -1,8 +1,8 @@
 """Kill switches (guard_write_driver): each switch's state and the history of its changes."""
-from peewee import BooleanField, CharField, TextField
+from peewee import BooleanField
 
 from ..verdicts import frozen_at
-from .base import BaseModel, UtcDateTimeField, new_id, utcnow
+from .base import BaseModel, CharField, TextField, UtcDateTimeField, insertion_seq, new_id, unique_id, utcnow
 
 SWITCH_ACTIONS = ("freeze", "unfreeze")
 
@@ -14,7 +14,8 @@ class KillSwitchState(BaseModel):
     `is_frozen` is still stored True (readers compare `frozen_until` with now).
     """
 
-    id = CharField(primary_key=True, default=new_id)
+    seq = insertion_seq()
+    id = unique_id(new_id)
     tenant_id = CharField()
     entity_type = CharField()
     entity_id = CharField()
@@ -51,7 +52,8 @@ class KillSwitchState(BaseModel):
 class KillSwitchEvent(BaseModel):
     """One freeze or unfreeze of a kill switch: who, why, when (and until when); never updated."""
 
-    id = CharField(primary_key=True, default=new_id)
+    seq = insertion_seq()
+    id = unique_id(new_id)
     switch_id = CharField()
     tenant_id = CharField()
     entity_type = CharField()

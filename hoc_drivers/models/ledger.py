@@ -1,7 +1,7 @@
 """The discovery ledger (ledger)."""
-from peewee import Check, CharField, FloatField, IntegerField, TextField
+from peewee import Check, FloatField, IntegerField
 
-from .base import BaseModel, JSONField, UtcDateTimeField, new_id, utcnow
+from .base import BaseModel, CharField, JSONField, TextField, UtcDateTimeField, insertion_seq, new_id, unique_id, utcnow
 
 LEDGER_STATUSES = ("observed", "ignored", "promoted")
 
@@ -13,7 +13,8 @@ class DiscoveryLedgerEntry(BaseModel):
     partial unique indexes, one for rows with a field and one for rows without.
     """
 
-    id = CharField(primary_key=True, default=new_id)
+    seq = insertion_seq()
+    id = unique_id(new_id)
     artifact = TextField()
     field = TextField(null=True)
     signal_type = TextField(index=True)

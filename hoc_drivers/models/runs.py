@@ -1,7 +1,8 @@
 """Runs, traces, incidents, policy evaluations and the event outbox (the run-completion domain)."""
-from peewee import BooleanField, CharField, FloatField, ForeignKeyField, IntegerField, TextField
+from peewee import BooleanField, FloatField, ForeignKeyField, IntegerField
 
-from .base import BaseModel, DecimalTextField, JSONField, UtcDateTimeField, new_id, utcnow
+from .base import (BaseModel, CharField, DecimalTextField, JSONField, TextField, UtcDateTimeField, insertion_seq,
+                   new_id, unique_id, utcnow)
 
 
 class Run(BaseModel):
@@ -41,7 +42,8 @@ class Trace(BaseModel):
 class Incident(BaseModel):
     """A governance incident; one per failed run and one per (tenant, cost anomaly)."""
 
-    id = CharField(primary_key=True, default=new_id)
+    seq = insertion_seq()
+    id = unique_id(new_id)
     tenant_id = CharField()
     title = CharField()
     severity = CharField()
@@ -95,7 +97,8 @@ class Incident(BaseModel):
 class IncidentEvent(BaseModel):
     """A timeline event of an incident."""
 
-    id = CharField(primary_key=True, default=new_id)
+    seq = insertion_seq()
+    id = unique_id(new_id)
     incident = ForeignKeyField(Incident, backref="events", column_name="incident_id", on_delete="CASCADE")
     tenant_id = CharField()
     event_type = CharField()
