@@ -34,8 +34,8 @@ def test_subscribers_get_the_outbox_rows_id_after_commit_and_from_a_flush(hoc_db
         first = tx.publish("a", {})
     assert seen == [first]
     with coordinator.transaction():  # an event left unpublished, as after a crash
-        hoc_db.execute_sql(f"INSERT INTO events (id, topic, payload, created_at) VALUES "
-                           f"('left-over', 'b', '{{}}', '2026-01-01T00:00:00.000000+00:00')")
+        hoc_db.execute_sql("INSERT INTO events (id, topic, payload, created_at) VALUES "
+                           "('left-over', 'b', '{}', '2026-01-01T00:00:00.000000+00:00')")
     assert coordinator.flush_outbox() == 1
     assert seen == [first, "left-over"]
 
