@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import Enum
 from urllib.parse import urlsplit
 
-from .dialect import for_update
+from .dialect import for_update, tenant_lock
 from .listing import page
 from .models.alerts import StoredAlertConfig, StoredThresholdSignal
 from .models.base import as_utc, new_id, utcnow
@@ -294,7 +294,10 @@ class AlertConfigWriter:
         return _config_from_row(row, webhook_secret), row.id
 
     def near_alerts_of_run(self, signal):
-        """How many near-threshold alerts went out for the signal's run and policy."""
+        """How many near-threshold alerts went out for the signal's run and policy (on
+        PostgreSQL the tenant's emits for that run and policy wait here for each other, so two
+        stored configs cannot both count none and both alert)."""
+        tenant_lock(self.tx, f"near alerts of {signal.policy_id} in {signal.run_id}", signal.tenant_id)
         return (StoredThresholdSignal.select().where(
             (StoredThresholdSignal.tenant_id == signal.tenant_id)
             & (StoredThresholdSignal.run_id == signal.run_id)

@@ -398,7 +398,8 @@ class AlertQueueWriter:
         if limit is not None:
             chosen = (AlertQueueItem.select(AlertQueueItem.id).where(condition)
                       .order_by(AlertQueueItem.created_at).limit(limit))
-            condition = AlertQueueItem.id.in_(chosen)
+            # the status and age again: on PostgreSQL a row revived meanwhile must not go
+            condition = AlertQueueItem.id.in_(chosen) & condition
         return AlertQueueItem.delete().where(condition).execute(self.tx.db)
 
 

@@ -82,8 +82,10 @@ class DeliveryResult:
 
     @property
     def error(self):
-        """The error recorded with a failed attempt: its message, else its type."""
-        return self.error_message or self.error_type
+        """The error recorded with a failed attempt: its message, else its type (a NUL in it,
+        as a receiver's reply may hold, written as the text \\x00: the queue stores no NUL)."""
+        error = self.error_message or self.error_type
+        return error.replace("\x00", "\\x00") if error else error
 
 
 @dataclass

@@ -72,6 +72,8 @@ def from_payload(text):
     mark, _, fact = text.partition(" ")
     try:
         name, *values = json.loads(fact)
+        if not all(value is None or isinstance(value, str) for value in values):
+            raise TypeError("a fact's fields are texts or null")
         return mark, _SHARED[name](*values)
-    except (TypeError, KeyError) as error:
+    except (TypeError, KeyError, RecursionError) as error:  # anyone may NOTIFY the channel
         raise ValueError(f"not a fact: {text[:200]!r}") from error

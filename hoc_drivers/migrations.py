@@ -23,13 +23,15 @@ before the COMMIT. Any failure rolls everything back: the file is left as it was
 """
 import ast
 import os
+import re
 import sqlite3
 from datetime import datetime, timezone
+from functools import lru_cache
 
-from peewee import SchemaManager
+from peewee import SchemaManager, SqliteDatabase
 from playhouse.migrate import SqliteMigrator
 
-from . import models
+from . import dialect, models
 from .db import open_database
 from .schema_parity import (SCHEMA_VERSION, _expected_schema, _introspect, compare_schema,
                             schema_version)
@@ -43,7 +45,9 @@ class MigrationError(RuntimeError):
 
 def backup_database(db, dest):
     """Copy the open database `db` to the new file `dest` (mode 0600) with SQLite's online
-    backup API: a consistent copy while writers run. FileExistsError for an existing `dest`."""
+    backup API: a consistent copy while writers run. FileExistsError for an existing `dest`;
+    MigrationError for a PostgreSQL database (use pg_dump)."""
+    _require_sqlite(db, "backup copies SQLite files; back a PostgreSQL database up with pg_dump")
     os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     target = sqlite3.connect(dest)
     try:
@@ -54,6 +58,12 @@ def backup_database(db, dest):
         raise
     target.close()
     return dest
+
+
+def _require_sqlite(db, message):
+    """MigrationError(`message`) unless `db` is a SQLite database."""
+    if dialect.of(db) != dialect.SQLITE:
+        raise MigrationError(message)
 
 
 def _literal(default):
@@ -95,18 +105,47 @@ def _rebuild(db, model, old_columns):
     db.execute_sql(f'ALTER TABLE "{scratch}" RENAME TO "{table}"')
 
 
+_SCHEMA_OBJECTS_SQL = ("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                       "WHERE type IN ('index', 'trigger', 'view') AND sql IS NOT NULL")
+
+
+@lru_cache(maxsize=1)
+def _own_object_names():
+    """The names of the indexes and triggers `init` creates (in a private in-memory database)."""
+    memory = SqliteDatabase(":memory:")
+    try:
+        models.create_schema(memory, tuple(models.ALL_MODELS), safe=False)
+        return frozenset(name for _, name, _, _ in memory.execute_sql(_SCHEMA_OBJECTS_SQL))
+    finally:
+        memory.close()
+
+
+def _refuse_foreign_objects(db, tables):
+    """MigrationError naming the file's own indexes, triggers and views on `tables` (the ones
+    to rebuild): a rebuild would drop the first two, and a view stops it."""
+    own, found = _own_object_names(), []
+    for kind, name, table, sql in db.execute_sql(_SCHEMA_OBJECTS_SQL):
+        mentions = {t for t in tables if re.search(rf'\b{re.escape(t)}\b', sql, re.IGNORECASE)}
+        if name not in own and (table in tables if kind != "view" else mentions):
+            found.append(f"{kind} {name}")
+    if found:
+        raise MigrationError(f"migrating rebuilds the tables {', '.join(sorted(tables))}, which would "
+                             f"lose what was added to them: {', '.join(found)}; drop those, migrate, "
+                             "then create them again (nothing changed)")
+
+
 def _upgrade(db):
     """Bring every existing table to the models: a table whose primary key changed (schema 3:
-    `seq`) is rebuilt, the others get the model's columns (playhouse); then create what is
-    missing as `init` does."""
+    `seq`) is rebuilt (unless the file added its own indexes, triggers or views to it), the
+    others get the model's columns (playhouse); then create what is missing as `init` does."""
     migrator = SqliteMigrator(db)
     expected = _expected_schema(tuple(models.ALL_MODELS))
     present = set(db.get_tables())
-    for model in models.ALL_MODELS:
-        table = model._meta.table_name
-        if table not in present:
-            continue
-        actual, primary_key, _ = _introspect(db, table)
+    tables = {model._meta.table_name: (model, _introspect(db, model._meta.table_name))
+              for model in models.ALL_MODELS if model._meta.table_name in present}
+    _refuse_foreign_objects(db, {table for table, (_, (_, primary_key, _)) in tables.items()
+                                 if primary_key != expected[table][1]})
+    for table, (model, (actual, primary_key, _)) in tables.items():
         if primary_key != expected[table][1]:
             _rebuild(db, model, actual)
             continue
@@ -126,6 +165,9 @@ def migrate_database(path, backup_path=None, now=None):
     the backup's path and the differences fixed (MigrationError when it cannot be done)."""
     db = open_database(path, create=False, foreign_keys=False)
     try:
+        _require_sqlite(db, "migrate upgrades SQLite files; a PostgreSQL database of an older schema "
+                            "is recreated with `hoc-drivers init` on a new database (keep the old one "
+                            "with pg_dump)")
         version = schema_version(db)
         result = {"database": path, "from_version": version, "to_version": SCHEMA_VERSION,
                   "backup": None, "fixed": []}

@@ -44,6 +44,7 @@ class HttpReceiver:
 
     def __init__(self, status=200):
         self.status = status
+        self.body = b"ok"  # the reply's body
         self.on_request = None  # called as each request arrives, before the reply
         self.requests = []
         self.request_lines = []
@@ -67,9 +68,9 @@ class HttpReceiver:
                 if receiver.on_request:
                     receiver.on_request()
                 self.send_response(receiver.status)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(receiver.body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(receiver.body)
 
             def log_message(self, *args):
                 pass
@@ -619,3 +620,15 @@ def test_send_watch_delivers_new_alerts_until_sigterm(hoc_db, receiver):
     assert watcher.returncode == 0, err
     assert json.loads(out)["sent"] == 2
     assert "sent 1, retried 0, failed 0, errors 0" in err
+
+
+def test_a_reply_holding_nul_is_recorded_as_a_failed_attempt_not_retried_for_ever(hoc_db, receiver):
+    receiver.status, receiver.body = 500, b"oops\x00evil"
+    coordinator = TransactionCoordinator(hoc_db)
+    with coordinator.transaction() as tx:
+        AlertQueueItem.insert(id="a1", payload={}, alert_type="test", channel="webhook",
+                              destination={"url": receiver.url}).execute(tx.db)
+    assert AlertSender(coordinator).process_batch()["errors"] == 0
+    (alert,) = alert_rows(hoc_db)
+    assert (alert.status, alert.attempts) == ("pending", 1)
+    assert alert.last_error == "HTTP 500: oops\\x00evil"

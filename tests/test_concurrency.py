@@ -9,22 +9,27 @@ to name functions that exist.
 import importlib
 import multiprocessing
 import re
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from hoc_drivers import dialect, idempotency
 from hoc_drivers.alert_config import AlertConfig, AlertConfigWriter, ThresholdSignal
+from hoc_drivers.alert_driver import AlertQueueWriter, delete_old_alerts
 from hoc_drivers.alert_emitter import AlertEmitter
 from hoc_drivers.db import connect_database
 from hoc_drivers.dialect import for_update
 from hoc_drivers.governance_signal_driver import GovernanceSignalReader, record_governance_signal
-from hoc_drivers.models.alerts import StoredAlertConfig, StoredThresholdSignal
+from hoc_drivers.models.alerts import AlertQueueItem, StoredAlertConfig, StoredThresholdSignal
 from hoc_drivers.models.base import utcnow
 from hoc_drivers.models.governance import GovernanceSignal
 from hoc_drivers.models.runs import Event, Incident, PreventionRecord, Run
 from hoc_drivers.models.cost import WorkerRun
 from hoc_drivers.run_completion import RunCompletionTransaction
-from hoc_drivers.testing import run_at_once
+from hoc_drivers.testing import other_connection, run_at_once
 from hoc_drivers.transaction_coordinator import TransactionCoordinator
 from hoc_drivers.worker_write_service_async import WorkerRunImmutable, WorkerRunReader, WorkerWriteService
 
@@ -197,6 +202,68 @@ def test_processes_alerting_through_one_stored_config_at_once_are_throttled_to_o
     signals = StoredThresholdSignal.select()
     assert signals.count(hoc_db) == KEYS * PROCESSES
     assert signals.where(StoredThresholdSignal.alert_sent).count(hoc_db) == KEYS
+
+
+def _save_one_alert_a_run_configs(coordinator, index):
+    config = AlertConfig(policy_id="p", tenant_id=T, min_alert_interval_seconds=0, max_alerts_per_run=1)
+    return _in_transactions(coordinator, lambda tx, name: AlertConfigWriter(tx).save(T, name, config),
+                            [f"own-{n}" for n in range(PROCESSES)])
+
+
+def _emit_near_through_own_config(coordinator, index):
+    def emit(tx, run_id):  # each process its own stored config, all of one policy and run
+        signal = ThresholdSignal(T, run_id, "p", "cost", 95, 100)
+        return AlertEmitter(tx).emit_stored(f"own-{index}", signal)["alert_sent"]
+    return _in_transactions(coordinator, emit, [f"run-{i}" for i in range(KEYS)])
+
+
+def test_processes_alerting_one_run_through_different_configs_of_its_policy_send_one_alert(hoc_db):
+    _race(_save_one_alert_a_run_configs, hoc_db.database, processes=1)
+    for sent in _by_key(_race(_emit_near_through_own_config, hoc_db.database)):
+        assert sorted(sent) == [False] * (PROCESSES - 1) + [True], sent  # max_alerts_per_run=1
+    sent_signals = StoredThresholdSignal.select().where(StoredThresholdSignal.alert_sent)
+    assert sent_signals.count(hoc_db) == KEYS
+
+
+def _wait_until_a_statement_waits_for_a_lock(db, seconds=10):
+    """Return once another session of PostgreSQL database `db` waits for a lock (a bounded
+    wait for a real server event)."""
+    conn = other_connection(db)
+    try:
+        deadline = time.monotonic() + seconds
+        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                           ).fetchone()[0] == 0:
+            assert time.monotonic() < deadline, "no statement waited for a lock"
+            time.sleep(0.01)
+    finally:
+        conn.close()
+
+
+def test_a_purge_waiting_on_a_revival_does_not_delete_the_revived_alert(hoc_db):
+    if dialect.of(hoc_db) != dialect.POSTGRESQL:
+        pytest.skip("PostgreSQL runs the purge beside the revival; SQLite runs them one after the other")
+    old = utcnow() - timedelta(days=2)
+    coordinator = TransactionCoordinator(hoc_db)
+    with coordinator.transaction() as tx:
+        writer = AlertQueueWriter(tx)
+        writer.insert_alert(T, {}, "test", now=old)
+        (alert,) = writer.fetch_pending_alerts(old, 1, 60)
+        writer.update_alert_failed(alert, old, "receiver down")
+    revived, purged = threading.Event(), []
+
+    def purge():  # its own thread: its own connection and transaction
+        revived.wait(10)
+        purged.append(delete_old_alerts(coordinator, old + timedelta(seconds=1), ["failed"], step=10))
+
+    purger = threading.Thread(target=purge)
+    purger.start()
+    with coordinator.transaction() as tx:
+        assert AlertQueueWriter(tx).retry_failed_alerts(1, utcnow()) == 1
+        revived.set()
+        _wait_until_a_statement_waits_for_a_lock(hoc_db)  # the purge's DELETE waits for this row
+    purger.join(10)
+    assert purged == [0]
+    assert [a.status for a in AlertQueueItem.select().execute(hoc_db)] == ["pending"]
 
 
 # ------------------------------------------------------------------ worker runs

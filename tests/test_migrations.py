@@ -108,6 +108,25 @@ def test_a_migration_that_cannot_finish_changes_nothing(run_cli, tmp_path):
     assert dump(tmp_path / "b.db") == before
 
 
+def test_migrate_refuses_to_rebuild_a_table_that_carries_the_users_own_index_or_view(run_cli, tmp_path):
+    path = _v1_copy(tmp_path)
+    alter(path, "CREATE INDEX my_titles ON incidents (title)",
+          "CREATE VIEW open_incidents AS SELECT id FROM Incidents WHERE status = 'open'",
+          "CREATE INDEX my_run_agents ON runs (agent_id)")  # runs is not rebuilt: it may stay
+    before = dump(path)
+    result = run_cli(path, "migrate", "--backup", str(tmp_path / "b.db"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "would lose what was added to them: index my_titles, view open_incidents; drop those, " \
+           "migrate, then create them again (nothing changed)" in result.stderr
+    assert dump(path) == before
+    alter(path, "DROP INDEX my_titles", "DROP VIEW open_incidents")
+    assert run_cli(path, "migrate", "--backup", str(tmp_path / "b2.db")).exit_code == 0
+    assert _user_version(path) == SCHEMA_VERSION
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'my_run_agents'").fetchone()
+    conn.close()
+
+
 def test_backup_refuses_an_existing_file(run_cli, tmp_path):
     path = tmp_path / "hoc.db"
     run_cli(path, "init")

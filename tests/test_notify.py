@@ -79,7 +79,9 @@ def test_a_fact_survives_the_round_trip_through_a_payload_and_others_are_refused
     assert len(payloads) == 2  # one per distinct fact
     assert [from_payload(p)[1] for p in payloads] == facts[:2]
     assert from_payload(payloads[0])[0] == from_payload(payloads[1])[0]  # this process's mark
-    for text in ("x", "x 5", 'x ["FactsMissed"]', 'x ["GuardStateChanged"]', "x not json"):
+    for text in ("x", "x 5", 'x ["FactsMissed"]', 'x ["GuardStateChanged"]', "x not json",
+                 'x ["GuardStateChanged", ["acme"]]', 'x ["GuardStateChanged", {"a": 1}]',
+                 'x ["GuardStateChanged", 7]', "x " + "[" * 100_000):  # anyone may NOTIFY the channel
         with pytest.raises(ValueError):
             from_payload(text)
 

@@ -103,3 +103,15 @@ def test_text_holding_nul_is_refused_before_it_is_sent(hoc_db, hoc_coordinator, 
         with hoc_coordinator.transaction() as tx:
             write(tx.db)
     assert content_snapshot(hoc_db) == before
+
+
+def test_migrate_and_backup_say_plainly_they_work_on_sqlite_files(hoc_db, run_cli, tmp_path):
+    if dialect.of(hoc_db) != dialect.POSTGRESQL:
+        pytest.skip("about a PostgreSQL database")
+    before = content_snapshot(hoc_db)
+    migrate = run_cli(hoc_db.database, "migrate")
+    assert migrate.exit_code == 1 and migrate.stderr.startswith("error: migrate upgrades SQLite files")
+    backup = run_cli(hoc_db.database, "backup", str(tmp_path / "copy.db"))
+    assert backup.exit_code == 1 and "back a PostgreSQL database up with pg_dump" in backup.stderr
+    assert "Traceback" not in migrate.output + backup.output
+    assert not (tmp_path / "copy.db").exists() and content_snapshot(hoc_db) == before

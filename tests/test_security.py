@@ -135,6 +135,25 @@ def test_text_holding_nul_is_refused_as_bad_input_and_nothing_is_written(hoc_db,
     assert content_snapshot(hoc_db) == before
 
 
+class Text(str):
+    """A str subclass (an enum's value, a caller's own text type)."""
+
+
+def test_nul_in_a_str_subclass_written_by_a_prepared_update_is_refused(hoc_db, hoc_coordinator):
+    from hoc_drivers.alert_driver import AlertQueueWriter
+    from hoc_drivers.models.base import utcnow
+
+    with hoc_coordinator.transaction() as tx:
+        writer = AlertQueueWriter(tx)
+        writer.insert_alert("t", {}, "test")
+        (alert,) = writer.fetch_pending_alerts(utcnow(), 1, 60)
+    before = content_snapshot(hoc_db)
+    with pytest.raises(ValueError, match="must not contain a NUL character"):
+        with hoc_coordinator.transaction() as tx:
+            AlertQueueWriter(tx).update_alert_retry(alert, utcnow(), utcnow(), Text(NUL))
+    assert content_snapshot(hoc_db) == before
+
+
 def test_a_run_completion_with_nul_text_fails_as_bad_input_and_writes_nothing(hoc_db, hoc_coordinator):
     before = content_snapshot(hoc_db)
     with pytest.raises(TransactionFailed, match="error_message must not contain a NUL") as failed:

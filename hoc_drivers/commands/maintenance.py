@@ -51,11 +51,13 @@ def backup(dest, as_json):
 
     Example: hoc-drivers --db ./hoc.db backup ./hoc-2026-11-29.db
     """
-    from ..migrations import backup_database
+    from ..migrations import MigrationError, backup_database
 
     db = get_db(check_schema=False)
     try:
         backup_database(db, dest)
+    except MigrationError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
     except OSError as exc:
         raise _backup_error(dest, exc) from None
     emit({"database": db.database, "backup": dest}, as_json)

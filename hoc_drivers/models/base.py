@@ -220,7 +220,7 @@ class PreparedQuery:
             for index, value in zip(slots, params, strict=True):
                 merged[index] = value
             params = merged
-        if self._updated is not None and "\x00" in "".join([p for p in params if p.__class__ is str]):
+        if self._updated is not None and "\x00" in "".join([p for p in params if isinstance(p, str)]):
             raise refuse_nul(f"text written to {self._updated}")
         execute_built = getattr(db._state.conn, "execute_built", None)
         if execute_built is None or peewee_log.isEnabledFor(logging.DEBUG):
