@@ -159,10 +159,11 @@ def test_forgetting_a_database_empties_every_registry_and_ignores_unknown_keys()
 
 
 @pytest.mark.sqlite_only
-def test_the_guard_holds_after_a_connection_forgets_the_statements_it_classified(hoc_db):
+def test_the_guard_holds_after_a_connection_forgets_the_statements_it_classified(hoc_db, hoc_coordinator):
     conn = hoc_db.connection()
-    for n in range(4100):  # more distinct texts than a connection remembers (it starts afresh)
-        conn.execute(f"SELECT {n}")
+    with hoc_coordinator.transaction():  # more distinct writes than a connection remembers
+        for n in range(4100):
+            conn.execute(f"UPDATE decision_settings SET value = value WHERE key = 'k{n}'")
     message = refusal(conn.execute, LONG_INSERT, ("k", "1"))
     assert message.startswith(f"write {LONG_INSERT_SHOWN!r} {WRITE_WHY}")
     assert DecisionSetting.select().count(hoc_db) == 0
