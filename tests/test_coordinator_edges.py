@@ -5,6 +5,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 
+import peewee
 import pytest
 
 from hoc_drivers import bus
@@ -194,9 +195,20 @@ def test_a_savepoint_that_cannot_be_opened_leaves_the_depth_as_it_was(hoc_coordi
     with pytest.raises(sqlite3.ProgrammingError):  # (the closed connection fails the rest too)
         with hoc_coordinator.transaction() as tx:
             with tx.savepoint():
-                tx.db.connection().close()
-                with pytest.raises(sqlite3.ProgrammingError):
-                    with tx.savepoint():
-                        pass
-                depths.append(tx.savepoints)
-    assert depths == [1]
+                with tx.savepoint():
+                    tx.db.connection().close()
+                    with pytest.raises(sqlite3.ProgrammingError):
+                        with tx.savepoint():
+                            pass
+                    depths.append(tx.savepoints)
+    assert depths == [2]
+
+
+@pytest.mark.sqlite_only
+def test_a_commit_that_fails_is_logged_with_its_error_when_the_rollback_fails_too(hoc_coordinator, caplog):
+    with caplog.at_level(logging.ERROR), pytest.raises(peewee.ProgrammingError) as raised:
+        with hoc_coordinator.transaction() as tx:
+            tx.publish("a", {})
+            tx.db.connection().close()  # the outbox write fails, and so does the ROLLBACK
+    (record,) = caplog.records
+    assert record.getMessage() == f"ROLLBACK after {raised.value!r} failed"
