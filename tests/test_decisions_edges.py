@@ -1,11 +1,16 @@
 """Decision records at their edges: every emitter keeps the run, request and role it is given,
-once-only keys through the service, empty ids that bind nothing, the logs an operator reads
-(shadow comparisons, unreadable reads), and a record returned even when nothing could be read."""
+once-only keys through the service, empty ids that bind nothing, errors that name the field,
+records read back as enums, the default limit and the time window, the policy mirror's row,
+the logs an operator reads (shadow comparisons, the kill switch, failed writes and reads, with
+their tracebacks), and a record returned even when nothing could be read."""
 import logging
+from datetime import datetime, timezone
 
 import pytest
+from freezegun import freeze_time
 
 from hoc_drivers import decisions as d
+from hoc_drivers.models.decisions import DecisionSetting, PolicyDecision
 
 T = "tenant-a"
 
@@ -17,6 +22,11 @@ def stored(coordinator, tenant_id=T, **filters):
 def in_own_transaction(coordinator, write, *args, **kwargs):
     with coordinator.transaction() as tx:
         return write(tx, *args, **kwargs)
+
+
+def with_traceback(record):
+    """True when a log record carries the exception that caused it (an operator's traceback)."""
+    return isinstance(record.exc_info, tuple) and record.exc_info[1] is not None
 
 
 # Emitters that take a run, a request and a causal role from the caller, with arguments that
@@ -120,7 +130,7 @@ def test_an_unreadable_kill_switch_is_logged_with_its_cause_and_taken_as_on(hoc_
                                                      ["latency_p50"]) is None
     (warning,) = [r for r in caplog.records if r.name == "hoc_drivers.decisions"]
     assert warning.getMessage() == "is_care_kill_switch_active failed; taking True"
-    assert warning.exc_info is not None and "decision_settings" in str(warning.exc_info[1])
+    assert with_traceback(warning) and "decision_settings" in str(warning.exc_info[1])
 
 
 def test_care_goes_on_when_its_once_only_check_cannot_read(hoc_coordinator, caplog):
@@ -134,3 +144,148 @@ def test_care_goes_on_when_its_once_only_check_cannot_read(hoc_coordinator, capl
     messages = [r.getMessage() for r in caplog.records if r.name == "hoc_drivers.decisions"]
     assert messages[0] == "DecisionRecordReader.exists failed; taking False"
     assert messages[1].startswith(f"decision record {record.decision_id} (care_routing_optimized)")
+
+
+def test_an_unknown_enum_value_lists_the_values_it_may_take():
+    with pytest.raises(ValueError) as caught:
+        d.DecisionRecord(decision_type="routing", decision_source="robot",
+                         decision_trigger="explicit", decision_outcome="none")
+    assert str(caught.value) == ("decision_source: unknown value 'robot' "
+                                 "(expected one of: human, system, hybrid)")
+    with pytest.raises(ValueError, match=r"^decision_type: unknown value 'whim' \(expected one of: routing, "):
+        d.make_idempotency_key("whim", T, "req-1")
+
+
+def test_records_read_back_carry_enum_members_like_the_ones_written(hoc_coordinator):
+    written = in_own_transaction(hoc_coordinator, d.emit_policy_decision, T, "run-1", "p", True, True,
+                                 "error")
+    (read,) = d.list_decisions(hoc_coordinator.db, T)
+    assert (read.decision_type, read.decision_source, read.decision_trigger, read.decision_outcome,
+            read.causal_role) == (d.DecisionType.POLICY, d.DecisionSource.SYSTEM,
+                                  d.DecisionTrigger.EXPLICIT, d.DecisionOutcome.BLOCKED,
+                                  d.CausalRole.IN_RUN)
+    assert read.decision_outcome is written.decision_outcome
+
+
+def _routing_records(coordinator, count):
+    with coordinator.transaction() as tx:
+        return [d.emit_routing_decision(tx, T, f"run-{i}", True, "a", ["a"]) for i in range(count)]
+
+
+def test_a_list_holds_at_most_1000_records_unless_told_otherwise(hoc_coordinator):
+    _routing_records(hoc_coordinator, 1001)
+    assert len(d.list_decisions(hoc_coordinator.db, T)) == 1000
+    assert len(d.DecisionRecordReader(hoc_coordinator.db).list(T)) == 1000
+    assert len(d.list_decisions(hoc_coordinator.db, T, limit=1001)) == 1001
+
+
+def test_a_list_window_keeps_since_and_drops_until(hoc_coordinator):
+    with hoc_coordinator.transaction() as tx:
+        for day in (1, 2, 3):
+            d.DecisionRecordService(tx).emit(d.DecisionRecord(
+                decision_type="routing", decision_source="human", decision_trigger="explicit",
+                decision_outcome="none", tenant_id=T, run_id=f"day-{day}",
+                decided_at=datetime(2026, 1, day, tzinfo=timezone.utc)))
+
+    def runs(**window):
+        return [r.run_id for r in d.list_decisions(hoc_coordinator.db, T, **window)]
+
+    assert runs(since=datetime(2026, 1, 2, tzinfo=timezone.utc)) == ["day-2", "day-3"]
+    assert runs(until=datetime(2026, 1, 2, tzinfo=timezone.utc)) == ["day-1"]
+    assert runs(newest_first=True, offset=1) == ["day-2", "day-1"]
+
+
+def test_backfill_logs_what_it_bound_and_names_the_request_when_it_fails(hoc_coordinator, caplog):
+    in_own_transaction(hoc_coordinator, d.emit_routing_decision, T, None, True, "a", ["a"],
+                       request_id="req-1")
+    with caplog.at_level(logging.DEBUG, logger="hoc_drivers.decisions"):
+        assert in_own_transaction(hoc_coordinator, d.backfill_run_id_for_request, T, "req-1",
+                                  "run-1") == 1
+        with hoc_coordinator.transaction() as tx:
+            tx.db.execute_sql("DROP TABLE decision_records")
+            assert d.backfill_run_id_for_request(tx, T, "req-2", "run-2") == 0
+    records = [r for r in caplog.records if r.name == "hoc_drivers.decisions"]
+    assert [(r.levelno, r.getMessage()) for r in records] == [
+        (logging.DEBUG, "backfilled run_id run-1 on 1 decisions of request req-1"),
+        (logging.WARNING, "backfill of request req-2: not written")]
+    assert with_traceback(records[1])
+
+
+def test_the_kill_switch_logs_each_change_for_the_operator(hoc_coordinator, caplog):
+    with caplog.at_level(logging.WARNING, logger="hoc_drivers.decisions"):
+        in_own_transaction(hoc_coordinator, d.activate_care_kill_switch)
+        in_own_transaction(hoc_coordinator, d.deactivate_care_kill_switch)
+    assert [r.getMessage() for r in caplog.records if r.name == "hoc_drivers.decisions"] == [
+        "care_kill_switch_activated", "care_kill_switch_deactivated"]
+
+
+def test_only_the_kill_switch_setting_turns_care_off(hoc_coordinator):
+    with hoc_coordinator.transaction() as tx:
+        DecisionSetting.insert(key="some_other_setting", value=True).execute(tx.db)
+    assert d.is_care_kill_switch_active(hoc_coordinator.db) is False
+    assert in_own_transaction(hoc_coordinator, d.emit_care_optimization_decision, T, "req-1", "a", "b",
+                              0.9, ["latency_p50"]) is not None
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(decision_id=""), "decision_id must be a non-empty string, got ''"),
+    (dict(tenant_id=" "), "tenant_id must be a non-empty string, got ' '"),
+    (dict(decided_at="2026-01-01T00:00:00+00:00"), "decided_at must be a datetime"),
+    (dict(decision_inputs=["a"]), "decision_inputs must be a JSON object (dict), got list"),
+    (dict(details="x"), "details must be a JSON object (dict), got str"),
+])
+def test_a_bad_record_field_is_named_in_the_error(fields, message):
+    with pytest.raises(ValueError) as caught:
+        d.DecisionRecord(decision_type="routing", decision_source="human",
+                         decision_trigger="explicit", decision_outcome="none", **fields)
+    assert str(caught.value) == message
+
+
+def test_the_policy_mirror_holds_the_run_time_and_full_confidence(hoc_coordinator):
+    decided_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    record = d.DecisionRecord(decision_type="budget", decision_source="system",
+                              decision_trigger="explicit", decision_outcome="rejected",
+                              tenant_id=T, run_id="run-1", decided_at=decided_at)
+    with hoc_coordinator.transaction() as tx:
+        assert d.DecisionRecordService(tx).emit(record) is True
+    (mirror,) = PolicyDecision.select().execute(hoc_coordinator.db)
+    assert (mirror.id, mirror.tenant_id, mirror.run_id, mirror.policy_type, mirror.decision,
+            mirror.rationale, mirror.capture_confidence_score, mirror.created_at) == (
+        record.decision_id, T, "run-1", "budget", "denied", "", 1.0, decided_at)
+
+
+def test_failed_writes_are_reported_and_logged_by_what_they_wrote(hoc_coordinator, caplog):
+    record = d.DecisionRecord(decision_type="policy", decision_source="system",
+                              decision_trigger="explicit", decision_outcome="selected", tenant_id=T)
+    with caplog.at_level(logging.WARNING, logger="hoc_drivers.decisions"):
+        with hoc_coordinator.transaction() as tx:
+            tx.db.execute_sql("DROP TABLE policy_decisions")
+            assert d.DecisionRecordService(tx).append(record) is d.AppendResult.WRITTEN
+            tx.db.execute_sql("DROP TABLE decision_records")
+            assert d.DecisionRecordService(tx).append(record) is d.AppendResult.FAILED
+    warnings = [r for r in caplog.records if r.name == "hoc_drivers.decisions"]
+    assert [r.getMessage() for r in warnings] == [
+        f"policy_decisions mirror of {record.decision_id}: not written",
+        f"decision record {record.decision_id} (policy): not written"]
+    assert all(with_traceback(r) for r in warnings)
+
+
+def test_once_only_emitters_log_their_key_and_the_others_do_not(hoc_coordinator, caplog):
+    with caplog.at_level(logging.INFO, logger="hoc_drivers.decisions"):
+        with hoc_coordinator.transaction() as tx:
+            d.emit_routing_decision(tx, T, "run-1", True, "a", ["a"])
+            d.emit_budget_enforcement_decision(tx, T, "run-1", 100, 110, 10, 3, 5)
+            d.emit_budget_enforcement_decision(tx, T, "run-1", 100, 110, 10, 3, 5)  # a repeat
+    assert [r.getMessage() for r in caplog.records if r.name == "hoc_drivers.decisions"] == [
+        'budget_enforcement decision emitted: tenant=tenant-a outcome=execution_halted '
+        'key=["budget_enforcement", "tenant-a", "run-1"]']
+
+
+def test_the_kill_switch_records_when_it_last_changed(hoc_coordinator):
+    on, off = (datetime(2026, 3, day, 12, tzinfo=timezone.utc) for day in (1, 2))
+    with freeze_time(on):
+        in_own_transaction(hoc_coordinator, d.activate_care_kill_switch)
+    with freeze_time(off):
+        in_own_transaction(hoc_coordinator, d.deactivate_care_kill_switch)
+    (setting,) = DecisionSetting.select().execute(hoc_coordinator.db)
+    assert (setting.key, setting.value, setting.updated_at) == (d.CARE_KILL_SWITCH_KEY, False, off)
