@@ -184,11 +184,12 @@ class _DeadlineHandler(urllib.request.HTTPSHandler, urllib.request.HTTPHandler):
 
 
 class _DeadlineSMTP(smtplib.SMTP):
-    """An SMTP client (not yet connected) whose socket a `_Deadline` watches."""
+    """An SMTP client connected to `host`:`port`, whose socket a `_Deadline` watches (the host
+    given here is also the name STARTTLS checks the server's certificate against)."""
 
-    def __init__(self, deadline):
+    def __init__(self, deadline, host, port):
         self.deadline = deadline
-        super().__init__(timeout=deadline.seconds)
+        super().__init__(host, port, timeout=deadline.seconds)
 
     def _get_socket(self, host, port, timeout):
         return self.deadline.connect((host, port), timeout, self.source_address)
@@ -270,8 +271,7 @@ class AlertDelivery:
         message["To"] = ", ".join(recipients)
         message.set_content(payload["body"])
         try:
-            with _DeadlineSMTP(deadline) as smtp:
-                smtp.connect(settings.host, settings.port)
+            with _DeadlineSMTP(deadline, settings.host, settings.port) as smtp:
                 smtp.ehlo()
                 if smtp.has_extn("starttls"):
                     smtp.starttls(context=ssl.create_default_context())
