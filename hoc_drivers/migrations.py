@@ -28,12 +28,12 @@ import sqlite3
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from peewee import SchemaManager, SqliteDatabase
+from peewee import SchemaManager
 from playhouse.migrate import SqliteMigrator
 
 from . import dialect, models
 from .db import open_database
-from .schema_parity import (SCHEMA_VERSION, _expected_schema, _introspect, compare_schema,
+from .schema_parity import (SCHEMA_VERSION, _expected_schema, _introspect, compare_schema, models_in_memory,
                             schema_version)
 from .transaction_coordinator import TransactionCoordinator
 
@@ -112,12 +112,8 @@ _SCHEMA_OBJECTS_SQL = ("SELECT type, name, tbl_name, sql FROM sqlite_master "
 @lru_cache(maxsize=1)
 def _own_object_names():
     """The names of the indexes and triggers `init` creates (in a private in-memory database)."""
-    memory = SqliteDatabase(":memory:")
-    try:
-        models.create_schema(memory, tuple(models.ALL_MODELS), safe=False)
+    with models_in_memory() as memory:
         return frozenset(name for _, name, _, _ in memory.execute_sql(_SCHEMA_OBJECTS_SQL))
-    finally:
-        memory.close()
 
 
 def _refuse_foreign_objects(db, tables):

@@ -20,6 +20,7 @@ runs SQLite's own `quick_check` / `integrity_check` and reports corruption.
 """
 import re
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -142,26 +143,29 @@ def _declared_columns(db, model):
     return columns
 
 
-@lru_cache(maxsize=None)
-def _expected_schema(models):
-    """The schema Peewee creates for `models`, introspected from a private in-memory database."""
+@contextmanager
+def models_in_memory(models=tuple(ALL_MODELS)):
+    """A private in-memory SQLite database holding what `create_schema` makes of `models`."""
     memory = SqliteDatabase(":memory:")
     try:
         create_schema(memory, models, safe=False)
-        return {m._meta.table_name: _introspect(memory, m._meta.table_name) for m in models}
+        yield memory
     finally:
         memory.close()
+
+
+@lru_cache(maxsize=None)
+def _expected_schema(models):
+    """The schema Peewee creates for `models`, introspected from a private in-memory database."""
+    with models_in_memory(models) as memory:
+        return {m._meta.table_name: _introspect(memory, m._meta.table_name) for m in models}
 
 
 def expected_digest(models=tuple(ALL_MODELS)):
     """The `schema_digest` of the file `create_schema` makes of `models` (of all of them: what
     schema_digest.SCHEMA_DIGEST must hold), made in a private in-memory database."""
-    memory = SqliteDatabase(":memory:")
-    try:
-        create_schema(memory, models, safe=False)
+    with models_in_memory(models) as memory:
         return schema_digest(sql for (sql,) in memory.execute_sql(STATEMENTS_SQL))
-    finally:
-        memory.close()
 
 
 def compare_schema(db, models=None):

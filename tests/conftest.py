@@ -61,3 +61,36 @@ def one_line_error(result, exit_code, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def queue(hoc_coordinator):
+    """Run `fn(driver)` in one coordinator transaction: queue(lambda d: ...)."""
+    from hoc_drivers.alert_driver import AlertDriver
+
+    def run(fn):
+        with hoc_coordinator.transaction() as tx:
+            return fn(AlertDriver(tx))
+    return run
+
+
+@pytest.fixture
+def receiver():
+    """A real HTTP server on 127.0.0.1 (tests/test_alert_sender.py's HttpReceiver)."""
+    from tests.test_alert_sender import HttpReceiver
+
+    server = HttpReceiver()
+    yield server
+    server.down()
+
+
+@pytest.fixture
+def smtp_server(request):
+    """A real SMTP server on 127.0.0.1 (SmtpReceiver; its options by indirect parametrisation)."""
+    from tests.test_alert_sender import SmtpReceiver
+
+    server = SmtpReceiver(**getattr(request, "param", {}))
+    yield server
+    server.shutdown()
+    server.server_close()
+

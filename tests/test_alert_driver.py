@@ -20,15 +20,6 @@ def seconds(n):
     return timedelta(seconds=n)
 
 
-@pytest.fixture
-def queue(hoc_coordinator):
-    """Run `fn(driver)` in one coordinator transaction: queue(lambda d: ...)."""
-    def run(fn):
-        with hoc_coordinator.transaction() as tx:
-            return fn(AlertDriver(tx))
-    return run
-
-
 def enqueue(queue, count=1, at=T0, **fields):
     return [queue(lambda d, i=i: d.insert_alert(None, [{"n": i}], "test", now=at + seconds(i), **fields))
             for i in range(count)]

@@ -23,15 +23,6 @@ def at(seconds):
     return T0 + timedelta(seconds=seconds)
 
 
-@pytest.fixture
-def queue(hoc_coordinator):
-    """Run `fn(driver)` in one coordinator transaction: queue(lambda d: ...)."""
-    def run(fn):
-        with hoc_coordinator.transaction() as tx:
-            return fn(AlertDriver(tx))
-    return run
-
-
 def set_row(queue, alert, **changes):
     """Give `alert`'s row the state a sender's earlier work would have left."""
     queue(lambda d: AlertQueueItem.update(changes).where(AlertQueueItem.id == alert.id).execute(d.db))

@@ -201,13 +201,6 @@ HTTP_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"  # 40 bytes: 2 s at 
 
 
 @pytest.fixture
-def receiver():
-    server = HttpReceiver()
-    yield server
-    server.down()
-
-
-@pytest.fixture
 def shared_cache(hoc_db):
     return GuardCache(timer=ManualClock()).serve(hoc_db)
 

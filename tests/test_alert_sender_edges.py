@@ -19,7 +19,7 @@ from hoc_drivers.models.alerts import AlertQueueItem
 from hoc_drivers.models.runs import Incident
 from hoc_drivers.testing import refuse_writes
 from hoc_drivers.transaction_coordinator import TransactionCoordinator
-from tests.test_alert_sender import T0, HttpReceiver, SmtpReceiver, TrickleReceiver
+from tests.test_alert_sender import T0, TrickleReceiver
 
 
 def email(*recipients):
@@ -28,25 +28,10 @@ def email(*recipients):
                           destination={"recipients": list(recipients)})
 
 
-@pytest.fixture
-def smtp_server(request):
-    server = SmtpReceiver(**getattr(request, "param", {}))
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
 def webhook(url, payload=None, **destination):
     """A webhook alert as the sender gets it from the queue."""
     return AlertQueueItem(id="a1", channel="webhook", payload=payload or {"b": 1, "a": [2]},
                           destination={"url": url, **destination} if url else None)
-
-
-@pytest.fixture
-def receiver():
-    server = HttpReceiver()
-    yield server
-    server.down()
 
 
 def test_each_http_outcome_is_reported_as_it_happened(receiver, caplog):

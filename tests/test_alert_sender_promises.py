@@ -10,23 +10,8 @@ from hoc_drivers.alert_sender import LEASE_MARGIN_SECONDS, AlertDelivery, AlertS
 from hoc_drivers.models.alerts import AlertQueueItem
 from hoc_drivers.models.base import new_id
 from hoc_drivers.testing import refuse_writes
-from tests.test_alert_sender import (HTTP_OK, T0, HttpReceiver, SmtpReceiver, TrickleReceiver,
+from tests.test_alert_sender import (HTTP_OK, T0, TrickleReceiver,
                                      alert_rows)
-
-
-@pytest.fixture
-def receiver():
-    server = HttpReceiver()
-    yield server
-    server.down()
-
-
-@pytest.fixture
-def smtp_server(request):
-    server = SmtpReceiver(**getattr(request, "param", {}))
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def queue_alert(coordinator, channel="webhook", destination=None, payload=None, **fields):
