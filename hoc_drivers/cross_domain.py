@@ -126,20 +126,14 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
                            f"Expected: ${expected / 100:.2f}.")
             if entity_type and entity_id:
                 description += f" Entity: {entity_type}/{entity_id}"
-        now, delta = tx.now, Decimal(str(overage))
+        now, delta = tx.now_text, Decimal(str(overage))
         impact = (delta / 100).quantize(CENT)  # whole cents: exact, no rounding
-        row = {
-            "id": new_id(), "tenant_id": tenant_id, "anomaly_id": anomaly_id,
-            "title": f"Cost anomaly: {anomaly_type} (+${impact})",
-            "severity": ANOMALY_SEVERITY_MAP.get(severity.upper(), "medium"), "status": "open",
-            "trigger_type": ANOMALY_TRIGGER_TYPE_MAP.get(anomaly_type, DEFAULT_TRIGGER_TYPE),
-            "trigger_value": str(overage), "cost_delta_cents": delta, "cost_impact": impact,
-            "source_type": "cost_anomaly", "category": "COST_ANOMALY", "description": description,
-            "impact_scope": entity_type or "tenant",
-            "affected_agent_id": entity_id if entity_type == "agent" else None,
-            "affected_count": 1, "cause_type": "SYSTEM", "lifecycle_state": "ACTIVE",
-            "domain": "Analytics", "started_at": now, "created_at": now, "updated_at": now,
-        }
+        row = (new_id(), tenant_id, anomaly_id, f"Cost anomaly: {anomaly_type} (+${impact})",
+               ANOMALY_SEVERITY_MAP.get(severity.upper(), "medium"), "open",
+               ANOMALY_TRIGGER_TYPE_MAP.get(anomaly_type, DEFAULT_TRIGGER_TYPE), str(overage), str(delta),
+               str(impact), "cost_anomaly", "COST_ANOMALY", description, entity_type or "tenant",
+               entity_id if entity_type == "agent" else None, 1, "SYSTEM", "ACTIVE", "Analytics",
+               now, now, now)  # in _INSERT_ANOMALY_INCIDENT's order
         created = _INSERT_ANOMALY_INCIDENT.execute(tx.db, row).fetchone()
         if created is not None:
             tx.note(GuardStateChanged(tenant_id))

@@ -164,18 +164,14 @@ def _first_column(cursor):
 
 
 def _create_run_incident(tx, tenant_id, run_id, agent_id, error_code, error_message,
-                         is_synthetic, synthetic_scenario_id, now):
+                         is_synthetic, synthetic_scenario_id):
     """One incident per failed run; returns (incident_id, created)."""
-    code = classify_failure(error_code, error_message)
-    row = {"id": new_id(), "tenant_id": tenant_id,
-           "title": f"{FAILURE_TITLE.get(code, 'Run Failed')}: Run {run_id[:8]}...",
-           "severity": FAILURE_SEVERITY.get(code, "medium"), "status": "open",
-           "trigger_type": "run_failure", "category": FAILURE_CATEGORY.get(code, "EXECUTION_FAILURE"),
-           "description": f"Run {run_id} failed with error: {code}", "source_type": "run",
-           "source_run_id": run_id, "impact_scope": "single_run", "affected_agent_id": agent_id,
-           "error_code": code, "error_message": error_message, "started_at": now,
-           "created_at": now, "updated_at": now, "is_synthetic": bool(is_synthetic),
-           "synthetic_scenario_id": synthetic_scenario_id}
+    code, now = classify_failure(error_code, error_message), tx.now_text
+    row = (new_id(), tenant_id, f"{FAILURE_TITLE.get(code, 'Run Failed')}: Run {run_id[:8]}...",
+           FAILURE_SEVERITY.get(code, "medium"), "open", "run_failure",
+           FAILURE_CATEGORY.get(code, "EXECUTION_FAILURE"), f"Run {run_id} failed with error: {code}",
+           "run", run_id, "single_run", agent_id, code, error_message, now, now, now,
+           bool(is_synthetic), synthetic_scenario_id)  # in _INSERT_INCIDENT's order
     incident_id = _first_column(_INSERT_INCIDENT.execute(tx.db, row))
     if incident_id is not None:
         _COUNT_RUN_INCIDENT.execute(tx.db, (run_id, tenant_id))
@@ -189,16 +185,13 @@ def _run_incident(tx, tenant_id, run_id):
 
 
 def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
-                              synthetic_scenario_id, now):
+                              synthetic_scenario_id):
     """One policy evaluation per run; returns (its id, whether this call created it)."""
     outcome = POLICY_OUTCOMES.get(run_status.lower(), "not_applicable")
     policy_id = f"policy_eval_{run_id[:8]}"
-    row = {"id": new_id(), "tenant_id": tenant_id, "policy_id": policy_id,
-           "pattern_id": "policies_checked:0", "original_incident_id": run_id,
-           "blocked_incident_id": run_id, "run_id": run_id, "outcome": outcome,
-           "signature_match_confidence": 1.0 if outcome == "no_violation" else 0.0,
-           "is_synthetic": bool(is_synthetic), "synthetic_scenario_id": synthetic_scenario_id,
-           "created_at": now}
+    row = (new_id(), tenant_id, policy_id, "policies_checked:0", run_id, run_id, run_id, outcome,
+           1.0 if outcome == "no_violation" else 0.0, bool(is_synthetic), synthetic_scenario_id,
+           tx.now_text)  # in _INSERT_POLICY's order
     inserted = _first_column(_INSERT_POLICY.execute(tx.db, row))
     if inserted is not None:
         return inserted, True
@@ -206,7 +199,8 @@ def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
 
 
 def complete_trace(tx, tenant_id, trace_id, run_status, incident_id, now):
-    """Mark the tenant's trace completed (inside `tx`); False when there is no such trace."""
+    """Mark the tenant's trace completed at `now` (inside `tx`); False when there is no such
+    trace."""
     cursor = _COMPLETE_TRACE.execute(tx.db, (run_status, _COMPLETED_AT.db_value(now),
                                           incident_id, trace_id, tenant_id))
     return cursor.rowcount > 0
@@ -265,7 +259,7 @@ class RunCompletionTransaction:
         result stamped with the transaction's one timestamp)."""
         now = tx.now
         policy_id, first_time = _create_policy_evaluation(tx, tenant_id, run_id, run_status,
-                                                          is_synthetic, synthetic_scenario_id, now)
+                                                          is_synthetic, synthetic_scenario_id)
         if not first_time:
             incident_id = _run_incident(tx, tenant_id, run_id)
             if incident_id is not None:
@@ -279,7 +273,7 @@ class RunCompletionTransaction:
         if run_status == "failed":
             incident_id, incident_created = _create_run_incident(
                 tx, tenant_id, run_id, agent_id, error_code, error_message,
-                is_synthetic, synthetic_scenario_id, now)
+                is_synthetic, synthetic_scenario_id)
             if incident_created:
                 tx.note(GuardStateChanged(tenant_id))
             result.incident_result = DomainResult("incidents", "create_incident", incident_id, True,

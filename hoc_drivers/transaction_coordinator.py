@@ -24,11 +24,11 @@ from .bus import EventPublisher, handlers_of
 from .commit_guard import CommitForbidden
 from .dialect import begin_statement, failed_statement_aborts_transaction, notify_facts_sql
 from .facts import to_payloads
-from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, utcnow
+from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, timestamp_text, utcnow
 from .models.runs import Event
 from .run_completion import (DomainResult, RunCompletionTransaction, TransactionFailed,  # noqa: F401
                              TransactionPhase, TransactionResult)
-from .validation import require_database
+from .validation import json_encoder, require_database
 
 ACCESS = "READ+WRITE"
 
@@ -37,11 +37,12 @@ log = logging.getLogger(__name__)
 
 class Transaction:
     """The open unit of work handed to writers: its database, its one timestamp `now` (taken
-    when it began; writers stamp their rows with it) and what it changed."""
+    when it began; writers stamp their rows with it, `now_text` as stored) and what it changed."""
 
-    def __init__(self, db):
+    def __init__(self, db, statements_abort=False):
         self.db = db
         self.now = utcnow()
+        self.now_text = timestamp_text(self.now)
         self.is_open = True
         self.callbacks = []
         self.events = []
@@ -49,7 +50,7 @@ class Transaction:
         self.published_topics = []
         self.callback_errors = []
         self.savepoints = 0
-        self._statements_abort = failed_statement_aborts_transaction(db)
+        self._statements_abort = statements_abort
 
     def require_open(self):
         """Raise CommitForbidden unless this transaction is still open."""
@@ -87,8 +88,11 @@ class Transaction:
 
     def write_outbox(self):
         """Write this transaction's events to the `events` table in one statement."""
-        for start in range(0, len(self.events), EVENTS_PER_INSERT):
-            chunk = self.events[start:start + EVENTS_PER_INSERT]
+        now = self.now_text
+        rows = [(event["id"], event["tenant_id"], event["topic"], _payload_text(event["payload"]), now)
+                for event in self.events]
+        for start in range(0, len(rows), EVENTS_PER_INSERT):
+            chunk = rows[start:start + EVENTS_PER_INSERT]
             _insert_events(len(chunk)).execute(self.db, *chunk)
 
 
@@ -103,11 +107,12 @@ _NO_SAVEPOINT = nullcontext()
 
 @lru_cache(maxsize=64)
 def _insert_events(count):
-    """INSERT of `count` outbox events, built once per count."""
+    """INSERT of `count` outbox events, built once per count (rows: id, tenant_id, topic,
+    payload as JSON text, created_at as stored)."""
     return PreparedInsert(Event, ("id", "tenant_id", "topic", "payload", "created_at"), rows=count)
 
 
-_PUBLISHED_AT = Event.published_at  # the field itself (Peewee's class attribute is a descriptor call)
+_payload_text = json_encoder()  # an event's payload as its JSON text (json.dumps's)
 
 
 @lru_cache(maxsize=64)
@@ -186,7 +191,7 @@ class _TransactionScope:
             self._inner = _Savepoint(tx)
             return self._inner.__enter__()
         self._inner = None
-        tx = self._tx = Transaction(db)
+        tx = self._tx = Transaction(db, self.coordinator._statements_abort)
         _send(db, begin_statement(db), unit=tx)
         try:
             if self.coordinator._published_unmarked:  # read without the lock: only a hint
@@ -239,6 +244,7 @@ class TransactionCoordinator:
         self._published_unmarked = []
         self._marked_at_exit = False  # in _unmarked_at_exit (which keeps it while it lives)
         self._notify_facts = notify_facts_sql(self.db)  # facts to other processes, or None
+        self._statements_abort = failed_statement_aborts_transaction(self.db)
 
     def transaction(self):
         """Open (or join) the unit of work: `with coordinator.transaction() as tx: ...`."""
@@ -255,9 +261,9 @@ class TransactionCoordinator:
         for fact in dict.fromkeys(tx.facts) if len(tx.facts) > 1 else tx.facts:
             for handler in handlers_of(self.db, type(fact)):
                 _run_after_commit(tx, handler, fact)
-        published = []
+        published, publish = [], self.publisher.publish
         for event in tx.events:
-            if _run_after_commit(tx, self.publisher.publish, event["topic"], event["payload"], event["id"]):
+            if _run_after_commit(tx, publish, event["topic"], event["payload"], event["id"]):
                 tx.published_topics.append(event["topic"])
                 published.append(event["id"])
         if published:
@@ -275,7 +281,7 @@ class TransactionCoordinator:
             ids, self._published_unmarked = self._published_unmarked, []
         for start in range(0, len(ids), IDS_PER_MARK):
             chunk = ids[start:start + IDS_PER_MARK]
-            _mark_events_published(len(chunk)).execute(tx.db, [_PUBLISHED_AT.db_value(tx.now), *chunk])
+            _mark_events_published(len(chunk)).execute(tx.db, [tx.now_text, *chunk])
 
     def mark_published(self):
         """Record now that the events this coordinator published are published (it is also

@@ -176,6 +176,41 @@ def test_rows_of_different_shapes_get_their_own_defaults_and_conversions():
                                                "2026-03-01 13:00:00.000000", "2026-03-01 12:00:00.000000"]
 
 
+
+def test_a_tuple_row_binds_as_given_with_the_defaults_it_leaves_out():
+    insert = PreparedInsert(Run, ("tenant_id", "id", "updated_at"), rows=2)
+    with freeze_time("2026-03-01 11:00:00"):
+        params = insert.values(("t", "a", "2026-03-01 10:00:00.000000"), ("t", "b", None))
+    rows = [dict(zip(insert.names, params[i * len(insert.names):(i + 1) * len(insert.names)], strict=True))
+            for i in range(2)]
+    assert [(r["id"], r["tenant_id"], r["status"], r["incident_count"]) for r in rows] == [
+        ("a", "t", "queued", 0), ("b", "t", "queued", 0)]
+    assert [r["created_at"] for r in rows] == ["2026-03-01 11:00:00.000000"] * 2  # made per row
+    assert [r["updated_at"] for r in rows] == ["2026-03-01 10:00:00.000000", None]  # as given
+
+
+def test_a_tuple_row_binds_what_the_same_dict_row_binds():
+    insert = PreparedInsert(Incident, ("id", "tenant_id", "title", "severity", "status", "trigger_type",
+                                       "cost_delta_cents", "started_at", "is_synthetic"))
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    as_dict = {"id": "i1", "tenant_id": "t1", "title": "x", "severity": "low", "status": "open",
+               "trigger_type": "manual", "cost_delta_cents": Decimal("7"), "started_at": now, "is_synthetic": True}
+    as_tuple = ("i1", "t1", "x", "low", "open", "manual", "7", "2026-03-01 12:00:00.000000", True)
+    with freeze_time("2026-03-01 13:00:00"):  # created_at and updated_at: their defaults, made per row
+        assert insert.values(as_tuple) == insert.values(as_dict)
+
+
+def test_a_tuple_row_of_the_wrong_length_or_with_nul_is_refused():
+    insert = PreparedInsert(Trace, ("trace_id", "tenant_id", "run_id"))
+    with pytest.raises(ValueError, match=r"gives the 3 values of trace_id, tenant_id, run_id; got 2"):
+        insert.values(("tr1", "t1"))
+    with pytest.raises(ValueError, match="run_id must not contain a NUL"):
+        insert.values(("tr1", "t1", "r\x00"))
+    assert PreparedInsert(Trace, ("trace_id",)).values(("tr1",))[0] == "tr1"  # one given value
+    with pytest.raises(ValueError, match="trace_id must not contain a NUL"):
+        PreparedInsert(Trace, ("trace_id",)).values(("\x00",))
+
+
 def _nested(depth):
     value = []
     for _ in range(depth - 1):

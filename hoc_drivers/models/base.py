@@ -20,7 +20,8 @@ from ..validation import json_encoder, refuse_nul
 from ..verdicts import as_utc, db_time, utcnow
 
 __all__ = ["PLACEHOLDER", "BaseModel", "CharField", "DecimalTextField", "JSONField", "PreparedInsert", "PreparedQuery",
-           "TextField", "UtcDateTimeField", "insertion_seq", "unique_id", "new_id", "new_ordered_id", "utcnow"]
+           "TextField", "UtcDateTimeField", "insertion_seq", "timestamp_text", "unique_id", "new_id", "new_ordered_id",
+           "utcnow"]
 
 
 def new_id():
@@ -96,16 +97,16 @@ class UtcDateTimeField(DateTimeField):
 
         The last datetime converted is remembered, so a transaction's one timestamp (`tx.now`),
         written in many columns and rows, is converted once."""
-        return _timestamp_text(value)
+        return timestamp_text(value)
 
     def python_value(self, value):
         """Stored text -> aware UTC datetime."""
         return as_utc(value)
 
 
-def _timestamp_text(value):
-    """`UtcDateTimeField.db_value`: a datetime or ISO text as stored (the last datetime's text
-    is remembered in `_last_timestamp`)."""
+def timestamp_text(value):
+    """A datetime (aware, or naive as UTC) or ISO text as a UtcDateTimeField stores it
+    (`UtcDateTimeField.db_value`); the last datetime's text is remembered in `_last_timestamp`."""
     global _last_timestamp
     last = _last_timestamp
     if value is last[0]:
@@ -239,6 +240,10 @@ class PreparedInsert(PreparedQuery):
     the database (`db_value`; JSON fields as JSON text), in the column order Peewee wrote, so
     callers never order or convert values themselves. A field with a default that a row leaves
     out gets its default per row (never one value frozen when the statement was built).
+    A hot-path writer may give a row as a tuple instead: the values of `names` in the order
+    given, each already in database form (text, numbers, bools, None: a timestamp as
+    `tx.now_text`, a Decimal or JSON as its text), so nothing is converted; text is still
+    checked for NUL.
     `ignore_conflicts` makes it INSERT OR IGNORE; `conflict_target` adds ON CONFLICT (those
     columns, under `conflict_where`) DO NOTHING, or DO UPDATE SET `update` when given;
     `returning` is a field whose value comes back (None for a row that was ignored).
@@ -256,6 +261,7 @@ class PreparedInsert(PreparedQuery):
                          for name in self.names]
         self._missing = [_MISSING if name in defaulted else None for name in self.names]  # a row's gap
         self._plans = {}  # the value types of a row -> what its values need (see `_plan`)
+        self._tuple_plan = _TuplePlan(tuple(names), self.names, self._columns)
 
         def build():
             row = {getattr(model, name): PLACEHOLDER for name in self.names}
@@ -276,6 +282,9 @@ class PreparedInsert(PreparedQuery):
         so it is worked out once per combination of types (`_plan`), not per value."""
         params = []
         for row in rows:
+            if row.__class__ is tuple:
+                params += self._tuple_plan.bind(row)
+                continue
             values = list(map(row.get, self.names, self._missing))
             types = tuple(map(type, values))
             fills, calls, texts = self._plans.get(types) or self._plan(types)
@@ -302,7 +311,7 @@ class PreparedInsert(PreparedQuery):
                  if native is str and issubclass(kind, str)]
         for index, (kind, (native, convert, default)) in enumerate(zip(types, self._columns, strict=True)):
             if kind is datetime and getattr(convert, "__func__", None) is UtcDateTimeField.db_value:
-                calls.append((index, _timestamp_text))  # what db_value gives, without its call
+                calls.append((index, timestamp_text))  # what db_value gives, without its call
             elif kind is _Missing and not callable(default):
                 fills.append((index, _bound(default, native, convert)))
             elif kind is _Missing:
@@ -320,6 +329,52 @@ class PreparedInsert(PreparedQuery):
     def execute(self, db, *rows):
         """Insert `rows` on `db` (through its guard) and return the cursor."""
         return super().execute(db, self.values(*rows))
+
+
+class _TuplePlan:
+    """How a tuple row (the values of the `given` names, in that order, already in database
+    form) becomes the statement's parameters: the row, the constant defaults (converted once)
+    and the defaults made per row, picked in column order by one call."""
+
+    def __init__(self, given, names, columns):
+        self.given = given
+        constants, self.makers, sources = [], [], []
+        for name, (native, convert, default) in zip(names, columns, strict=True):
+            if name in given:
+                sources.append(("row", given.index(name)))
+            elif callable(default):
+                self.makers.append(lambda make=default, native=native, convert=convert:
+                                   _bound(make(), native, convert))
+                sources.append(("made", len(self.makers) - 1))
+            else:
+                constants.append(_bound(default, native, convert))
+                sources.append(("constant", len(constants) - 1))
+        self.constants = tuple(constants)
+        offset = {"row": 0, "constant": len(given), "made": len(given) + len(constants)}
+        self.pick = _picker([offset[source] + index for source, index in sources])
+        texts = [given.index(name) for name, (native, _, _) in zip(names, columns, strict=True)
+                 if native is str and name in given]
+        self.texts = _picker(texts) if texts else None
+
+    def bind(self, row):
+        """The parameters of tuple `row` (ValueError for a wrong length or text holding NUL)."""
+        if len(row) != len(self.given):
+            raise ValueError(f"a tuple row gives the {len(self.given)} values of {', '.join(self.given)}; "
+                             f"got {len(row)}")
+        if self.texts is not None and "\x00" in "".join(filter(None, self.texts(row))):
+            raise refuse_nul(next(name for name, value in zip(self.given, row, strict=True)
+                                  if isinstance(value, str) and "\x00" in value))
+        values = row + self.constants
+        if self.makers:
+            values += tuple(make() for make in self.makers)
+        return self.pick(values)
+
+
+def _picker(indexes):
+    """A function giving the tuple of a sequence's items at `indexes` (one C call)."""
+    if len(indexes) == 1:
+        return lambda values, index=indexes[0]: (values[index],)
+    return itemgetter(*indexes)
 
 
 class _Missing:

@@ -149,7 +149,7 @@ def main(argv=None):
         places = list(pool.map(lambda module: run_module(module, options), options.modules))
     equivalent = equivalent_mutants()
     rows, ok, seen = [], True, set()
-    for module, where in zip(options.modules, places):
+    for module, where in zip(options.modules, places, strict=True):
         found = statuses(where, module)
         seen |= set(found)
         total, killed, same, percent, survivors = score(found, equivalent)
