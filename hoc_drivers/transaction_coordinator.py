@@ -42,7 +42,7 @@ class Transaction:
     def __init__(self, db, statements_abort=False):
         self.db = db
         self.now = utcnow()
-        self.now_text = timestamp_text(self.now)
+        self._now_text = None
         self.is_open = True
         self.callbacks = []
         self.events = []
@@ -51,6 +51,13 @@ class Transaction:
         self.callback_errors = []
         self.savepoints = 0
         self._statements_abort = statements_abort
+
+    @property
+    def now_text(self):
+        """`now` as stored (converted on first use: some transactions store no timestamp)."""
+        if self._now_text is None:
+            self._now_text = timestamp_text(self.now)
+        return self._now_text
 
     def require_open(self):
         """Raise CommitForbidden unless this transaction is still open."""
@@ -192,7 +199,7 @@ class _TransactionScope:
             return self._inner.__enter__()
         self._inner = None
         tx = self._tx = Transaction(db, self.coordinator._statements_abort)
-        _send(db, begin_statement(db), unit=tx)
+        _send(db, self.coordinator._begin, unit=tx)
         try:
             if self.coordinator._published_unmarked:  # read without the lock: only a hint
                 self.coordinator._mark_published(tx)
@@ -245,6 +252,7 @@ class TransactionCoordinator:
         self._marked_at_exit = False  # in _unmarked_at_exit (which keeps it while it lives)
         self._notify_facts = notify_facts_sql(self.db)  # facts to other processes, or None
         self._statements_abort = failed_statement_aborts_transaction(self.db)
+        self._begin = begin_statement(self.db)  # what opens its transactions
 
     def transaction(self):
         """Open (or join) the unit of work: `with coordinator.transaction() as tx: ...`."""
