@@ -207,7 +207,7 @@ def bench_run_completion(quick=False, full=False):
     after-commit invalidation is paid). With `full`, the same transaction on files holding 1M
     rows in every table it writes, beside the 10k-row figure (ratio = growth).
     """
-    count, rows = (300 if quick else 2000), 10_000
+    count, rows = (1000 if quick else 2000), 10_000
     with scratch_databases() as (library_path, raw_path):
         apsw_path = os.path.join(os.path.dirname(raw_path), "apsw.db")
         shutil.copyfile(raw_path, apsw_path)
@@ -435,7 +435,7 @@ def bench_cost_anomaly_incident(quick=False, full=False):
     from .models.base import new_id
     from .transaction_coordinator import TransactionCoordinator
 
-    count = 300 if quick else 2000
+    count = 1000 if quick else 2000
     with scratch_databases() as (library_path, raw_path):
         db = init_database(library_path)
         cache = GuardCache().serve(db)  # held until the end: a cache no one holds is collected
@@ -528,7 +528,7 @@ def bench_decision_emit(quick=False, full=False):
     """A routing decision appended in its own transaction: DecisionRecordService vs raw sqlite3."""
     from .db import connect_database
 
-    count = 300 if quick else 2000
+    count = 1000 if quick else 2000
     with scratch_databases() as (library_path, raw_path):
         db = connect_database(library_path)
         conn = raw_connection(raw_path)
@@ -963,7 +963,7 @@ def bench_alert_enqueue(quick=False, full=False):
     from .models.base import new_id
     from .transaction_coordinator import TransactionCoordinator
 
-    count = 300 if quick else 2000
+    count = 1000 if quick else 2000
     payload, destination = {"event_type": "threshold_breach", "tenant_id": "bench"}, {"url": "http://127.0.0.1:9/"}
     with scratch_databases() as (library_path, raw_path):
         db = connect_database(library_path)
