@@ -39,7 +39,7 @@ class Transaction:
     """The open unit of work handed to writers: its database, its one timestamp `now` (taken
     when it began; writers stamp their rows with it, `now_text` as stored) and what it changed."""
 
-    def __init__(self, db, statements_abort=False):
+    def __init__(self, db, statements_abort):
         self.db = db
         self.now = utcnow()
         self._now_text = None
@@ -78,8 +78,7 @@ class Transaction:
     def publish(self, topic, payload, tenant_id=None):
         """Add an event to the outbox (written before COMMIT, published after). Returns its id,
         which sorts by time (`new_ordered_id`: the outbox's index grows at its end)."""
-        event = {"id": new_ordered_id(), "tenant_id": tenant_id, "topic": topic, "payload": payload,
-                 "created_at": self.now}
+        event = {"id": new_ordered_id(), "tenant_id": tenant_id, "topic": topic, "payload": payload}
         self.events.append(event)
         return event["id"]
 

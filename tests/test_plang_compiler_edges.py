@@ -155,7 +155,8 @@ def test_policy_files_are_read_as_utf8_whatever_the_locale(tmp_path):
               "print(DeterministicEngine().evaluate(module, 'p', {'request': {'text': 'un caf\\u00e9'}})"
               ".action.value)\n")
     # the C locale without UTF-8 mode: Python's default encoding for open() is ASCII there
-    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0",
+               PYTHONPATH=os.pathsep.join(sys.path))  # the child imports hoc_drivers from where this process does
     done = subprocess.run([sys.executable, "-c", script, str(path)], env=env, cwd=os.getcwd(),
                           capture_output=True, text=True, encoding="utf-8", timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "deny"), done.stderr

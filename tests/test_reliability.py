@@ -222,7 +222,9 @@ for n in range(int(sys.argv[2])):
 
 
 def test_a_clean_exit_leaves_no_event_to_publish_again(hoc_db, hoc_coordinator, hoc_publisher):
-    subprocess.run([sys.executable, "-c", CLEAN_EXIT, hoc_db.database, "5"], check=True, timeout=60)
+    # the child imports hoc_drivers from where this process does (under mutation testing: the mutant)
+    subprocess.run([sys.executable, "-c", CLEAN_EXIT, hoc_db.database, "5"], check=True, timeout=60,
+                   env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert count(Event, hoc_db) == 15
     assert hoc_coordinator.flush_outbox() == 0
     assert list(hoc_publisher.published) == []
