@@ -15,7 +15,17 @@ BAD_PATTERN = "(a)\\1"  # RE2 refuses it: evaluating matches() with it is a node
 @pytest.mark.parametrize("context", [None, 5, 2.5, True, "user", ["user"]])
 def test_a_context_that_is_not_an_object_fails_the_node_closed(context):
     result = DeterministicEngine().evaluate(GUEST_DENIED, "p", context)
-    assert result.action is ActionType.DENY and not result.success and result.error
+    assert result.action is ActionType.DENY and not result.success
+    assert result.error == f"context must be a JSON object, got {type(context).__name__}"
+
+
+def test_an_unexpected_error_fails_the_node_closed_and_is_named_by_its_type():
+    class Exploding(dict):
+        def __contains__(self, key):
+            raise RuntimeError("the context broke")
+
+    result = DeterministicEngine().evaluate(GUEST_DENIED, "p", Exploding())
+    assert (result.action, result.error) == (ActionType.DENY, "RuntimeError: the context broke")
 
 
 @pytest.mark.parametrize("context", [[], "", "x", ()])

@@ -41,7 +41,7 @@ MODULE_TESTS = {
                      "test_alert_sender", "test_alert_sender_promises", "test_cli_alerts_guard",
                      "test_concurrency"],
     "alert_sender": ["test_alert_sender", "test_alert_sender_promises",
-                     "test_alert_sender_edges"],
+                     "test_alert_sender_edges", "test_alert_sender_deadline"],
     "guard_cache": ["test_guard_cache", "test_promises_cache", "test_cache_facts_edges",
                     "test_notify"],
     "governance_signal_driver": ["test_governance_signal_driver", "test_promises_signals",
