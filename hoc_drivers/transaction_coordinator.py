@@ -24,11 +24,12 @@ from .bus import EventPublisher, handlers_of
 from .commit_guard import CommitForbidden
 from .dialect import begin_statement, failed_statement_aborts_transaction, notify_facts_sql
 from .facts import to_payloads
-from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, timestamp_text, utcnow
+from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, json_text, new_ordered_id, timestamp_text,
+                          utcnow)
 from .models.runs import Event
 from .run_completion import (DomainResult, RunCompletionTransaction, TransactionFailed,  # noqa: F401
                              TransactionPhase, TransactionResult)
-from .validation import json_encoder, require_database
+from .validation import require_database
 
 ACCESS = "READ+WRITE"
 
@@ -95,7 +96,7 @@ class Transaction:
     def write_outbox(self):
         """Write this transaction's events to the `events` table in one statement."""
         now = self.now_text
-        rows = [(event["id"], event["tenant_id"], event["topic"], _payload_text(event["payload"]), now)
+        rows = [(event["id"], event["tenant_id"], event["topic"], json_text(event["payload"]), now)
                 for event in self.events]
         for start in range(0, len(rows), EVENTS_PER_INSERT):
             chunk = rows[start:start + EVENTS_PER_INSERT]
@@ -117,8 +118,6 @@ def _insert_events(count):
     payload as JSON text, created_at as stored)."""
     return PreparedInsert(Event, ("id", "tenant_id", "topic", "payload", "created_at"), rows=count)
 
-
-_payload_text = json_encoder()  # an event's payload as its JSON text (json.dumps's)
 
 
 @lru_cache(maxsize=64)

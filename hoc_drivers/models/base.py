@@ -20,8 +20,8 @@ from ..validation import json_encoder, refuse_nul
 from ..verdicts import as_utc, db_time, utcnow
 
 __all__ = ["PLACEHOLDER", "BaseModel", "CharField", "DecimalTextField", "JSONField", "PreparedInsert", "PreparedQuery",
-           "TextField", "UtcDateTimeField", "insertion_seq", "timestamp_text", "unique_id", "new_id", "new_ordered_id",
-           "utcnow"]
+           "TextField", "UtcDateTimeField", "insertion_seq", "json_text", "timestamp_text", "unique_id", "new_id",
+           "new_ordered_id", "utcnow"]
 
 
 def new_id():
@@ -416,8 +416,8 @@ def _converter(field):
     """How a Python value other than None becomes a bound parameter of `field` (JSON fields: JSON
     text, `json.dumps`'s own when the field uses it)."""
     if isinstance(field, JSONField):
-        return _json_text if field._json_dumps is json.dumps else field._json_dumps
+        return json_text if field._json_dumps is json.dumps else field._json_dumps
     return field.db_value
 
 
-_json_text = json_encoder()  # json.dumps with its defaults
+json_text = json_encoder()  # json.dumps with its defaults: what a JSONField stores (the outbox binds it too)
