@@ -46,8 +46,9 @@ class EventPublisher:
                 log.exception("event subscriber failed for %s", topic)
 
 
-_subscriptions = per_database_registry()  # database key -> {fact type: [handler or weak ref]}
+_subscriptions = per_database_registry()  # database key -> {fact type: (handler or weak ref, ...)}
 _subscriptions_lock = threading.Lock()
+_NONE = {}  # the subscriptions of a database no one subscribed to (never written)
 
 
 def subscribe(db, fact_type, handler):
@@ -57,32 +58,31 @@ def subscribe(db, fact_type, handler):
     ends the subscription."""
     entry = weakref.WeakMethod(handler) if hasattr(handler, "__self__") else handler
     with _subscriptions_lock:
-        entries = _subscriptions.setdefault(database_key(db), {}).setdefault(fact_type, [])
-        entries[:] = [e for e in entries if not isinstance(e, weakref.WeakMethod) or e() is not None]
-        entries.append(entry)
+        by_type = _subscriptions.setdefault(database_key(db), {})
+        live = [e for e in by_type.get(fact_type, ()) if not isinstance(e, weakref.WeakMethod) or e() is not None]
+        by_type[fact_type] = (*live, entry)
     listen = getattr(db, "listen_for_facts", None)  # PostgreSQL: other processes' facts too
     if listen is not None:
         listen()
 
     def unsubscribe():
         with _subscriptions_lock:
-            handlers = _subscriptions.get(database_key(db), {}).get(fact_type, [])
-            if entry in handlers:
-                handlers.remove(entry)
+            by_type = _subscriptions.get(database_key(db), {})
+            if entry in by_type.get(fact_type, ()):
+                by_type[fact_type] = tuple(e for e in by_type[fact_type] if e is not entry)
     return unsubscribe
 
 
 def handlers_of(db, fact_type):
     """The live handlers subscribed to `fact_type` on `db`'s file.
 
-    Read without the lock: copying a list is one step under the GIL, as are the changes
-    `subscribe` makes under its lock (appending, replacing the list's contents)."""
-    return _handlers(database_key(db), fact_type)
+    Read without the lock: `subscribe` replaces a type's tuple of handlers whole, under its lock."""
+    return _handlers(db.key, fact_type)
 
 
 def _handlers(key, fact_type):
     handlers = []
-    for entry in tuple(_subscriptions.get(key, {}).get(fact_type, ())):
+    for entry in _subscriptions.get(key, _NONE).get(fact_type, ()):
         handler = entry() if entry.__class__ is weakref.WeakMethod else entry
         if handler is not None:
             handlers.append(handler)

@@ -32,7 +32,6 @@ ANOMALY_SEVERITY_MAP = {"CRITICAL": "critical", "HIGH": "high", "MEDIUM": "mediu
 ANOMALY_TRIGGER_TYPE_MAP = {"BUDGET_EXCEEDED": "budget_breach", "USER_SPIKE": "cost_spike",
                             "TENANT_SPIKE": "cost_spike", "DRIFT": "cost_drift"}
 DEFAULT_TRIGGER_TYPE = "cost_anomaly"
-CENT = Decimal("0.01")
 
 
 class GovernanceError(Exception):
@@ -126,12 +125,12 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
                            f"Expected: ${expected / 100:.2f}.")
             if entity_type and entity_id:
                 description += f" Entity: {entity_type}/{entity_id}"
-        now, delta = tx.now_text, Decimal(str(overage))
-        impact = (delta / 100).quantize(CENT)  # whole cents: exact, no rounding
+        now, impact = tx.now_text, _currency_text(overage)
+        delta = str(overage) if overage.__class__ is int else str(Decimal(str(overage)))
         row = (new_id(), tenant_id, anomaly_id, f"Cost anomaly: {anomaly_type} (+${impact})",
                ANOMALY_SEVERITY_MAP.get(severity.upper(), "medium"), "open",
-               ANOMALY_TRIGGER_TYPE_MAP.get(anomaly_type, DEFAULT_TRIGGER_TYPE), str(overage), str(delta),
-               str(impact), "cost_anomaly", "COST_ANOMALY", description, entity_type or "tenant",
+               ANOMALY_TRIGGER_TYPE_MAP.get(anomaly_type, DEFAULT_TRIGGER_TYPE), str(overage), delta,
+               impact, "cost_anomaly", "COST_ANOMALY", description, entity_type or "tenant",
                entity_id if entity_type == "agent" else None, 1, "SYSTEM", "ACTIVE", "Analytics",
                now, now, now)  # in _INSERT_ANOMALY_INCIDENT's order
         created = _INSERT_ANOMALY_INCIDENT.execute(tx.db, row).fetchone()
@@ -142,6 +141,13 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
                          created[0], anomaly_id, tenant_id)
             return created[0]
         return _SELECT_ANOMALY_INCIDENT.execute(tx.db, (tenant_id, anomaly_id)).fetchone()[0]
+
+
+def _currency_text(cents):
+    """A whole number of cents in currency units with two decimals, exactly: 5000 -> "50.00",
+    -50 -> "-0.50"."""
+    whole, part = divmod(abs(int(cents)), 100)
+    return f"{'-' if cents < 0 else ''}{whole}.{part:02d}"
 
 
 def _exact_decimal(value, name, required):

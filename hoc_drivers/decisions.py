@@ -18,7 +18,8 @@ from enum import Enum
 from peewee import SQL
 
 from .listing import page
-from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
+from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, json_text, new_id,
+                          timestamp_text, utcnow)
 from .models.decisions import (CausalRole, DecisionOutcome, DecisionRecordRow, DecisionSetting,  # noqa: F401
                                DecisionSource, DecisionTrigger, DecisionType, PolicyDecision)
 from .validation import (NON_EMPTY, require_database, require_json_object, require_tenant,
@@ -177,10 +178,14 @@ class AppendResult(str, Enum):
 
 def _append(tx, record, idempotency_key):
     """`DecisionRecordService.append` in the checked transaction `tx`."""
-    row = {**vars(record), "idempotency_key": idempotency_key}  # RECORD_FIELDS; enums bind as text
     mirror = _mirror_row(record) if record.decision_type in MIRRORED_TYPES else None
 
     def write(db):
+        r, text = record, str.__str__  # its fields in _INSERT_DECISION's order, as stored (an enum as its text)
+        row = (r.decision_id, text(r.decision_type), text(r.decision_source), text(r.decision_trigger),
+               json_text(r.decision_inputs), text(r.decision_outcome), r.decision_reason, r.run_id,
+               r.workflow_id, r.tenant_id, r.request_id, text(r.causal_role), timestamp_text(r.decided_at),
+               json_text(r.details), idempotency_key)
         if _INSERT_DECISION.execute(db, row).rowcount == 0:
             return AppendResult.DUPLICATE
         if mirror is not None:

@@ -281,7 +281,9 @@ class GuardCache:
         """Remove every entry of `tenant_id` and no other; returns how many were cached."""
         with self._lock:
             self._generations[tenant_id] = self._generations.get(tenant_id, 0) + 1
-            keys = self._tenant_keys.pop(tenant_id, ())
+            keys = self._tenant_keys.pop(tenant_id, None)
+            if keys is None:
+                return 0
             now, count = self._timer(), 0
             for key in keys:
                 entry = self._cache.pop(key, None)

@@ -40,6 +40,9 @@ class Transaction:
     """The open unit of work handed to writers: its database, its one timestamp `now` (taken
     when it began; writers stamp their rows with it, `now_text` as stored) and what it changed."""
 
+    __slots__ = ("db", "now", "_now_text", "is_open", "callbacks", "events", "facts", "published_topics",
+                 "callback_errors", "savepoints", "_statements_abort")
+
     def __init__(self, db, statements_abort):
         self.db = db
         self.now = utcnow()
@@ -127,11 +130,15 @@ def _mark_events_published(count):
                          .where(Event.id.in_([PLACEHOLDER] * count)))
 
 
-def _send(db, statement, unit=None, ending=False):
-    """Send transaction control on this thread's connection of `db`, the one place that does:
-    BEGIN opens `unit` there; `ending` (COMMIT or ROLLBACK) closes it, whatever the outcome.
-    COMMIT and ROLLBACK use the connection's own methods (`GuardedConnection.commit`)."""
-    conn = db._state.conn or db.connection()  # this thread's open connection, else a new one
+def _connection(db):
+    """This thread's open connection of `db`, else a new one."""
+    return db._state.conn or db.connection()
+
+
+def _send(conn, statement, unit=None, ending=False):
+    """Send transaction control on connection `conn`, the one place that does: BEGIN opens
+    `unit` there; `ending` (COMMIT or ROLLBACK) closes it, whatever the outcome. COMMIT and
+    ROLLBACK use the connection's own methods (`GuardedConnection.commit`)."""
     conn.issuing = True
     try:
         if statement == "COMMIT":
@@ -161,7 +168,7 @@ class _Savepoint:
         tx.savepoints += 1
         self._name = f'"hoc_savepoint_{tx.savepoints}"'  # by depth: a handful of cached texts
         try:
-            _send(tx.db, f"SAVEPOINT {self._name}")
+            _send(_connection(tx.db), f"SAVEPOINT {self._name}")
         except BaseException:
             tx.savepoints -= 1
             raise
@@ -171,8 +178,8 @@ class _Savepoint:
         tx = self.tx
         try:
             if exc_type is not None:
-                _send(tx.db, f"ROLLBACK TO {self._name}")
-            _send(tx.db, f"RELEASE {self._name}")
+                _send(_connection(tx.db), f"ROLLBACK TO {self._name}")
+            _send(_connection(tx.db), f"RELEASE {self._name}")
         finally:
             tx.savepoints -= 1
             if exc_type is not None:
@@ -185,19 +192,21 @@ class _Savepoint:
 class _TransactionScope:
     """One `with coordinator.transaction()` block: outermost opens the transaction, inner joins."""
 
+    __slots__ = ("coordinator", "_conn", "_tx", "_inner")
+
     def __init__(self, coordinator):
         self.coordinator = coordinator
 
     def __enter__(self):
         db = self.coordinator.db
-        conn = db._state.conn  # db.current_unit(), one call shorter
-        tx = None if conn is None else conn.unit
+        conn = self._conn = _connection(db)  # the transaction's, from BEGIN to its end
+        tx = conn.unit
         if tx is not None:
             self._inner = _Savepoint(tx)
             return self._inner.__enter__()
         self._inner = None
         tx = self._tx = Transaction(db, self.coordinator._statements_abort)
-        _send(db, self.coordinator._begin, unit=tx)
+        _send(conn, self.coordinator._begin, unit=tx)
         try:
             if self.coordinator._published_unmarked:  # read without the lock: only a hint
                 self.coordinator._mark_published(tx)
@@ -208,7 +217,7 @@ class _TransactionScope:
 
     def _end(self, statement):
         self._tx.is_open = False
-        _send(self.coordinator.db, statement, ending=True)
+        _send(self._conn, statement, ending=True)
 
     def _roll_back_after(self, error):
         """ROLLBACK because of `error`, which stays the error the caller sees: a failure of the
@@ -266,7 +275,10 @@ class TransactionCoordinator:
         A failure is logged and kept in `tx.callback_errors`; it never stops the others."""
         for fact in dict.fromkeys(tx.facts) if len(tx.facts) > 1 else tx.facts:
             for handler in handlers_of(self.db, type(fact)):
-                _run_after_commit(tx, handler, fact)
+                try:
+                    handler(fact)
+                except Exception as exc:
+                    _after_commit_failed(tx, handler, exc)
         published, publish = [], self.publisher.publish
         for event in tx.events:
             if _run_after_commit(tx, publish, event["topic"], event["payload"], event["id"]):
@@ -332,9 +344,14 @@ def _run_after_commit(tx, work, *args):
         work(*args)
         return True
     except Exception as exc:
-        log.exception("post-commit work failed: %r", work)
-        tx.callback_errors.append(exc)
+        _after_commit_failed(tx, work, exc)
         return False
+
+
+def _after_commit_failed(tx, work, exc):
+    """Log and keep the failure `exc` of post-commit work (called in its `except` block)."""
+    log.exception("post-commit work failed: %r", work)
+    tx.callback_errors.append(exc)
 
 
 def get_transaction_coordinator(db, publisher=None):

@@ -95,6 +95,7 @@ def test_agent_entity_and_generated_description(hoc_coordinator, hoc_db):
     (Decimal("100"), 0, "(+$1.00)", "100", "1.00"),
     (15000.0, 10000, "(+$50.00)", "5000.0", "50.00"),  # a whole float is accepted, as the server edition
     (123456789, 1, "(+$1234567.88)", "123456788", "1234567.88"),
+    (10**30 + 7, 0, f"(+${10**28}.07)", str(10**30 + 7), f"{10**28}.07"),  # beyond 28 digits: exact
 ])
 def test_overage_edges(hoc_coordinator, current, expected, title, trigger_value, cost_impact):
     with hoc_coordinator.transaction() as tx:

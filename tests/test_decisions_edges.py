@@ -289,3 +289,18 @@ def test_the_kill_switch_records_when_it_last_changed(hoc_coordinator):
         in_own_transaction(hoc_coordinator, d.deactivate_care_kill_switch)
     (setting,) = DecisionSetting.select().execute(hoc_coordinator.db)
     assert (setting.key, setting.value, setting.updated_at) == (d.CARE_KILL_SWITCH_KEY, False, off)
+
+
+def test_a_record_changed_after_it_was_made_is_stored_as_changed(hoc_coordinator):
+    """The service stores the record's fields as they are when it is appended: an enum field
+    set to its text afterwards stores that text, and a JSON field changed in place stores its
+    new content."""
+    record = d.DecisionRecord(decision_type="routing", decision_source="system", decision_trigger="explicit",
+                              decision_outcome="selected", decision_inputs={"a": 1}, tenant_id=T,
+                              run_id="run-1")
+    record.decision_outcome = "rejected"  # text, not the enum member
+    record.decision_inputs["b"] = 2
+    with hoc_coordinator.transaction() as tx:
+        assert d.DecisionRecordService(tx).emit(record)
+    [row] = stored(hoc_coordinator)
+    assert (row["decision_outcome"], row["decision_inputs"]) == ("rejected", {"a": 1, "b": 2})

@@ -328,6 +328,8 @@ class PreparedInsert(PreparedQuery):
 
     def execute(self, db, *rows):
         """Insert `rows` on `db` (through its guard) and return the cursor."""
+        if len(rows) == 1 and rows[0].__class__ is tuple:  # a hot writer's one row
+            return super().execute(db, self._tuple_plan.bind(rows[0]))
         return super().execute(db, self.values(*rows))
 
 
