@@ -1,8 +1,8 @@
 """The message bus of committed work: facts to the database's subscribers, events to topics.
 
 `subscribe(db, FactType, handler)` registers a handler for the facts writers note on their
-transactions (`hoc_drivers.facts`); the coordinator calls `handlers_of(db, type(fact))` after
-COMMIT. On PostgreSQL the first subscription of a process to a database also starts that
+transactions (`hoc_drivers.facts`); after COMMIT the coordinator hands each fact to them
+(`dispatch`). On PostgreSQL the first subscription of a process to a database also starts that
 process's listener for the facts other processes commit there (`listen_for_facts`, see
 `pg_guard`), which hands them to `deliver`. `EventPublisher` delivers outbox events by topic.
 Neither knows any driver.
@@ -11,6 +11,7 @@ import logging
 import threading
 import weakref
 from collections import deque
+from types import MethodType
 
 from .commit_guard import database_key, per_database_registry
 
@@ -46,7 +47,7 @@ class EventPublisher:
                 log.exception("event subscriber failed for %s", topic)
 
 
-_subscriptions = per_database_registry()  # database key -> {fact type: (handler or weak ref, ...)}
+_subscriptions = per_database_registry()  # database key -> {fact type: ((owner ref or None, function), ...)}
 _subscriptions_lock = threading.Lock()
 _NONE = {}  # the subscriptions of a database no one subscribed to (never written)
 
@@ -56,10 +57,11 @@ def subscribe(db, fact_type, handler):
     `fact_type`, call `handler(fact)`. A bound method is held weakly, so a subscriber can be
     collected. On PostgreSQL facts committed by other processes come too. Returns a function that
     ends the subscription."""
-    entry = weakref.WeakMethod(handler) if hasattr(handler, "__self__") else handler
+    owner, function = getattr(handler, "__self__", None), getattr(handler, "__func__", None)
+    entry = (None, handler) if owner is None or function is None else (weakref.ref(owner), function)
     with _subscriptions_lock:
         by_type = _subscriptions.setdefault(database_key(db), {})
-        live = [e for e in by_type.get(fact_type, ()) if not isinstance(e, weakref.WeakMethod) or e() is not None]
+        live = [e for e in by_type.get(fact_type, ()) if e[0] is None or e[0]() is not None]
         by_type[fact_type] = (*live, entry)
     listen = getattr(db, "listen_for_facts", None)  # PostgreSQL: other processes' facts too
     if listen is not None:
@@ -74,26 +76,39 @@ def subscribe(db, fact_type, handler):
 
 
 def handlers_of(db, fact_type):
-    """The live handlers subscribed to `fact_type` on `db`'s file.
+    """The live handlers subscribed to `fact_type` on `db`'s file."""
+    return [handler for handler in map(_live, _subscriptions.get(db.key, _NONE).get(fact_type, ()))
+            if handler is not None]
 
-    Read without the lock: `subscribe` replaces a type's tuple of handlers whole, under its lock."""
-    return _handlers(db.key, fact_type)
+
+def _live(entry):
+    """The handler of a subscription entry, None when its owner was collected."""
+    ref, function = entry
+    if ref is None:
+        return function
+    owner = ref()
+    return None if owner is None else MethodType(function, owner)
 
 
-def _handlers(key, fact_type):
-    handlers = []
-    for entry in _subscriptions.get(key, _NONE).get(fact_type, ()):
-        handler = entry() if entry.__class__ is weakref.WeakMethod else entry
-        if handler is not None:
-            handlers.append(handler)
-    return handlers
+def dispatch(key, fact, failed):
+    """Hand `fact` to the handlers subscribed to its type on the database of key `key`
+    (`database_key`); a handler that raises is passed, with its error, to `failed(handler, error)`.
+
+    Read without the lock: `subscribe` replaces a type's tuple of entries whole, under its lock."""
+    for ref, handler in _subscriptions.get(key, _NONE).get(type(fact), ()):
+        if ref is not None:
+            owner = ref()
+            if owner is None:
+                continue
+            handler = MethodType(handler, owner)
+        try:
+            handler(fact)
+        except Exception as error:
+            failed(handler, error)
 
 
 def deliver(key, fact):
     """Hand `fact` (committed by another process) to the handlers subscribed to its type on the
     database of key `key` (`database_key`); a failing handler is logged, not raised."""
-    for handler in _handlers(key, type(fact)):
-        try:
-            handler(fact)
-        except Exception:
-            log.exception("fact handler %r failed for %r", handler, fact)
+    dispatch(key, fact, lambda handler, error: log.error("fact handler %r failed for %r", handler, fact,
+                                                         exc_info=error))

@@ -53,23 +53,6 @@ class GovernanceError(Exception):
                 f"entity_id={self.entity_id!r}, message={self.message!r})")
 
 
-class _Mandatory:
-    """Context manager: any failure but CommitForbidden becomes a GovernanceError."""
-
-    def __init__(self, domain, operation, entity_id):
-        self.domain, self.operation, self.entity_id = domain, operation, entity_id
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if (exc_type is None or not issubclass(exc_type, Exception)
-                or issubclass(exc_type, (CommitForbidden, GovernanceError))):
-            return False
-        raise GovernanceError(str(exc) or exc_type.__name__, self.domain, self.operation,
-                              self.entity_id) from exc
-
-
 # Built once (Peewee's SQL generation costs more than the INSERT itself); values bound per call.
 _INSERT_ANOMALY_INCIDENT = PreparedInsert(Incident, (
     "id", "tenant_id", "anomaly_id", "title", "severity", "status", "trigger_type",
@@ -108,7 +91,7 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
     Raises GovernanceError (domain "Analytics") on any failure, bad input included.
     """
     require_transaction(tx)
-    with _Mandatory("Analytics", "create_incident_from_cost_anomaly", anomaly_id):
+    try:
         require_tenant(tenant_id)
         require_text(anomaly_id, "anomaly_id")
         require_text(anomaly_type, "anomaly_type")
@@ -141,6 +124,11 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
                          created[0], anomaly_id, tenant_id)
             return created[0]
         return _SELECT_ANOMALY_INCIDENT.execute(tx.db, (tenant_id, anomaly_id)).fetchone()[0]
+    except (CommitForbidden, GovernanceError):
+        raise
+    except Exception as error:  # a mandatory write's failure, bad input included
+        raise GovernanceError(str(error) or type(error).__name__, "Analytics", "create_incident_from_cost_anomaly",
+                              anomaly_id) from error
 
 
 def _currency_text(cents):
@@ -183,7 +171,7 @@ def record_limit_breach(tx, tenant_id, limit_id, breach_type, value_at_breach, l
     (domain "Policies") on any failure.
     """
     require_transaction(tx)
-    with _Mandatory("Policies", "record_limit_breach", limit_id):
+    try:
         require_tenant(tenant_id)
         require_text(limit_id, "limit_id")
         if breach_type not in BREACH_TYPES:
@@ -203,6 +191,11 @@ def record_limit_breach(tx, tenant_id, limit_id, breach_type, value_at_breach, l
             _require_owned(tx.db, Incident, Incident.id, incident_id, tenant_id, "incident")
         _INSERT_BREACH.execute(tx.db, row)
         return row["id"]
+    except (CommitForbidden, GovernanceError):
+        raise
+    except Exception as error:  # a mandatory write's failure, bad input included
+        raise GovernanceError(str(error) or type(error).__name__, "Policies", "record_limit_breach",
+                              limit_id) from error
 
 
 def table_exists(db, name):

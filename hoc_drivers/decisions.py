@@ -1,13 +1,12 @@
 """Decision Records: the append-only decision sink, with no commit of its own.
 
-Every choice the system makes (routing, recovery, memory, policy, budget, the Phase-5 kinds)
-appends one `DecisionRecord`; policy-like ones are mirrored to `policy_decisions`. Writers take
-the coordinator's transaction `tx` first, then the tenant; readers take the database first.
-Each write statement is its own non-blocking unit (`write_non_blocking`), with no savepoint:
-SQLite's statement journal undoes a failing statement and keeps `tx` open, so a storage failure
-is logged, reported (False, None or 0) and leaves `tx` usable; invalid input is a `ValueError`.
-Once-only emitters store their key in a unique column. The CARE kill switch is system-wide and
-persisted in the database.
+Every choice the system makes (routing, recovery, memory, policy, budget, the Phase-5 kinds) appends one
+`DecisionRecord`; policy-like ones are mirrored to `policy_decisions`. Writers take the coordinator's
+transaction `tx` first, then the tenant; readers take the database first. Each write statement is its own
+non-blocking unit (`write_non_blocking`), with no savepoint: SQLite's statement journal undoes a failing
+statement and keeps `tx` open, so a storage failure is logged, reported (False, None or 0) and leaves `tx`
+usable; invalid input is a `ValueError`. Once-only emitters store their key in a unique column. The CARE
+kill switch is system-wide and persisted in the database.
 """
 import json
 import logging
@@ -18,12 +17,11 @@ from enum import Enum
 from peewee import SQL
 
 from .listing import page
-from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, json_text, new_id,
-                          timestamp_text, utcnow)
+from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, json_text, new_id, timestamp_text, utcnow)
 from .models.decisions import (CausalRole, DecisionOutcome, DecisionRecordRow, DecisionSetting,  # noqa: F401
                                DecisionSource, DecisionTrigger, DecisionType, PolicyDecision)
-from .validation import (NON_EMPTY, require_database, require_json_object, require_tenant,
-                         require_text, require_transaction)
+from .validation import (NON_EMPTY, require_database, require_json_object, require_tenant, require_text,
+                         require_transaction)
 
 ACCESS = "READ+WRITE"
 
@@ -51,9 +49,9 @@ CARE_CONFIDENCE_THRESHOLD = 0.50
 CARE_KILL_SWITCH_KEY = "care_optimization_kill_switch"
 
 # A record's fields in the seed's order (`to_dict`, the stored row).
-RECORD_FIELDS = ("decision_id", "decision_type", "decision_source", "decision_trigger",
-                 "decision_inputs", "decision_outcome", "decision_reason", "run_id",
-                 "workflow_id", "tenant_id", "request_id", "causal_role", "decided_at", "details")
+RECORD_FIELDS = ("decision_id", "decision_type", "decision_source", "decision_trigger", "decision_inputs",
+                 "decision_outcome", "decision_reason", "run_id", "workflow_id", "tenant_id", "request_id",
+                 "causal_role", "decided_at", "details")
 _ENUM_FIELDS = {"decision_type": DecisionType, "decision_source": DecisionSource, "decision_trigger": DecisionTrigger,
                 "decision_outcome": DecisionOutcome, "causal_role": CausalRole}
 
@@ -164,8 +162,7 @@ def _mirror_row(record):
 
 def make_idempotency_key(decision_type, tenant_id, *parts):
     """The unique key of a once-only decision: its type, tenant and identifying values."""
-    return json.dumps([_member(DecisionType, decision_type, "decision_type").value,
-                       tenant_id, *parts])
+    return json.dumps([_member(DecisionType, decision_type, "decision_type").value, tenant_id, *parts])
 
 
 class AppendResult(str, Enum):
@@ -240,8 +237,7 @@ class DecisionRecordReader:
         if decision_type is not None:
             decision_type = _member(DecisionType, decision_type, "decision_type").value
         query = row.select(*(getattr(row, name) for name in RECORD_FIELDS)).where(row.tenant_id == tenant_id)
-        for column, value in ((row.run_id, run_id), (row.request_id, request_id),
-                              (row.decision_type, decision_type)):
+        for column, value in ((row.run_id, run_id), (row.request_id, request_id), (row.decision_type, decision_type)):
             if value is not None:
                 query = query.where(column == value)
         query = page(query, row.decided_at, since, until, offset, limit, newest_first).dicts()
@@ -411,8 +407,7 @@ def emit_budget_enforcement_decision(tx, tenant_id, run_id, budget_limit_cents, 
                                      step_cost_cents, completed_steps, total_steps):
     """Record that a hard budget halted a run; once per run (a second call returns None)."""
     require_text(run_id, "run_id")
-    return _emit(
-        tx, tenant_id, DecisionType.BUDGET_ENFORCEMENT, DecisionOutcome.EXECUTION_HALTED,
+    return _emit(tx, tenant_id, DecisionType.BUDGET_ENFORCEMENT, DecisionOutcome.EXECUTION_HALTED,
         f"Hard budget limit reached: {budget_consumed_cents}c consumed >= {budget_limit_cents}c limit",
         {"budget_limit_cents": budget_limit_cents, "budget_consumed_cents": budget_consumed_cents,
          "step_cost_cents": step_cost_cents, "completed_steps": completed_steps, "total_steps": total_steps},

@@ -20,7 +20,7 @@ import weakref
 from contextlib import nullcontext
 from functools import lru_cache
 
-from .bus import EventPublisher, handlers_of
+from .bus import EventPublisher, dispatch
 from .commit_guard import CommitForbidden
 from .dialect import begin_statement, failed_statement_aborts_transaction, notify_facts_sql
 from .facts import to_payloads
@@ -73,6 +73,11 @@ class Transaction:
         """Run `callback()` after COMMIT succeeds; dropped if the transaction rolls back."""
         self.callbacks.append(callback)
         return callback
+
+    def failed(self, work, error):
+        """Log and keep `error`, raised by `work` after COMMIT (`callback_errors`)."""
+        log.error("post-commit work failed: %r", work, exc_info=error)
+        self.callback_errors.append(error)
 
     def note(self, fact):
         """Record a fact about what this transaction changed (see `hoc_drivers.facts`); the
@@ -274,11 +279,7 @@ class TransactionCoordinator:
 
         A failure is logged and kept in `tx.callback_errors`; it never stops the others."""
         for fact in dict.fromkeys(tx.facts) if len(tx.facts) > 1 else tx.facts:
-            for handler in handlers_of(self.db, type(fact)):
-                try:
-                    handler(fact)
-                except Exception as exc:
-                    _after_commit_failed(tx, handler, exc)
+            dispatch(self.db.key, fact, tx.failed)
         published, publish = [], self.publisher.publish
         for event in tx.events:
             if _run_after_commit(tx, publish, event["topic"], event["payload"], event["id"]):
@@ -344,14 +345,8 @@ def _run_after_commit(tx, work, *args):
         work(*args)
         return True
     except Exception as exc:
-        _after_commit_failed(tx, work, exc)
+        tx.failed(work, exc)
         return False
-
-
-def _after_commit_failed(tx, work, exc):
-    """Log and keep the failure `exc` of post-commit work (called in its `except` block)."""
-    log.exception("post-commit work failed: %r", work)
-    tx.callback_errors.append(exc)
 
 
 def get_transaction_coordinator(db, publisher=None):

@@ -1,6 +1,7 @@
 """The coordinator's promises at their edges: what an outbox row holds, which id subscribers
 get, facts once each, savepoints that undo only their own work, failures that stay the
 caller's error and are logged by name, and events marked published exactly once."""
+import gc
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -64,6 +65,32 @@ def test_each_distinct_fact_reaches_subscribers_once_however_often_it_was_noted(
     finally:
         unsubscribe()
     assert got == [Changed("a"), Changed("b"), Changed("c")]
+
+
+def test_a_subscriber_may_be_a_builtin_method_and_a_collected_owner_gets_nothing(hoc_coordinator):
+    seen = []
+
+    class Owner:
+        def handle(self, fact):
+            seen.append(("owner", fact))
+
+    owner = Owner()
+    db = hoc_coordinator.db
+    ends = [bus.subscribe(db, Changed, seen.append), bus.subscribe(db, Changed, owner.handle)]
+    try:
+        assert len(bus.handlers_of(db, Changed)) == 2
+        with hoc_coordinator.transaction() as tx:
+            tx.note(Changed("a"))
+        del owner, Owner
+        gc.collect()  # the owner held only weakly: gone
+        assert bus.handlers_of(db, Changed) == [seen.append]
+        with hoc_coordinator.transaction() as tx:
+            tx.note(Changed("b"))
+    finally:
+        for end in ends:
+            end()
+    assert seen == [Changed("a"), ("owner", Changed("a")), Changed("b")]
+    assert bus.handlers_of(db, Changed) == []
 
 
 def test_a_failing_savepoint_drops_only_the_callbacks_events_and_facts_it_added(hoc_coordinator):
