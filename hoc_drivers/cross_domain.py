@@ -116,7 +116,7 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
                impact, "cost_anomaly", "COST_ANOMALY", description, entity_type or "tenant",
                entity_id if entity_type == "agent" else None, 1, "SYSTEM", "ACTIVE", "Analytics",
                now, now, now)  # in _INSERT_ANOMALY_INCIDENT's order
-        created = _INSERT_ANOMALY_INCIDENT.execute(tx.db, row).fetchone()
+        created = _INSERT_ANOMALY_INCIDENT.execute_validated(tx.db, row).fetchone()  # every text checked above
         if created is not None:
             tx.note(GuardStateChanged(tenant_id))
             if log.isEnabledFor(logging.INFO):

@@ -16,7 +16,7 @@ from peewee import fn
 from .facts import GuardStateChanged
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
 from .models.runs import Incident, PreventionRecord, Run, Trace
-from .validation import optional_text, require_tenant, require_text
+from .validation import optional_text, refuse_nul, require_tenant, require_text
 
 ACCESS = "WRITE"
 
@@ -166,13 +166,15 @@ def _first_column(cursor):
 def _create_run_incident(tx, tenant_id, run_id, agent_id, error_code, error_message,
                          is_synthetic, synthetic_scenario_id):
     """One incident per failed run; returns (incident_id, created)."""
+    if error_message is not None and "\x00" in error_message:  # the one text `execute` left unchecked
+        raise refuse_nul("error_message")
     code, now = classify_failure(error_code, error_message), tx.now_text
     row = (new_id(), tenant_id, f"{FAILURE_TITLE.get(code, 'Run Failed')}: Run {run_id[:8]}...",
            FAILURE_SEVERITY.get(code, "medium"), "open", "run_failure",
            FAILURE_CATEGORY.get(code, "EXECUTION_FAILURE"), f"Run {run_id} failed with error: {code}",
            "run", run_id, "single_run", agent_id, code, error_message, now, now, now,
            bool(is_synthetic), synthetic_scenario_id)  # in _INSERT_INCIDENT's order
-    incident_id = _first_column(_INSERT_INCIDENT.execute(tx.db, row))
+    incident_id = _first_column(_INSERT_INCIDENT.execute_validated(tx.db, row))
     if incident_id is not None:
         _COUNT_RUN_INCIDENT.execute(tx.db, (run_id, tenant_id))
         return incident_id, True
@@ -192,7 +194,7 @@ def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
     row = (new_id(), tenant_id, policy_id, "policies_checked:0", run_id, run_id, run_id, outcome,
            1.0 if outcome == "no_violation" else 0.0, bool(is_synthetic), synthetic_scenario_id,
            tx.now_text)  # in _INSERT_POLICY's order
-    inserted = _first_column(_INSERT_POLICY.execute(tx.db, row))
+    inserted = _first_column(_INSERT_POLICY.execute_validated(tx.db, row))
     if inserted is not None:
         return inserted, True
     return _first_column(_SELECT_POLICY.execute(tx.db, (tenant_id, policy_id, run_id))), False

@@ -211,6 +211,16 @@ def test_a_tuple_row_of_the_wrong_length_or_with_nul_is_refused():
         PreparedInsert(Trace, ("trace_id",)).values(("\x00",))
 
 
+def test_a_validated_tuple_row_binds_what_a_checked_one_binds_without_looking_at_its_text():
+    insert = PreparedInsert(Trace, ("trace_id", "tenant_id", "run_id"))
+    row = ("tr1", "t1", "r1")
+    with freeze_time("2026-03-01 12:00:00"):  # the defaults made per row are the same
+        assert insert._tuple_plan.bind(row, text_checked=True) == insert._tuple_plan.bind(row)
+    assert insert._tuple_plan.bind(("tr1", "t1", "r\x00"), text_checked=True)[2] == "r\x00"  # the writer's word
+    with pytest.raises(ValueError, match="gives the 3 values"):
+        insert._tuple_plan.bind(("tr1", "t1"), text_checked=True)  # the length is always checked
+
+
 def _nested(depth):
     value = []
     for _ in range(depth - 1):

@@ -116,6 +116,16 @@ NUL_WRITES = [  # a write with NUL in one text value: the field its refusal name
     ("description", GovernanceError,
      lambda tx: cross_domain.create_incident_from_cost_anomaly(tx, "t", "a", "USER_SPIKE", "HIGH", 10, 1,
                                                                description=NUL)),
+    ("anomaly_id", GovernanceError,
+     lambda tx: cross_domain.create_incident_from_cost_anomaly(tx, "t", NUL, "USER_SPIKE", "HIGH", 10, 1)),
+    ("anomaly_type", GovernanceError,
+     lambda tx: cross_domain.create_incident_from_cost_anomaly(tx, "t", "a", NUL, "HIGH", 10, 1)),
+    ("entity_type", GovernanceError,
+     lambda tx: cross_domain.create_incident_from_cost_anomaly(tx, "t", "a", "USER_SPIKE", "HIGH", 10, 1,
+                                                               entity_type=NUL, entity_id="x")),
+    ("entity_id", GovernanceError,
+     lambda tx: cross_domain.create_incident_from_cost_anomaly(tx, "t", "a", "USER_SPIKE", "HIGH", 10, 1,
+                                                               entity_type="agent", entity_id=NUL)),
     ("reason", ValueError,
      lambda tx: GovernanceSignalWriter(tx).record_signal("PR-1", "MANUAL_OVERRIDE", "BLOCKED", "ops", NUL)),
     ("key", ValueError, lambda tx: claim_or_get(tx, "t", NUL)),
@@ -151,6 +161,16 @@ def test_nul_in_a_str_subclass_written_by_a_prepared_update_is_refused(hoc_db, h
     with pytest.raises(ValueError, match="must not contain a NUL character"):
         with hoc_coordinator.transaction() as tx:
             AlertQueueWriter(tx).update_alert_retry(alert, utcnow(), utcnow(), Text(NUL))
+    assert content_snapshot(hoc_db) == before
+
+
+@pytest.mark.parametrize("field", ["tenant_id", "run_id", "run_status", "agent_id", "error_code", "trace_id",
+                                   "synthetic_scenario_id"])
+def test_a_run_completion_with_nul_in_any_id_is_refused_and_writes_nothing(hoc_db, hoc_coordinator, field):
+    given = {"tenant_id": "t", "run_id": "r1", "run_status": "failed", "error_message": "AGENT_CRASH", field: NUL}
+    before = content_snapshot(hoc_db)
+    with pytest.raises(ValueError, match=f"{field} must not contain a NUL character"):
+        RunCompletionTransaction(hoc_coordinator).execute(**given)
     assert content_snapshot(hoc_db) == before
 
 
