@@ -37,7 +37,7 @@ from .facts import AlertQueued, GuardStateChanged
 from .dialect import contains_text, for_update, id_list, json_member_text, skip_locked
 from .listing import expand_id, page
 from .models.alerts import ALERT_CHANNELS, ALERT_STATUSES, AlertQueueItem
-from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, utcnow
+from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, timestamp_text, utcnow
 from .models.runs import Incident
 from .validation import (optional_text, require_database, require_int, require_tenant,
                          require_text, require_transaction)
@@ -104,6 +104,7 @@ _INSERT_ALERT = PreparedInsert(AlertQueueItem, (
     "id", "tenant_id", "payload", "alert_type", "circuit_breaker_name", "incident_id", "channel",
     "destination", "max_attempts", "next_attempt_at", "created_at"))
 _ALERT_QUEUED = AlertQueued()  # the one fact every queued alert notes (facts are values)
+_PAYLOAD_TEXT, _DESTINATION_TEXT = AlertQueueItem.payload.db_value, AlertQueueItem.destination.db_value  # as stored
 
 
 # (field name, its python_value) in column order; None where the driver's value is already the
@@ -245,19 +246,25 @@ class AlertQueueWriter:
         `channel` is alertmanager, webhook, slack or email; `destination` is a JSON object
         ({"url": ...} for HTTP channels, {"recipients": [...]} for e-mail, optional "headers").
         """
-        self.tx.require_open()
-        optional_text(tenant_id, "tenant_id")
+        tx = self.tx
+        tx.require_open()
+        for name, value in (("tenant_id", tenant_id), ("alert_type", alert_type),
+                            ("circuit_breaker_name", circuit_breaker_name), ("incident_id", incident_id)):
+            optional_text(value, name)
         if channel not in ALERT_CHANNELS:
             raise ValueError(f"unknown alert channel {channel!r} "
                              f"(expected one of: {', '.join(ALERT_CHANNELS)})")
         require_int(max_attempts, "max_attempts", 1)
-        now = as_utc(now) if now else self.tx.now
+        now = as_utc(now) if now else tx.now
+        stamp = tx.now_text if now is tx.now else timestamp_text(now)
         values = {"id": new_id(), "tenant_id": tenant_id, "payload": payload,
                   "alert_type": alert_type, "circuit_breaker_name": circuit_breaker_name,
                   "incident_id": incident_id, "channel": channel, "destination": destination,
                   "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now}
-        _INSERT_ALERT.execute(self.tx.db, values)
-        self.tx.note(_ALERT_QUEUED)
+        _INSERT_ALERT.execute_validated(tx.db, (  # in _INSERT_ALERT's order; every text checked above
+            values["id"], tenant_id, _PAYLOAD_TEXT(payload), alert_type, circuit_breaker_name, incident_id,
+            channel, _DESTINATION_TEXT(destination), max_attempts, stamp, stamp))
+        tx.note(_ALERT_QUEUED)
         return AlertQueueItem.of_row({**values, "status": "pending", "attempts": 0, "last_attempt_at": None,
                                       "last_error": None, "sent_at": None, "claim_token": None})
 

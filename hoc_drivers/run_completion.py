@@ -176,7 +176,7 @@ def _create_run_incident(tx, tenant_id, run_id, agent_id, error_code, error_mess
            bool(is_synthetic), synthetic_scenario_id)  # in _INSERT_INCIDENT's order
     incident_id = _first_column(_INSERT_INCIDENT.execute_validated(tx.db, row))
     if incident_id is not None:
-        _COUNT_RUN_INCIDENT.execute(tx.db, (run_id, tenant_id))
+        _COUNT_RUN_INCIDENT.execute_validated(tx.db, (run_id, tenant_id))
         return incident_id, True
     return _run_incident(tx, tenant_id, run_id), False
 

@@ -300,7 +300,7 @@ class TransactionCoordinator:
             ids, self._published_unmarked = self._published_unmarked, []
         for start in range(0, len(ids), IDS_PER_MARK):
             chunk = ids[start:start + IDS_PER_MARK]
-            _mark_events_published(len(chunk)).execute(tx.db, [tx.now_text, *chunk])
+            _mark_events_published(len(chunk)).execute_validated(tx.db, [tx.now_text, *chunk])  # our own ids
 
     def mark_published(self):
         """Record now that the events this coordinator published are published (it is also

@@ -239,3 +239,22 @@ def test_a_commit_that_fails_is_logged_with_its_error_when_the_rollback_fails_to
             tx.db.connection().close()  # the outbox write fails, and so does the ROLLBACK
     (record,) = caplog.records
     assert record.getMessage() == f"ROLLBACK after {raised.value!r} failed"
+
+
+def test_a_failing_fact_handler_is_logged_by_name_and_the_next_handler_still_runs(hoc_coordinator, caplog):
+    got = []
+
+    def broken(fact):
+        raise RuntimeError("handler bug")
+
+    ends = [bus.subscribe(hoc_coordinator.db, Changed, broken), bus.subscribe(hoc_coordinator.db, Changed, got.append)]
+    try:
+        with caplog.at_level(logging.ERROR):
+            with hoc_coordinator.transaction() as tx:
+                tx.note(Changed("a"))
+    finally:
+        for end in ends:
+            end()
+    assert got == [Changed("a")] and [str(e) for e in tx.callback_errors] == ["handler bug"]
+    (record,) = caplog.records
+    assert record.getMessage() == f"post-commit work failed: {broken!r}" and record.exc_info is not None

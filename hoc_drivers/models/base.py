@@ -210,7 +210,17 @@ class PreparedQuery:
         return built
 
     def execute(self, db, params):
-        """Run the statement on `db` (through its guard) and return the cursor.
+        """Run the statement on `db` (through its guard) and return the cursor; an UPDATE's text
+        values are refused when they hold NUL (ValueError), as `_Text` refuses them."""
+        if db.__class__ not in self._built:
+            self._prepare(db)  # which tells whether it is an UPDATE
+        if self._updated is not None and "\x00" in "".join([p for p in params if isinstance(p, str)]):
+            raise refuse_nul(f"text written to {self._updated}")
+        return self.execute_validated(db, params)
+
+    def execute_validated(self, db, params):
+        """`execute` with `params` whose text the caller has already refused NUL in (checked by
+        `validation`, or the caller's own values), so it is not looked at again.
 
         On a guarded connection it goes straight to its `execute_built` (driver errors still
         become Peewee's exceptions); elsewhere, or while Peewee's logger logs the
@@ -221,8 +231,6 @@ class PreparedQuery:
             for index, value in zip(slots, params, strict=True):
                 merged[index] = value
             params = merged
-        if self._updated is not None and "\x00" in "".join([p for p in params if isinstance(p, str)]):
-            raise refuse_nul(f"text written to {self._updated}")
         execute_built = getattr(db._state.conn, "execute_built", None)
         if execute_built is None or peewee_log.isEnabledFor(logging.DEBUG):
             return db.execute_sql(sql, params)
@@ -329,14 +337,14 @@ class PreparedInsert(PreparedQuery):
     def execute(self, db, *rows):
         """Insert `rows` on `db` (through its guard) and return the cursor."""
         if len(rows) == 1 and rows[0].__class__ is tuple:  # a hot writer's one row
-            return super().execute(db, self._tuple_plan.bind(rows[0]))
-        return super().execute(db, self.values(*rows))
+            return super().execute_validated(db, self._tuple_plan.bind(rows[0]))
+        return super().execute_validated(db, self.values(*rows))  # values() checked their text
 
     def execute_validated(self, db, row):
         """Insert one tuple row whose text the writer has already refused NUL in (every text value
         passed `validation.require_text` / `optional_text`, or is the writer's own): as `execute`,
         without looking at the text a second time. Returns the cursor."""
-        return super().execute(db, self._tuple_plan.bind(row, text_checked=True))
+        return super().execute_validated(db, self._tuple_plan.bind(row, text_checked=True))
 
 
 class _TuplePlan:
