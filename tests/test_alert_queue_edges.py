@@ -96,6 +96,11 @@ def test_argument_errors_name_the_argument(queue, hoc_db):
             read(ALL_TENANTS, "")
     with pytest.raises(ValueError, match=r"^tenant_id must be a non-empty string or None, got ''"):
         queue(lambda d: d.insert_alert("", {}, "t"))
+    for name, bad in (("alert_type", 7), ("circuit_breaker_name", ""), ("incident_id", "i\x00")):
+        with pytest.raises(ValueError, match=rf"^{name} must "):
+            queue(lambda d, given={"alert_type": "t", name: bad}: d.insert_alert(None, {}, **given))
+    with pytest.raises(ValueError, match=r"^payload must be JSON-serialisable"):
+        queue(lambda d: d.insert_alert(None, {"x": object()}, "t"))
     with pytest.raises(ValueError, match=r"^tenant_id must be a non-empty string or None, got ''"):
         queue(lambda d: d.mark_incident_alert_sent("", "inc-1", T0))
     with pytest.raises(ValueError, match=r"^lease_seconds must be positive, got 0$"):
