@@ -280,6 +280,13 @@ class TransactionCoordinator:
         A failure is logged and kept in `tx.callback_errors`; it never stops the others."""
         for fact in dict.fromkeys(tx.facts) if len(tx.facts) > 1 else tx.facts:
             dispatch(self.db.key, fact, tx.failed)
+        if tx.events:
+            self._publish(tx)
+        for callback in tx.callbacks:
+            _run_after_commit(tx, callback)
+
+    def _publish(self, tx):
+        """Publish the events of committed `tx`, remembering the published ones to mark."""
         published, publish = [], self.publisher.publish
         for event in tx.events:
             if _run_after_commit(tx, publish, event["topic"], event["payload"], event["id"]):
@@ -291,8 +298,6 @@ class TransactionCoordinator:
             if not self._marked_at_exit:
                 _unmarked_at_exit.add(self)
                 self._marked_at_exit = True
-        for callback in tx.callbacks:
-            _run_after_commit(tx, callback)
 
     def _mark_published(self, tx):
         """Inside a new transaction, record the events published after earlier commits."""
