@@ -29,7 +29,7 @@ from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, json_text,
 from .models.runs import Event
 from .run_completion import (DomainResult, RunCompletionTransaction, TransactionFailed,  # noqa: F401
                              TransactionPhase, TransactionResult)
-from .validation import require_database
+from .validation import optional_text, require_database, require_text
 
 ACCESS = "READ+WRITE"
 
@@ -86,7 +86,10 @@ class Transaction:
 
     def publish(self, topic, payload, tenant_id=None):
         """Add an event to the outbox (written before COMMIT, published after). Returns its id,
-        which sorts by time (`new_ordered_id`: the outbox's index grows at its end)."""
+        which sorts by time (`new_ordered_id`: the outbox's index grows at its end). `topic` is
+        non-empty text, `tenant_id` text or None (ValueError naming the argument otherwise)."""
+        require_text(topic, "topic")
+        optional_text(tenant_id, "tenant_id")
         event = {"id": new_ordered_id(), "tenant_id": tenant_id, "topic": topic, "payload": payload}
         self.events.append(event)
         return event["id"]
@@ -108,7 +111,7 @@ class Transaction:
                 for event in self.events]
         for start in range(0, len(rows), EVENTS_PER_INSERT):
             chunk = rows[start:start + EVENTS_PER_INSERT]
-            _insert_events(len(chunk)).execute(self.db, *chunk)
+            _insert_events(len(chunk)).execute_validated(self.db, *chunk)  # text checked by publish()
 
 
 # Statements stay within 999 bound values, the lowest limit SQLite builds have had
@@ -289,9 +292,13 @@ class TransactionCoordinator:
         """Publish the events of committed `tx`, remembering the published ones to mark."""
         published, publish = [], self.publisher.publish
         for event in tx.events:
-            if _run_after_commit(tx, publish, event["topic"], event["payload"], event["id"]):
-                tx.published_topics.append(event["topic"])
-                published.append(event["id"])
+            try:
+                publish(event["topic"], event["payload"], event["id"])
+            except Exception as error:
+                tx.failed(publish, error)
+                continue
+            tx.published_topics.append(event["topic"])
+            published.append(event["id"])
         if published:
             with self._published_lock:
                 self._published_unmarked += published

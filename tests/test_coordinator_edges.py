@@ -4,6 +4,7 @@ caller's error and are logged by name, and events marked published exactly once.
 import gc
 import logging
 import sqlite3
+from collections import deque
 from dataclasses import dataclass
 
 import peewee
@@ -258,3 +259,16 @@ def test_a_failing_fact_handler_is_logged_by_name_and_the_next_handler_still_run
     assert got == [Changed("a")] and [str(e) for e in tx.callback_errors] == ["handler bug"]
     (record,) = caplog.records
     assert record.getMessage() == f"post-commit work failed: {broken!r}" and record.exc_info is not None
+
+
+@pytest.mark.parametrize("topic, tenant_id, message", [
+    ("", None, "topic is required"), (None, None, "topic is required"),
+    ("a\x00b", None, "topic must not contain a NUL"),
+    ("t", "", "tenant_id must be a non-empty string or None"), ("t", "a\x00", "tenant_id must not contain a NUL")])
+def test_an_event_with_a_bad_topic_or_tenant_is_refused_when_published(hoc_coordinator, hoc_db, topic, tenant_id,
+                                                                        message):
+    with pytest.raises(ValueError, match=message):
+        with hoc_coordinator.transaction() as tx:
+            tx.publish("kept until the error", {})
+            tx.publish(topic, {}, tenant_id)
+    assert Event.select().count(hoc_db) == 0 and hoc_coordinator.publisher.published == deque()

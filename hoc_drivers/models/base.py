@@ -340,11 +340,14 @@ class PreparedInsert(PreparedQuery):
             return super().execute_validated(db, self._tuple_plan.bind(rows[0]))
         return super().execute_validated(db, self.values(*rows))  # values() checked their text
 
-    def execute_validated(self, db, row):
-        """Insert one tuple row whose text the writer has already refused NUL in (every text value
+    def execute_validated(self, db, *rows):
+        """Insert tuple `rows` whose text the writer has already refused NUL in (every text value
         passed `validation.require_text` / `optional_text`, or is the writer's own): as `execute`,
         without looking at the text a second time. Returns the cursor."""
-        return super().execute_validated(db, self._tuple_plan.bind(row, text_checked=True))
+        if len(rows) == 1:
+            return super().execute_validated(db, self._tuple_plan.bind(rows[0], text_checked=True))
+        return super().execute_validated(db, [value for row in rows
+                                              for value in self._tuple_plan.bind(row, text_checked=True)])
 
 
 class _TuplePlan:
