@@ -227,3 +227,12 @@ def test_an_operator_waits_for_a_claim_in_progress_and_then_finds_the_alert_busy
     operator.join(10)
     assert len(outcome) == 1 and isinstance(outcome[0], AlertBusy)
     assert AlertQueueReader(hoc_db).get_alert(ALL_TENANTS, alert.id) is not None
+
+
+def test_a_circuit_breakers_alert_says_the_breaker_and_incident_its_row_holds(queue, hoc_db):
+    alert = queue(lambda d: d.insert_alert(None, {"breaker": "open"}, "circuit_breaker",
+                                           circuit_breaker_name="costsim", incident_id="inc-7",
+                                           channel="email", destination={"recipients": ["ops@acme.test"]},
+                                           now=T0))
+    assert (alert.alert_type, alert.circuit_breaker_name, alert.incident_id) == ("circuit_breaker", "costsim", "inc-7")
+    assert_mirrors_its_row(alert, hoc_db)
