@@ -286,7 +286,10 @@ class TransactionCoordinator:
         if tx.events:
             self._publish(tx)
         for callback in tx.callbacks:
-            _run_after_commit(tx, callback)
+            try:
+                callback()
+            except Exception as error:
+                tx.failed(callback, error)
 
     def _publish(self, tx):
         """Publish the events of committed `tx`, remembering the published ones to mark."""
@@ -349,16 +352,6 @@ def _mark_published_at_exit():
         except Exception:
             log.warning("could not mark the published events of %s", coordinator.db.database,
                         exc_info=True)
-
-
-def _run_after_commit(tx, work, *args):
-    """Run one piece of post-commit work; True when it succeeded."""
-    try:
-        work(*args)
-        return True
-    except Exception as exc:
-        tx.failed(work, exc)
-        return False
 
 
 def get_transaction_coordinator(db, publisher=None):

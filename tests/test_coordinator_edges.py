@@ -272,3 +272,30 @@ def test_an_event_with_a_bad_topic_or_tenant_is_refused_when_published(hoc_coord
             tx.publish("kept until the error", {})
             tx.publish(topic, {}, tenant_id)
     assert Event.select().count(hoc_db) == 0 and hoc_coordinator.publisher.published == deque()
+
+
+class _Publisher:
+    """A publisher whose delivery of topic "bad" fails (as a broker that is down would)."""
+
+    def __init__(self):
+        self.delivered = []
+
+    def publish(self, topic, payload, event_id=None):
+        if topic == "bad":
+            raise ConnectionError("broker down")
+        self.delivered.append(topic)
+
+
+def test_an_event_the_publisher_fails_is_logged_kept_and_left_unmarked_while_the_rest_go_out(hoc_db, caplog):
+    publisher = _Publisher()
+    coordinator = TransactionCoordinator(hoc_db, publisher)
+    with caplog.at_level(logging.ERROR):
+        with coordinator.transaction() as tx:
+            ids = [tx.publish(topic, {}) for topic in ("a", "bad", "c")]
+    assert publisher.delivered == tx.published_topics == ["a", "c"]
+    assert [str(e) for e in tx.callback_errors] == ["broker down"]
+    (record,) = caplog.records
+    assert record.getMessage() == f"post-commit work failed: {publisher.publish!r}"
+    coordinator.mark_published()
+    unmarked = [e.id for e in Event.select().where(Event.published_at.is_null()).execute(hoc_db)]
+    assert unmarked == [ids[1]]  # flush_outbox publishes it again
