@@ -315,7 +315,7 @@ def _raw_completion(conn, dialect="sqlite"):
     """`operation(i)`: completing run r{i} with the library's statements on a raw connection
     (sqlite3 or psycopg in autocommit mode, or APSW), marking the previous completion's events
     published."""
-    from .models.base import new_id, new_ordered_id
+    from .models.base import new_ordered_id
 
     begin = RAW_BEGIN[dialect]
     policy_sql, incident_sql, mark_sql, count_sql, trace_sql, events_sql = (
@@ -328,8 +328,7 @@ def _raw_completion(conn, dialect="sqlite"):
         if unmarked:
             conn.execute(mark_sql, [now, *unmarked])
             unmarked.clear()
-        incident, policy, events = _completion_values(run_id, trace_id, now, [new_id(), new_id(), *(
-            new_ordered_id() for _ in range(3))])
+        incident, policy, events = _completion_values(run_id, trace_id, now, [new_ordered_id() for _ in range(5)])
         policy_id = conn.execute(policy_sql, policy).fetchone()[0]
         incident_id = conn.execute(incident_sql, incident).fetchone()[0]
         conn.execute(count_sql, (run_id, "bench"))
@@ -343,12 +342,12 @@ def _raw_completion(conn, dialect="sqlite"):
 
 def _seed_run_completion(path, rows, pending, start=0, insert=bulk_insert):
     """`rows` earlier completions in every table a completion writes (incidents, policy
-    evaluations, runs, traces, events: one row each, random uuid ids as the library makes
+    evaluations, runs, traces, events: one row each, time-ordered ids as the library makes
     them), and `pending` running runs r{start}... with their traces t{start}..., to complete
     (`insert`: `bulk_insert`, or another with its signature for another database)."""
     import itertools
 
-    from .models.base import new_id, new_ordered_id
+    from .models.base import new_ordered_id
 
     day = "2026-01-01 00:00:00.000000"
     done = [(f"old{n:07d}", f"told{n:07d}") for n in range(rows)]
@@ -356,7 +355,7 @@ def _seed_run_completion(path, rows, pending, start=0, insert=bulk_insert):
 
     def earlier(part):  # part 0: incident, 1: policy evaluation, 2: its (first) event
         for run_id, trace_id in done:
-            values = _completion_values(run_id, trace_id, day, [new_id(), new_id(), new_ordered_id()])[part]
+            values = _completion_values(run_id, trace_id, day, [new_ordered_id() for _ in range(3)])[part]
             yield (*values[0], day) if part == 2 else values
 
     insert(path, (RAW_INCIDENT_SQL.replace(" RETURNING id", ""), earlier(0)),

@@ -14,7 +14,7 @@ from time import monotonic
 from peewee import fn
 
 from .facts import GuardStateChanged
-from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id, utcnow
+from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, utcnow
 from .models.runs import Incident, PreventionRecord, Run, Trace
 from .validation import optional_text, refuse_nul, require_tenant, require_text
 
@@ -169,7 +169,7 @@ def _create_run_incident(tx, tenant_id, run_id, agent_id, error_code, error_mess
     if error_message is not None and "\x00" in error_message:  # the one text `execute` left unchecked
         raise refuse_nul("error_message")
     code, now = classify_failure(error_code, error_message), tx.now_text
-    row = (new_id(), tenant_id, f"{FAILURE_TITLE.get(code, 'Run Failed')}: Run {run_id[:8]}...",
+    row = (new_ordered_id(), tenant_id, f"{FAILURE_TITLE.get(code, 'Run Failed')}: Run {run_id[:8]}...",
            FAILURE_SEVERITY.get(code, "medium"), "open", "run_failure",
            FAILURE_CATEGORY.get(code, "EXECUTION_FAILURE"), f"Run {run_id} failed with error: {code}",
            "run", run_id, "single_run", agent_id, code, error_message, now, now, now,
@@ -191,7 +191,7 @@ def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
     """One policy evaluation per run; returns (its id, whether this call created it)."""
     outcome = POLICY_OUTCOMES.get(run_status.lower(), "not_applicable")
     policy_id = f"policy_eval_{run_id[:8]}"
-    row = (new_id(), tenant_id, policy_id, "policies_checked:0", run_id, run_id, run_id, outcome,
+    row = (new_ordered_id(), tenant_id, policy_id, "policies_checked:0", run_id, run_id, run_id, outcome,
            1.0 if outcome == "no_violation" else 0.0, bool(is_synthetic), synthetic_scenario_id,
            tx.now_text)  # in _INSERT_POLICY's order
     inserted = _first_column(_INSERT_POLICY.execute_validated(tx.db, row))

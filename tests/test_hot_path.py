@@ -118,6 +118,17 @@ def test_outbox_ids_sort_by_time_so_the_outbox_grows_at_its_end(hoc_coordinator,
     assert [e.id for e in Event.select().order_by(Event.id).execute(hoc_db)] == ids
 
 
+def test_run_completion_ids_sort_by_time_so_their_indexes_grow_at_the_end(hoc_coordinator, hoc_db):
+    with freeze_time("2026-03-01 12:00:00") as frozen:
+        for run_id in ("r-b", "r-a", "r-c"):  # not in the order of the run ids
+            _complete(hoc_coordinator, run_id)
+            frozen.tick(timedelta(milliseconds=2))
+    for model in (Incident, PreventionRecord):
+        rows = list(model.select(model.id, model.created_at).order_by(model.id).execute(hoc_db))
+        assert [row.created_at for row in rows] == sorted(row.created_at for row in rows)
+        assert len(rows) == 3 and {uuid.UUID(row.id).version for row in rows} == {7}
+
+
 @pytest.mark.sqlite_only  # SQLite's statement cache, its authorizer and a bare sqlite3 cursor
 def test_begin_and_commit_come_from_the_statement_cache_and_a_bare_cursor_cannot_commit(hoc_coordinator, hoc_db):
     conn = hoc_db.connection()
