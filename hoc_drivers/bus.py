@@ -95,12 +95,9 @@ def dispatch(key, fact, failed):
     (`database_key`); a handler that raises is passed, with its error, to `failed(handler, error)`.
 
     Read without the lock: `subscribe` replaces a type's tuple of entries whole, under its lock."""
-    for ref, handler in _subscriptions.get(key, _NONE).get(type(fact), ()):
-        if ref is not None:
-            owner = ref()
-            if owner is None:
-                continue
-            handler = MethodType(handler, owner)
+    for handler in map(_live, _subscriptions.get(key, _NONE).get(type(fact), ())):
+        if handler is None:
+            continue
         try:
             handler(fact)
         except Exception as error:

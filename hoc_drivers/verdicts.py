@@ -39,7 +39,7 @@ def as_utc(value):
 def db_time(value):
     """An aware (or naive-as-UTC) datetime as stored: 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC."""
     if value.tzinfo is not None:
-        value = (value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)).replace(tzinfo=None)
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
     return value.isoformat(" ", "microseconds")
 
 

@@ -344,10 +344,9 @@ class PreparedInsert(PreparedQuery):
         """Insert tuple `rows` whose text the writer has already refused NUL in (every text value
         passed `validation.require_text` / `optional_text`, or is the writer's own): as `execute`,
         without looking at the text a second time. Returns the cursor."""
-        if len(rows) == 1:
-            return super().execute_validated(db, self._tuple_plan.bind(rows[0], text_checked=True))
-        return super().execute_validated(db, [value for row in rows
-                                              for value in self._tuple_plan.bind(row, text_checked=True)])
+        bind = self._tuple_plan.bind
+        params = bind(rows[0], True) if len(rows) == 1 else [v for row in rows for v in bind(row, True)]
+        return super().execute_validated(db, params)
 
 
 class _TuplePlan:
