@@ -386,8 +386,9 @@ RAW_POLICY_SQL = (
 
 
 def _now_text():
-    """The current UTC time as the library stores it, computed as plain code would (no field)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+    """The current UTC time as the library stores it, computed as plain code would (no field),
+    by the quickest formula (the one the library uses: `replace(tzinfo=None)` costs more)."""
+    return datetime.now(timezone.utc).isoformat(" ", "microseconds")[:-6]
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import logging
 from decimal import Decimal, InvalidOperation
 
 from .commit_guard import CommitForbidden
-from .facts import GuardStateChanged
+from .facts import tenant_changed
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_id
 from .models.cost import BREACH_TYPES, LimitBreach
 from .models.runs import Incident, Run
@@ -118,7 +118,7 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
                now, now, now)  # in _INSERT_ANOMALY_INCIDENT's order
         created = _INSERT_ANOMALY_INCIDENT.execute_validated(tx.db, row).fetchone()  # every text checked above
         if created is not None:
-            tx.note(GuardStateChanged(tenant_id))
+            tx.note(tenant_changed(tenant_id))
             if log.isEnabledFor(logging.INFO):
                 log.info("incident %s created for cost anomaly %s of tenant %s",
                          created[0], anomaly_id, tenant_id)

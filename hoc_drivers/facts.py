@@ -32,6 +32,13 @@ class GuardStateChanged:
     endpoint: str | None = None
 
 
+@lru_cache(maxsize=4096)
+def tenant_changed(tenant_id):
+    """`GuardStateChanged(tenant_id)`, made once per tenant: a fact is immutable, so hot writers
+    note one shared instance instead of building one per write."""
+    return GuardStateChanged(tenant_id)
+
+
 @dataclass(frozen=True)
 class AlertQueued:
     """An alert was queued or revived and may be due for delivery."""

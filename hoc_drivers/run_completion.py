@@ -13,7 +13,7 @@ from time import monotonic
 
 from peewee import fn
 
-from .facts import GuardStateChanged
+from .facts import tenant_changed
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, utcnow
 from .models.runs import Incident, PreventionRecord, Run, Trace
 from .validation import optional_text, refuse_nul, require_tenant, require_text
@@ -164,11 +164,11 @@ def _first_column(cursor):
 
 
 def _create_run_incident(tx, tenant_id, run_id, agent_id, error_code, error_message,
-                         is_synthetic, synthetic_scenario_id):
-    """One incident per failed run; returns (incident_id, created)."""
+                         is_synthetic, synthetic_scenario_id, now):
+    """One incident per failed run, stamped `now` (as stored); returns (incident_id, created)."""
     if error_message is not None and "\x00" in error_message:  # the one text `execute` left unchecked
         raise refuse_nul("error_message")
-    code, now = classify_failure(error_code, error_message), tx.now_text
+    code = classify_failure(error_code, error_message)
     row = (new_ordered_id(), tenant_id, f"{FAILURE_TITLE.get(code, 'Run Failed')}: Run {run_id[:8]}...",
            FAILURE_SEVERITY.get(code, "medium"), "open", "run_failure",
            FAILURE_CATEGORY.get(code, "EXECUTION_FAILURE"), f"Run {run_id} failed with error: {code}",
@@ -187,13 +187,14 @@ def _run_incident(tx, tenant_id, run_id):
 
 
 def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
-                              synthetic_scenario_id):
-    """One policy evaluation per run; returns (its id, whether this call created it)."""
+                              synthetic_scenario_id, now):
+    """One policy evaluation per run, stamped `now` (as stored); returns (its id, whether this
+    call created it)."""
     outcome = POLICY_OUTCOMES.get(run_status.lower(), "not_applicable")
     policy_id = f"policy_eval_{run_id[:8]}"
     row = (new_ordered_id(), tenant_id, policy_id, "policies_checked:0", run_id, run_id, run_id, outcome,
            1.0 if outcome == "no_violation" else 0.0, bool(is_synthetic), synthetic_scenario_id,
-           tx.now_text)  # in _INSERT_POLICY's order
+           now)  # in _INSERT_POLICY's order
     inserted = _first_column(_INSERT_POLICY.execute_validated(tx.db, row))
     if inserted is not None:
         return inserted, True
@@ -202,8 +203,8 @@ def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
 
 def complete_trace(tx, tenant_id, trace_id, run_status, incident_id, now):
     """Mark the tenant's trace completed (inside `tx`); False when there is no such trace."""
-    cursor = _COMPLETE_TRACE.execute(tx.db, (run_status, _COMPLETED_AT.db_value(now),
-                                          incident_id, trace_id, tenant_id))
+    stamp = tx.now_text if now is tx.now else _COMPLETED_AT.db_value(now)
+    cursor = _COMPLETE_TRACE.execute(tx.db, (run_status, stamp, incident_id, trace_id, tenant_id))
     return cursor.rowcount > 0
 
 
@@ -227,12 +228,12 @@ class RunCompletionTransaction:
         enclosing coordinator transaction it joins that transaction (a savepoint) and reports
         JOINED: its rows commit, and its events are published, only when the caller's do."""
         require_tenant(tenant_id)
-        for name, value in (("run_id", run_id), ("run_status", run_status)):
-            require_text(value, name, _RUN_ID_AND_STATUS)
-        for name, value in (("agent_id", agent_id), ("error_code", error_code),
-                            ("trace_id", trace_id), ("synthetic_scenario_id", synthetic_scenario_id)):
-            if value is not None:
-                optional_text(value, name)
+        require_text(run_id, "run_id", _RUN_ID_AND_STATUS)
+        require_text(run_status, "run_status", _RUN_ID_AND_STATUS)
+        optional_text(agent_id, "agent_id")
+        optional_text(error_code, "error_code")
+        optional_text(trace_id, "trace_id")
+        optional_text(synthetic_scenario_id, "synthetic_scenario_id")
         started = monotonic()
         result = TransactionResult(run_id=run_id)
         try:
@@ -258,9 +259,9 @@ class RunCompletionTransaction:
                error_message, trace_id, is_synthetic, synthetic_scenario_id, skip_events):
         """The writes of one completion, recording in `result` how far they got (every row and
         result stamped with the transaction's one timestamp)."""
-        now = tx.now
+        now, stamp = tx.now, tx.now_text
         policy_id, first_time = _create_policy_evaluation(tx, tenant_id, run_id, run_status,
-                                                          is_synthetic, synthetic_scenario_id)
+                                                          is_synthetic, synthetic_scenario_id, stamp)
         if not first_time:
             incident_id = _run_incident(tx, tenant_id, run_id)
             if incident_id is not None:
@@ -274,9 +275,9 @@ class RunCompletionTransaction:
         if run_status == "failed":
             incident_id, incident_created = _create_run_incident(
                 tx, tenant_id, run_id, agent_id, error_code, error_message,
-                is_synthetic, synthetic_scenario_id)
+                is_synthetic, synthetic_scenario_id, stamp)
             if incident_created:
-                tx.note(GuardStateChanged(tenant_id))
+                tx.note(tenant_changed(tenant_id))
             result.incident_result = DomainResult("incidents", "create_incident", incident_id, True,
                                                   timestamp=now)
             result.phase = TransactionPhase.INCIDENT_CREATED

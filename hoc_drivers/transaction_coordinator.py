@@ -24,8 +24,7 @@ from .bus import EventPublisher, dispatch
 from .commit_guard import CommitForbidden
 from .dialect import begin_statement, failed_statement_aborts_transaction, notify_facts_sql
 from .facts import to_payloads
-from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, json_text, new_ordered_id, timestamp_text,
-                          utcnow)
+from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, json_text, new_ordered_id, utcnow
 from .models.runs import Event
 from .run_completion import (DomainResult, RunCompletionTransaction, TransactionFailed,  # noqa: F401
                              TransactionPhase, TransactionResult)
@@ -58,10 +57,11 @@ class Transaction:
 
     @property
     def now_text(self):
-        """`now` as stored (converted on first use: some transactions store no timestamp)."""
-        if self._now_text is None:
-            self._now_text = timestamp_text(self.now)
-        return self._now_text
+        """`now` as stored (made on first use: some transactions store no timestamp)."""
+        text = self._now_text
+        if text is None:  # `db_time(now)`, written out: `now` is already in UTC
+            text = self._now_text = self.now.isoformat(" ", "microseconds")[:-6]
+        return text
 
     def require_open(self):
         """Raise CommitForbidden unless this transaction is still open."""
@@ -90,9 +90,9 @@ class Transaction:
         non-empty text, `tenant_id` text or None (ValueError naming the argument otherwise)."""
         require_text(topic, "topic")
         optional_text(tenant_id, "tenant_id")
-        event = {"id": new_ordered_id(), "tenant_id": tenant_id, "topic": topic, "payload": payload}
-        self.events.append(event)
-        return event["id"]
+        event_id = new_ordered_id()
+        self.events.append({"id": event_id, "tenant_id": tenant_id, "topic": topic, "payload": payload})
+        return event_id
 
     def savepoint(self):
         """A savepoint in this transaction: a failing block undoes only its own writes."""
@@ -143,24 +143,28 @@ def _connection(db):
     return db._state.conn or db.connection()
 
 
-def _send(conn, statement, unit=None, ending=False):
-    """Send transaction control on connection `conn`, the one place that does: BEGIN opens
-    `unit` there; `ending` (COMMIT or ROLLBACK) closes it, whatever the outcome. COMMIT and
-    ROLLBACK use the connection's own methods (`GuardedConnection.commit`)."""
+def _send(conn, statement):
+    """Send transaction control other than the end (BEGIN, SAVEPOINT, RELEASE, ROLLBACK TO) on
+    connection `conn`; with `_close`, the only code that sends transaction control."""
     conn.issuing = True
     try:
-        if statement == "COMMIT":
-            conn.commit()
-        elif statement == "ROLLBACK":
-            conn.rollback()
-        else:
-            conn.issue(statement)
-        if unit is not None:
-            conn.unit = unit
+        conn.issue(statement)
     finally:
         conn.issuing = False
-        if ending:
-            conn.unit = None
+
+
+def _close(conn, commit):
+    """End the transaction open on `conn`: COMMIT when `commit`, else ROLLBACK, with the
+    connection's own methods (`GuardedConnection.commit`); it is closed whatever the outcome."""
+    conn.issuing = True
+    try:
+        if commit:
+            conn.commit()
+        else:
+            conn.rollback()
+    finally:
+        conn.issuing = False
+        conn.unit = None
 
 
 class _Savepoint:
@@ -214,24 +218,25 @@ class _TransactionScope:
             return self._inner.__enter__()
         self._inner = None
         tx = self._tx = Transaction(db, self.coordinator._statements_abort)
-        _send(conn, self.coordinator._begin, unit=tx)
+        _send(conn, self.coordinator._begin)
+        conn.unit = tx
         try:
             if self.coordinator._published_unmarked:  # read without the lock: only a hint
                 self.coordinator._mark_published(tx)
         except BaseException:
-            self._end("ROLLBACK")
+            self._end(commit=False)
             raise
         return tx
 
-    def _end(self, statement):
+    def _end(self, commit):
         self._tx.is_open = False
-        _send(self._conn, statement, ending=True)
+        _close(self._conn, commit)
 
     def _roll_back_after(self, error):
         """ROLLBACK because of `error`, which stays the error the caller sees: a failure of the
         ROLLBACK itself (SQLite may already have rolled back, e.g. on a full disk) is logged."""
         try:
-            self._end("ROLLBACK")
+            self._end(commit=False)
         except Exception:
             log.exception("ROLLBACK after %r failed", error)
 
@@ -247,7 +252,7 @@ class _TransactionScope:
                 tx.write_outbox()
             if tx.facts and self.coordinator._notify_facts is not None:  # PostgreSQL only
                 tx.db.execute_sql(self.coordinator._notify_facts, (to_payloads(tx.facts),))
-            self._end("COMMIT")
+            self._end(commit=True)
         except BaseException as error:
             self._roll_back_after(error)
             raise
@@ -293,15 +298,16 @@ class TransactionCoordinator:
 
     def _publish(self, tx):
         """Publish the events of committed `tx`, remembering the published ones to mark."""
-        published, publish = [], self.publisher.publish
+        published, topics, publish = [], tx.published_topics, self.publisher.publish
         for event in tx.events:
+            topic, event_id = event["topic"], event["id"]
             try:
-                publish(event["topic"], event["payload"], event["id"])
+                publish(topic, event["payload"], event_id)
             except Exception as error:
                 tx.failed(publish, error)
                 continue
-            tx.published_topics.append(event["topic"])
-            published.append(event["id"])
+            topics.append(topic)
+            published.append(event_id)
         if published:
             with self._published_lock:
                 self._published_unmarked += published

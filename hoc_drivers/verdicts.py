@@ -38,8 +38,8 @@ def as_utc(value):
 
 def db_time(value):
     """An aware (or naive-as-UTC) datetime as stored: 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC."""
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    if value.tzinfo is not None:  # in UTC, then without its "+00:00" (`replace` costs more)
+        return value.astimezone(timezone.utc).isoformat(" ", "microseconds")[:-6]
     return value.isoformat(" ", "microseconds")
 
 

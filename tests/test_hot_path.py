@@ -14,10 +14,12 @@ import pytest
 from freezegun import freeze_time
 
 from hoc_drivers.commit_guard import CommitForbidden
+from hoc_drivers.facts import GuardStateChanged, tenant_changed
 from hoc_drivers.models.base import PreparedInsert, UtcDateTimeField
 from hoc_drivers.models.runs import Event, Incident, PreventionRecord, Run, Trace
-from hoc_drivers.run_completion import RunCompletionTransaction
+from hoc_drivers.run_completion import RunCompletionTransaction, complete_trace
 from hoc_drivers.validation import require_json_value
+from hoc_drivers.verdicts import db_time
 
 
 def _complete(coordinator, run_id):
@@ -249,3 +251,41 @@ def test_short_json_needs_no_depth_walk_and_is_still_checked():
     assert require_json_value(_nested(32), "x") == _nested(32)
     with pytest.raises(ValueError, match="not JSON-serialisable"):
         require_json_value({"x": math.nan}, "x")
+
+
+def test_validated_rows_that_bind_as_given_are_bound_whole_and_each_row_is_still_measured(hoc_coordinator, hoc_db):
+    insert = PreparedInsert(Event, ("id", "tenant_id", "topic", "payload", "created_at"), rows=2)
+    assert insert._tuple_plan.as_given  # the rows are the parameters, in column order
+    stamp = "2026-03-01 12:00:00.000000"
+    with hoc_coordinator.transaction() as tx:
+        insert.execute_validated(tx.db, ("e1", "t1", "a", "{}", stamp), ("e2", "t1", "b", "[]", stamp))
+    assert [(e.id, e.topic, e.payload) for e in Event.select().order_by(Event.id).execute(hoc_db)] == [
+        ("e1", "a", {}), ("e2", "b", [])]
+    with pytest.raises(ValueError, match="gives the 5 values"):  # as many values in all, not per row
+        with hoc_coordinator.transaction() as tx:
+            insert.execute_validated(tx.db, ("e3", "t1", "c", "{}", stamp, "extra"), ("e4", "t1", "d", "{}"))
+    assert Event.select().count(hoc_db) == 2
+
+
+def test_a_tenant_fact_is_made_once_and_is_the_fact_a_writer_would_make():
+    fact = tenant_changed("t1")
+    assert fact is tenant_changed("t1") and fact == GuardStateChanged("t1")
+    assert tenant_changed("t2") != fact and tenant_changed("t2").tenant_id == "t2"
+
+
+def test_a_transactions_stored_time_is_its_time_in_utc_whatever_zone_it_came_in(hoc_coordinator):
+    india = timezone(timedelta(hours=5, minutes=30))
+    assert db_time(datetime(2026, 3, 1, 17, 30, 0, 5, tzinfo=india)) == "2026-03-01 12:00:00.000005"
+    assert db_time(datetime(2026, 3, 1, 12, 0)) == "2026-03-01 12:00:00.000000"  # naive: already UTC
+    with freeze_time("2026-03-01 12:00:00.25"), hoc_coordinator.transaction() as tx:
+        assert tx.now_text == db_time(tx.now) == "2026-03-01 12:00:00.250000"
+
+
+def test_a_trace_completed_at_another_time_than_its_transactions_stores_that_time(hoc_coordinator, hoc_db):
+    with hoc_coordinator.transaction() as tx:
+        Trace.insert(trace_id="trace-r1", tenant_id="t1", run_id="r1").execute(tx.db)
+    with hoc_coordinator.transaction() as tx:
+        later = tx.now + timedelta(minutes=5)
+        assert complete_trace(tx, "t1", "trace-r1", "failed", None, later)
+    stored = Trace.select().where(Trace.trace_id == "trace-r1").get(hoc_db).completed_at
+    assert stored == later and stored != tx.now

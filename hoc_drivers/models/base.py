@@ -6,6 +6,7 @@ import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from itertools import chain, repeat
 from operator import itemgetter
 
 import peewee
@@ -214,7 +215,7 @@ class PreparedQuery:
         values are refused when they hold NUL (ValueError), as `_Text` refuses them."""
         if db.__class__ not in self._built:
             self._prepare(db)  # which tells whether it is an UPDATE
-        if self._updated is not None and "\x00" in "".join([p for p in params if isinstance(p, str)]):
+        if self._updated is not None and "\x00" in "".join(map(str, params)):  # no other value's text holds NUL
             raise refuse_nul(f"text written to {self._updated}")
         return self.execute_validated(db, params)
 
@@ -344,9 +345,14 @@ class PreparedInsert(PreparedQuery):
         """Insert tuple `rows` whose text the writer has already refused NUL in (every text value
         passed `validation.require_text` / `optional_text`, or is the writer's own): as `execute`,
         without looking at the text a second time. Returns the cursor."""
-        bind = self._tuple_plan.bind
-        params = bind(rows[0], True) if len(rows) == 1 else [v for row in rows for v in bind(row, True)]
-        return super().execute_validated(db, params)
+        plan = self._tuple_plan
+        if len(rows) == 1:
+            params = plan.bind(rows[0], True)
+        elif plan.as_given and set(map(len, rows)) == {len(plan.given)}:  # rows bind as they are
+            params = list(chain.from_iterable(rows))
+        else:
+            params = list(chain.from_iterable(map(plan.bind, rows, repeat(True))))
+        return PreparedQuery.execute_validated(self, db, params)
 
 
 class _TuplePlan:
@@ -369,7 +375,9 @@ class _TuplePlan:
                 sources.append(("constant", len(constants) - 1))
         self.constants = tuple(constants)
         offset = {"row": 0, "constant": len(given), "made": len(given) + len(constants)}
-        self.pick = _picker([offset[source] + index for source, index in sources])
+        order = [offset[source] + index for source, index in sources]
+        self.pick = _picker(order)
+        self.as_given = order == list(range(len(given)))  # the row is the parameters, in order
         texts = [given.index(name) for name, (native, _, _) in zip(names, columns, strict=True)
                  if native is str and name in given]
         self.texts = _picker(texts) if texts else None
@@ -383,6 +391,8 @@ class _TuplePlan:
         if not text_checked and self.texts is not None and "\x00" in "".join(filter(None, self.texts(row))):
             raise refuse_nul(next(name for name, value in zip(self.given, row, strict=True)
                                   if isinstance(value, str) and "\x00" in value))
+        if self.as_given:
+            return row
         values = row + self.constants
         if self.makers:
             values += tuple(make() for make in self.makers)
