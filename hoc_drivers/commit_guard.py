@@ -184,7 +184,7 @@ class GuardedConnection(sqlite3.Connection):
             return self.cursor().execute(sql, parameters)
         self._sql = sql  # as `_run` does, written out: this is every hot statement's path
         try:
-            return _execute(GuardedCursor(self), sql, parameters)
+            return _execute(_cursor(self, GuardedCursor), sql, parameters)
         except sqlite3.DatabaseError:
             self._translate(sql)
             raise
@@ -195,7 +195,7 @@ class GuardedConnection(sqlite3.Connection):
         """Send transaction control (BEGIN, SAVEPOINT, ...): only while the coordinator issues it."""
         if not self.issuing:
             self._refuse(CONTROL, describe(CONTROL, statement))
-        return self._run(_execute, GuardedCursor(self), statement, ())
+        return self._run(_execute, _cursor(self, GuardedCursor), statement, ())
 
     def _run(self, run, cursor, sql, parameters):
         """`run(cursor, sql, parameters)` with `sql` known to the authorizer (so it remembers
@@ -232,7 +232,7 @@ class GuardedConnection(sqlite3.Connection):
                 "cannot commit: SQLite already rolled this transaction back (ON CONFLICT ROLLBACK, "
                 "RAISE(ROLLBACK), a full disk, ...); nothing of it was committed")
         if self.in_transaction:  # as sqlite3's commit(): nothing to do outside a transaction
-            self._run(_execute, GuardedCursor(self), self._commit_sql, ())
+            self._run(_execute, _cursor(self, GuardedCursor), self._commit_sql, ())
 
     def rollback(self):
         """ROLLBACK: only while the coordinator issues it."""
@@ -270,6 +270,9 @@ class GuardedCursor(sqlite3.Cursor):
 
 
 _execute = sqlite3.Cursor.execute
+# Cursors are made with the connection's own `cursor` (never by calling the class): the
+# connection keeps a weak reference to every cursor made and drops the dead ones only there.
+_cursor = sqlite3.Connection.cursor
 
 
 class CoordinatedDatabase:

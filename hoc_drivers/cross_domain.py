@@ -97,8 +97,8 @@ def create_incident_from_cost_anomaly(tx, tenant_id, anomaly_id, anomaly_type, s
         require_text(anomaly_type, "anomaly_type")
         if not isinstance(severity, str):
             raise ValueError(f"severity must be a string, got {severity!r}")
-        for name, value in (("entity_type", entity_type), ("entity_id", entity_id), ("description", description)):
-            if value is not None:
+        if entity_type is not None or entity_id is not None or description is not None:
+            for name, value in (("entity_type", entity_type), ("entity_id", entity_id), ("description", description)):
                 optional_text(value, name)
         current = _cents(current_value_cents, "current_value_cents")
         expected = _cents(expected_value_cents, "expected_value_cents")

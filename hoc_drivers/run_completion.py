@@ -298,14 +298,15 @@ class RunCompletionTransaction:
 
     @staticmethod
     def _write_events(tx, result, run_status, trace_id, tenant_id, incident_created):
-        """Put the run's events in the outbox (published after commit)."""
+        """Put the run's events in the outbox (published after commit): constant topics, and a
+        tenant `execute` validated."""
         incident_id = result.incident_result.result_id if result.incident_result else None
         policy_id = result.policy_result.result_id
-        tx.publish("run.completed", {"run_id": result.run_id, "status": run_status,
-                                     "incident_id": incident_id, "policy_id": policy_id,
-                                     "trace_id": trace_id}, tenant_id)
+        tx.publish_validated("run.completed", {"run_id": result.run_id, "status": run_status,
+                                               "incident_id": incident_id, "policy_id": policy_id,
+                                               "trace_id": trace_id}, tenant_id)
         if incident_created:
-            tx.publish("incident.created", {"run_id": result.run_id, "incident_id": incident_id,
-                                            "outcome": run_status}, tenant_id)
-        tx.publish("policy.evaluated", {"run_id": result.run_id, "policy_id": policy_id,
-                                        "outcome": run_status}, tenant_id)
+            tx.publish_validated("incident.created", {"run_id": result.run_id, "incident_id": incident_id,
+                                                      "outcome": run_status}, tenant_id)
+        tx.publish_validated("policy.evaluated", {"run_id": result.run_id, "policy_id": policy_id,
+                                                  "outcome": run_status}, tenant_id)

@@ -1,9 +1,11 @@
 """The write hot path: few Python calls per transaction, one timestamp per transaction, and the
 guard's and Peewee's guarantees kept on the direct route prepared statements take."""
 import cProfile
+import gc
 import math
 import sqlite3
 import uuid
+import weakref
 import pstats
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -289,3 +291,23 @@ def test_a_trace_completed_at_another_time_than_its_transactions_stores_that_tim
         assert complete_trace(tx, "t1", "trace-r1", "failed", None, later)
     stored = Trace.select().where(Trace.trace_id == "trace-r1").get(hoc_db).completed_at
     assert stored == later and stored != tx.now
+
+
+@pytest.mark.sqlite_only
+def test_a_long_lived_connection_does_not_keep_a_reference_per_statement(hoc_coordinator, hoc_db):
+    """sqlite3 keeps a weak reference to each cursor of a connection and drops the dead ones only
+    when a cursor is made through the connection: the guard's cursors must be made that way."""
+    def weak_references():
+        return sum(type(o) is weakref.ReferenceType for o in gc.get_objects())
+
+    with hoc_coordinator.transaction() as tx:
+        Trace.insert_many([{"trace_id": f"trace-r{i}", "tenant_id": "t1", "run_id": f"r{i}"}
+                           for i in range(600)]).execute(tx.db)
+    for i in range(100):
+        _complete(hoc_coordinator, f"r{i}")
+    gc.collect()
+    before = weak_references()
+    for i in range(100, 600):  # 500 completions, 8 statements each
+        _complete(hoc_coordinator, f"r{i}")
+    gc.collect()
+    assert weak_references() - before < 300  # sqlite3 drops the dead ones every 200 cursors
