@@ -311,3 +311,14 @@ def test_a_long_lived_connection_does_not_keep_a_reference_per_statement(hoc_coo
         _complete(hoc_coordinator, f"r{i}")
     gc.collect()
     assert weak_references() - before < 300  # sqlite3 drops the dead ones every 200 cursors
+
+
+def test_an_update_refuses_nul_in_the_text_of_a_str_enum_whatever_its_str_says(hoc_coordinator, hoc_db):
+    class Status(str, Enum):
+        HIDDEN = "fail\x00ed"  # str() of it is "Status.HIDDEN", which holds no NUL
+
+    with hoc_coordinator.transaction() as tx:
+        Trace.insert(trace_id="trace-r1", tenant_id="t1", run_id="r1").execute(tx.db)
+    with pytest.raises(ValueError, match="NUL"), hoc_coordinator.transaction() as tx:
+        complete_trace(tx, "t1", "trace-r1", Status.HIDDEN, None, tx.now)
+    assert Trace.select().where(Trace.trace_id == "trace-r1").get(hoc_db).completed_at is None

@@ -215,7 +215,7 @@ class PreparedQuery:
         values are refused when they hold NUL (ValueError), as `_Text` refuses them."""
         if db.__class__ not in self._built:
             self._prepare(db)  # which tells whether it is an UPDATE
-        if self._updated is not None and "\x00" in "".join(map(str, params)):  # no other value's text holds NUL
+        if self._updated is not None and "\x00" in "".join([p for p in params if isinstance(p, str)]):
             raise refuse_nul(f"text written to {self._updated}")
         return self.execute_validated(db, params)
 
