@@ -299,3 +299,26 @@ def test_an_event_the_publisher_fails_is_logged_kept_and_left_unmarked_while_the
     coordinator.mark_published()
     unmarked = [e.id for e in Event.select().where(Event.published_at.is_null()).execute(hoc_db)]
     assert unmarked == [ids[1]]  # flush_outbox publishes it again
+
+
+def test_marks_that_fail_halfway_as_a_transaction_opens_are_all_undone(hoc_coordinator, monkeypatch):
+    from hoc_drivers import transaction_coordinator
+
+    with hoc_coordinator.transaction() as tx:
+        for n in range(IDS_PER_MARK + 5):  # two marking statements
+            tx.publish("bulk", {"n": n})
+    real, built = transaction_coordinator._mark_events_published, []
+
+    def second_fails(count):
+        built.append(count)
+        if len(built) == 2:
+            raise RuntimeError("the second marking statement fails")
+        return real(count)
+
+    monkeypatch.setattr(transaction_coordinator, "_mark_events_published", second_fails)
+    with pytest.raises(RuntimeError, match="second marking"), hoc_coordinator.transaction():
+        pytest.fail("the block must not run when its transaction could not open")
+    assert built == [IDS_PER_MARK, 5]
+    unmarked = Event.select().where(Event.published_at.is_null()).count(hoc_coordinator.db)
+    assert unmarked == IDS_PER_MARK + 5  # the first statement's marks rolled back with the rest
+    assert not hoc_coordinator.db.connection().in_transaction

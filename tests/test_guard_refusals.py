@@ -227,3 +227,40 @@ def test_positional_options_reach_peewee(tmp_path):
     db = GuardedSqliteDatabase(str(tmp_path / "x.db"), [("cache_size", -4096)])  # pragmas, positional
     assert db.execute_sql("PRAGMA cache_size").fetchone() == (-4096,)
     db.close()
+
+
+@pytest.mark.sqlite_only
+def test_the_cursor_a_hot_statement_returns_keeps_the_guard(hoc_db, hoc_coordinator):
+    with hoc_coordinator.transaction() as tx:
+        cursor = PreparedQuery(lambda: DecisionSetting.select(DecisionSetting.key)
+                               .where(DecisionSetting.key == PLACEHOLDER)).execute(tx.db, ["k"])
+        message = refusal(cursor.execute, "BEGIN IMMEDIATE")  # the coordinator's own, cached text
+        assert message.startswith(f"raw SQL 'BEGIN IMMEDIATE' {CONTROL_WHY}")
+
+
+@pytest.mark.sqlite_only
+def test_control_text_never_seen_before_is_refused_on_the_hot_path_by_its_name(hoc_db, hoc_coordinator):
+    with hoc_coordinator.transaction() as tx:
+        message = refusal(tx.db.connection().execute_built, 'SAVEPOINT "never_seen_before"', ())
+        assert message.startswith(f"""raw SQL 'SAVEPOINT "never_seen_before"' {CONTROL_WHY}""")
+
+
+@pytest.mark.sqlite_only
+def test_a_bare_cursors_write_after_a_hot_statement_is_still_refused(hoc_db, hoc_coordinator):
+    with hoc_coordinator.transaction() as tx:
+        PreparedQuery(lambda: DecisionSetting.insert(key=PLACEHOLDER, value=PLACEHOLDER)).execute(tx.db, ["k", "1"])
+        bare = sqlite3.Cursor(tx.db.connection())  # its statements cannot be remembered by text
+        with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+            bare.execute("INSERT INTO decision_settings (key, value) VALUES ('bare', 'after a hot one')")
+    assert [s.key for s in DecisionSetting.select().execute(hoc_db)] == ["k"]
+
+
+@pytest.mark.sqlite_only
+def test_after_a_commit_or_a_rollback_raw_transaction_control_is_refused_again(hoc_db, hoc_coordinator):
+    with hoc_coordinator.transaction():
+        pass
+    assert refusal(hoc_db.connection().execute, "BEGIN").startswith(f"raw SQL 'BEGIN' {CONTROL_WHY}")
+    with pytest.raises(RuntimeError, match="undo"), hoc_coordinator.transaction():
+        raise RuntimeError("undo")
+    assert refusal(hoc_db.connection().execute, "BEGIN").startswith(f"raw SQL 'BEGIN' {CONTROL_WHY}")
+    assert not hoc_db.connection().in_transaction

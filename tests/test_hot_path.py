@@ -42,7 +42,7 @@ def test_a_run_completion_costs_few_python_calls(hoc_coordinator, hoc_db):
         _complete(hoc_coordinator, f"r{i}")
     profile.disable()
     calls = pstats.Stats(profile).total_calls / 20
-    assert calls < 240, f"{calls:.0f} Python calls per run completion (591 before issue 17, 286 after round 1)"
+    assert calls < 210, f"{calls:.0f} Python calls per run completion (591 before issue 17, 231 after round 2)"
 
 
 def test_every_row_of_a_transaction_carries_its_one_timestamp(hoc_coordinator, hoc_db):
