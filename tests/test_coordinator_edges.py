@@ -321,4 +321,7 @@ def test_marks_that_fail_halfway_as_a_transaction_opens_are_all_undone(hoc_coord
     assert built == [IDS_PER_MARK, 5]
     unmarked = Event.select().where(Event.published_at.is_null()).count(hoc_coordinator.db)
     assert unmarked == IDS_PER_MARK + 5  # the first statement's marks rolled back with the rest
-    assert not hoc_coordinator.db.connection().in_transaction
+    assert hoc_coordinator.current() is None
+    with hoc_coordinator.transaction() as tx:  # the connection is free for the next transaction
+        tx.publish("after", {})
+    assert Event.select().count(hoc_coordinator.db) == IDS_PER_MARK + 6
