@@ -110,6 +110,11 @@ class GuardedConnection(sqlite3.Connection):
     `issuing` is True only while the coordinator sends transaction control.
     """
 
+    # Slots: every statement reads these, and on a subclass of a C type an attribute in the
+    # instance's __dict__ takes Python's slow generic lookup (__dict__ is kept for anything else).
+    __slots__ = ("unit", "issuing", "refusals", "_kinds", "_sql", "_refused", "_commit_sql", "__dict__",
+                 "__weakref__")
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.unit = None
@@ -195,14 +200,15 @@ class GuardedConnection(sqlite3.Connection):
         """Send transaction control (BEGIN, SAVEPOINT, ...): only while the coordinator issues it."""
         if not self.issuing:
             self._refuse(CONTROL, describe(CONTROL, statement))
-        return self._run(_execute, _cursor(self, GuardedCursor), statement, ())
+        self._run(_send_control, self, statement, ())
 
-    def _run(self, run, cursor, sql, parameters):
-        """`run(cursor, sql, parameters)` with `sql` known to the authorizer (so it remembers
-        how SQLite classified the text), turning the authorizer's refusal into CommitForbidden."""
+    def _run(self, run, target, sql, parameters):
+        """`run(target, sql, parameters)` (target: a cursor, or this connection for transaction
+        control) with `sql` known to the authorizer (so it remembers how SQLite classified the
+        text), turning the authorizer's refusal into CommitForbidden."""
         self._sql = sql
         try:
-            return run(cursor, sql, parameters)
+            return run(target, sql, parameters)
         except sqlite3.DatabaseError:
             self._translate(sql)
             raise
@@ -232,7 +238,7 @@ class GuardedConnection(sqlite3.Connection):
                 "cannot commit: SQLite already rolled this transaction back (ON CONFLICT ROLLBACK, "
                 "RAISE(ROLLBACK), a full disk, ...); nothing of it was committed")
         if self.in_transaction:  # as sqlite3's commit(): nothing to do outside a transaction
-            self._run(_execute, _cursor(self, GuardedCursor), self._commit_sql, ())
+            self._run(_send_control, self, self._commit_sql, ())
 
     def rollback(self):
         """ROLLBACK: only while the coordinator issues it."""
@@ -270,6 +276,9 @@ class GuardedCursor(sqlite3.Cursor):
 
 
 _execute = sqlite3.Cursor.execute
+# Transaction control goes out as sqlite3's own Connection.execute (a plain cursor of its own,
+# never handed out): `_send_control(conn, sql, parameters)`.
+_send_control = sqlite3.Connection.execute
 # Cursors are made with the connection's own `cursor` (never by calling the class): the
 # connection keeps a weak reference to every cursor made and drops the dead ones only there.
 _cursor = sqlite3.Connection.cursor
