@@ -94,17 +94,14 @@ def dispatch(key, fact, failed):
     """Hand `fact` to the handlers subscribed to its type on the database of key `key`
     (`database_key`); a handler that raises is passed, with its error, to `failed(handler, error)`.
 
-    Read without the lock: `subscribe` replaces a type's tuple of entries whole, under its lock.
-    A method is called as its function with its owner (no bound method is made unless it fails)."""
-    for ref, function in _subscriptions.get(key, _NONE).get(type(fact), ()):
-        owner = None if ref is None else ref()
+    Read without the lock: `subscribe` replaces a type's tuple of entries whole, under its lock."""
+    for handler in map(_live, _subscriptions.get(key, _NONE).get(type(fact), ())):
+        if handler is None:
+            continue
         try:
-            if ref is None:
-                function(fact)
-            elif owner is not None:
-                function(owner, fact)
+            handler(fact)
         except Exception as error:
-            failed(function if ref is None else MethodType(function, owner), error)
+            failed(handler, error)
 
 
 def deliver(key, fact):

@@ -24,7 +24,8 @@ from .bus import EventPublisher, dispatch
 from .commit_guard import CommitForbidden
 from .dialect import begin_statement, failed_statement_aborts_transaction, notify_facts_sql
 from .facts import to_payloads
-from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, json_text, new_ordered_id, utcnow
+from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, json_text, new_ordered_id, timestamp_text,
+                          utcnow)
 from .models.runs import Event
 from .run_completion import (DomainResult, RunCompletionTransaction, TransactionFailed,  # noqa: F401
                              TransactionPhase, TransactionResult)
@@ -58,10 +59,9 @@ class Transaction:
     @property
     def now_text(self):
         """`now` as stored (made on first use: some transactions store no timestamp)."""
-        text = self._now_text
-        if text is None:  # `db_time(now)`, written out: `now` is already in UTC
-            text = self._now_text = self.now.isoformat(" ", "microseconds")[:-6]
-        return text
+        if self._now_text is None:
+            self._now_text = timestamp_text(self.now)  # which remembers it for the next db_value(now)
+        return self._now_text
 
     def require_open(self):
         """Raise CommitForbidden unless this transaction is still open."""
