@@ -24,12 +24,12 @@ from .bus import EventPublisher, dispatch
 from .commit_guard import CommitForbidden
 from .dialect import begin_statement, failed_statement_aborts_transaction, notify_facts_sql
 from .facts import to_payloads
-from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, json_text, new_ordered_id, timestamp_text,
-                          utcnow)
+from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, json_text, new_ordered_id, utcnow
 from .models.runs import Event
 from .run_completion import (DomainResult, RunCompletionTransaction, TransactionFailed,  # noqa: F401
                              TransactionPhase, TransactionResult)
 from .validation import optional_text, require_database, require_text
+from .verdicts import db_time
 
 ACCESS = "READ+WRITE"
 
@@ -60,7 +60,7 @@ class Transaction:
     def now_text(self):
         """`now` as stored (made on first use: some transactions store no timestamp)."""
         if self._now_text is None:
-            self._now_text = timestamp_text(self.now)  # which remembers it for the next db_value(now)
+            self._now_text = db_time(self.now)
         return self._now_text
 
     def require_open(self):
