@@ -94,14 +94,19 @@ def dispatch(key, fact, failed):
     """Hand `fact` to the handlers subscribed to its type on the database of key `key`
     (`database_key`); a handler that raises is passed, with its error, to `failed(handler, error)`.
 
-    Read without the lock: `subscribe` replaces a type's tuple of entries whole, under its lock."""
-    for handler in map(_live, _subscriptions.get(key, _NONE).get(type(fact), ())):
-        if handler is None:
-            continue
+    Read without the lock: `subscribe` replaces a type's tuple of entries whole, under its lock.
+    Runs after every commit that noted a fact, so a method is called on its live owner as it
+    is (`function(owner, fact)`), without making the bound method `_live` gives."""
+    for ref, function in _subscriptions.get(key, _NONE).get(type(fact), ()):
+        owner = None
+        if ref is not None:
+            owner = ref()
+            if owner is None:
+                continue  # its owner was collected
         try:
-            handler(fact)
+            function(fact) if owner is None else function(owner, fact)
         except Exception as error:
-            failed(handler, error)
+            failed(function if owner is None else MethodType(function, owner), error)
 
 
 def deliver(key, fact):

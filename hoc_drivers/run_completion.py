@@ -230,10 +230,11 @@ class RunCompletionTransaction:
         require_tenant(tenant_id)
         require_text(run_id, "run_id", _RUN_ID_AND_STATUS)
         require_text(run_status, "run_status", _RUN_ID_AND_STATUS)
-        optional_text(agent_id, "agent_id")
-        optional_text(error_code, "error_code")
+        if agent_id is not None or error_code is not None or synthetic_scenario_id is not None:
+            for name, value in (("agent_id", agent_id), ("error_code", error_code),
+                                ("synthetic_scenario_id", synthetic_scenario_id)):
+                optional_text(value, name)
         optional_text(trace_id, "trace_id")
-        optional_text(synthetic_scenario_id, "synthetic_scenario_id")
         started = monotonic()
         result = TransactionResult(run_id=run_id)
         try:

@@ -24,12 +24,12 @@ from .bus import EventPublisher, dispatch
 from .commit_guard import CommitForbidden
 from .dialect import begin_statement, failed_statement_aborts_transaction, notify_facts_sql
 from .facts import to_payloads
-from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, json_text, new_ordered_id, utcnow
+from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, json_text, new_ordered_id, timestamp_text,
+                          utcnow)
 from .models.runs import Event
 from .run_completion import (DomainResult, RunCompletionTransaction, TransactionFailed,  # noqa: F401
                              TransactionPhase, TransactionResult)
 from .validation import optional_text, require_database, require_text
-from .verdicts import db_time
 
 ACCESS = "READ+WRITE"
 
@@ -58,9 +58,11 @@ class Transaction:
 
     @property
     def now_text(self):
-        """`now` as stored (made on first use: some transactions store no timestamp)."""
+        """`now` as stored (made on first use: some transactions store no timestamp), by
+        `timestamp_text`, which remembers it: a writer storing `now` through a field
+        (`UtcDateTimeField.db_value`) gets this text back without converting it again."""
         if self._now_text is None:
-            self._now_text = db_time(self.now)
+            self._now_text = timestamp_text(self.now)
         return self._now_text
 
     def require_open(self):
@@ -150,26 +152,13 @@ def _connection(db):
 
 def _send(conn, statement):
     """Send transaction control other than the end (BEGIN, SAVEPOINT, RELEASE, ROLLBACK TO) on
-    connection `conn`; with `_close`, the only code that sends transaction control."""
+    connection `conn`; with `_TransactionScope._end`, the only code that sends transaction
+    control."""
     conn.issuing = True
     try:
         conn.issue(statement)
     finally:
         conn.issuing = False
-
-
-def _close(conn, commit):
-    """End the transaction open on `conn`: COMMIT when `commit`, else ROLLBACK, with the
-    connection's own methods (`GuardedConnection.commit`); it is closed whatever the outcome."""
-    conn.issuing = True
-    try:
-        if commit:
-            conn.commit()
-        else:
-            conn.rollback()
-    finally:
-        conn.issuing = False
-        conn.unit = None
 
 
 class _Savepoint:
@@ -234,8 +223,19 @@ class _TransactionScope:
         return tx
 
     def _end(self, commit):
+        """End the transaction: COMMIT when `commit`, else ROLLBACK, with the connection's own
+        methods (`GuardedConnection.commit`); it is closed whatever the outcome."""
         self._tx.is_open = False
-        _close(self._conn, commit)
+        conn = self._conn
+        conn.issuing = True
+        try:
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+        finally:
+            conn.issuing = False
+            conn.unit = None
 
     def _roll_back_after(self, error):
         """ROLLBACK because of `error`, which stays the error the caller sees: a failure of the

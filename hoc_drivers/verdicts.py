@@ -20,9 +20,12 @@ ENTITY_TYPES = ("tenant", "key")
 MAX_SCOPE_LENGTH = 500
 
 
+_UTC = timezone.utc
+
+
 def utcnow():
     """The current time as an aware UTC datetime."""
-    return datetime.now(timezone.utc)
+    return datetime.now(_UTC)
 
 
 def as_utc(value):
@@ -38,9 +41,12 @@ def as_utc(value):
 
 def db_time(value):
     """An aware (or naive-as-UTC) datetime as stored: 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC."""
-    if value.tzinfo is not None:  # in UTC, then without its "+00:00" (`replace` costs more)
-        return value.astimezone(timezone.utc).isoformat(" ", "microseconds")[:-6]
-    return value.isoformat(" ", "microseconds")
+    zone = value.tzinfo
+    if zone is None:
+        return value.isoformat(" ", "microseconds")
+    if zone is not _UTC:  # `utcnow()`'s times are in UTC already
+        value = value.astimezone(_UTC)
+    return value.isoformat(" ", "microseconds")[:-6]  # without "+00:00" (`replace` costs more)
 
 
 # ---------------------------------------------------------------------------------------

@@ -261,6 +261,24 @@ def test_a_failing_fact_handler_is_logged_by_name_and_the_next_handler_still_run
     assert record.getMessage() == f"post-commit work failed: {broken!r}" and record.exc_info is not None
 
 
+def test_a_failing_fact_handler_method_is_logged_as_the_method_of_its_owner(hoc_coordinator, caplog):
+    class Owner:
+        def handle(self, fact):
+            raise RuntimeError(f"owner bug on {fact.name}")
+
+    owner = Owner()
+    end = bus.subscribe(hoc_coordinator.db, Changed, owner.handle)
+    try:
+        with caplog.at_level(logging.ERROR):
+            with hoc_coordinator.transaction() as tx:
+                tx.note(Changed("a"))
+    finally:
+        end()
+    assert [str(e) for e in tx.callback_errors] == ["owner bug on a"]
+    (record,) = caplog.records
+    assert record.getMessage() == f"post-commit work failed: {owner.handle!r}"
+
+
 @pytest.mark.parametrize("topic, tenant_id, message", [
     ("", None, "topic is required"), (None, None, "topic is required"),
     ("a\x00b", None, "topic must not contain a NUL"),

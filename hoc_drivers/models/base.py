@@ -215,8 +215,10 @@ class PreparedQuery:
         values are refused when they hold NUL (ValueError), as `_Text` refuses them."""
         if db.__class__ not in self._built:
             self._prepare(db)  # which tells whether it is an UPDATE
-        if self._updated is not None and "\x00" in "".join([p for p in params if isinstance(p, str)]):
-            raise refuse_nul(f"text written to {self._updated}")
+        if self._updated is not None:
+            for value in params:
+                if isinstance(value, str) and "\x00" in value:
+                    raise refuse_nul(f"text written to {self._updated}")
         return self.execute_validated(db, params)
 
     def execute_validated(self, db, params):
@@ -252,7 +254,9 @@ class PreparedInsert(PreparedQuery):
     A hot-path writer may give a row as a tuple instead: the values of `names` in the order
     given, each already in database form (text, numbers, bools, None: a timestamp as
     `tx.now_text`, a Decimal or JSON as its text), so nothing is converted; text is still
-    checked for NUL.
+    checked for NUL. The statement lists the columns `names` gives first, in that order, then
+    the defaulted ones it leaves out (constants, then those made per row): a tuple row's
+    parameters are the row followed by those defaults (`names` says the whole order).
     `ignore_conflicts` makes it INSERT OR IGNORE; `conflict_target` adds ON CONFLICT (those
     columns, under `conflict_where`) DO NOTHING, or DO UPDATE SET `update` when given;
     `returning` is a field whose value comes back (None for a row that was ignored).
@@ -264,8 +268,12 @@ class PreparedInsert(PreparedQuery):
         missing = set(names) - set(fields)
         if missing:
             raise ValueError(f"{model.__name__} has no field {', '.join(sorted(missing))}")
+        if len(set(names)) < len(names):
+            raise ValueError(f"a field is named twice in {', '.join(names)}")
         defaulted = {name for name, f in fields.items() if f.default is not None}
-        self.names = in_column_order(model, set(names) | defaulted)
+        left_out = in_column_order(model, defaulted - set(names))
+        self.names = (*names, *(name for name in left_out if not callable(fields[name].default)),
+                      *(name for name in left_out if callable(fields[name].default)))
         self._columns = [(_native_type(fields[name]), _converter(fields[name]), fields[name].default)
                          for name in self.names]
         self._missing = [_MISSING if name in defaulted else None for name in self.names]  # a row's gap
@@ -273,8 +281,8 @@ class PreparedInsert(PreparedQuery):
         self._tuple_plan = _TuplePlan(tuple(names), self.names, self._columns)
 
         def build():
-            row = {getattr(model, name): PLACEHOLDER for name in self.names}
-            query = model.insert_many([row] * rows) if rows > 1 else model.insert(row)
+            columns = [getattr(model, name) for name in self.names]
+            query = model.insert_many([(PLACEHOLDER,) * len(columns)] * rows, fields=columns)
             if conflict_target is not None:
                 query = query.on_conflict(conflict_target=conflict_target, conflict_where=conflict_where,
                                           update=update, action=None if update else "NOTHING")
@@ -357,29 +365,18 @@ class PreparedInsert(PreparedQuery):
 
 class _TuplePlan:
     """How a tuple row (the values of the `given` names, in that order, already in database
-    form) becomes the statement's parameters: the row, the constant defaults (converted once)
-    and the defaults made per row, picked in column order by one call."""
+    form) becomes the statement's parameters: the row, then the constant defaults (converted
+    once), then the defaults made per row, as the statement lists its columns."""
 
     def __init__(self, given, names, columns):
         self.given = given
-        constants, self.makers, sources = [], [], []
-        for name, (native, convert, default) in zip(names, columns, strict=True):
-            if name in given:
-                sources.append(("row", given.index(name)))
-            elif callable(default):
-                self.makers.append(lambda make=default, native=native, convert=convert:
-                                   _bound(make(), native, convert))
-                sources.append(("made", len(self.makers) - 1))
-            else:
-                constants.append(_bound(default, native, convert))
-                sources.append(("constant", len(constants) - 1))
-        self.constants = tuple(constants)
-        offset = {"row": 0, "constant": len(given), "made": len(given) + len(constants)}
-        order = [offset[source] + index for source, index in sources]
-        self.pick = _picker(order)
-        self.as_given = order == list(range(len(given)))  # the row is the parameters, in order
-        texts = [given.index(name) for name, (native, _, _) in zip(names, columns, strict=True)
-                 if native is str and name in given]
+        left_out = columns[len(given):]  # the defaults, constants first (see `PreparedInsert`)
+        self.constants = tuple(_bound(default, native, convert) for native, convert, default in left_out
+                               if not callable(default))
+        self.makers = [lambda make=default, native=native, convert=convert: _bound(make(), native, convert)
+                       for native, convert, default in left_out if callable(default)]
+        self.as_given = not left_out  # the row is the parameters
+        texts = [index for index, (native, _, _) in enumerate(columns[:len(given)]) if native is str]
         self.texts = _picker(texts) if texts else None
 
     def bind(self, row, text_checked=False):
@@ -396,7 +393,7 @@ class _TuplePlan:
         values = row + self.constants
         if self.makers:
             values += tuple(make() for make in self.makers)
-        return self.pick(values)
+        return values
 
 
 def _picker(indexes):
