@@ -49,7 +49,7 @@ class TransactionFailed(Exception):
         self.cause = cause
 
 
-@dataclass
+@dataclass(slots=True)
 class DomainResult:
     """The outcome of one domain step of a run-completion transaction."""
 
@@ -67,7 +67,7 @@ class DomainResult:
                 "timestamp": self.timestamp.isoformat()}
 
 
-@dataclass
+@dataclass(slots=True)
 class TransactionResult:
     """The outcome of `RunCompletionTransaction.execute`."""
 

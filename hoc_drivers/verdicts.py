@@ -34,9 +34,10 @@ def as_utc(value):
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    zone = value.tzinfo
+    if zone is None:
+        return value.replace(tzinfo=_UTC)
+    return value if zone is _UTC else value.astimezone(_UTC)
 
 
 def db_time(value):
