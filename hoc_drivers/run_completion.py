@@ -230,11 +230,12 @@ class RunCompletionTransaction:
         require_tenant(tenant_id)
         require_text(run_id, "run_id", _RUN_ID_AND_STATUS)
         require_text(run_status, "run_status", _RUN_ID_AND_STATUS)
-        if agent_id is not None or error_code is not None or synthetic_scenario_id is not None:
-            for name, value in (("agent_id", agent_id), ("error_code", error_code),
-                                ("synthetic_scenario_id", synthetic_scenario_id)):
-                optional_text(value, name)
+        if agent_id is not None or error_code is not None:  # None passes: no call for it
+            optional_text(agent_id, "agent_id")
+            optional_text(error_code, "error_code")
         optional_text(trace_id, "trace_id")
+        if synthetic_scenario_id is not None:
+            optional_text(synthetic_scenario_id, "synthetic_scenario_id")
         started = monotonic()
         result = TransactionResult(run_id=run_id)
         try:

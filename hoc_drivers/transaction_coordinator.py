@@ -59,8 +59,9 @@ class Transaction:
     @property
     def now_text(self):
         """`now` as stored (made on first use: some transactions store no timestamp), by
-        `timestamp_text`, which remembers it: a writer storing `now` through a field
-        (`UtcDateTimeField.db_value`) gets this text back without converting it again."""
+        `timestamp_text`, which remembers the last time it converted: a writer storing `now`
+        through a field (`UtcDateTimeField.db_value`) before any other time is converted gets
+        this text back without converting it again."""
         if self._now_text is None:
             self._now_text = timestamp_text(self.now)
         return self._now_text

@@ -215,6 +215,11 @@ def test_a_tuple_row_binds_what_the_same_dict_row_binds():
         assert insert.values(as_tuple) == insert.values(as_dict)
 
 
+def test_an_insert_naming_a_field_twice_is_refused_when_made():
+    with pytest.raises(ValueError, match="a field is named twice in trace_id, tenant_id, trace_id"):
+        PreparedInsert(Trace, ("trace_id", "tenant_id", "trace_id"))
+
+
 def test_a_tuple_row_of_the_wrong_length_or_with_nul_is_refused():
     insert = PreparedInsert(Trace, ("trace_id", "tenant_id", "run_id"))
     with pytest.raises(ValueError, match=r"gives the 3 values of trace_id, tenant_id, run_id; got 2"):

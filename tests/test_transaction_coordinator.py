@@ -307,6 +307,14 @@ def test_blank_or_wrong_typed_optional_ids_are_refused_before_any_write(hoc_db, 
     assert hoc_db.execute_sql("SELECT COUNT(*) FROM incidents").fetchone() == (0,)
 
 
+def test_with_several_bad_optional_ids_the_first_in_argument_order_is_named(hoc_coordinator):
+    options = ["agent_id", "error_code", "trace_id", "synthetic_scenario_id"]
+    for first, option in enumerate(options):
+        bad = {name: "" for name in options[first:]}
+        with pytest.raises(ValueError, match=f"^{option} must be a non-empty string or None"):
+            RunCompletionTransaction(hoc_coordinator).execute("t1", "r1", "failed", **bad)
+
+
 def test_factories_open_the_given_database(hoc_db, hoc_publisher):
     transaction = RunCompletionTransaction(create_transaction_coordinator(hoc_db, hoc_publisher))
     transaction.execute("t1", "r1", "succeeded")

@@ -248,7 +248,7 @@ class PreparedInsert(PreparedQuery):
     """A hot-path INSERT of `names` (a row each), built once by Peewee.
 
     `execute(db, *rows)` takes each row as a dict by field name and converts every value for
-    the database (`db_value`; JSON fields as JSON text), in the column order Peewee wrote, so
+    the database (`db_value`; JSON fields as JSON text), in the statement's column order, so
     callers never order or convert values themselves. A field with a default that a row leaves
     out gets its default per row (never one value frozen when the statement was built).
     A hot-path writer may give a row as a tuple instead: the values of `names` in the order
@@ -256,7 +256,8 @@ class PreparedInsert(PreparedQuery):
     `tx.now_text`, a Decimal or JSON as its text), so nothing is converted; text is still
     checked for NUL. The statement lists the columns `names` gives first, in that order, then
     the defaulted ones it leaves out (constants, then those made per row): a tuple row's
-    parameters are the row followed by those defaults (`names` says the whole order).
+    parameters are the row followed by those defaults (the `names` attribute of the statement
+    holds that whole order). A field named twice is refused (ValueError).
     `ignore_conflicts` makes it INSERT OR IGNORE; `conflict_target` adds ON CONFLICT (those
     columns, under `conflict_where`) DO NOTHING, or DO UPDATE SET `update` when given;
     `returning` is a field whose value comes back (None for a row that was ignored).
@@ -278,7 +279,7 @@ class PreparedInsert(PreparedQuery):
                          for name in self.names]
         self._missing = [_MISSING if name in defaulted else None for name in self.names]  # a row's gap
         self._plans = {}  # the value types of a row -> what its values need (see `_plan`)
-        self._tuple_plan = _TuplePlan(tuple(names), self.names, self._columns)
+        self._tuple_plan = _TuplePlan(tuple(names), self._columns)
 
         def build():
             columns = [getattr(model, name) for name in self.names]
@@ -293,7 +294,8 @@ class PreparedInsert(PreparedQuery):
         super().__init__(build)
 
     def values(self, *rows):
-        """The statement's parameters for `rows`: each row's values, converted, in column order.
+        """The statement's parameters for `rows`: each row's values, converted, in the
+        statement's column order (`self.names`).
 
         What a row's values need (a default, a conversion, nothing) depends only on their types,
         so it is worked out once per combination of types (`_plan`), not per value."""
@@ -368,7 +370,8 @@ class _TuplePlan:
     form) becomes the statement's parameters: the row, then the constant defaults (converted
     once), then the defaults made per row, as the statement lists its columns."""
 
-    def __init__(self, given, names, columns):
+    def __init__(self, given, columns):
+        """`columns`: (native type, converter, default) of each column, in the statement's order."""
         self.given = given
         left_out = columns[len(given):]  # the defaults, constants first (see `PreparedInsert`)
         self.constants = tuple(_bound(default, native, convert) for native, convert, default in left_out
