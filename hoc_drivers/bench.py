@@ -571,12 +571,13 @@ def _raw_decisions(conn, dialect="sqlite"):
     from .models.base import new_id
 
     begin, sql = RAW_BEGIN[dialect], raw_statement(RAW_DECISION_SQL, dialect)
+    compact = json.JSONEncoder(separators=(",", ":")).encode  # the library's bytes, at json.dumps's cost
 
     def emit(i):
         conn.execute(begin)
-        conn.execute(sql, (new_id(), "routing", "system", "explicit", json.dumps(_DECISION_INPUTS),
-                           "selected", "Selected agent-a", f"r{i}", None, "bench", None, "pre_run",
-                           _now_text(), json.dumps({}), None))
+        conn.execute(sql, (new_id(), "routing", "system", "explicit",
+                           compact(_DECISION_INPUTS), "selected", "Selected agent-a", f"r{i}", None, "bench",
+                           None, "pre_run", _now_text(), compact({}), None))
         conn.execute("COMMIT")
     return emit
 

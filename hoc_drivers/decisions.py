@@ -11,16 +11,16 @@ kill switch is system-wide and persisted in the database.
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 
 from peewee import SQL
 
 from .listing import page
-from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, json_text, new_id, timestamp_text, utcnow)
+from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, as_utc, new_id, timestamp_text, utcnow)
 from .models.decisions import (CausalRole, DecisionOutcome, DecisionRecordRow, DecisionSetting,  # noqa: F401
                                DecisionSource, DecisionTrigger, DecisionType, PolicyDecision)
-from .validation import (NON_EMPTY, require_database, require_json_object, require_tenant, require_text,
+from .validation import (NON_EMPTY, json_object_text, require_database, require_dict, require_tenant, require_text,
                          require_transaction)
 
 ACCESS = "READ+WRITE"
@@ -57,7 +57,7 @@ _ENUM_FIELDS = {"decision_type": DecisionType, "decision_source": DecisionSource
 
 # enum -> its members by value and by themselves (one dict lookup instead of Enum's __call__)
 _MEMBERS = {enum: {**{m.value: m for m in enum}, **{m: m for m in enum}} for enum in _ENUM_FIELDS.values()}
-_ENUM_MEMBERS = [(name, _MEMBERS[enum]) for name, enum in _ENUM_FIELDS.items()]  # (field, its members)
+_TYPES, _SOURCES, _TRIGGERS, _OUTCOMES, _ROLES = (_MEMBERS[enum] for enum in _ENUM_FIELDS.values())
 
 
 def _member(enum, value, name):
@@ -96,19 +96,26 @@ class DecisionRecord:
     decision_id: str = field(default_factory=new_id)
 
     def __post_init__(self):
-        fields = vars(self)
-        try:
-            for name, members in _ENUM_MEMBERS:
-                fields[name] = members[fields[name]]
+        try:  # each enum field as its member: one dict lookup each
+            self.decision_type = _TYPES[self.decision_type]
+            self.decision_source = _SOURCES[self.decision_source]
+            self.decision_trigger = _TRIGGERS[self.decision_trigger]
+            self.decision_outcome = _OUTCOMES[self.decision_outcome]
+            self.causal_role = _ROLES[self.causal_role]
         except (KeyError, TypeError):  # unknown or unhashable: _member names the field that is wrong
+            fields = vars(self)
             fields.update({name: _member(enum, fields[name], name) for name, enum in _ENUM_FIELDS.items()})
         require_text(self.tenant_id, "tenant_id", NON_EMPTY)
         require_text(self.decision_id, "decision_id", NON_EMPTY)
-        if not isinstance(self.decided_at, datetime):
+        decided_at = self.decided_at
+        if not isinstance(decided_at, datetime):
             raise ValueError("decided_at must be a datetime")
-        self.decided_at = as_utc(self.decided_at)
-        require_json_object(self.decision_inputs, "decision_inputs")
-        require_json_object(self.details, "details")
+        if decided_at.tzinfo is not timezone.utc:  # `utcnow()`'s, the default, is
+            self.decided_at = as_utc(decided_at)
+        if not (isinstance(self.decision_inputs, dict) and isinstance(self.details, dict)):
+            require_dict(self.decision_inputs, "decision_inputs")  # names the one that is not
+            require_dict(self.details, "details")
+        # the JSON fields' content is checked when the record is appended (`_append`)
 
     @classmethod
     def _from_row(cls, row):
@@ -128,10 +135,13 @@ class DecisionRecord:
 def write_non_blocking(tx, statement, failure, description, logger=log):
     """Run `statement(tx.db)` without ever failing `tx`: a storage failure is logged (as
     `description`, or what it returns when a function) and gives `failure`. Never commits.
-    Each write is its own unit, undone alone when it fails (`tx.statement_savepoint`); a further
-    write is a nested call. `tx` is the caller's transaction, already checked."""
+    Each write is its own unit, undone alone when it fails (as in `tx.statement_savepoint`, whose
+    `with` block it spares SQLite); a further write is a nested call. `tx` is the caller's
+    transaction, already checked."""
     try:
-        with tx.statement_savepoint():
+        if not tx.statements_abort:  # SQLite: the failing statement alone is undone, by SQLite
+            return statement(tx.db)
+        with tx.savepoint():
             return statement(tx.db)
     except Exception:
         logger.warning("%s: not written", description() if callable(description) else description, exc_info=True)
@@ -174,15 +184,18 @@ class AppendResult(str, Enum):
 
 
 def _append(tx, record, idempotency_key):
-    """`DecisionRecordService.append` in the checked transaction `tx`."""
+    """`DecisionRecordService.append` in the checked transaction `tx`. The JSON fields are
+    checked (ValueError) and encoded here, once, so a change made in place after the record
+    was made is checked too."""
+    inputs = json_object_text(record.decision_inputs, "decision_inputs")
+    details = json_object_text(record.details, "details")
     mirror = _mirror_row(record) if record.decision_type in MIRRORED_TYPES else None
 
     def write(db):
         r, text = record, str.__str__  # its fields in _INSERT_DECISION's order, as stored (an enum as its text)
         row = (r.decision_id, text(r.decision_type), text(r.decision_source), text(r.decision_trigger),
-               json_text(r.decision_inputs), text(r.decision_outcome), r.decision_reason, r.run_id,
-               r.workflow_id, r.tenant_id, r.request_id, text(r.causal_role), timestamp_text(r.decided_at),
-               json_text(r.details), idempotency_key)
+               inputs, text(r.decision_outcome), r.decision_reason, r.run_id, r.workflow_id, r.tenant_id,
+               r.request_id, text(r.causal_role), timestamp_text(r.decided_at), details, idempotency_key)
         if _INSERT_DECISION.execute(db, row).rowcount == 0:
             return AppendResult.DUPLICATE
         if mirror is not None:

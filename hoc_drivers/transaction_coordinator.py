@@ -38,10 +38,11 @@ log = logging.getLogger(__name__)
 
 class Transaction:
     """The open unit of work handed to writers: its database, its one timestamp `now` (taken
-    when it began; writers stamp their rows with it, `now_text` as stored) and what it changed."""
+    when it began; writers stamp their rows with it, `now_text` as stored), whether a failing
+    statement aborts it (`statements_abort`: PostgreSQL's rule) and what it changed."""
 
     __slots__ = ("db", "now", "_now_text", "is_open", "callbacks", "events", "facts", "published_topics",
-                 "callback_errors", "savepoints", "_statements_abort")
+                 "callback_errors", "savepoints", "statements_abort")
 
     def __init__(self, db, statements_abort):
         self.db = db
@@ -54,7 +55,7 @@ class Transaction:
         self.published_topics = []
         self.callback_errors = []
         self.savepoints = 0
-        self._statements_abort = statements_abort
+        self.statements_abort = statements_abort  # a failing statement aborts the whole transaction
 
     @property
     def now_text(self):
@@ -110,7 +111,7 @@ class Transaction:
         """Around a statement whose failure the caller handles and goes on: a savepoint where a
         failing statement would abort the whole transaction (PostgreSQL); nothing on SQLite,
         which undoes a failing statement by itself."""
-        return self.savepoint() if self._statements_abort else _NO_SAVEPOINT
+        return self.savepoint() if self.statements_abort else _NO_SAVEPOINT
 
     def write_outbox(self):
         """Write this transaction's events to the `events` table in one statement."""

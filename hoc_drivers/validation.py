@@ -98,9 +98,16 @@ _strict_json = json_encoder(allow_nan=False, separators=(",", ":"))  # NaN / Inf
 
 
 def require_json_value(value, name):
-    """`value` when it encodes as strict JSON within MAX_JSON_DEPTH levels and MAX_JSON_BYTES,
-    holding no NUL character (`refuse_nul`), else ValueError naming `name`; too deep is the error
-    whatever else is wrong.
+    """`value` when it encodes as strict JSON within the limits (`strict_json_text`), else
+    ValueError naming `name`."""
+    strict_json_text(value, name)
+    return value
+
+
+def strict_json_text(value, name):
+    """`value` as compact strict JSON text when it encodes within MAX_JSON_DEPTH levels and
+    MAX_JSON_BYTES, holding no NUL character (`refuse_nul`), else ValueError naming `name`; too
+    deep is the error whatever else is wrong.
 
     The encoder stops at once on a cyclic value (circular reference) or one nested about a
     thousand deep (RecursionError); the depth is then checked without recursion. Text shorter
@@ -117,7 +124,7 @@ def require_json_value(value, name):
         raise ValueError(f"{name} is too large ({len(text)} bytes of JSON; at most {MAX_JSON_BYTES})")
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise refuse_nul(name)
-    return value
+    return text
 
 
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # JSON's escape of NUL (not an escaped backslash's u0000)
@@ -143,9 +150,25 @@ def _require_shallow(value, name):
 def require_json_object(value, name):
     """`value` when it is a dict that passes `require_json_value` (an empty one always does),
     else ValueError naming `name`."""
+    json_object_text(value, name)
+    return value
+
+
+def json_object_text(value, name):
+    """The compact strict JSON text of `value` ("{}" when empty) when it is a dict that passes
+    `strict_json_text`, else ValueError naming `name`: the check and the stored text in one
+    encoding."""
+    if value.__class__ is not dict:
+        require_dict(value, name)  # a dict subclass passes; anything else is the error
+    return strict_json_text(value, name) if value else "{}"
+
+
+def require_dict(value, name):
+    """`value` when it is a dict, else ValueError naming `name`: the type check of a JSON object
+    whose content is checked later (`json_object_text`)."""
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a JSON object (dict), got {type(value).__name__}")
-    return require_json_value(value, name) if value else value
+    return value
 
 
 def require_int(value, name, minimum=0, maximum=None, message=None):

@@ -304,3 +304,21 @@ def test_a_record_changed_after_it_was_made_is_stored_as_changed(hoc_coordinator
         assert d.DecisionRecordService(tx).emit(record)
     [row] = stored(hoc_coordinator)
     assert (row["decision_outcome"], row["decision_inputs"]) == ("rejected", {"a": 1, "b": 2})
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda record: record.decision_inputs.update(x=float("nan")), "decision_inputs is not JSON-serialisable"),
+    (lambda record: record.details.update(x={1, 2}), "details is not JSON-serialisable"),
+    (lambda record: record.decision_inputs.update(x="a\x00b"), "decision_inputs must not contain a NUL"),
+])
+def test_json_changed_in_place_after_the_record_was_made_is_checked_when_it_is_appended(hoc_coordinator,
+                                                                                      change, message):
+    """The JSON fields' content is checked (and encoded) when the record is appended, so a
+    change made in place after the record was made cannot store text that is not JSON."""
+    record = d.DecisionRecord(decision_type="routing", decision_source="system", decision_trigger="explicit",
+                              decision_outcome="selected", decision_inputs={"a": 1}, details={"b": 2}, tenant_id=T)
+    change(record)
+    with pytest.raises(ValueError, match=message):
+        with hoc_coordinator.transaction() as tx:
+            d.DecisionRecordService(tx).emit(record)
+    assert stored(hoc_coordinator) == []
