@@ -257,16 +257,17 @@ class AlertQueueWriter:
         require_int(max_attempts, "max_attempts", 1)
         now = as_utc(now) if now else tx.now
         stamp = tx.now_text if now is tx.now else timestamp_text(now)
-        values = {"id": new_id(), "tenant_id": tenant_id, "payload": payload,
-                  "alert_type": alert_type, "circuit_breaker_name": circuit_breaker_name,
-                  "incident_id": incident_id, "channel": channel, "destination": destination,
-                  "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now}
+        alert_id = new_id()
         _INSERT_ALERT.execute_validated(tx.db, (  # in _INSERT_ALERT's order; every text checked above
-            values["id"], tenant_id, _PAYLOAD_TEXT(payload), alert_type, circuit_breaker_name, incident_id,
+            alert_id, tenant_id, _PAYLOAD_TEXT(payload), alert_type, circuit_breaker_name, incident_id,
             channel, _DESTINATION_TEXT(destination), max_attempts, stamp, stamp))
         tx.note(_ALERT_QUEUED)
-        return AlertQueueItem.of_row({**values, "status": "pending", "attempts": 0, "last_attempt_at": None,
-                                      "last_error": None, "sent_at": None, "claim_token": None})
+        return AlertQueueItem.of_row({
+            "id": alert_id, "tenant_id": tenant_id, "payload": payload, "alert_type": alert_type,
+            "circuit_breaker_name": circuit_breaker_name, "incident_id": incident_id, "channel": channel,
+            "destination": destination, "max_attempts": max_attempts, "next_attempt_at": now, "created_at": now,
+            "status": "pending", "attempts": 0, "last_attempt_at": None, "last_error": None, "sent_at": None,
+            "claim_token": None})
 
     def fetch_pending_alerts(self, now, batch_size=100, lease_seconds=DEFAULT_LEASE_SECONDS):
         """Claim up to `batch_size` due alerts, oldest `next_attempt_at` first.

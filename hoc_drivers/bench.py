@@ -7,6 +7,7 @@ the same SQL on a database file with the same schema and pragmas.
 `bench_pg`; their raw psycopg baselines are here with the others (every raw BEGIN ... COMMIT of
 the benchmarks is in this module).
 """
+import json
 import os
 import shutil
 import sqlite3
@@ -283,7 +284,6 @@ def _apsw_connection(path):
 def _completion_values(run_id, trace_id, now, ids):
     """What one completion binds (the library's values: same texts, JSON, id lengths):
     (incident row, policy row, event rows) for incident, policy and event ids `ids`."""
-    import json
 
     incident_id, policy_id, *event_ids = ids
     incident = (incident_id, "bench", f"Agent Crash: Run {run_id[:8]}...", "critical", "open",
@@ -296,7 +296,7 @@ def _completion_values(run_id, trace_id, now, ids):
                                    "policy_id": policy_id, "trace_id": trace_id}),
                 ("incident.created", {"run_id": run_id, "incident_id": incident_id, "outcome": "failed"}),
                 ("policy.evaluated", {"run_id": run_id, "policy_id": policy_id, "outcome": "failed"}))
-    events = [(event_id, "bench", topic, json.dumps(payload), now)
+    events = [(event_id, "bench", topic, _RAW_JSON(payload), now)
               for event_id, (topic, payload) in zip(event_ids, payloads[:len(event_ids)], strict=True)]
     return incident, policy, events
 
@@ -389,6 +389,16 @@ def _now_text():
     """The current UTC time as the library stores it, computed as plain code would (no field),
     by the quickest formula (the one the library uses: `replace(tzinfo=None)` costs more)."""
     return datetime.now(timezone.utc).isoformat(" ", "microseconds")[:-6]
+
+
+def raw_json_encoder(**options):
+    """How a raw baseline encodes the JSON the library stores with `options`: the standard
+    library's encoder, made once (json.dumps with options makes one per call, a cost plain code
+    mindful of speed does not pay), so the baseline writes the same bytes at the least cost."""
+    return json.JSONEncoder(**options).encode
+
+
+_RAW_JSON = raw_json_encoder()  # json.dumps's own text (the library's JSONField, the outbox)
 
 
 # ---------------------------------------------------------------------------------------
@@ -566,12 +576,11 @@ def _emitting_decisions(db):
 def _raw_decisions(conn, dialect="sqlite"):
     """`operation(i)`: the decision `_emitting_decisions` appends, by its INSERT on a raw
     connection in autocommit mode (sqlite3 or psycopg), in a transaction of its own."""
-    import json
 
     from .models.base import new_id
 
     begin, sql = RAW_BEGIN[dialect], raw_statement(RAW_DECISION_SQL, dialect)
-    compact = json.JSONEncoder(separators=(",", ":")).encode  # the library's bytes, at json.dumps's cost
+    compact = raw_json_encoder(separators=(",", ":"))  # the library's compact JSON
 
     def emit(i):
         conn.execute(begin)
@@ -957,45 +966,59 @@ def _seed_alert_queue(path, rows, insert=bulk_insert):
 @workload("alert_enqueue")
 def bench_alert_enqueue(quick=False, full=False):
     """Queue one webhook alert in its own transaction: AlertQueueWriter vs raw sqlite3."""
-    import json
-
-    from .alert_driver import AlertQueueWriter
     from .db import connect_database
-    from .models.base import new_id
-    from .transaction_coordinator import TransactionCoordinator
 
     count = 1000 if quick else 2000
-    payload, destination = {"event_type": "threshold_breach", "tenant_id": "bench"}, {"url": "http://127.0.0.1:9/"}
     with scratch_databases() as (library_path, raw_path):
         db = connect_database(library_path)
-        coordinator = TransactionCoordinator(db)
         conn = raw_connection(raw_path)
-
-        def library(i):
-            with coordinator.transaction() as tx:
-                AlertQueueWriter(tx).insert_alert("bench", payload, "threshold", channel="webhook",
-                                                  destination=destination)
-
-        def raw(i):
-            now = _now_text()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                "INSERT INTO costsim_alert_queue (id, tenant_id, payload, alert_type,"
-                " circuit_breaker_name, incident_id, channel, destination, status, attempts,"
-                " max_attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?,"
-                " 'pending', 0, 10, ?, ?)",
-                (new_id(), "bench", json.dumps(payload, sort_keys=True, separators=(",", ":")),
-                 "threshold", "webhook", json.dumps(destination, sort_keys=True, separators=(",", ":")),
-                 now, now))
-            conn.execute("COMMIT")
-
         try:
-            return [measure("alert enqueue (own transaction)", library,
-                            "raw sqlite3 BEGIN IMMEDIATE + INSERT + COMMIT", raw, count,
+            return [measure("alert enqueue (own transaction)", _enqueuing_alerts(db),
+                            "raw sqlite3 BEGIN IMMEDIATE + INSERT + COMMIT", _raw_alerts(conn), count,
                             target="<= 1.3x")]
         finally:
             conn.close()
             db.close()
+
+
+_ALERT_PAYLOAD = {"event_type": "threshold_breach", "tenant_id": "bench"}
+_ALERT_DESTINATION = {"url": "http://127.0.0.1:9/"}
+
+
+def _enqueuing_alerts(db):
+    """`operation(i)`: AlertQueueWriter queueing one webhook alert to `db`, in a coordinator
+    transaction of its own."""
+    from .alert_driver import AlertQueueWriter
+    from .transaction_coordinator import TransactionCoordinator
+
+    coordinator = TransactionCoordinator(db)
+
+    def enqueue(i):
+        with coordinator.transaction() as tx:
+            AlertQueueWriter(tx).insert_alert("bench", _ALERT_PAYLOAD, "threshold", channel="webhook",
+                                              destination=_ALERT_DESTINATION)
+    return enqueue
+
+
+def _raw_alerts(conn):
+    """`operation(i)`: the alert `_enqueuing_alerts` queues, by its INSERT on a raw sqlite3
+    connection in autocommit mode, in a transaction of its own."""
+    from .models.base import new_id
+
+    canonical = raw_json_encoder(sort_keys=True, separators=(",", ":"))  # the library's canonical JSON
+
+    def enqueue(i):
+        now = _now_text()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT INTO costsim_alert_queue (id, tenant_id, payload, alert_type,"
+            " circuit_breaker_name, incident_id, channel, destination, status, attempts,"
+            " max_attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?,"
+            " 'pending', 0, 10, ?, ?)",
+            (new_id(), "bench", canonical(_ALERT_PAYLOAD), "threshold", "webhook",
+             canonical(_ALERT_DESTINATION), now, now))
+        conn.execute("COMMIT")
+    return enqueue
 
 
 @workload("schema_parity")

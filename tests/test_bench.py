@@ -85,31 +85,37 @@ def test_run_completion_raw_baseline_writes_what_the_library_writes(tmp_path):
         conn.close()
 
 
-def test_decision_emit_raw_baseline_writes_what_the_library_writes(tmp_path):
-    from hoc_drivers.bench import _emitting_decisions, _raw_decisions, raw_connection
+@pytest.mark.parametrize("library, raw, table, made_per_call", [
+    ("_emitting_decisions", "_raw_decisions", "decision_records", ("decision_id", "decided_at")),
+    ("_enqueuing_alerts", "_raw_alerts", "costsim_alert_queue", ("id", "next_attempt_at", "created_at")),
+])
+def test_a_single_write_raw_baseline_writes_what_the_library_writes(tmp_path, library, raw, table,
+                                                                    made_per_call):
+    """Same values, JSON texts byte for byte; ids and times (made per call) of the same length."""
+    from hoc_drivers import bench
     from hoc_drivers.db import connect_database, init_database
 
     paths = [str(tmp_path / "library.db"), str(tmp_path / "raw.db")]
     for path in paths:
         init_database(path).close()
     db = connect_database(paths[0])
-    _emitting_decisions(db)(0)
+    getattr(bench, library)(db)(0)
     db.close()
-    conn = raw_connection(paths[1])
-    _raw_decisions(conn)(0)
+    conn = bench.raw_connection(paths[1])
+    getattr(bench, raw)(conn)(0)
     conn.close()
 
-    def written(path):  # the stored rows; the id and the time (made per call) as their lengths
-        conn = raw_connection(path)
+    def written(path):
+        conn = bench.raw_connection(path)
         try:
-            cursor = conn.execute("SELECT * FROM decision_records")
+            cursor = conn.execute(f"SELECT * FROM {table}")
             names = [column[0] for column in cursor.description]
-            return [tuple(len(value) if name in ("decision_id", "decided_at") else value
+            return [tuple(len(value) if name in made_per_call else value
                           for name, value in zip(names, row, strict=True)) for row in cursor]
         finally:
             conn.close()
-    library, raw = written(paths[0]), written(paths[1])
-    assert library == raw and len(library) == 1  # the same values; ids and times of the same length
+    library_rows, raw_rows = written(paths[0]), written(paths[1])
+    assert library_rows == raw_rows and len(library_rows) == 1
 
 
 def test_the_run_completion_workload_keeps_its_guard_cache_subscribed(tmp_path):

@@ -157,11 +157,12 @@ class BaseModel(Model):
 
     @classmethod
     def of_row(cls, values):
-        """An instance holding `values` (field name -> value) as they are: the row a writer has
-        just stored, built without a setter call per field (what `cls(**values)` makes)."""
-        item = cls(__no_default__=1)
-        item.__data__.update(values)
-        item._dirty.update(values)
+        """An instance holding `values` (field name -> value, a dict the caller gives up) as they
+        are: the row a writer has just stored or a reader read, what `cls(**values)` makes
+        (every field given marked dirty) without Model.__init__'s keyword handling or a setter
+        call per field."""
+        item = cls.__new__(cls)
+        item.__data__, item._dirty, item.__rel__ = values, set(values), {}  # as Model.__init__ sets them
         return item
 
 
