@@ -2,6 +2,7 @@
 guard's and Peewee's guarantees kept on the direct route prepared statements take."""
 import cProfile
 import gc
+import logging
 import math
 import sqlite3
 import uuid
@@ -78,6 +79,28 @@ def test_a_prepared_statement_still_meets_the_guard(hoc_coordinator, hoc_db):
     with pytest.raises(CommitForbidden):  # the transaction has ended: the cached write is refused
         insert.execute(hoc_db, {"trace_id": "z", "tenant_id": "t1", "run_id": "r"})
     assert [t.trace_id for t in Trace.select().order_by(Trace.trace_id).execute(hoc_db)] == ["x", "y"]
+
+
+def test_a_prepared_statement_logs_its_sql_whenever_peewee_logs_debug(hoc_coordinator, hoc_db, caplog):
+    """The hot path reads the logger's remembered answer: a level changed after it answered
+    "not logged" is seen at the next statement, both ways."""
+    insert = PreparedInsert(Trace, ("trace_id", "tenant_id", "run_id"))
+    logger = logging.getLogger("peewee")
+
+    def logged_sql(trace_id, level):
+        caplog.clear()
+        with hoc_coordinator.transaction() as tx:
+            logger.setLevel(level)  # right before the statements: nothing has asked the logger since
+            insert.execute(tx.db, (f"{trace_id}1", "t1", "r"))  # the logger is asked
+            insert.execute(tx.db, (f"{trace_id}2", "t1", "r"))  # its answer is remembered
+        return [r for r in caplog.records if r.name == "peewee" and "INSERT" in str(r.msg)]
+
+    with caplog.at_level(logging.DEBUG, logger="peewee"):
+        assert logged_sql("a", logging.WARNING) == [] and logger.isEnabledFor(logging.DEBUG) is False
+        assert len(logged_sql("b", logging.DEBUG)) == 2
+        assert logged_sql("c", logging.WARNING) == []
+        assert len(logged_sql("d", logging.DEBUG)) == 2
+    assert Trace.select().count(hoc_db) == 8
 
 
 class Colour(str, Enum):

@@ -236,13 +236,20 @@ class PreparedQuery:
                 merged[index] = value
             params = merged
         execute_built = getattr(db._state.conn, "execute_built", None)
-        if execute_built is None or peewee_log.isEnabledFor(logging.DEBUG):
+        if execute_built is None or (_peewee_log_answers.get(logging.DEBUG) is not False
+                                     and peewee_log.isEnabledFor(logging.DEBUG)):
             return db.execute_sql(sql, params)
         try:
             return execute_built(sql, params)
         except Exception:  # the driver's errors become Peewee's; CommitForbidden stays itself
             with peewee_exceptions:
                 raise
+
+
+# Peewee's logger's remembered answers to isEnabledFor (level -> bool; `logging.Logger._cache`,
+# emptied in place whenever logging's levels change, and absent in a Python without it): a
+# remembered False is what isEnabledFor would answer, read without calling it on every statement.
+_peewee_log_answers = getattr(peewee_log, "_cache", {})
 
 
 class PreparedInsert(PreparedQuery):
