@@ -78,7 +78,11 @@ def _plain(value):
 
 @dataclass
 class DecisionRecord:
-    """One decision: who decided, why, when in the run, what was decided and on what inputs."""
+    """One decision: who decided, why, when in the run, what was decided and on what inputs.
+
+    Made, it has its enum fields as members, a UTC `decided_at`, and dicts for its JSON fields,
+    whose content (strict JSON within the limits) is checked when it is appended, so a change
+    made in place afterwards is checked too (ValueError then, nothing written)."""
 
     decision_type: DecisionType
     decision_source: DecisionSource
@@ -115,7 +119,6 @@ class DecisionRecord:
         if not (isinstance(self.decision_inputs, dict) and isinstance(self.details, dict)):
             require_dict(self.decision_inputs, "decision_inputs")  # names the one that is not
             require_dict(self.details, "details")
-        # the JSON fields' content is checked when the record is appended (`_append`)
 
     @classmethod
     def _from_row(cls, row):

@@ -306,6 +306,24 @@ def test_a_record_changed_after_it_was_made_is_stored_as_changed(hoc_coordinator
     assert (row["decision_outcome"], row["decision_inputs"]) == ("rejected", {"a": 1, "b": 2})
 
 
+@pytest.mark.sqlite_only
+def test_a_record_is_appended_without_a_savepoint_on_sqlite(hoc_coordinator):
+    """SQLite undoes a failing statement by itself and keeps the transaction, so an append sends
+    its INSERT alone (a savepoint is PostgreSQL's need)."""
+    sent = []
+    record = d.DecisionRecord(decision_type="policy", decision_source="system", decision_trigger="explicit",
+                              decision_outcome="selected", tenant_id=T, run_id="run-1")
+    with hoc_coordinator.transaction() as tx:
+        conn = tx.db.connection()
+        conn.set_trace_callback(sent.append)
+        try:
+            assert d.DecisionRecordService(tx).emit(record)
+        finally:
+            conn.set_trace_callback(None)
+    assert [statement.split()[:3] for statement in sent] == [["INSERT", "INTO", '"decision_records"'],
+                                                             ["INSERT", "INTO", '"policy_decisions"']]
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda record: record.decision_inputs.update(x=float("nan")), "decision_inputs is not JSON-serialisable"),
     (lambda record: record.details.update(x={1, 2}), "details is not JSON-serialisable"),
