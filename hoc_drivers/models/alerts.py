@@ -26,7 +26,7 @@ class CanonicalJSONField(TextField):
         if value is None:
             return None
         try:
-            return canonical_json(value)
+            return _canonical(value)  # canonical_json's text, without its call
         except (TypeError, RecursionError) as exc:  # not JSON, or cyclic
             raise ValueError(f"{self.name} must be JSON-serialisable: {exc}") from None
 

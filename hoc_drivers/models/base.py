@@ -158,11 +158,11 @@ class BaseModel(Model):
     @classmethod
     def of_row(cls, values):
         """An instance holding `values` (field name -> value, a dict the caller gives up) as they
-        are: the row a writer has just stored or a reader read, what `cls(**values)` makes
-        (every field given marked dirty) without Model.__init__'s keyword handling or a setter
+        are: the row a writer has just stored or a reader read, clean (no field dirty) as a row
+        Peewee's own SELECT returns, made without Model.__init__'s keyword handling or a setter
         call per field."""
         item = cls.__new__(cls)
-        item.__data__, item._dirty, item.__rel__ = values, set(values), {}  # as Model.__init__ sets them
+        item.__data__, item._dirty, item.__rel__ = values, set(), {}  # the attributes Model.__init__ sets
         return item
 
 
