@@ -251,6 +251,8 @@ class AlertQueueWriter:
         for name, value in (("tenant_id", tenant_id), ("alert_type", alert_type),
                             ("circuit_breaker_name", circuit_breaker_name), ("incident_id", incident_id)):
             optional_text(value, name)
+        if payload is None:
+            raise ValueError("payload is required (a JSON value)")
         if channel not in ALERT_CHANNELS:
             raise ValueError(f"unknown alert channel {channel!r} "
                              f"(expected one of: {', '.join(ALERT_CHANNELS)})")

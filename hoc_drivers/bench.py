@@ -7,7 +7,6 @@ the same SQL on a database file with the same schema and pragmas.
 `bench_pg`; their raw psycopg baselines are here with the others (every raw BEGIN ... COMMIT of
 the benchmarks is in this module).
 """
-import json
 import os
 import shutil
 import sqlite3
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from .validation import json_encoder
 from .verdicts import SIGNAL_TYPES
 
 WORKLOADS = {}
@@ -391,14 +391,9 @@ def _now_text():
     return datetime.now(timezone.utc).isoformat(" ", "microseconds")[:-6]
 
 
-def raw_json_encoder(**options):
-    """How a raw baseline encodes the JSON the library stores with `options`: the standard
-    library's encoder, made once (json.dumps with options makes one per call, a cost plain code
-    mindful of speed does not pay), so the baseline writes the same bytes at the least cost."""
-    return json.JSONEncoder(**options).encode
-
-
-_RAW_JSON = raw_json_encoder()  # json.dumps's own text (the library's JSONField, the outbox)
+# Raw baselines encode the JSON they store with the library's own encoder (`json_encoder`: the
+# standard library's C encoder, made once), so they write its bytes at its cost.
+_RAW_JSON = json_encoder()  # json.dumps's own text (the library's JSONField, the outbox)
 
 
 # ---------------------------------------------------------------------------------------
@@ -580,13 +575,13 @@ def _raw_decisions(conn, dialect="sqlite"):
     from .models.base import new_id
 
     begin, sql = RAW_BEGIN[dialect], raw_statement(RAW_DECISION_SQL, dialect)
-    compact = raw_json_encoder(separators=(",", ":"))  # the library's compact JSON
+    compact = json_encoder(separators=(",", ":"))  # the library's compact JSON
 
     def emit(i):
         conn.execute(begin)
         conn.execute(sql, (new_id(), "routing", "system", "explicit",
                            compact(_DECISION_INPUTS), "selected", "Selected agent-a", f"r{i}", None, "bench",
-                           None, "pre_run", _now_text(), compact({}), None))
+                           None, "pre_run", _now_text(), "{}", None))  # the library's text of no details
         conn.execute("COMMIT")
     return emit
 
@@ -1005,7 +1000,7 @@ def _raw_alerts(conn):
     connection in autocommit mode, in a transaction of its own."""
     from .models.base import new_id
 
-    canonical = raw_json_encoder(sort_keys=True, separators=(",", ":"))  # the library's canonical JSON
+    canonical = json_encoder(sort_keys=True, separators=(",", ":"))  # the library's canonical JSON
 
     def enqueue(i):
         now = _now_text()

@@ -174,8 +174,13 @@ def _mirror_row(record):
 
 
 def make_idempotency_key(decision_type, tenant_id, *parts):
-    """The unique key of a once-only decision: its type, tenant and identifying values."""
-    return json.dumps([_member(DecisionType, decision_type, "decision_type").value, tenant_id, *parts])
+    """The unique key of a once-only decision: its type, tenant and identifying values (JSON
+    values; anything else is a ValueError)."""
+    kind = _member(DecisionType, decision_type, "decision_type").value
+    try:
+        return json.dumps([kind, tenant_id, *parts])
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"an idempotency key is made of JSON values: {exc}") from None
 
 
 class AppendResult(str, Enum):
@@ -335,7 +340,10 @@ def _emit(tx, tenant_id, decision_type, outcome, reason, inputs, details, once_p
                             decision_trigger=TRIGGERS.get(decision_type, DecisionTrigger.EXPLICIT),
                             decision_outcome=outcome, decision_reason=reason, decision_inputs=inputs,
                             details=details, tenant_id=tenant_id, **fields)
-    key = None if once_per is None else make_idempotency_key(decision_type, tenant_id, *once_per)
+    key = None
+    if once_per is not None:  # the key holds values of the inputs: their error first, naming the field
+        json_object_text(record.decision_inputs, "decision_inputs")
+        key = make_idempotency_key(decision_type, tenant_id, *once_per)
     if _append(tx, record, key) is AppendResult.DUPLICATE:
         return None
     if key is not None:

@@ -39,16 +39,18 @@ def test_insert_alert_defaults(queue, hoc_db):
     assert row.payload == [{"labels": {"alertname": "X"}}]
     assert (row.alert_type, row.circuit_breaker_name, row.incident_id) == ("disable", "costsim_v2", "inc-1")
     assert row.channel == "alertmanager" and row.tenant_id is None and row.sent_at is None
+    assert alert.dirty_fields == [] and row.dirty_fields == []  # the stored row, clean as Peewee reads one
 
 
 @pytest.mark.parametrize("fields, message", [
     ({"channel": "sms"}, "unknown alert channel 'sms'"),
     ({"max_attempts": 0}, "max_attempts must be a positive integer"),
-    ({"payload": [float("nan")]}, "JSON"),
+    ({"payload": [float("nan")]}, "^payload must be JSON-serialisable: Out of range float"),
+    ({"payload": None}, "^payload is required"),
 ])
 def test_insert_alert_rejects_bad_input(queue, hoc_db, fields, message):
     fields = dict(fields)  # the parameter itself is shared by every run of this test
-    payload = fields.pop("payload", [])
+    payload = fields.pop("payload") if "payload" in fields else []
     with pytest.raises(ValueError, match=message):
         queue(lambda d: d.insert_alert(None, payload, "test", **fields))
     assert AlertQueueItem.select().count(hoc_db) == 0

@@ -154,6 +154,16 @@ def test_an_unknown_enum_value_lists_the_values_it_may_take():
                                  "(expected one of: human, system, hybrid)")
     with pytest.raises(ValueError, match=r"^decision_type: unknown value 'whim' \(expected one of: routing, "):
         d.make_idempotency_key("whim", T, "req-1")
+    with pytest.raises(ValueError, match=r"^an idempotency key is made of JSON values: Object of type set"):
+        d.make_idempotency_key("routing", T, {1, 2})
+
+
+def test_a_once_only_emitter_names_the_input_that_is_not_json(hoc_coordinator):
+    """Its key holds values of its inputs; the inputs' error, naming the field, comes first."""
+    with pytest.raises(ValueError, match=r"^decision_inputs is not JSON-serialisable"):
+        in_own_transaction(hoc_coordinator, d.emit_recovery_evaluation_decision, T, "run-1", "req-1", "R1",
+                           "retry", {1, 2})
+    assert stored(hoc_coordinator) == []
 
 
 def test_records_read_back_carry_enum_members_like_the_ones_written(hoc_coordinator):

@@ -27,7 +27,7 @@ class CanonicalJSONField(TextField):
             return None
         try:
             return _canonical(value)  # canonical_json's text, without its call
-        except (TypeError, RecursionError) as exc:  # not JSON, or cyclic
+        except (TypeError, ValueError, RecursionError) as exc:  # not JSON, NaN or infinite, or cyclic
             raise ValueError(f"{self.name} must be JSON-serialisable: {exc}") from None
 
     def python_value(self, value):
