@@ -46,7 +46,7 @@ def test_insert_alert_defaults(queue, hoc_db):
     ({"channel": "sms"}, "unknown alert channel 'sms'"),
     ({"max_attempts": 0}, "max_attempts must be a positive integer"),
     ({"payload": [float("nan")]}, "^payload must be JSON-serialisable: Out of range float"),
-    ({"payload": None}, "^payload is required"),
+    ({"payload": None}, r"^payload is required \(a JSON value\)$"),
 ])
 def test_insert_alert_rejects_bad_input(queue, hoc_db, fields, message):
     fields = dict(fields)  # the parameter itself is shared by every run of this test
