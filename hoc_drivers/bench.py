@@ -284,7 +284,6 @@ def _apsw_connection(path):
 def _completion_values(run_id, trace_id, now, ids):
     """What one completion binds (the library's values: same texts, JSON, id lengths):
     (incident row, policy row, event rows) for incident, policy and event ids `ids`."""
-
     incident_id, policy_id, *event_ids = ids
     incident = (incident_id, "bench", f"Agent Crash: Run {run_id[:8]}...", "critical", "open",
                 "run_failure", now, 0, "0", run_id, "run", "EXECUTION_FAILURE",
@@ -571,7 +570,6 @@ def _emitting_decisions(db):
 def _raw_decisions(conn, dialect="sqlite"):
     """`operation(i)`: the decision `_emitting_decisions` appends, by its INSERT on a raw
     connection in autocommit mode (sqlite3 or psycopg), in a transaction of its own."""
-
     from .models.base import new_id
 
     begin, sql = RAW_BEGIN[dialect], raw_statement(RAW_DECISION_SQL, dialect)

@@ -11,7 +11,7 @@ kill switch is system-wide and persisted in the database.
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import Enum
 
 from peewee import SQL
@@ -114,8 +114,7 @@ class DecisionRecord:
         decided_at = self.decided_at
         if not isinstance(decided_at, datetime):
             raise ValueError("decided_at must be a datetime")
-        if decided_at.tzinfo is not timezone.utc:  # `utcnow()`'s, the default, is
-            self.decided_at = as_utc(decided_at)
+        self.decided_at = as_utc(decided_at)
         if not (isinstance(self.decision_inputs, dict) and isinstance(self.details, dict)):
             require_dict(self.decision_inputs, "decision_inputs")  # names the one that is not
             require_dict(self.details, "details")
@@ -191,12 +190,17 @@ class AppendResult(str, Enum):
     FAILED = "failed"
 
 
-def _append(tx, record, idempotency_key):
-    """`DecisionRecordService.append` in the checked transaction `tx`. The JSON fields are
-    checked (ValueError) and encoded here, once, so a change made in place after the record
-    was made is checked too."""
-    inputs = json_object_text(record.decision_inputs, "decision_inputs")
-    details = json_object_text(record.details, "details")
+def _json_texts(record):
+    """The stored texts of `record`'s JSON fields (inputs, details), checked (ValueError) when
+    it is appended, so a change made in place after the record was made is checked too."""
+    return (json_object_text(record.decision_inputs, "decision_inputs"),
+            json_object_text(record.details, "details"))
+
+
+def _append(tx, record, idempotency_key, texts):
+    """`DecisionRecordService.append` in the checked transaction `tx`, with `record`'s
+    `_json_texts`."""
+    inputs, details = texts
     mirror = _mirror_row(record) if record.decision_type in MIRRORED_TYPES else None
 
     def write(db):
@@ -234,7 +238,7 @@ class DecisionRecordService:
         (storage failure, logged). A failing policy mirror is logged and keeps the record.
         """
         self.tx.require_open()
-        return _append(self.tx, record, idempotency_key)
+        return _append(self.tx, record, idempotency_key, _json_texts(record))
 
 
 def get_decision_service(tx):
@@ -340,11 +344,9 @@ def _emit(tx, tenant_id, decision_type, outcome, reason, inputs, details, once_p
                             decision_trigger=TRIGGERS.get(decision_type, DecisionTrigger.EXPLICIT),
                             decision_outcome=outcome, decision_reason=reason, decision_inputs=inputs,
                             details=details, tenant_id=tenant_id, **fields)
-    key = None
-    if once_per is not None:  # the key holds values of the inputs: their error first, naming the field
-        json_object_text(record.decision_inputs, "decision_inputs")
-        key = make_idempotency_key(decision_type, tenant_id, *once_per)
-    if _append(tx, record, key) is AppendResult.DUPLICATE:
+    texts = _json_texts(record)  # before the key, which holds values of the inputs: their error names the field
+    key = None if once_per is None else make_idempotency_key(decision_type, tenant_id, *once_per)
+    if _append(tx, record, key, texts) is AppendResult.DUPLICATE:
         return None
     if key is not None:
         log.info("%s decision emitted: tenant=%s outcome=%s key=%s", decision_type.value,
