@@ -187,7 +187,14 @@ class GuardedConnection(sqlite3.Connection):
         if (self.unit is None or self.issuing or not self.in_transaction
                 or self._kinds.get(sql) is CONTROL):
             return self.cursor().execute(sql, parameters)
-        return self._run(_execute, _cursor(self, GuardedCursor), sql, parameters)
+        self._sql = sql  # as `_run` does, in this frame: the path every hot statement takes
+        try:
+            return _execute(_cursor(self, GuardedCursor), sql, parameters)
+        except sqlite3.DatabaseError:
+            self._translate(sql)
+            raise
+        finally:
+            self._sql = None
 
     def issue(self, statement):
         """Send transaction control (BEGIN, SAVEPOINT, ...): only while the coordinator issues it."""

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 class Transaction:
     """The open unit of work handed to writers: its database, its one timestamp `now` (taken
     when it began; writers stamp their rows with it, `now_text` as stored), whether a failing
-    statement aborts it (`statements_abort`: PostgreSQL's rule) and what it changed."""
+    statement aborts it (`statements_abort`: PostgreSQL's rule) and what it changed (`events`:
+    (event id, tenant id, topic, payload) each, in publishing order)."""
 
     __slots__ = ("db", "now", "_now_text", "is_open", "callbacks", "events", "facts", "published_topics",
                  "callback_errors", "savepoints", "statements_abort")
@@ -100,7 +101,7 @@ class Transaction:
         """`publish` for a writer whose topic and tenant are already checked (its own constant
         topic, a tenant it validated), so they are not looked at again."""
         event_id = new_ordered_id()
-        self.events.append({"id": event_id, "tenant_id": tenant_id, "topic": topic, "payload": payload})
+        self.events.append((event_id, tenant_id, topic, payload))
         return event_id
 
     def savepoint(self):
@@ -116,8 +117,8 @@ class Transaction:
     def write_outbox(self):
         """Write this transaction's events to the `events` table in one statement."""
         now = self.now_text
-        rows = [(event["id"], event["tenant_id"], event["topic"], json_text(event["payload"]), now)
-                for event in self.events]
+        rows = [(event_id, tenant_id, topic, json_text(payload), now)
+                for event_id, tenant_id, topic, payload in self.events]
         for start in range(0, len(rows), EVENTS_PER_INSERT):
             chunk = rows[start:start + EVENTS_PER_INSERT]
             _insert_events(len(chunk)).execute_validated(self.db, *chunk)  # text checked by publish()
@@ -306,10 +307,9 @@ class TransactionCoordinator:
     def _publish(self, tx):
         """Publish the events of committed `tx`, remembering the published ones to mark."""
         published, topics, publish = [], tx.published_topics, self.publisher.publish
-        for event in tx.events:
-            topic, event_id = event["topic"], event["id"]
+        for event_id, _, topic, payload in tx.events:
             try:
-                publish(topic, event["payload"], event_id)
+                publish(topic, payload, event_id)
             except Exception as error:
                 tx.failed(publish, error)
                 continue

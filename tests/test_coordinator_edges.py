@@ -105,7 +105,7 @@ def test_a_failing_savepoint_drops_only_the_callbacks_events_and_facts_it_added(
                 tx.on_commit(lambda: ran.append("inner"))
                 tx.publish("dropped", {})
                 raise ValueError("undo the inner block")
-        assert [e["id"] for e in tx.events] == [kept]
+        assert [event_id for event_id, *_ in tx.events] == [kept]
     assert ran == ["outer 1", "outer 2"]
     assert [e.topic for e in events(hoc_coordinator.db)] == ["kept"]
 

@@ -350,3 +350,23 @@ def test_an_update_refuses_nul_in_the_text_of_a_str_enum_whatever_its_str_says(h
     with pytest.raises(ValueError, match="NUL"), hoc_coordinator.transaction() as tx:
         complete_trace(tx, "t1", "trace-r1", Status.HIDDEN, None, tx.now)
     assert Trace.select().where(Trace.trace_id == "trace-r1").get(hoc_db).completed_at is None
+
+
+
+def test_one_validated_row_gets_the_left_out_defaults_and_a_wrong_length_is_still_refused(hoc_coordinator, hoc_db):
+    stamp = "2026-03-01 12:00:00.000000"
+    constants_only = PreparedInsert(Run, ("id", "tenant_id", "status", "created_at", "updated_at"))
+    made_per_row = PreparedInsert(Run, ("id", "tenant_id", "status"))  # created_at, updated_at: made
+    assert constants_only._tuple_plan.constants == (0,) and not constants_only._tuple_plan.makers
+    assert made_per_row._tuple_plan.makers
+    with hoc_coordinator.transaction() as tx:
+        constants_only.execute_validated(tx.db, ("r1", "t1", "running", stamp, stamp))
+        made_per_row.execute_validated(tx.db, ("r2", "t1", "running"))
+    rows = {r.id: r for r in Run.select().execute(hoc_db)}
+    assert (rows["r1"].incident_count, rows["r2"].incident_count) == (0, 0)
+    assert rows["r1"].created_at.year == 2026 and rows["r2"].created_at is not None
+    for row in (("r3", "t1", "running", stamp), ("r3", "t1", "running", stamp, stamp, "extra")):
+        with pytest.raises(ValueError, match="gives the 5 values"):
+            with hoc_coordinator.transaction() as tx:
+                constants_only.execute_validated(tx.db, row)
+    assert Run.select().count(hoc_db) == 2
