@@ -16,7 +16,7 @@ from peewee import fn
 from .facts import tenant_changed
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, utcnow
 from .models.runs import Incident, PreventionRecord, Run, Trace
-from .validation import optional_text, refuse_nul, require_tenant, require_text
+from .validation import optional_text, refuse_nul, require_text
 
 ACCESS = "WRITE"
 
@@ -203,7 +203,8 @@ def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
 
 def complete_trace(tx, tenant_id, trace_id, run_status, incident_id, now):
     """Mark the tenant's trace completed (inside `tx`); False when there is no such trace."""
-    cursor = _COMPLETE_TRACE.execute(tx.db, (run_status, _COMPLETED_AT.db_value(now),
+    completed_at = tx.now_text if now is tx.now else _COMPLETED_AT.db_value(now)
+    cursor = _COMPLETE_TRACE.execute(tx.db, (run_status, completed_at,
                                           incident_id, trace_id, tenant_id))
     return cursor.rowcount > 0
 
@@ -227,17 +228,18 @@ class RunCompletionTransaction:
         ALREADY_COMPLETED (with the existing policy evaluation and incident). Inside an
         enclosing coordinator transaction it joins that transaction (a savepoint) and reports
         JOINED: its rows commit, and its events are published, only when the caller's do."""
-        require_tenant(tenant_id)
+        require_text(tenant_id, "tenant_id")  # require_tenant's check, without its call
         require_text(run_id, "run_id", _RUN_ID_AND_STATUS)
         require_text(run_status, "run_status", _RUN_ID_AND_STATUS)
         if agent_id is not None or error_code is not None:  # None passes: no call for it
             optional_text(agent_id, "agent_id")
             optional_text(error_code, "error_code")
-        optional_text(trace_id, "trace_id")
+        if trace_id is not None:
+            optional_text(trace_id, "trace_id")
         if synthetic_scenario_id is not None:
             optional_text(synthetic_scenario_id, "synthetic_scenario_id")
         started = monotonic()
-        result = TransactionResult(run_id=run_id)
+        result = TransactionResult(run_id)
         try:
             with self.coordinator.transaction() as tx:
                 joined = tx.savepoints > 0  # inside the caller's transaction: this call's savepoint
@@ -267,10 +269,8 @@ class RunCompletionTransaction:
         if not first_time:
             incident_id = _run_incident(tx, tenant_id, run_id)
             if incident_id is not None:
-                result.incident_result = DomainResult("incidents", "create_incident", incident_id, True,
-                                                      timestamp=now)
-            result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True,
-                                                timestamp=now)
+                result.incident_result = DomainResult("incidents", "create_incident", incident_id, True, None, now)
+            result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True, None, now)
             result.phase = TransactionPhase.ALREADY_COMPLETED
             return
         incident_created = False
@@ -280,16 +280,14 @@ class RunCompletionTransaction:
                 is_synthetic, synthetic_scenario_id, stamp)
             if incident_created:
                 tx.note(tenant_changed(tenant_id))
-            result.incident_result = DomainResult("incidents", "create_incident", incident_id, True,
-                                                  timestamp=now)
+            result.incident_result = DomainResult("incidents", "create_incident", incident_id, True, None, now)
             result.phase = TransactionPhase.INCIDENT_CREATED
-        result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True, timestamp=now)
+        result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True, None, now)
         result.phase = TransactionPhase.POLICY_EVALUATED
         if trace_id:
             incident_id = result.incident_result and result.incident_result.result_id
             if self.trace_completer(tx, tenant_id, trace_id, run_status, incident_id, now):
-                result.trace_result = DomainResult("traces", "complete_trace", trace_id, True,
-                                                   timestamp=now)
+                result.trace_result = DomainResult("traces", "complete_trace", trace_id, True, None, now)
                 result.phase = TransactionPhase.TRACE_COMPLETED
             else:
                 result.trace_result = DomainResult(
