@@ -203,8 +203,7 @@ def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
 
 def complete_trace(tx, tenant_id, trace_id, run_status, incident_id, now):
     """Mark the tenant's trace completed (inside `tx`); False when there is no such trace."""
-    completed_at = tx.now_text if now is tx.now else _COMPLETED_AT.db_value(now)
-    cursor = _COMPLETE_TRACE.execute(tx.db, (run_status, completed_at,
+    cursor = _COMPLETE_TRACE.execute(tx.db, (run_status, _COMPLETED_AT.db_value(now),
                                           incident_id, trace_id, tenant_id))
     return cursor.rowcount > 0
 

@@ -208,7 +208,7 @@ class _TransactionScope:
 
     def __enter__(self):
         db = self.coordinator.db
-        conn = self._conn = db._state.conn or db.connection()  # `_connection(db)`: the transaction's, to its end
+        conn = self._conn = _connection(db)  # the transaction's, from BEGIN to its end
         tx = conn.unit
         if tx is not None:
             self._inner = _Savepoint(tx)
