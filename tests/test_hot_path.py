@@ -352,6 +352,17 @@ def test_an_update_refuses_nul_in_the_text_of_a_str_enum_whatever_its_str_says(h
     assert Trace.select().where(Trace.trace_id == "trace-r1").get(hoc_db).completed_at is None
 
 
+def test_an_update_refuses_nul_in_text_whose_own_in_operator_hides_it(hoc_coordinator, hoc_db):
+    class Hiding(str):
+        def __contains__(self, part):
+            return False  # the text is what is stored, whatever `in` says
+
+    with hoc_coordinator.transaction() as tx:
+        Trace.insert(trace_id="trace-r1", tenant_id="t1", run_id="r1").execute(tx.db)
+    with pytest.raises(ValueError, match="NUL"), hoc_coordinator.transaction() as tx:
+        complete_trace(tx, "t1", "trace-r1", Hiding("fail\x00ed"), None, tx.now)
+    assert Trace.select().where(Trace.trace_id == "trace-r1").get(hoc_db).status != "fail\x00ed"
+
 
 def test_one_validated_row_gets_the_left_out_defaults_and_a_wrong_length_is_still_refused(hoc_coordinator, hoc_db):
     stamp = "2026-03-01 12:00:00.000000"
