@@ -16,7 +16,7 @@ from peewee import fn
 from .facts import tenant_changed
 from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, utcnow
 from .models.runs import Incident, PreventionRecord, Run, Trace
-from .validation import optional_text, refuse_nul, require_text
+from .validation import optional_text, refuse_nul, require_tenant, require_text
 
 ACCESS = "WRITE"
 
@@ -227,16 +227,13 @@ class RunCompletionTransaction:
         ALREADY_COMPLETED (with the existing policy evaluation and incident). Inside an
         enclosing coordinator transaction it joins that transaction (a savepoint) and reports
         JOINED: its rows commit, and its events are published, only when the caller's do."""
-        require_text(tenant_id, "tenant_id")  # require_tenant's check, without its call
+        require_tenant(tenant_id)
         require_text(run_id, "run_id", _RUN_ID_AND_STATUS)
         require_text(run_status, "run_status", _RUN_ID_AND_STATUS)
-        if agent_id is not None or error_code is not None:  # None passes: no call for it
-            optional_text(agent_id, "agent_id")
-            optional_text(error_code, "error_code")
-        if trace_id is not None:
-            optional_text(trace_id, "trace_id")
-        if synthetic_scenario_id is not None:
-            optional_text(synthetic_scenario_id, "synthetic_scenario_id")
+        optional_text(agent_id, "agent_id")
+        optional_text(error_code, "error_code")
+        optional_text(trace_id, "trace_id")
+        optional_text(synthetic_scenario_id, "synthetic_scenario_id")
         started = monotonic()
         result = TransactionResult(run_id)
         try:

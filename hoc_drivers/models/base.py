@@ -367,11 +367,7 @@ class PreparedInsert(PreparedQuery):
         without looking at the text a second time. Returns the cursor."""
         plan = self._tuple_plan
         if len(rows) == 1:
-            row = rows[0]  # bound as `plan.bind(row, True)` would, in this frame when it can be
-            if row.__class__ is tuple and len(row) == plan.width and not plan.makers:
-                params = row + plan.constants
-            else:
-                params = plan.bind(row, True)
+            params = plan.bind(rows[0], True)
         elif plan.as_given and set(map(len, rows)) == {len(plan.given)}:  # rows bind as they are
             params = list(chain.from_iterable(rows))
         else:
@@ -387,7 +383,6 @@ class _TuplePlan:
     def __init__(self, given, columns):
         """`columns`: (native type, converter, default) of each column, in the statement's order."""
         self.given = given
-        self.width = len(given)
         left_out = columns[len(given):]  # the defaults, constants first (see `PreparedInsert`)
         self.constants = tuple(_bound(default, native, convert) for native, convert, default in left_out
                                if not callable(default))
