@@ -27,8 +27,8 @@ WORKLOADS = {}
 class Measurement:
     """One workload figure beside its baseline: ratio = workload cost / baseline cost.
 
-    `ratio` compares median latencies; `throughput_ratio` compares total work over total wall
-    time (every call of every round, checkpoint stalls included), which a median hides;
+    `ratio` compares median latencies; `throughput_ratio` compares calls over wall time
+    (checkpoint stalls included, which a median hides) in the median round (see `measure`);
     `p99_us` is the 99th percentile latency of all calls."""
 
     name: str
@@ -82,14 +82,17 @@ def measure(name, operation, baseline_name, baseline, count, target="", rounds=3
     `per_call=False` (for sub-microsecond work, where reading the clock would cost more than
     the call) each block is timed whole and counts as `block` calls of its mean. Each side
     reports ops per second over its own time and its median latency (the best of `rounds`),
-    and, over every call of every round, its p99 latency and its throughput: calls over the
-    wall time of its blocks.
+    its p99 latency over every call of every round, and its throughput: calls over the wall
+    time of its blocks (checkpoint stalls included) in the median round, the round whose
+    workload / baseline wall-time ratio is the median of the rounds' (the higher of the middle
+    two for an even number), so that one hiccup of the machine in one side's blocks does not
+    decide the figure either way.
     """
     clock = time.perf_counter
     best = best_base = None
-    every, every_base, wall = [], [], [0.0, 0.0]
+    every, every_base, walls = [], [], []
     for r in range(rounds):
-        run, base = [], []
+        run, base, wall = [], [], [0.0, 0.0]
         for start in range(r * count, (r + 1) * count, block):
             calls = range(start, min(start + block, (r + 1) * count))
             for side, (fn, durations) in enumerate(((operation, run), (baseline, base))):
@@ -109,9 +112,10 @@ def measure(name, operation, baseline_name, baseline, count, target="", rounds=3
         best_base = this_base if best_base is None or this_base[1] < best_base[1] else best_base
         every += run
         every_base += base
+        walls.append((len(run), *wall))
+    done, wall, base_wall = sorted(walls, key=lambda w: w[1] / w[2])[len(walls) // 2]  # the median round
     return Measurement(name, best[0], best[1], baseline_name, best_base[0], best_base[1], target,
-                       _p99_us(every), _p99_us(every_base), len(every) / wall[0],
-                       len(every_base) / wall[1])
+                       _p99_us(every), _p99_us(every_base), done / wall, done / base_wall)
 
 
 def _summary(durations):
@@ -208,43 +212,45 @@ def bench_run_completion(quick=False, full=False):
     after-commit invalidation is paid). With `full`, the same transaction on files holding 1M
     rows in every table it writes, beside the 10k-row figure (ratio = growth).
     """
-    count, rows = (1000 if quick else 2000), 10_000
+    count, rounds, rows = (600 if quick else 1200), 5, 10_000
+    calls = count * rounds  # each side's, per comparison
     with scratch_databases() as (library_path, raw_path):
         apsw_path = os.path.join(os.path.dirname(raw_path), "apsw.db")
         shutil.copyfile(raw_path, apsw_path)
-        for path, pending in ((library_path, count * 6), (raw_path, count * 3), (apsw_path, count * 3)):
+        for path, pending in ((library_path, calls * 2), (raw_path, calls), (apsw_path, calls)):
             _seed_run_completion(path, rows, pending)
         with _completing(library_path) as library:  # one guard cache serves the file, as in use
             conn = raw_connection(raw_path)
             results = [measure(f"run-completion transaction ({rows // 1000}k rows per table)", library,
                                "raw sqlite3, same statements and values", _raw_completion(conn), count,
-                               target="<= 1.25x median, <= 1.15x throughput")]
+                               target="<= 1.25x median, <= 1.15x throughput", rounds=rounds)]
             conn.close()
         apsw_conn = _apsw_connection(apsw_path)
         if apsw_conn is not None:
-            with _completing(library_path, count * 3) as again:
+            with _completing(library_path, calls) as again:
                 results.append(measure(f"run-completion transaction ({rows // 1000}k rows per table)",
                                        again, "APSW, same statements and values",
-                                       _raw_completion(apsw_conn), count, target="report"))
+                                       _raw_completion(apsw_conn), count, target="report", rounds=rounds))
             apsw_conn.close()
         if full:
-            results.append(_run_completion_growth(library_path, count))
+            results.append(_run_completion_growth(library_path, count, rounds))
         return results
 
 
-def _run_completion_growth(small_path, count):
+def _run_completion_growth(small_path, count, rounds):
     """Run completion with 1M rows in every table it writes vs the 10k-row file (whose first
     runs the other measurements completed: this one completes the next ones)."""
     from .db import init_database
 
     big_path = os.path.join(os.path.dirname(small_path), "big.db")
     init_database(big_path).close()
-    _seed_run_completion(big_path, 1_000_000, count * 3)
-    _seed_run_completion(small_path, 0, count * 3, start=count * 6)
-    with _completing(small_path, start=count * 6) as small, _completing(big_path) as big:
+    calls = count * rounds
+    _seed_run_completion(big_path, 1_000_000, calls)
+    _seed_run_completion(small_path, 0, calls, start=calls * 2)
+    with _completing(small_path, start=calls * 2) as small, _completing(big_path) as big:
         return measure("run-completion transaction at 1M rows per table", big,
                        "run-completion transaction at 10k rows per table", small, count,
-                       target="<= 1.2x throughput")
+                       target="<= 1.2x throughput", rounds=rounds)
 
 
 @contextmanager
@@ -439,7 +445,7 @@ def bench_cost_anomaly_incident(quick=False, full=False):
     from .models.base import new_id
     from .transaction_coordinator import TransactionCoordinator
 
-    count = 1000 if quick else 2000
+    count, rounds = (600 if quick else 1200), 5
     with scratch_databases() as (library_path, raw_path):
         db = init_database(library_path)
         cache = GuardCache().serve(db)  # held until the end: a cache no one holds is collected
@@ -466,7 +472,7 @@ def bench_cost_anomaly_incident(quick=False, full=False):
 
         try:
             return [measure("cost anomaly -> incident", library, "raw sqlite3, same INSERT and values",
-                            raw, count, target="<= 1.3x")]
+                            raw, count, target="<= 1.3x", rounds=rounds)]
         finally:
             conn.close()
             db.close()
@@ -532,14 +538,14 @@ def bench_decision_emit(quick=False, full=False):
     """A routing decision appended in its own transaction: DecisionRecordService vs raw sqlite3."""
     from .db import connect_database
 
-    count = 1000 if quick else 2000
+    count, rounds = (600 if quick else 1200), 5
     with scratch_databases() as (library_path, raw_path):
         db = connect_database(library_path)
         conn = raw_connection(raw_path)
         try:
             return [measure("decision emit (own transaction)", _emitting_decisions(db),
                             "raw sqlite3 BEGIN IMMEDIATE + INSERT + COMMIT", _raw_decisions(conn),
-                            count, target="<= 1.3x")]
+                            count, target="<= 1.3x", rounds=rounds)]
         finally:
             conn.close()
             db.close()
@@ -961,14 +967,14 @@ def bench_alert_enqueue(quick=False, full=False):
     """Queue one webhook alert in its own transaction: AlertQueueWriter vs raw sqlite3."""
     from .db import connect_database
 
-    count = 1000 if quick else 2000
+    count, rounds = (600 if quick else 1200), 5
     with scratch_databases() as (library_path, raw_path):
         db = connect_database(library_path)
         conn = raw_connection(raw_path)
         try:
             return [measure("alert enqueue (own transaction)", _enqueuing_alerts(db),
                             "raw sqlite3 BEGIN IMMEDIATE + INSERT + COMMIT", _raw_alerts(conn), count,
-                            target="<= 1.3x")]
+                            target="<= 1.3x", rounds=rounds)]
         finally:
             conn.close()
             db.close()

@@ -18,7 +18,7 @@ from freezegun import freeze_time
 
 from hoc_drivers.commit_guard import CommitForbidden
 from hoc_drivers.facts import GuardStateChanged, tenant_changed
-from hoc_drivers.models.base import PreparedInsert, UtcDateTimeField
+from hoc_drivers.models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, UtcDateTimeField
 from hoc_drivers.models.runs import Event, Incident, PreventionRecord, Run, Trace
 from hoc_drivers.run_completion import RunCompletionTransaction, complete_trace
 from hoc_drivers.validation import require_json_value
@@ -381,3 +381,19 @@ def test_one_validated_row_gets_the_left_out_defaults_and_a_wrong_length_is_stil
             with hoc_coordinator.transaction() as tx:
                 constants_only.execute_validated(tx.db, row)
     assert Run.select().count(hoc_db) == 2
+
+
+def test_a_statement_with_values_of_its_own_takes_the_callers_in_their_places_and_refuses_a_wrong_count(
+        hoc_coordinator, hoc_db):
+    # Peewee binds 5 and "queued" itself: the caller's three values go around them, in order
+    bump = PreparedQuery(lambda: Run.update(incident_count=Run.incident_count + 5).where(
+        (Run.id == PLACEHOLDER) & (Run.status == "queued") & (Run.tenant_id == PLACEHOLDER)))
+    with hoc_coordinator.transaction() as tx:
+        Run.insert_many([{"id": "r1", "tenant_id": "t1"}, {"id": "r2", "tenant_id": "t2"}]).execute(tx.db)
+        assert bump.execute(tx.db, ("r1", "t1")).rowcount == 1
+        assert bump.execute(tx.db, ("r2", "t1")).rowcount == 0  # r2 is t2's
+    for values in (("r1",), ("r1", "t1", "extra")):
+        with pytest.raises(ValueError, match=f"takes 2 values, got {len(values)}"):
+            with hoc_coordinator.transaction() as tx:
+                bump.execute_validated(tx.db, values)
+    assert {r.id: r.incident_count for r in Run.select().execute(hoc_db)} == {"r1": 5, "r2": 0}

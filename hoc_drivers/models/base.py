@@ -198,7 +198,7 @@ class PreparedQuery:
 
     def __init__(self, build):
         self._build = build
-        self._built = {}  # database class (its dialect) -> (sql, slots, template or None)
+        self._built = {}  # database class (its dialect) -> (sql, merge: see `_merger`, or None)
         self._updated = None  # an UPDATE's table: its text values are checked for NUL (`_Text`)
 
     def sql(self, db):
@@ -210,7 +210,7 @@ class PreparedQuery:
         query = self._build()
         sql, template = db.get_sql_context().parse(query)
         slots = [i for i, value in enumerate(template) if value is _SLOT]
-        built = self._built[db.__class__] = (sql, slots, None if len(slots) == len(template) else template)
+        built = self._built[db.__class__] = (sql, None if len(slots) == len(template) else _merger(template, slots))
         if isinstance(query, peewee.Update):
             self._updated = query.model._meta.table_name
         return built
@@ -228,30 +228,51 @@ class PreparedQuery:
         """`execute` with `params` whose text the caller has already refused NUL in (checked by
         `validation`, or the caller's own values), so it is not looked at again.
 
-        On a guarded connection it goes straight to its `execute_built` (driver errors still
-        become Peewee's exceptions); elsewhere, or while Peewee's logger logs the
-        SQL (--debug), through `db.execute_sql`."""
-        sql, slots, template = self._built.get(db.__class__) or self._prepare(db)
-        if template is not None:
-            merged = list(template)
-            for index, value in zip(slots, params, strict=True):
-                merged[index] = value
-            params = merged
-        execute_built = getattr(db._state.conn, "execute_built", None)
-        if execute_built is None or (_peewee_log_answers.get(logging.DEBUG) is not False
-                                     and peewee_log.isEnabledFor(logging.DEBUG)):
-            return db.execute_sql(sql, params)
+        It goes straight to the open connection's `execute_built` (every coordinated
+        database's connection has one; driver errors still become Peewee's exceptions); before
+        the first connection, or while Peewee's logger logs the SQL (--debug), through
+        `db.execute_sql`."""
+        sql, merge = self._built.get(db.__class__) or self._prepare(db)
+        if merge is not None:
+            params = merge(params)
+        conn = db._state.conn
+        if conn is None or (_peewee_log_answers.get(_DEBUG) is not False and peewee_log.isEnabledFor(_DEBUG)):
+            return db.execute_sql(sql, params)  # connects first; logs the SQL
         try:
-            return execute_built(sql, params)
+            return conn.execute_built(sql, params)
         except Exception:  # the driver's errors become Peewee's; CommitForbidden stays itself
             with peewee_exceptions:
                 raise
 
 
+_DEBUG = logging.DEBUG
 # Peewee's logger's remembered answers to isEnabledFor (level -> bool; `logging.Logger._cache`,
 # emptied in place whenever logging's levels change, and absent in a Python without it): a
 # remembered False is what isEnabledFor would answer, read without calling it on every statement.
 _peewee_log_answers = getattr(peewee_log, "_cache", {})
+
+
+def _merger(template, slots):
+    """How a statement's parameters are made from the caller's values when its `template` also
+    holds values of its own (a constant Peewee bound, such as the 1 of `count + 1`): a function
+    of the values for the `slots` (ValueError for a wrong number of them) giving every parameter
+    in order, picked in one C call from the values followed by the constants."""
+    constants = tuple(value for value in template if value is not _SLOT)
+    order, given, own = [], 0, len(slots)
+    for value in template:
+        if value is _SLOT:
+            order.append(given)
+            given += 1
+        else:
+            order.append(own)
+            own += 1
+    pick, count = _picker(order), len(slots)
+
+    def merge(values):
+        if len(values) != count:
+            raise ValueError(f"the statement takes {count} values, got {len(values)}")
+        return pick((*values, *constants))
+    return merge
 
 
 class PreparedInsert(PreparedQuery):
@@ -367,7 +388,8 @@ class PreparedInsert(PreparedQuery):
         without looking at the text a second time. Returns the cursor."""
         plan = self._tuple_plan
         if len(rows) == 1:
-            params = plan.bind(rows[0], True)
+            row = rows[0]  # bound here when it is the row plus constants (what `bind` would give)
+            params = row + plan.constants if len(row) == plan.width and not plan.makers else plan.bind(row, True)
         elif plan.as_given and set(map(len, rows)) == {len(plan.given)}:  # rows bind as they are
             params = list(chain.from_iterable(rows))
         else:
@@ -383,6 +405,7 @@ class _TuplePlan:
     def __init__(self, given, columns):
         """`columns`: (native type, converter, default) of each column, in the statement's order."""
         self.given = given
+        self.width = len(given)
         left_out = columns[len(given):]  # the defaults, constants first (see `PreparedInsert`)
         self.constants = tuple(_bound(default, native, convert) for native, convert, default in left_out
                                if not callable(default))
@@ -395,7 +418,7 @@ class _TuplePlan:
     def bind(self, row, text_checked=False):
         """The parameters of tuple `row` (ValueError for a wrong length, or for text holding NUL
         unless the caller has `text_checked` it)."""
-        if len(row) != len(self.given):
+        if len(row) != self.width:
             raise ValueError(f"a tuple row gives the {len(self.given)} values of {', '.join(self.given)}; "
                              f"got {len(row)}")
         if not text_checked and self.texts is not None and "\x00" in "".join(filter(None, self.texts(row))):
