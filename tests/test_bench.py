@@ -47,6 +47,22 @@ def test_the_cli_startup_gates_succeed_on_a_fresh_file(tmp_path):
         assert result.exit_code == 0 and result.return_value == 0, (gate, result.output)
 
 
+def test_throughput_is_the_median_rounds_so_one_stall_does_not_decide_it_but_a_stall_every_round_does():
+    def work(i):
+        return sum(range(20_000))  # a few hundred µs
+
+    def stalled_once(i):  # one call costs as much as a whole side's five rounds
+        return sum(range(40_000_000 if i == 3 else 20_000))
+
+    def stalled_every_round(i):
+        return sum(range(8_000_000 if i % 100 == 3 else 20_000))
+
+    once = measure("stalled once", stalled_once, "same work", work, 100, rounds=5)
+    every_round = measure("stalled every round", stalled_every_round, "same work", work, 100, rounds=5)
+    assert once.throughput_ratio < 1.5  # the round with the stall is not the median round
+    assert every_round.throughput_ratio > 2  # a stall each round is in the median round too
+
+
 def test_measure_reports_throughput_and_p99_beside_the_median():
     result = measure("long sum", lambda i: sum(range(20_000)), "short sum", lambda i: sum(range(20)), 200)
     assert result.throughput_ratio > 10 and result.p99_us >= result.median_us

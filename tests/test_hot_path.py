@@ -397,3 +397,13 @@ def test_a_statement_with_values_of_its_own_takes_the_callers_in_their_places_an
             with hoc_coordinator.transaction() as tx:
                 bump.execute_validated(tx.db, values)
     assert {r.id: r.incident_count for r in Run.select().execute(hoc_db)} == {"r1": 5, "r2": 0}
+
+
+def test_a_prepared_statement_runs_on_a_plain_peewee_database_too():
+    plain = peewee.SqliteDatabase(":memory:")  # no guard, no execute_built on its connection
+    with plain.bind_ctx([Run]):
+        plain.create_tables([Run])
+        Run.insert(id="r1", tenant_id="t1").execute()
+        select = PreparedQuery(lambda: Run.select(Run.id).where(Run.tenant_id == PLACEHOLDER))
+        assert select.execute(plain, ("t1",)).fetchall() == [("r1",)]
+    plain.close()

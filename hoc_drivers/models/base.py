@@ -228,18 +228,20 @@ class PreparedQuery:
         """`execute` with `params` whose text the caller has already refused NUL in (checked by
         `validation`, or the caller's own values), so it is not looked at again.
 
-        It goes straight to the open connection's `execute_built` (every coordinated
-        database's connection has one; driver errors still become Peewee's exceptions); before
-        the first connection, or while Peewee's logger logs the SQL (--debug), through
-        `db.execute_sql`."""
+        On a guarded connection it goes straight to its `execute_built` (driver errors still
+        become Peewee's exceptions); before the first connection, on a database of another
+        kind, or while Peewee's logger logs the SQL (--debug), through `db.execute_sql`."""
         sql, merge = self._built.get(db.__class__) or self._prepare(db)
         if merge is not None:
             params = merge(params)
-        conn = db._state.conn
-        if conn is None or (_peewee_log_answers.get(_DEBUG) is not False and peewee_log.isEnabledFor(_DEBUG)):
-            return db.execute_sql(sql, params)  # connects first; logs the SQL
         try:
-            return conn.execute_built(sql, params)
+            execute_built = db._state.conn.execute_built
+        except AttributeError:  # no connection yet (None), or not a guarded one
+            return db.execute_sql(sql, params)
+        if _peewee_log_answers.get(_DEBUG) is not False and peewee_log.isEnabledFor(_DEBUG):
+            return db.execute_sql(sql, params)  # logs the SQL
+        try:
+            return execute_built(sql, params)
         except Exception:  # the driver's errors become Peewee's; CommitForbidden stays itself
             with peewee_exceptions:
                 raise
@@ -266,12 +268,13 @@ def _merger(template, slots):
         else:
             order.append(own)
             own += 1
-    pick, count = _picker(order), len(slots)
+    pick, total = _picker(order), len(template)
 
     def merge(values):
-        if len(values) != count:
-            raise ValueError(f"the statement takes {count} values, got {len(values)}")
-        return pick((*values, *constants))
+        every = (*values, *constants)
+        if len(every) != total:
+            raise ValueError(f"the statement takes {len(slots)} values, got {len(every) - len(constants)}")
+        return pick(every)
     return merge
 
 
@@ -388,8 +391,9 @@ class PreparedInsert(PreparedQuery):
         without looking at the text a second time. Returns the cursor."""
         plan = self._tuple_plan
         if len(rows) == 1:
-            row = rows[0]  # bound here when it is the row plus constants (what `bind` would give)
-            params = row + plan.constants if len(row) == plan.width and not plan.makers else plan.bind(row, True)
+            row = rows[0]  # a tuple of the right width is bound here: the row plus constants, as `bind` would
+            params = (row + plan.constants if row.__class__ is tuple and len(row) == plan.width and not plan.makers
+                      else plan.bind(row, True))
         elif plan.as_given and set(map(len, rows)) == {len(plan.given)}:  # rows bind as they are
             params = list(chain.from_iterable(rows))
         else:
