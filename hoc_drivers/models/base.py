@@ -391,9 +391,7 @@ class PreparedInsert(PreparedQuery):
         without looking at the text a second time. Returns the cursor."""
         plan = self._tuple_plan
         if len(rows) == 1:
-            row = rows[0]  # a tuple of the right width is bound here: the row plus constants, as `bind` would
-            params = (row + plan.constants if row.__class__ is tuple and len(row) == plan.width and not plan.makers
-                      else plan.bind(row, True))
+            params = plan.bind(rows[0], True)
         elif plan.as_given and set(map(len, rows)) == {len(plan.given)}:  # rows bind as they are
             params = list(chain.from_iterable(rows))
         else:
@@ -409,7 +407,6 @@ class _TuplePlan:
     def __init__(self, given, columns):
         """`columns`: (native type, converter, default) of each column, in the statement's order."""
         self.given = given
-        self.width = len(given)
         left_out = columns[len(given):]  # the defaults, constants first (see `PreparedInsert`)
         self.constants = tuple(_bound(default, native, convert) for native, convert, default in left_out
                                if not callable(default))
@@ -422,7 +419,7 @@ class _TuplePlan:
     def bind(self, row, text_checked=False):
         """The parameters of tuple `row` (ValueError for a wrong length, or for text holding NUL
         unless the caller has `text_checked` it)."""
-        if len(row) != self.width:
+        if len(row) != len(self.given):
             raise ValueError(f"a tuple row gives the {len(self.given)} values of {', '.join(self.given)}; "
                              f"got {len(row)}")
         if not text_checked and self.texts is not None and "\x00" in "".join(filter(None, self.texts(row))):
