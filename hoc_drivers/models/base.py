@@ -209,8 +209,8 @@ class PreparedQuery:
         """Build the statement in `db`'s SQL dialect (once per dialect)."""
         query = self._build()
         sql, template = db.get_sql_context().parse(query)
-        slots = [i for i, value in enumerate(template) if value is _SLOT]
-        built = self._built[db.__class__] = (sql, None if len(slots) == len(template) else _merger(template, slots))
+        own_values = any(value is not _SLOT for value in template)
+        built = self._built[db.__class__] = (sql, _merger(template) if own_values else None)
         if isinstance(query, peewee.Update):
             self._updated = query.model._meta.table_name
         return built
@@ -254,26 +254,20 @@ _DEBUG = logging.DEBUG
 _peewee_log_answers = getattr(peewee_log, "_cache", {})
 
 
-def _merger(template, slots):
+def _merger(template):
     """How a statement's parameters are made from the caller's values when its `template` also
     holds values of its own (a constant Peewee bound, such as the 1 of `count + 1`): a function
-    of the values for the `slots` (ValueError for a wrong number of them) giving every parameter
+    of the values for its slots (ValueError for a wrong number of them) giving every parameter
     in order, picked in one C call from the values followed by the constants."""
     constants = tuple(value for value in template if value is not _SLOT)
-    order, given, own = [], 0, len(slots)
-    for value in template:
-        if value is _SLOT:
-            order.append(given)
-            given += 1
-        else:
-            order.append(own)
-            own += 1
-    pick, total = _picker(order), len(template)
+    given = len(template) - len(constants)
+    slot_numbers, constant_numbers = iter(range(given)), iter(range(given, len(template)))
+    pick = _picker([next(slot_numbers if value is _SLOT else constant_numbers) for value in template])
 
     def merge(values):
         every = (*values, *constants)
-        if len(every) != total:
-            raise ValueError(f"the statement takes {len(slots)} values, got {len(every) - len(constants)}")
+        if len(every) != len(template):
+            raise ValueError(f"the statement takes {given} values, got {len(every) - len(constants)}")
         return pick(every)
     return merge
 
