@@ -14,7 +14,8 @@ from time import monotonic
 from peewee import fn
 
 from .facts import tenant_changed
-from .models.base import PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, utcnow
+from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, peewee_exceptions,
+                          statement_runner, utcnow)
 from .models.runs import Incident, PreventionRecord, Run, Trace
 from .validation import optional_text, refuse_nul, require_tenant, require_text
 
@@ -37,6 +38,14 @@ class TransactionPhase(str, Enum):
     ALREADY_COMPLETED = "ALREADY_COMPLETED"  # the run was completed before: nothing written
     ROLLED_BACK = "ROLLED_BACK"
     FAILED = "FAILED"
+
+
+# The phases the hot path sets, read once here (an Enum member is a slow class attribute to look up).
+(_INCIDENT_CREATED, _POLICY_EVALUATED, _TRACE_COMPLETED, _COMMITTED, _EVENTS_PUBLISHED, _JOINED,
+ _ALREADY_COMPLETED) = (TransactionPhase.INCIDENT_CREATED, TransactionPhase.POLICY_EVALUATED,
+                        TransactionPhase.TRACE_COMPLETED, TransactionPhase.COMMITTED,
+                        TransactionPhase.EVENTS_PUBLISHED, TransactionPhase.JOINED,
+                        TransactionPhase.ALREADY_COMPLETED)
 
 
 class TransactionFailed(Exception):
@@ -163,22 +172,17 @@ def _first_column(cursor):
     return row[0] if row else None
 
 
-def _create_run_incident(tx, tenant_id, run_id, agent_id, error_code, error_message,
-                         is_synthetic, synthetic_scenario_id, now):
-    """One incident per failed run, stamped `now` (as stored); returns (incident_id, created)."""
+def _incident_row(tenant_id, run_id, agent_id, error_code, error_message, is_synthetic,
+                  synthetic_scenario_id, now):
+    """The incident of a failed run, stamped `now` (as stored), in _INSERT_INCIDENT's order."""
     if error_message is not None and "\x00" in error_message:  # the one text `execute` left unchecked
         raise refuse_nul("error_message")
     code = classify_failure(error_code, error_message)
-    row = (new_ordered_id(), tenant_id, f"{FAILURE_TITLE.get(code, 'Run Failed')}: Run {run_id[:8]}...",
-           FAILURE_SEVERITY.get(code, "medium"), "open", "run_failure",
-           FAILURE_CATEGORY.get(code, "EXECUTION_FAILURE"), f"Run {run_id} failed with error: {code}",
-           "run", run_id, "single_run", agent_id, code, error_message, now, now, now,
-           bool(is_synthetic), synthetic_scenario_id)  # in _INSERT_INCIDENT's order
-    incident_id = _first_column(_INSERT_INCIDENT.execute_validated(tx.db, row))
-    if incident_id is not None:
-        _COUNT_RUN_INCIDENT.execute_validated(tx.db, (run_id, tenant_id))
-        return incident_id, True
-    return _run_incident(tx, tenant_id, run_id), False
+    return (new_ordered_id(), tenant_id, f"{FAILURE_TITLE.get(code, 'Run Failed')}: Run {run_id[:8]}...",
+            FAILURE_SEVERITY.get(code, "medium"), "open", "run_failure",
+            FAILURE_CATEGORY.get(code, "EXECUTION_FAILURE"), f"Run {run_id} failed with error: {code}",
+            "run", run_id, "single_run", agent_id, code, error_message, now, now, now,
+            bool(is_synthetic), synthetic_scenario_id)
 
 
 def _run_incident(tx, tenant_id, run_id):
@@ -186,26 +190,24 @@ def _run_incident(tx, tenant_id, run_id):
     return _first_column(_SELECT_RUN_INCIDENT.execute(tx.db, (tenant_id, run_id)))
 
 
-def _create_policy_evaluation(tx, tenant_id, run_id, run_status, is_synthetic,
-                              synthetic_scenario_id, now):
-    """One policy evaluation per run, stamped `now` (as stored); returns (its id, whether this
-    call created it)."""
-    outcome = POLICY_OUTCOMES.get(run_status.lower(), "not_applicable")
-    policy_id = f"policy_eval_{run_id[:8]}"
-    row = (new_ordered_id(), tenant_id, policy_id, "policies_checked:0", run_id, run_id, run_id, outcome,
-           1.0 if outcome == "no_violation" else 0.0, bool(is_synthetic), synthetic_scenario_id,
-           now)  # in _INSERT_POLICY's order
-    inserted = _first_column(_INSERT_POLICY.execute_validated(tx.db, row))
-    if inserted is not None:
-        return inserted, True
-    return _first_column(_SELECT_POLICY.execute(tx.db, (tenant_id, policy_id, run_id))), False
-
-
 def complete_trace(tx, tenant_id, trace_id, run_status, incident_id, now):
     """Mark the tenant's trace completed (inside `tx`); False when there is no such trace."""
     cursor = _COMPLETE_TRACE.execute(tx.db, (run_status, _COMPLETED_AT.db_value(now),
                                           incident_id, trace_id, tenant_id))
     return cursor.rowcount > 0
+
+
+def _statements(db):
+    """Run completion's statements in `db`'s dialect, (SQL, merge) each (`PreparedQuery.built`):
+    policy INSERT, incident INSERT, the run's incident count, trace completion."""
+    found = _BUILT.get(db.__class__)
+    if found is None:
+        found = _BUILT[db.__class__] = tuple(statement.built(db) for statement in (
+            _INSERT_POLICY, _INSERT_INCIDENT, _COUNT_RUN_INCIDENT, _COMPLETE_TRACE))
+    return found
+
+
+_BUILT = {}  # database class -> `_statements` of its dialect
 
 
 class RunCompletionTransaction:
@@ -246,51 +248,76 @@ class RunCompletionTransaction:
             result.phase = TransactionPhase.ROLLED_BACK
             raise TransactionFailed(f"Cross-domain transaction failed: {exc}", reached,
                                     result.to_dict(), exc) from exc
-        if result.phase is not TransactionPhase.ALREADY_COMPLETED:
-            result.phase = TransactionPhase.JOINED if joined else TransactionPhase.COMMITTED
+        if result.phase is not _ALREADY_COMPLETED:
+            result.phase = _JOINED if joined else _COMMITTED
         if not joined:
             result.events_published = list(tx.published_topics)
             if tx.events and len(tx.published_topics) == len(tx.events):
-                result.phase = TransactionPhase.EVENTS_PUBLISHED
+                result.phase = _EVENTS_PUBLISHED
         result.duration_ms = int((monotonic() - started) * 1000)
         return result
 
     def _write(self, tx, result, tenant_id, run_id, run_status, agent_id, error_code,
                error_message, trace_id, is_synthetic, synthetic_scenario_id, skip_events):
         """The writes of one completion, recording in `result` how far they got (every row and
-        result stamped with the transaction's one timestamp)."""
-        now, stamp = tx.now, tx.now_text
-        policy_id, first_time = _create_policy_evaluation(tx, tenant_id, run_id, run_status,
-                                                          is_synthetic, synthetic_scenario_id, stamp)
-        if not first_time:
+        result stamped with the transaction's one timestamp). The statements run through one
+        `statement_runner`; the driver's errors become Peewee's here."""
+        try:
+            incident_created = self._write_rows(tx, result, tenant_id, run_id, run_status, agent_id, error_code,
+                                                error_message, trace_id, is_synthetic, synthetic_scenario_id)
+        except Exception:
+            with peewee_exceptions:
+                raise
+        if not skip_events and result.phase is not _ALREADY_COMPLETED:
+            self._write_events(tx, result, run_status, trace_id, tenant_id, incident_created)
+
+    def _write_rows(self, tx, result, tenant_id, run_id, run_status, agent_id, error_code,
+                    error_message, trace_id, is_synthetic, synthetic_scenario_id):
+        """`_write`'s statements; returns whether this call created the run's incident."""
+        db, now, stamp = tx.db, tx.now, tx.now_text
+        run = statement_runner(db)
+        (policy_sql, _), (incident_sql, _), (count_sql, count_merge), (trace_sql, _) = _statements(db)
+        outcome = POLICY_OUTCOMES.get(run_status.lower(), "not_applicable")
+        row = (new_ordered_id(), tenant_id, f"policy_eval_{run_id[:8]}", "policies_checked:0", run_id, run_id,
+               run_id, outcome, 1.0 if outcome == "no_violation" else 0.0, bool(is_synthetic),
+               synthetic_scenario_id, stamp)  # in _INSERT_POLICY's order
+        policy_id = _first_column(run(policy_sql, _INSERT_POLICY.row_params(row)))
+        if policy_id is None:  # completed before: report what that completion wrote
+            policy_id = _first_column(_SELECT_POLICY.execute(db, (tenant_id, row[2], run_id)))
             incident_id = _run_incident(tx, tenant_id, run_id)
             if incident_id is not None:
                 result.incident_result = DomainResult("incidents", "create_incident", incident_id, True, None, now)
             result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True, None, now)
-            result.phase = TransactionPhase.ALREADY_COMPLETED
-            return
-        incident_created = False
-        if run_status == "failed":
-            incident_id, incident_created = _create_run_incident(
-                tx, tenant_id, run_id, agent_id, error_code, error_message,
-                is_synthetic, synthetic_scenario_id, stamp)
-            if incident_created:
+            result.phase = _ALREADY_COMPLETED
+            return False
+        incident_id, incident_created = None, False
+        if run_status == "failed":  # one incident per failed run
+            row = _incident_row(tenant_id, run_id, agent_id, error_code, error_message, is_synthetic,
+                                synthetic_scenario_id, stamp)
+            incident_id = _first_column(run(incident_sql, _INSERT_INCIDENT.row_params(row)))
+            if incident_id is None:  # the run's incident is there already
+                incident_id = _run_incident(tx, tenant_id, run_id)
+            else:
+                run(count_sql, count_merge((run_id, tenant_id)))
                 tx.note(tenant_changed(tenant_id))
+                incident_created = True
             result.incident_result = DomainResult("incidents", "create_incident", incident_id, True, None, now)
-            result.phase = TransactionPhase.INCIDENT_CREATED
+            result.phase = _INCIDENT_CREATED
         result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True, None, now)
-        result.phase = TransactionPhase.POLICY_EVALUATED
+        result.phase = _POLICY_EVALUATED
         if trace_id:
-            incident_id = result.incident_result and result.incident_result.result_id
-            if self.trace_completer(tx, tenant_id, trace_id, run_status, incident_id, now):
+            if self.trace_completer is complete_trace:  # its statement, through the same runner
+                completed = run(trace_sql, (run_status, stamp, incident_id, trace_id, tenant_id)).rowcount > 0
+            else:
+                completed = self.trace_completer(tx, tenant_id, trace_id, run_status, incident_id, now)
+            if completed:
                 result.trace_result = DomainResult("traces", "complete_trace", trace_id, True, None, now)
-                result.phase = TransactionPhase.TRACE_COMPLETED
+                result.phase = _TRACE_COMPLETED
             else:
                 result.trace_result = DomainResult(
                     "traces", "complete_trace", trace_id, False,
                     f"trace {trace_id} not found for tenant {tenant_id}", now)
-        if not skip_events:
-            self._write_events(tx, result, run_status, trace_id, tenant_id, incident_created)
+        return incident_created
 
     @staticmethod
     def _write_events(tx, result, run_status, trace_id, tenant_id, incident_created):

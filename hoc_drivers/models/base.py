@@ -215,6 +215,12 @@ class PreparedQuery:
             self._updated = query.model._meta.table_name
         return built
 
+    def built(self, db):
+        """(SQL text in `db`'s dialect, `merge` or None): what `execute` runs, built on first use
+        per dialect. `merge(values)` gives the parameters when the statement holds values of its
+        own (see `_merger`); with None the caller's values are the parameters."""
+        return self._built.get(db.__class__) or self._prepare(db)
+
     def execute(self, db, params):
         """Run the statement on `db` (through its guard) and return the cursor; an UPDATE's text
         values are refused when they hold NUL (ValueError), as `_Text` refuses them."""
@@ -245,6 +251,22 @@ class PreparedQuery:
         except Exception:  # the driver's errors become Peewee's; CommitForbidden stays itself
             with peewee_exceptions:
                 raise
+
+
+def statement_runner(db):
+    """`run(sql, params)`, returning the cursor, for a writer that runs several built statements
+    (`PreparedQuery.built`) in one transaction on `db`: what `execute_validated` would choose
+    for each, chosen once (the guarded connection's `execute_built`, or `db.execute_sql` before
+    the first connection, on a database of another kind, or while Peewee's logger logs the SQL).
+    The driver's errors come out as they are: the writer turns them into Peewee's once, around
+    all its statements (`with peewee_exceptions: raise`)."""
+    try:
+        execute_built = db._state.conn.execute_built
+    except AttributeError:  # no connection yet (None), or not a guarded one
+        return db.execute_sql
+    if _peewee_log_answers.get(_DEBUG) is not False and peewee_log.isEnabledFor(_DEBUG):
+        return db.execute_sql  # logs the SQL
+    return execute_built
 
 
 _DEBUG = logging.DEBUG
@@ -378,6 +400,11 @@ class PreparedInsert(PreparedQuery):
         if len(rows) == 1 and rows[0].__class__ is tuple:  # a hot writer's one row
             return super().execute_validated(db, self._tuple_plan.bind(rows[0]))
         return super().execute_validated(db, self.values(*rows))  # values() checked their text
+
+    def row_params(self, row):
+        """The parameters of one tuple `row` whose text the writer has already refused NUL in (as
+        `execute_validated` binds it; ValueError for a wrong length)."""
+        return self._tuple_plan.bind(row, True)
 
     def execute_validated(self, db, *rows):
         """Insert tuple `rows` whose text the writer has already refused NUL in (every text value
