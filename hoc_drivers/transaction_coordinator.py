@@ -24,7 +24,7 @@ from .bus import EventPublisher, dispatch
 from .commit_guard import CommitForbidden
 from .dialect import begin_statement, failed_statement_aborts_transaction, notify_facts_sql
 from .facts import to_payloads
-from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, json_text, new_ordered_id, timestamp_text,
+from .models.base import (PLACEHOLDER, PreparedQuery, json_text, new_ordered_id, timestamp_text,
                           utcnow)
 from .models.runs import Event
 from .run_completion import (DomainResult, RunCompletionTransaction, TransactionFailed,  # noqa: F401
@@ -116,12 +116,12 @@ class Transaction:
 
     def write_outbox(self):
         """Write this transaction's events to the `events` table in one statement."""
-        now = self.now_text
-        rows = [(event_id, tenant_id, topic, json_text(payload), now)
-                for event_id, tenant_id, topic, payload in self.events]
-        for start in range(0, len(rows), EVENTS_PER_INSERT):
-            chunk = rows[start:start + EVENTS_PER_INSERT]
-            _insert_events(len(chunk)).execute_validated(self.db, *chunk)  # text checked by publish()
+        now, events = self.now_text, self.events
+        for start in range(0, len(events), EVENTS_PER_INSERT):
+            chunk = events[start:start + EVENTS_PER_INSERT]
+            params = [value for event_id, tenant_id, topic, payload in chunk
+                      for value in (event_id, tenant_id, topic, json_text(payload), now)]
+            _insert_events(len(chunk)).execute_validated(self.db, params)  # text checked by publish()
 
 
 # Statements stay within 999 bound values, the lowest limit SQLite builds have had
@@ -133,11 +133,15 @@ IDS_PER_MARK = 999 - 1
 _NO_SAVEPOINT = nullcontext()
 
 
+_EVENT_COLUMNS = (Event.id, Event.tenant_id, Event.topic, Event.payload, Event.created_at)
+
+
 @lru_cache(maxsize=64)
 def _insert_events(count):
-    """INSERT of `count` outbox events, built once per count (rows: id, tenant_id, topic,
-    payload as JSON text, created_at as stored)."""
-    return PreparedInsert(Event, ("id", "tenant_id", "topic", "payload", "created_at"), rows=count)
+    """INSERT of `count` outbox events, built once per count; its parameters are the events'
+    values one after another (id, tenant_id, topic, payload as JSON text, created_at as stored)."""
+    return PreparedQuery(lambda: Event.insert_many([(PLACEHOLDER,) * len(_EVENT_COLUMNS)] * count,
+                                                   fields=_EVENT_COLUMNS))
 
 
 
