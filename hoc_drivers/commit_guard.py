@@ -197,15 +197,20 @@ class GuardedConnection(sqlite3.Connection):
             self._sql = None
 
     def issue(self, statement):
-        """Send transaction control (BEGIN, SAVEPOINT, ...): only while the coordinator issues it."""
+        """Send transaction control (BEGIN, SAVEPOINT, ...): only while the coordinator issues it.
+
+        The text is remembered as control (what SQLite classifies BEGIN, SAVEPOINT, RELEASE, ...
+        as) before it is sent, so a replay of it from the statement cache is refused (`_check`),
+        even after the remembered texts were emptied."""
         if not self.issuing:
             self._refuse(CONTROL, describe(CONTROL, statement))
-        self._run(_send_control, self, statement, ())
+        self._kinds[statement] = CONTROL
+        _send_control(self, statement)
 
     def _run(self, run, target, sql, parameters):
-        """`run(target, sql, parameters)` (target: a cursor, or this connection for transaction
-        control) with `sql` known to the authorizer (so it remembers how SQLite classified the
-        text), turning the authorizer's refusal into CommitForbidden."""
+        """`run(target, sql, parameters)` (target: a `GuardedCursor`) with `sql` known to the
+        authorizer (so it remembers how SQLite classified the text), turning the authorizer's
+        refusal into CommitForbidden."""
         self._sql = sql
         try:
             return run(target, sql, parameters)
@@ -238,7 +243,8 @@ class GuardedConnection(sqlite3.Connection):
                 "cannot commit: SQLite already rolled this transaction back (ON CONFLICT ROLLBACK, "
                 "RAISE(ROLLBACK), a full disk, ...); nothing of it was committed")
         if self.in_transaction:  # as sqlite3's commit(): nothing to do outside a transaction
-            self._run(_send_control, self, self._commit_sql, ())
+            self._kinds[self._commit_sql] = CONTROL  # remembered as `issue` remembers its text
+            _send_control(self, self._commit_sql)
 
     def rollback(self):
         """ROLLBACK: only while the coordinator issues it."""

@@ -190,6 +190,10 @@ class AppendResult(str, Enum):
     FAILED = "failed"
 
 
+# Read once here: an Enum member is a slow class attribute to look up, and every append returns one.
+_WRITTEN, _DUPLICATE, _FAILED = AppendResult.WRITTEN, AppendResult.DUPLICATE, AppendResult.FAILED
+
+
 def _json_texts(record):
     """The stored texts of `record`'s JSON fields (inputs, details), checked (ValueError) when
     it is appended, so a change made in place after the record was made is checked too."""
@@ -209,13 +213,13 @@ def _append(tx, record, idempotency_key, texts):
                inputs, text(r.decision_outcome), r.decision_reason, r.run_id, r.workflow_id, r.tenant_id,
                r.request_id, text(r.causal_role), timestamp_text(r.decided_at), details, idempotency_key)
         if _INSERT_DECISION.execute(db, row).rowcount == 0:
-            return AppendResult.DUPLICATE
+            return _DUPLICATE
         if mirror is not None:
             write_non_blocking(tx, lambda db: _INSERT_MIRROR.execute(db, mirror), None,
                                f"policy_decisions mirror of {record.decision_id}")
-        return AppendResult.WRITTEN
+        return _WRITTEN
 
-    return write_non_blocking(tx, write, AppendResult.FAILED,
+    return write_non_blocking(tx, write, _FAILED,
                               lambda: f"decision record {record.decision_id} ({record.decision_type.value})")
 
 
@@ -229,7 +233,7 @@ class DecisionRecordService:
 
     def emit(self, record):
         """Append `record` (and its policy mirror). True when written, False on a storage failure."""
-        return self.append(record) is AppendResult.WRITTEN
+        return self.append(record) is _WRITTEN
 
     def append(self, record, idempotency_key=None):
         """Append `record`; with an `idempotency_key`, only when no record holds that key yet.
@@ -346,7 +350,7 @@ def _emit(tx, tenant_id, decision_type, outcome, reason, inputs, details, once_p
                             details=details, tenant_id=tenant_id, **fields)
     texts = _json_texts(record)  # before the key, which holds values of the inputs: their error names the field
     key = None if once_per is None else make_idempotency_key(decision_type, tenant_id, *once_per)
-    if _append(tx, record, key, texts) is AppendResult.DUPLICATE:
+    if _append(tx, record, key, texts) is _DUPLICATE:
         return None
     if key is not None:
         log.info("%s decision emitted: tenant=%s outcome=%s key=%s", decision_type.value,

@@ -225,7 +225,7 @@ class _TransactionScope:
             if self.coordinator._published_unmarked:  # read without the lock: only a hint
                 self.coordinator._mark_published(tx)
         except BaseException:
-            self._end(commit=False)
+            self._end(False)
             raise
         return tx
 
@@ -248,7 +248,7 @@ class _TransactionScope:
         """ROLLBACK because of `error`, which stays the error the caller sees: a failure of the
         ROLLBACK itself (SQLite may already have rolled back, e.g. on a full disk) is logged."""
         try:
-            self._end(commit=False)
+            self._end(False)
         except Exception:
             log.exception("ROLLBACK after %r failed", error)
 
@@ -264,7 +264,7 @@ class _TransactionScope:
                 tx.write_outbox()
             if tx.facts and self.coordinator._notify_facts is not None:  # PostgreSQL only
                 tx.db.execute_sql(self.coordinator._notify_facts, (to_payloads(tx.facts),))
-            self._end(commit=True)
+            self._end(True)
         except BaseException as error:
             self._roll_back_after(error)
             raise

@@ -148,6 +148,22 @@ def test_a_prepared_statement_with_the_text_of_transaction_control_is_refused_in
     assert DecisionSetting.select().count(hoc_db) == 1
 
 
+@pytest.mark.sqlite_only
+def test_the_coordinators_commit_text_replayed_from_the_statement_cache_is_refused(hoc_db, hoc_coordinator):
+    """The coordinator's COMMIT is cached after its first use; its text (tag included) sent again
+    through the raw connection inside a transaction is refused, and the coordinator's own COMMIT
+    still commits."""
+    conn = hoc_db.connection()
+    with hoc_coordinator.transaction():
+        pass  # BEGIN and COMMIT sent: both now in the connection's statement cache
+    with hoc_coordinator.transaction():
+        conn.execute(LONG_INSERT, ("k", "1"))
+        message = refusal(conn.execute, conn._commit_sql)
+        assert message.startswith("raw SQL 'COMMIT /* hoc-drivers coordinator") and CONTROL_WHY in message
+        assert conn.in_transaction
+    assert DecisionSetting.select().count(hoc_db) == 1
+
+
 def test_forgetting_a_database_empties_every_registry_and_ignores_unknown_keys():
     from hoc_drivers.commit_guard import forget_database, per_database_registry
 
