@@ -248,9 +248,10 @@ class AlertQueueWriter:
         """
         tx = self.tx
         tx.require_open()
-        for name, value in (("tenant_id", tenant_id), ("alert_type", alert_type),
-                            ("circuit_breaker_name", circuit_breaker_name), ("incident_id", incident_id)):
-            optional_text(value, name)
+        optional_text(tenant_id, "tenant_id")
+        optional_text(alert_type, "alert_type")
+        optional_text(circuit_breaker_name, "circuit_breaker_name")
+        optional_text(incident_id, "incident_id")
         if payload is None:
             raise ValueError("payload is required (a JSON value)")
         if channel not in ALERT_CHANNELS:

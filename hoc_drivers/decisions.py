@@ -11,7 +11,7 @@ kill switch is system-wide and persisted in the database.
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 
 from peewee import SQL
@@ -114,7 +114,8 @@ class DecisionRecord:
         decided_at = self.decided_at
         if not isinstance(decided_at, datetime):
             raise ValueError("decided_at must be a datetime")
-        self.decided_at = as_utc(decided_at)
+        if decided_at.tzinfo is not timezone.utc:  # utcnow()'s, the default, is already
+            self.decided_at = as_utc(decided_at)
         if not (isinstance(self.decision_inputs, dict) and isinstance(self.details, dict)):
             require_dict(self.decision_inputs, "decision_inputs")  # names the one that is not
             require_dict(self.details, "details")

@@ -211,19 +211,20 @@ class _TransactionScope:
         self.coordinator = coordinator
 
     def __enter__(self):
-        db = self.coordinator.db
-        conn = self._conn = _connection(db)  # the transaction's, from BEGIN to its end
+        coordinator = self.coordinator
+        db = coordinator.db
+        conn = self._conn = db._state.conn or db.connection()  # the transaction's, from BEGIN to its end
         tx = conn.unit
         if tx is not None:
             self._inner = _Savepoint(tx)
             return self._inner.__enter__()
         self._inner = None
-        tx = self._tx = Transaction(db, self.coordinator._statements_abort)
-        _send(conn, self.coordinator._begin)
+        tx = self._tx = Transaction(db, coordinator._statements_abort)
+        _send(conn, coordinator._begin)
         conn.unit = tx
         try:
-            if self.coordinator._published_unmarked:  # read without the lock: only a hint
-                self.coordinator._mark_published(tx)
+            if coordinator._published_unmarked:  # read without the lock: only a hint
+                coordinator._mark_published(tx)
         except BaseException:
             self._end(False)
             raise

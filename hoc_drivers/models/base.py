@@ -398,8 +398,8 @@ class PreparedInsert(PreparedQuery):
     def execute(self, db, *rows):
         """Insert `rows` on `db` (through its guard) and return the cursor."""
         if len(rows) == 1 and rows[0].__class__ is tuple:  # a hot writer's one row
-            return super().execute_validated(db, self._tuple_plan.bind(rows[0]))
-        return super().execute_validated(db, self.values(*rows))  # values() checked their text
+            return PreparedQuery.execute_validated(self, db, self._tuple_plan.bind(rows[0]))
+        return PreparedQuery.execute_validated(self, db, self.values(*rows))  # values() checked their text
 
     def row_params(self, row):
         """The parameters of one tuple `row` whose text the writer has already refused NUL in (as
