@@ -187,7 +187,7 @@ class GuardedConnection(sqlite3.Connection):
         if (self.unit is None or self.issuing or not self.in_transaction
                 or self._kinds.get(sql) is CONTROL):
             return self.cursor().execute(sql, parameters)
-        self._sql = sql  # as `_run` does, in this frame: the path every hot statement takes
+        self._sql, self._refused = sql, None  # as `_run` does, in this frame: the path every hot statement takes
         try:
             return _execute(_cursor(self, GuardedCursor), sql, parameters)
         except sqlite3.DatabaseError:
@@ -210,8 +210,9 @@ class GuardedConnection(sqlite3.Connection):
     def _run(self, run, target, sql, parameters):
         """`run(target, sql, parameters)` (target: a `GuardedCursor`) with `sql` known to the
         authorizer (so it remembers how SQLite classified the text), turning the authorizer's
-        refusal into CommitForbidden."""
-        self._sql = sql
+        refusal into CommitForbidden (only a refusal of this statement: one a bare cursor got is
+        forgotten)."""
+        self._sql, self._refused = sql, None
         try:
             return run(target, sql, parameters)
         except sqlite3.DatabaseError:

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import Enum
 from time import monotonic
 
-from peewee import fn
+from peewee import PeeweeException, fn
 
 from .facts import tenant_changed
 from .models.base import (PLACEHOLDER, PreparedInsert, PreparedQuery, new_ordered_id, peewee_exceptions,
@@ -197,6 +197,9 @@ def complete_trace(tx, tenant_id, trace_id, run_status, incident_id, now):
     return cursor.rowcount > 0
 
 
+_OWN_TRACE_COMPLETER = complete_trace  # as defined: run completion runs its statement itself
+
+
 def _statements(db):
     """Run completion's statements in `db`'s dialect, (SQL, merge) each (`PreparedQuery.built`):
     policy INSERT, incident INSERT, the run's incident count, trace completion."""
@@ -260,20 +263,41 @@ class RunCompletionTransaction:
     def _write(self, tx, result, tenant_id, run_id, run_status, agent_id, error_code,
                error_message, trace_id, is_synthetic, synthetic_scenario_id, skip_events):
         """The writes of one completion, recording in `result` how far they got (every row and
-        result stamped with the transaction's one timestamp). The statements run through one
-        `statement_runner`; the driver's errors become Peewee's here."""
+        result stamped with the transaction's one timestamp). Its own statements run through one
+        `statement_runner`, and their driver errors become Peewee's here; a caller's
+        `trace_completer` runs outside that, so its errors stay its own."""
+        completes_trace = trace_id if self.trace_completer is _OWN_TRACE_COMPLETER else None
         try:
-            incident_created = self._write_rows(tx, result, tenant_id, run_id, run_status, agent_id, error_code,
-                                                error_message, trace_id, is_synthetic, synthetic_scenario_id)
+            incident_id, incident_created, completed = self._write_rows(
+                tx, result, tenant_id, run_id, run_status, agent_id, error_code, error_message,
+                completes_trace, is_synthetic, synthetic_scenario_id)
+        except PeeweeException:
+            raise  # Peewee's already (a look-up through `execute`; every statement under --debug)
         except Exception:
             with peewee_exceptions:
                 raise
-        if not skip_events and result.phase is not _ALREADY_COMPLETED:
+        if result.phase is _ALREADY_COMPLETED:
+            return
+        if trace_id:
+            now = tx.now
+            if completed is None:  # the caller's completer
+                completed = self.trace_completer(tx, tenant_id, trace_id, run_status, incident_id, now)
+            if completed:
+                result.trace_result = DomainResult("traces", "complete_trace", trace_id, True, None, now)
+                result.phase = _TRACE_COMPLETED
+            else:
+                result.trace_result = DomainResult(
+                    "traces", "complete_trace", trace_id, False,
+                    f"trace {trace_id} not found for tenant {tenant_id}", now)
+        if not skip_events:
             self._write_events(tx, result, run_status, trace_id, tenant_id, incident_created)
 
-    def _write_rows(self, tx, result, tenant_id, run_id, run_status, agent_id, error_code,
-                    error_message, trace_id, is_synthetic, synthetic_scenario_id):
-        """`_write`'s statements; returns whether this call created the run's incident."""
+    @staticmethod
+    def _write_rows(tx, result, tenant_id, run_id, run_status, agent_id, error_code, error_message,
+                    trace_id, is_synthetic, synthetic_scenario_id):
+        """`_write`'s own statements: the policy evaluation, the incident and, given `trace_id`,
+        the trace's completion. Returns (incident id, whether this call created it, whether the
+        trace was completed: None when it was not tried here)."""
         db, now, stamp = tx.db, tx.now, tx.now_text
         run = statement_runner(db)
         (policy_sql, _), (incident_sql, _), (count_sql, count_merge), (trace_sql, _) = _statements(db)
@@ -289,7 +313,7 @@ class RunCompletionTransaction:
                 result.incident_result = DomainResult("incidents", "create_incident", incident_id, True, None, now)
             result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True, None, now)
             result.phase = _ALREADY_COMPLETED
-            return False
+            return incident_id, False, None
         incident_id, incident_created = None, False
         if run_status == "failed":  # one incident per failed run
             row = _incident_row(tenant_id, run_id, agent_id, error_code, error_message, is_synthetic,
@@ -305,19 +329,10 @@ class RunCompletionTransaction:
             result.phase = _INCIDENT_CREATED
         result.policy_result = DomainResult("policies", "evaluate_policy", policy_id, True, None, now)
         result.phase = _POLICY_EVALUATED
-        if trace_id:
-            if self.trace_completer is complete_trace:  # its statement, through the same runner
-                completed = run(trace_sql, (run_status, stamp, incident_id, trace_id, tenant_id)).rowcount > 0
-            else:
-                completed = self.trace_completer(tx, tenant_id, trace_id, run_status, incident_id, now)
-            if completed:
-                result.trace_result = DomainResult("traces", "complete_trace", trace_id, True, None, now)
-                result.phase = _TRACE_COMPLETED
-            else:
-                result.trace_result = DomainResult(
-                    "traces", "complete_trace", trace_id, False,
-                    f"trace {trace_id} not found for tenant {tenant_id}", now)
-        return incident_created
+        completed = None
+        if trace_id:  # what complete_trace runs, through the same runner
+            completed = run(trace_sql, (run_status, stamp, incident_id, trace_id, tenant_id)).rowcount > 0
+        return incident_id, incident_created, completed
 
     @staticmethod
     def _write_events(tx, result, run_status, trace_id, tenant_id, incident_created):

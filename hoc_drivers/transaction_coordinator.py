@@ -116,12 +116,13 @@ class Transaction:
 
     def write_outbox(self):
         """Write this transaction's events to the `events` table in one statement."""
-        now, events = self.now_text, self.events
-        for start in range(0, len(events), EVENTS_PER_INSERT):
-            chunk = events[start:start + EVENTS_PER_INSERT]
-            params = [value for event_id, tenant_id, topic, payload in chunk
-                      for value in (event_id, tenant_id, topic, json_text(payload), now)]
-            _insert_events(len(chunk)).execute_validated(self.db, params)  # text checked by publish()
+        now = self.now_text
+        params = [value for event_id, tenant_id, topic, payload in self.events  # every payload encoded first
+                  for value in (event_id, tenant_id, topic, json_text(payload), now)]
+        width = len(_EVENT_COLUMNS)
+        for start in range(0, len(params), EVENTS_PER_INSERT * width):
+            chunk = params[start:start + EVENTS_PER_INSERT * width]
+            _insert_events(len(chunk) // width).execute_validated(self.db, chunk)  # text checked by publish()
 
 
 # Statements stay within 999 bound values, the lowest limit SQLite builds have had

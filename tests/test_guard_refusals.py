@@ -164,6 +164,20 @@ def test_the_coordinators_commit_text_replayed_from_the_statement_cache_is_refus
     assert DecisionSetting.select().count(hoc_db) == 1
 
 
+@pytest.mark.sqlite_only
+def test_a_refusal_a_bare_cursor_got_does_not_turn_a_later_failure_into_a_refusal(hoc_db, hoc_coordinator):
+    conn = hoc_db.connection()
+    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+        sqlite3.Cursor(conn).execute(LONG_INSERT, ("k", "1"))  # refused by the authorizer, not translated
+    with hoc_coordinator.transaction() as tx:
+        INSERT_SETTING.execute(tx.db, ())
+        with pytest.raises(peewee.IntegrityError):  # the duplicate key it is, not a stale refusal
+            INSERT_SETTING.execute(tx.db, ())
+        with pytest.raises(sqlite3.IntegrityError):  # through the raw connection's guarded cursor too
+            conn.execute("INSERT INTO decision_settings (key, value, updated_at) VALUES ('prepared', '2', 'now')")
+    assert DecisionSetting.select().count(hoc_db) == 1
+
+
 def test_forgetting_a_database_empties_every_registry_and_ignores_unknown_keys():
     from hoc_drivers.commit_guard import forget_database, per_database_registry
 

@@ -2,9 +2,12 @@
 runs, the policy evaluation's ids), an incident that already existed, the guard fact and the
 outbox tenant, the transaction's one timestamp, how far a failing commit got, how long it took,
 and the wording of what it refuses."""
+import logging
 import re
+import sqlite3
 from datetime import datetime, timezone
 
+import peewee
 import pytest
 from freezegun import freeze_time
 
@@ -199,3 +202,73 @@ def test_what_it_refuses_names_the_argument(hoc_coordinator):
         with pytest.raises(ValueError, match=re.escape(
                 f"run_id and run_status are required (non-empty strings), got {named}")):
             transaction.execute(*args)
+
+
+class HidingNul(str):
+    def __contains__(self, part):
+        return False  # the text is what is stored, whatever `in` says
+
+
+@pytest.mark.parametrize("argument", ["tenant_id", "run_id", "run_status", "trace_id", "agent_id",
+                                      "error_code", "synthetic_scenario_id"])
+def test_a_nul_that_a_str_subclass_hides_from_in_is_refused_before_anything_is_written(
+        hoc_db, hoc_coordinator, argument):
+    add_trace(hoc_coordinator, "tr1")
+    values = {"tenant_id": "t1", "run_id": "run-0001", "run_status": "failed", "trace_id": "tr1"}
+    values[argument] = HidingNul("x\x00y")
+    with pytest.raises(ValueError, match=f"^{argument} must not contain a NUL character"):
+        RunCompletionTransaction(hoc_coordinator).execute(**values)
+    assert (PreventionRecord.select().count(hoc_db), Event.select().count(hoc_db)) == (0, 0)
+    assert Trace.select().where(Trace.trace_id == "tr1").get(hoc_db).status == "running"
+
+
+class DataError(Exception):
+    """A trace store's own error that happens to share a name with a driver error."""
+
+
+@pytest.mark.parametrize("error", [sqlite3.OperationalError("trace store is locked"),
+                                   DataError("trace store says no")])
+def test_a_trace_completers_own_error_reaches_the_caller_as_it_was_raised(hoc_db, hoc_coordinator, error):
+    def failing_trace_store(*args):
+        raise error
+
+    with pytest.raises(TransactionFailed) as failure:
+        RunCompletionTransaction(hoc_coordinator, failing_trace_store).execute(
+            "t1", "run-0001", "failed", trace_id="tr1")
+    assert failure.value.cause is error and failure.value.phase is TransactionPhase.POLICY_EVALUATED
+    assert PreventionRecord.select().count(hoc_db) == 0
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_failing_statement_is_peewees_error_over_the_drivers_own_whether_or_not_sql_is_logged(
+        hoc_db, hoc_coordinator, caplog, debug):
+    with hoc_coordinator.transaction() as tx:
+        refuse_writes(tx, "incidents", "incidents unavailable")
+    with caplog.at_level(logging.DEBUG if debug else logging.WARNING, logger="peewee"):
+        with pytest.raises(TransactionFailed, match="incidents unavailable") as failure:
+            complete(hoc_coordinator, "run-0001", error_message="AGENT_CRASH")
+    cause = failure.value.cause
+    assert isinstance(cause, peewee.IntegrityError)
+    assert not isinstance(cause.orig, peewee.PeeweeException)  # the driver's error, with its details
+    assert failure.value.phase is TransactionPhase.NOT_STARTED
+    assert PreventionRecord.select().count(hoc_db) == 0
+
+
+def test_a_trace_completer_gets_the_incident_and_the_transactions_time_and_the_status_is_stored_as_given(
+        hoc_db, hoc_coordinator):
+    calls = []
+
+    def recording_trace_store(tx, tenant_id, trace_id, run_status, incident_id, now):
+        calls.append((tenant_id, trace_id, run_status, incident_id, now, tx.now))
+        return complete_trace(tx, tenant_id, trace_id, run_status, incident_id, now)
+
+    add_trace(hoc_coordinator, "tr1")
+    result = RunCompletionTransaction(hoc_coordinator, recording_trace_store).execute(
+        "t1", "run-0001", "failed", trace_id="tr1")
+    ((tenant_id, trace_id, status, incident_id, now, tx_now),) = calls
+    assert (tenant_id, trace_id, status) == ("t1", "tr1", "failed")
+    assert incident_id == result.incident_result.result_id == incident_of(hoc_db, "run-0001").id
+    assert isinstance(now, datetime) and now is tx_now
+    add_trace(hoc_coordinator, "tr2", run_id="run-0002")
+    complete(hoc_coordinator, "run-0002", status="Halted", trace_id="tr2")  # the built-in completion
+    assert Trace.select().where(Trace.trace_id == "tr2").get(hoc_db).status == "Halted"
