@@ -115,14 +115,14 @@ class Transaction:
         return self.savepoint() if self.statements_abort else _NO_SAVEPOINT
 
     def write_outbox(self):
-        """Write this transaction's events to the `events` table in one statement."""
+        """Write this transaction's events to the `events` table in one statement (up to
+        EVENTS_PER_INSERT a statement; their text was checked by `publish`)."""
         now = self.now_text
         params = [value for event_id, tenant_id, topic, payload in self.events  # every payload encoded first
                   for value in (event_id, tenant_id, topic, json_text(payload), now)]
-        width = len(_EVENT_COLUMNS)
-        for start in range(0, len(params), EVENTS_PER_INSERT * width):
-            chunk = params[start:start + EVENTS_PER_INSERT * width]
-            _insert_events(len(chunk) // width).execute_validated(self.db, chunk)  # text checked by publish()
+        for start in range(0, len(params), _VALUES_PER_INSERT):
+            chunk = params[start:start + _VALUES_PER_INSERT]
+            _insert_events(len(chunk) // len(_EVENT_COLUMNS)).execute_validated(self.db, chunk)
 
 
 # Statements stay within 999 bound values, the lowest limit SQLite builds have had
@@ -135,6 +135,7 @@ _NO_SAVEPOINT = nullcontext()
 
 
 _EVENT_COLUMNS = (Event.id, Event.tenant_id, Event.topic, Event.payload, Event.created_at)
+_VALUES_PER_INSERT = EVENTS_PER_INSERT * len(_EVENT_COLUMNS)
 
 
 @lru_cache(maxsize=64)

@@ -22,7 +22,7 @@ def require_text(value, name, message=REQUIRED):
     and `value` filled in (REQUIRED, NON_EMPTY, or a wording of the caller's), or `refuse_nul`'s."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(message.format(name=name, value=value))
-    if str.__contains__(value, "\x00"):  # str's own test: a subclass's `in` could hide the NUL
+    if "\x00" in (value if value.__class__ is str else str.__str__(value)):  # a subclass's own `in` could hide it
         raise refuse_nul(name)
     return value
 
