@@ -272,3 +272,25 @@ def test_a_trace_completer_gets_the_incident_and_the_transactions_time_and_the_s
     add_trace(hoc_coordinator, "tr2", run_id="run-0002")
     complete(hoc_coordinator, "run-0002", status="Halted", trace_id="tr2")  # the built-in completion
     assert Trace.select().where(Trace.trace_id == "tr2").get(hoc_db).status == "Halted"
+
+
+def test_its_statements_are_built_once_per_kind_of_database_and_reused(hoc_db, hoc_coordinator, monkeypatch):
+    from hoc_drivers import run_completion
+
+    monkeypatch.setattr(run_completion, "_BUILT", {})  # as in a fresh process
+    complete(hoc_coordinator, "run-0001")
+    built = run_completion._BUILT[type(hoc_db)]
+    complete(hoc_coordinator, "run-0002")
+    assert list(run_completion._BUILT) == [type(hoc_db)] and run_completion._BUILT[type(hoc_db)] is built
+    assert [sql for sql, _ in built] == [statement.sql(hoc_db)[0] for statement in (
+        run_completion._INSERT_POLICY, run_completion._INSERT_INCIDENT, run_completion._COUNT_RUN_INCIDENT,
+        run_completion._COMPLETE_TRACE)]
+    assert PreventionRecord.select().count(hoc_db) == 2
+
+
+def test_complete_trace_says_whether_the_tenant_had_the_trace(hoc_db, hoc_coordinator):
+    add_trace(hoc_coordinator, "tr1")
+    with hoc_coordinator.transaction() as tx:
+        assert complete_trace(tx, "t1", "tr1", "failed", None, tx.now) is True
+        assert complete_trace(tx, "t1", "nope", "failed", None, tx.now) is False
+        assert complete_trace(tx, "t2", "tr1", "failed", None, tx.now) is False  # another tenant's
