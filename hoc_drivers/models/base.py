@@ -12,7 +12,7 @@ from operator import itemgetter
 
 import peewee
 from peewee import (SQL, BigIntegerField, BooleanField, DateTimeField, Field, FloatField, IntegerField, Model, Node,
-                    NodeList, PeeweeException, Value, fn)
+                    NodeList, Value, fn)
 from peewee import __exception_wrapper__ as peewee_exceptions  # sqlite3 errors -> Peewee's
 from peewee import logger as peewee_log
 from playhouse import sqlite_ext
@@ -241,19 +241,23 @@ class PreparedQuery:
         if merge is not None:
             params = merge(params)
         try:
-            return statement_runner(db)(sql, params)
-        except PeeweeException:
-            raise  # converted by db.execute_sql already
+            execute_built = db._state.conn.execute_built
+        except AttributeError:  # no connection yet (None), or not a guarded one
+            return db.execute_sql(sql, params)
+        if _peewee_log_answers.get(_DEBUG) is not False and peewee_log.isEnabledFor(_DEBUG):
+            return db.execute_sql(sql, params)  # logs the SQL
+        try:
+            return execute_built(sql, params)
         except Exception:  # the driver's errors become Peewee's; CommitForbidden stays itself
             with peewee_exceptions:
                 raise
 
 
 def statement_runner(db):
-    """`run(sql, params)`, returning the cursor, for built statements (`PreparedQuery.built`) on
-    `db`: the guarded connection's `execute_built`, or `db.execute_sql` before the first
-    connection, on a database of another kind, or while Peewee's logger logs the SQL. A writer
-    running several in one transaction takes it once for all of them.
+    """`run(sql, params)`, returning the cursor, for a writer that runs several built statements
+    (`PreparedQuery.built`) in one transaction on `db`: what `execute_validated` would choose
+    for each, chosen once (the guarded connection's `execute_built`, or `db.execute_sql` before
+    the first connection, on a database of another kind, or while Peewee's logger logs the SQL).
     The driver's errors come out as they are: the writer turns them into Peewee's once, around
     all its statements (`with peewee_exceptions: raise`)."""
     try:
